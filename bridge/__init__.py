@@ -1,0 +1,1 @@
+"""depthstream bridge: browser <-> Triton, plus the shared model contract."""

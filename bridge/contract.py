@@ -1,0 +1,123 @@
+"""The model contract: one source of truth for export, configs, bridge, clients and tests.
+
+Every served model takes raw RGB pixels and returns relative inverse depth (larger = closer)
+at the input's own size. Preprocessing (resize + normalize) and the resize back are fused into
+the exported graph, so a client never needs to know a model's input resolution.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+INPUT_NAME = "IMAGE"
+INPUT_DTYPE = "UINT8"  # Triton datatype string (metadata); configs use TYPE_UINT8
+INPUT_DIMS = (-1, -1, 3)  # per item: H, W, RGB; the batch dimension comes from max_batch_size
+OUTPUT_NAME = "DEPTH"
+OUTPUT_DTYPE = "FP32"
+OUTPUT_DIMS = (-1, -1)  # per item: H, W (the input's size)
+
+# Triton's max_batch_size for every model; requests of the same H and W batch together.
+MAX_BATCH_SIZE = 4
+
+# Where export records that a model carries meaningless random weights (smoke mode).
+RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
+
+
+class Interpolation(enum.StrEnum):
+    BICUBIC = "bicubic"
+    BILINEAR = "bilinear"
+
+
+@dataclass(frozen=True)
+class Resize:
+    """How a model's input is resized before the network.
+
+    keep_aspect: scale so both sides are >= ``size`` (lower bound), each side rounded to the
+    nearest multiple of ``multiple_of`` and never below ``size`` (Depth Anything). Otherwise the
+    image is stretched to ``size`` x ``size`` (MiDaS DPT-BEiT).
+    """
+
+    size: int
+    keep_aspect: bool
+    multiple_of: int = 1
+    interpolation: Interpolation = Interpolation.BICUBIC
+
+    def network_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (height, width) the network sees for an input of this size (reference maths)."""
+        if not self.keep_aspect:
+            return self.size, self.size
+        scale = max(self.size / height, self.size / width)
+        return self._constrain(scale * height), self._constrain(scale * width)
+
+    def _constrain(self, x: float) -> int:
+        # Official Depth-Anything-V2 Resize.constrain_to_multiple_of (numpy round: half to even).
+        m = self.multiple_of
+        y = int(round(x / m) * m)
+        if y < self.size:
+            y = int(-(-x // m) * m)  # ceil to the multiple
+        return y
+
+
+@dataclass(frozen=True)
+class OutputResize:
+    """How the network's depth is resized back to the input's size."""
+
+    interpolation: Interpolation
+    align_corners: bool
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    title: str
+    hub_id: str
+    architecture: str  # transformers model class the checkpoint must load as
+    model_type: str  # config.model_type of that checkpoint
+    resize: Resize
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    output_resize: OutputResize
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+DEPTH_ANYTHING_V2_SMALL = ModelSpec(
+    name="depth_anything_v2_small",
+    title="Depth-Anything-V2-Small",
+    hub_id="depth-anything/Depth-Anything-V2-Small-hf",
+    architecture="DepthAnythingForDepthEstimation",
+    model_type="depth_anything",
+    resize=Resize(size=518, keep_aspect=True, multiple_of=14),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    # Official infer_image: F.interpolate(depth, (h, w), mode="bilinear", align_corners=True)
+    output_resize=OutputResize(Interpolation.BILINEAR, align_corners=True),
+)
+
+MIDAS_DPT_BEIT_BASE_384 = ModelSpec(
+    name="midas_dpt_beit_base_384",
+    title="MiDaS DPT-BEiT-Base-384",
+    hub_id="Intel/dpt-beit-base-384",
+    architecture="DPTForDepthEstimation",
+    model_type="dpt",
+    resize=Resize(size=384, keep_aspect=False),
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+    # MiDaS run.py and Hugging Face post-processing: bicubic, align_corners=False
+    output_resize=OutputResize(Interpolation.BICUBIC, align_corners=False),
+)
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec for spec in (DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384)
+}
+DEFAULT_MODEL = DEPTH_ANYTHING_V2_SMALL.name
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec for a model name; KeyError names the known models."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None

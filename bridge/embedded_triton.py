@@ -1,0 +1,251 @@
+"""Run the real ``tritonserver`` shipped in the nvidia-pytriton wheel on the embedded CPU flavour.
+
+``python -m bridge.embedded_triton`` (``make serve``) generates the embedded repository from
+``model_repository/``, starts Triton bound to 127.0.0.1 with its admin APIs restricted, waits
+until every model is ready, and stops it cleanly on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
+
+
+class TritonStartError(Exception):
+    """Triton could not start or did not become ready; the message says why."""
+
+
+@dataclass(frozen=True)
+class TritonSettings:
+    repository: Path = Path("model_repository")
+    workdir: Path = Path("build/embedded")
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    grpc_port: int = 8001
+    metrics_port: int = 8002
+    models: tuple[str, ...] = ()  # empty: every exported model
+    threads: int | None = None  # ONNX Runtime intra-op threads per model; None: all cores
+    ready_timeout_s: float = 120.0
+    admin_key: str = field(default_factory=lambda: secrets.token_hex(16))
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return {"HTTP": self.http_port, "gRPC": self.grpc_port, "metrics": self.metrics_port}
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}"
+
+
+def _pytriton_dirs() -> tuple[Path, Path]:
+    import pytriton
+
+    package = Path(pytriton.__file__).resolve().parent
+    return package / "tritonserver", package.parent / "nvidia_pytriton.libs"
+
+
+def check_ports_free(settings: TritonSettings) -> None:
+    for name, port in settings.ports.items():
+        with socket.socket() as probe:
+            try:
+                probe.bind((settings.host, port))
+            except OSError:
+                variable = {"HTTP": "HTTP_PORT", "gRPC": "GRPC_PORT", "metrics": "METRICS_PORT"}[name]
+                raise TritonStartError(
+                    f"port {port} ({name}) on {settings.host} is taken; stop what uses it or "
+                    f"choose another with {variable}=...") from None
+
+
+def prepare_backends(workdir: Path) -> Path:
+    """A backend directory holding the Python backend and the stub for this Python version."""
+    server_dir, _ = _pytriton_dirs()
+    python_dir = workdir / "backends" / "python"
+    python_dir.mkdir(parents=True, exist_ok=True)
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise TritonStartError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
+    for source in (*(server_dir / "backends" / "python").glob("*.py"),
+                   server_dir / "backends" / "python" / "libtriton_python.so", stub):
+        shutil.copy2(source, python_dir / source.name)
+    return python_dir.parent
+
+
+def server_env() -> dict[str, str]:
+    """LD_LIBRARY_PATH for Triton's bundled libraries; PYTHONPATH so the stub finds numpy and ORT."""
+    _, libs = _pytriton_dirs()
+    env = dict(os.environ)
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH")]))
+    site = sysconfig.get_paths()["purelib"]
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [site, env.get("PYTHONPATH")]))
+    # the stub also looks for this interpreter's environment through PATH (as pytriton does)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def command(settings: TritonSettings, repository: Path, backends: Path) -> list[str]:
+    server_dir, _ = _pytriton_dirs()
+    restricted = f"{RESTRICTED_APIS}:admin-key={settings.admin_key}"
+    return [
+        str(server_dir / "bin" / "tritonserver"),
+        f"--model-repository={repository}",
+        f"--backend-directory={backends}",
+        "--model-control-mode=none",
+        "--strict-readiness=true",
+        "--exit-on-error=true",
+        f"--http-address={settings.host}", f"--http-port={settings.http_port}",
+        f"--grpc-address={settings.host}", f"--grpc-port={settings.grpc_port}",
+        f"--metrics-address={settings.host}", f"--metrics-port={settings.metrics_port}",
+        f"--http-restricted-api={restricted}",
+        f"--grpc-restricted-protocol={restricted}",
+        "--log-verbose=0",
+    ]
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+class EmbeddedTriton:
+    """A ``tritonserver`` child process; use as a context manager or start()/stop()."""
+
+    def __init__(self, settings: TritonSettings, log_path: Path | None = None) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.process: subprocess.Popen | None = None
+        self.models: list[str] = []
+
+    def start(self) -> EmbeddedTriton:
+        from export.embedded import EmptyRepositoryError, generate
+
+        s = self.settings
+        check_ports_free(s)
+        repository = s.workdir / "model_repository"
+        try:
+            self.models = generate(s.repository, repository, list(s.models) or None, s.threads)
+        except EmptyRepositoryError as exc:
+            raise TritonStartError(str(exc)) from None
+        backends = prepare_backends(s.workdir)
+        output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (owned by Popen)
+        log.info("starting tritonserver: models %s, gRPC %s", ", ".join(self.models), s.grpc_url)
+        self.process = subprocess.Popen(
+            command(s, repository.resolve(), backends.resolve()), env=server_env(),
+            stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True)
+        if output:
+            output.close()
+        self.wait_ready()
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.settings.ready_timeout_s
+        urls = [f"{self.settings.http_url}/v2/models/{name}/ready" for name in self.models]
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                where = f"; see {self.log_path}" if self.log_path else ""
+                raise TritonStartError(f"tritonserver exited with code {self.process.returncode}{where}")
+            if all(_ready(url) for url in urls):
+                log.info("tritonserver ready: %s", ", ".join(self.models))
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise TritonStartError(f"tritonserver not ready after {self.settings.ready_timeout_s:.0f} s")
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)  # Triton finishes in-flight requests, then exits
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("tritonserver ignored SIGTERM for %.0f s; killing it", timeout_s)
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def __enter__(self) -> EmbeddedTriton:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _port(value: str) -> int:
+    port = int(value)
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port")
+    return port
+
+
+def parse_args(argv: list[str] | None = None) -> TritonSettings:
+    env = os.environ
+    parser = argparse.ArgumentParser(prog="python -m bridge.embedded_triton", description=__doc__)
+    parser.add_argument("--repository", type=Path, default=Path(env.get("MODEL_REPOSITORY", "model_repository")))
+    parser.add_argument("--host", default=env.get("TRITON_HOST", "127.0.0.1"))
+    parser.add_argument("--http-port", type=_port, default=env.get("HTTP_PORT", "8000"))
+    parser.add_argument("--grpc-port", type=_port, default=env.get("GRPC_PORT", "8001"))
+    parser.add_argument("--metrics-port", type=_port, default=env.get("METRICS_PORT", "8002"))
+    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per model")
+    args = parser.parse_args(argv)
+    ports = [args.http_port, args.grpc_port, args.metrics_port]
+    if len(set(ports)) != 3:
+        parser.error(f"HTTP, gRPC and metrics ports must differ; got {ports}")
+    return TritonSettings(repository=args.repository, host=args.host, http_port=args.http_port,
+                          grpc_port=args.grpc_port, metrics_port=args.metrics_port, threads=args.threads)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = parse_args(argv)
+    server = EmbeddedTriton(settings)
+    stop = {"requested": False}
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop["requested"] = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        server.start()
+    except TritonStartError as exc:
+        log.error("%s", exc)
+        server.stop()
+        return 2
+    print(f"Triton serving {', '.join(server.models)}: gRPC {settings.grpc_url}, HTTP "
+          f"{settings.http_url}, metrics http://{settings.host}:{settings.metrics_port}/metrics. "
+          "Ctrl-C stops it.", flush=True)
+    while not stop["requested"] and server.process.poll() is None:
+        time.sleep(0.2)
+    if server.process.poll() is not None:
+        log.error("tritonserver exited unexpectedly with code %s", server.process.returncode)
+        return 1
+    log.info("stopping tritonserver")
+    server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

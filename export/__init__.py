@@ -1,0 +1,1 @@
+"""Export the depth models from PyTorch checkpoints to ONNX inside a Triton model repository."""

@@ -1,0 +1,113 @@
+"""Model architectures built offline from transformers configs.
+
+Real users load real checkpoints (export.checkpoints). These builders exist for two honest
+purposes: the explicit ``--random-weights`` smoke mode (full-size architectures, meaningless
+output) and the tests (tiny versions of the same architectures, loaded back through the real
+loading code after ``save_pretrained``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import (
+    BeitConfig,
+    DepthAnythingConfig,
+    DepthAnythingForDepthEstimation,
+    Dinov2Config,
+    DPTConfig,
+    DPTForDepthEstimation,
+    PreTrainedModel,
+)
+
+from bridge.contract import DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384, ModelSpec
+
+
+def _depth_anything(hidden: int, layers: int, heads: int, neck: list[int], fusion: int, head: int):
+    step = layers // 4
+    backbone = Dinov2Config(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=hidden * 4, image_size=518, patch_size=14,
+        out_indices=[step, 2 * step, 3 * step, 4 * step], reshape_hidden_states=False,
+    )
+    return DepthAnythingForDepthEstimation(DepthAnythingConfig(
+        backbone_config=backbone, reassemble_hidden_size=hidden, neck_hidden_sizes=neck,
+        fusion_hidden_size=fusion, head_hidden_size=head, depth_estimation_type="relative",
+    ))
+
+
+def _dpt_beit(hidden: int, layers: int, heads: int, neck: list[int], fusion: int):
+    step = layers // 4
+    backbone = BeitConfig(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        intermediate_size=hidden * 4, image_size=384, patch_size=16,
+        use_relative_position_bias=True, use_mask_token=False, reshape_hidden_states=False,
+        out_features=[f"stage{i * step}" for i in range(1, 5)],
+    )
+    return DPTForDepthEstimation(DPTConfig(
+        backbone_config=backbone, neck_hidden_sizes=neck, fusion_hidden_size=fusion,
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+    ))
+
+
+def build_full_size(spec: ModelSpec) -> PreTrainedModel:
+    """The real architecture with random weights (Depth-Anything-V2-Small: ViT-S/14 DINOv2)."""
+    if spec is DEPTH_ANYTHING_V2_SMALL:
+        return _depth_anything(384, 12, 6, [48, 96, 192, 384], fusion=64, head=32)
+    if spec is MIDAS_DPT_BEIT_BASE_384:
+        return _dpt_beit(768, 12, 12, [96, 192, 384, 768], fusion=256)
+    raise ValueError(f"no architecture for {spec.name}")
+
+
+def build_tiny(spec: ModelSpec) -> PreTrainedModel:
+    """A tiny version of the same architecture, for tests (seconds to export on 2 cores)."""
+    if spec is DEPTH_ANYTHING_V2_SMALL:
+        return _depth_anything(32, 4, 2, [8, 16, 32, 32], fusion=16, head=8)
+    if spec is MIDAS_DPT_BEIT_BASE_384:
+        return _dpt_beit(32, 4, 2, [8, 16, 32, 32], fusion=16)
+    raise ValueError(f"no architecture for {spec.name}")
+
+
+def _last_conv(model: nn.Module) -> nn.Conv2d:
+    convs = [m for m in model.head.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1]
+
+
+@torch.no_grad()
+def give_head_structure(model: PreTrainedModel, calibration: torch.Tensor, seed: int = 0) -> None:
+    """Rescale the head's last convolution so a random model's depth has visible structure.
+
+    Randomly initialized heads give near-constant output, mostly clipped by the final ReLU.
+    We project the features onto a random direction, standardize that projection on a
+    calibration batch and shift it positive, so outputs vary across the image.
+    """
+    conv = _last_conv(model)
+    captured: list[torch.Tensor] = []
+    handle = conv.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
+    try:
+        model(pixel_values=calibration)
+    finally:
+        handle.remove()
+    features = captured[0]
+    direction = torch.randn(conv.weight.shape, generator=torch.Generator().manual_seed(seed))
+    projection = nn.functional.conv2d(features, direction)
+    std = projection.std().clamp_min(1e-12)
+    conv.weight.copy_(direction / std)
+    conv.bias.fill_(float(-projection.mean() / std) + 3.0)
+
+
+def calibration_batch(size: int = 384) -> torch.Tensor:
+    """A deterministic, structured calibration input (gradients and a disc), normalized-ish."""
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    disc = ((xs - 0.6) ** 2 + (ys - 0.4) ** 2 < 0.05).astype(np.float32)
+    channels = np.stack([xs, ys, disc]) * 2 - 1
+    return torch.from_numpy(channels)[None]
+
+
+def random_weights_model(spec: ModelSpec, tiny: bool = False, seed: int = 0) -> PreTrainedModel:
+    """A seeded random-weight model whose depth has structure (smoke mode and tests)."""
+    torch.manual_seed(seed)
+    model = (build_tiny if tiny else build_full_size)(spec).eval()
+    give_head_structure(model, calibration_batch(), seed)
+    return model

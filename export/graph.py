@@ -1,0 +1,88 @@
+"""The exported graph: raw uint8 RGB in, depth at the input's size out, preprocessing fused in.
+
+The maths follows the official pipelines (see bridge.contract): resize with bicubic (as OpenCV's
+INTER_CUBIC), normalize, run the network, resize the depth back with the model's own mode.
+Sizes are computed from the input's shape with tensor ops, so the exported ONNX stays correct
+at every input size instead of the one it was traced at.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.onnx.operators import shape_as_tensor
+
+from bridge.contract import ModelSpec
+
+
+class FusedDepthModel(nn.Module):
+    """Wraps a transformers depth model: ``IMAGE`` uint8 [N, H, W, 3] -> ``DEPTH`` fp32 [N, H, W]."""
+
+    def __init__(self, network: nn.Module, spec: ModelSpec) -> None:
+        super().__init__()
+        self.network = network
+        self.spec = spec
+        std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
+        mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        # (x / 255 - mean) / std as one multiply-add
+        self.register_buffer("scale", 1.0 / (255.0 * std), persistent=False)
+        self.register_buffer("offset", -mean / std, persistent=False)
+
+    def network_size(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | tuple[int, int]:
+        resize = self.spec.resize
+        if not resize.keep_aspect:
+            return resize.size, resize.size
+        # float64 like the reference's numpy maths, so rounding ties break the same way
+        hw = shape_as_tensor(image)[1:3].to(torch.float64)
+        scale = torch.max(resize.size / hw)
+        m = resize.multiple_of
+        new_hw = torch.round(scale * hw / m) * m
+        # never below the lower bound (the reference rounds up instead; same result here)
+        new_hw = torch.clamp(new_hw, min=resize.size).to(torch.int64)
+        return new_hw[0], new_hw[1]
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        pixels = image.permute(0, 3, 1, 2).to(torch.float32) * self.scale + self.offset
+        pixels = F.interpolate(
+            pixels, size=self.network_size(image), mode=self.spec.resize.interpolation.value,
+            align_corners=False,
+        )
+        depth = self.network(pixel_values=pixels).predicted_depth  # [N, h, w]
+        out = self.spec.output_resize
+        depth = F.interpolate(
+            depth.unsqueeze(1), size=(image.shape[1], image.shape[2]),
+            mode=out.interpolation.value, align_corners=out.align_corners,
+        )
+        return depth.squeeze(1)
+
+
+def _trace_friendly_depth_anything_head(self, hidden_states, patch_height, patch_width):
+    """DepthAnythingDepthEstimationHead.forward without ``int()`` on traced sizes.
+
+    transformers' version calls ``int(patch_height * patch_size)``, which the TorchScript ONNX
+    exporter freezes to the traced size: exact there, 20-30% off at every other size.
+    """
+    hidden_states = hidden_states[self.head_in_index]
+    predicted_depth = self.conv1(hidden_states)
+    predicted_depth = nn.functional.interpolate(
+        predicted_depth,
+        (patch_height * self.patch_size, patch_width * self.patch_size),
+        mode="bilinear",
+        align_corners=True,
+    )
+    predicted_depth = self.conv2(predicted_depth)
+    predicted_depth = self.activation1(predicted_depth)
+    predicted_depth = self.conv3(predicted_depth)
+    predicted_depth = self.activation2(predicted_depth) * self.max_depth
+    return predicted_depth.squeeze(dim=1)
+
+
+def make_exportable(network: nn.Module) -> nn.Module:
+    """Patch the one method that would bake the traced size into the graph (Depth Anything)."""
+    head = getattr(network, "head", None)
+    if type(head).__name__ == "DepthAnythingDepthEstimationHead":
+        head.forward = types.MethodType(_trace_friendly_depth_anything_head, head)
+    return network

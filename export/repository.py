@@ -1,0 +1,117 @@
+"""Write one model into a Triton model repository: complete, or not at all."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+MANIFEST = "depthstream.json"
+ONNX_FILE = "model.onnx"
+CONFIG_FILE = "config.pbtxt"
+VERSION = "1"
+
+_CODE_FILES = ("bridge/contract.py", "export/graph.py", "export/onnx_export.py", "export/configs.py",
+               "export/architectures.py")
+
+
+def code_fingerprint() -> str:
+    """Hash of the code that shapes an exported model: a change re-exports on the next run."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for name in _CODE_FILES:
+        digest.update((root / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def weights_fingerprint(directory: Path) -> str:
+    """Cheap identity of a local checkpoint: config text plus name, size and mtime of files."""
+    digest = hashlib.sha256()
+    for path in sorted(directory.iterdir()):
+        if path.is_file():
+            stat = path.stat()
+            digest.update(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    config = directory / "config.json"
+    if config.is_file():
+        digest.update(config.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model: str
+    source: str
+    weights: str  # fingerprint of the weights, or the hub id / "random"
+    random_weights: bool
+    code: str
+    torch: str = ""
+    onnx_opset: int = 0
+    parity_error: float = 0.0
+    export_seconds: float = 0.0
+
+    def same_input(self, other: Manifest) -> bool:
+        return (self.model, self.source, self.weights, self.random_weights, self.code) == (
+            other.model, other.source, other.weights, other.random_weights, other.code)
+
+
+def read_manifest(model_dir: Path) -> Manifest | None:
+    try:
+        return Manifest(**json.loads((model_dir / MANIFEST).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def is_up_to_date(model_dir: Path, wanted: Manifest) -> bool:
+    existing = read_manifest(model_dir)
+    return (
+        existing is not None
+        and existing.same_input(wanted)
+        and (model_dir / VERSION / ONNX_FILE).is_file()
+        and (model_dir / CONFIG_FILE).is_file()
+    )
+
+
+class StagedModel:
+    """A model directory built beside the repository and swapped in only when complete.
+
+    Used as a context manager: on error the staging directory is removed and any previous
+    version of the model stays as it was.
+    """
+
+    def __init__(self, output: Path, name: str) -> None:
+        output.mkdir(parents=True, exist_ok=True)
+        self.final = output / name
+        self.path = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=output))
+        self.path.chmod(0o755)  # mkdtemp makes it private; Triton in a container must read it
+        (self.path / VERSION).mkdir()
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / VERSION / ONNX_FILE
+
+    def write_config(self, text: str) -> None:
+        (self.path / CONFIG_FILE).write_text(text)
+
+    def write_manifest(self, manifest: Manifest) -> None:
+        (self.path / MANIFEST).write_text(json.dumps(asdict(manifest), indent=2) + "\n")
+
+    def commit(self) -> Path:
+        old = None
+        if self.final.exists():
+            old = self.final.with_name(f".old-{self.final.name}")
+            shutil.rmtree(old, ignore_errors=True)
+            self.final.rename(old)
+        self.path.rename(self.final)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.final
+
+    def __enter__(self) -> StagedModel:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
