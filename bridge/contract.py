@@ -121,3 +121,24 @@ def get_spec(name: str) -> ModelSpec:
         return MODELS[name]
     except KeyError:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
+
+
+TensorSpec = tuple[str, str, tuple[int, ...]]  # name, Triton datatype, shape with batch dim
+
+
+def expected_tensors() -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The inputs and outputs every served model must declare, as Triton's metadata reports them."""
+    return ([(INPUT_NAME, INPUT_DTYPE, (-1, *INPUT_DIMS))], [(OUTPUT_NAME, OUTPUT_DTYPE, (-1, *OUTPUT_DIMS))])
+
+
+def contract_violations(model: str, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> list[str]:
+    """What differs between a served model's tensors and the contract (empty: it conforms)."""
+    problems = []
+    if model not in MODELS:
+        problems.append(f"{model!r} is not a model of the contract ({', '.join(MODELS)})")
+    want_inputs, want_outputs = expected_tensors()
+    for kind, got, want in (("input", inputs, want_inputs), ("output", outputs, want_outputs)):
+        normalized = [(name, dtype, tuple(shape)) for name, dtype, shape in got]
+        if normalized != want:
+            problems.append(f"{model}: {kind}s are {normalized}, the contract says {want}")
+    return problems

@@ -74,7 +74,8 @@ def check_ports_free(settings: TritonSettings) -> None:
                 variable = {"HTTP": "HTTP_PORT", "gRPC": "GRPC_PORT", "metrics": "METRICS_PORT"}[name]
                 raise TritonStartError(
                     f"port {port} ({name}) on {settings.host} is taken; stop what uses it or "
-                    f"choose another with {variable}=...") from None
+                    f"choose another with {variable}=..."
+                ) from None
 
 
 def prepare_backends(workdir: Path) -> Path:
@@ -86,8 +87,11 @@ def prepare_backends(workdir: Path) -> Path:
     stub = server_dir / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise TritonStartError(f"nvidia-pytriton ships no Python backend stub for Python {version}")
-    for source in (*(server_dir / "backends" / "python").glob("*.py"),
-                   server_dir / "backends" / "python" / "libtriton_python.so", stub):
+    for source in (
+        *(server_dir / "backends" / "python").glob("*.py"),
+        server_dir / "backends" / "python" / "libtriton_python.so",
+        stub,
+    ):
         shutil.copy2(source, python_dir / source.name)
     return python_dir.parent
 
@@ -114,13 +118,26 @@ def command(settings: TritonSettings, repository: Path, backends: Path) -> list[
         "--model-control-mode=none",
         "--strict-readiness=true",
         "--exit-on-error=true",
-        f"--http-address={settings.host}", f"--http-port={settings.http_port}",
-        f"--grpc-address={settings.host}", f"--grpc-port={settings.grpc_port}",
-        f"--metrics-address={settings.host}", f"--metrics-port={settings.metrics_port}",
+        f"--http-address={settings.host}",
+        f"--http-port={settings.http_port}",
+        f"--grpc-address={settings.host}",
+        f"--grpc-port={settings.grpc_port}",
+        f"--metrics-address={settings.host}",
+        f"--metrics-port={settings.metrics_port}",
         f"--http-restricted-api={restricted}",
         f"--grpc-restricted-protocol={restricted}",
         "--log-verbose=0",
     ]
+
+
+def _die_with_parent() -> None:
+    """Ask the kernel to SIGTERM Triton if this process dies without stopping it (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def _ready(url: str) -> bool:
@@ -154,8 +171,13 @@ class EmbeddedTriton:
         output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (owned by Popen)
         log.info("starting tritonserver: models %s, gRPC %s", ", ".join(self.models), s.grpc_url)
         self.process = subprocess.Popen(
-            command(s, repository.resolve(), backends.resolve()), env=server_env(),
-            stdout=output, stderr=subprocess.STDOUT if output else None, start_new_session=True)
+            command(s, repository.resolve(), backends.resolve()),
+            env=server_env(),
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
         if output:
             output.close()
         self.wait_ready()
@@ -203,7 +225,9 @@ def _port(value: str) -> int:
 def parse_args(argv: list[str] | None = None) -> TritonSettings:
     env = os.environ
     parser = argparse.ArgumentParser(prog="python -m bridge.embedded_triton", description=__doc__)
-    parser.add_argument("--repository", type=Path, default=Path(env.get("MODEL_REPOSITORY", "model_repository")))
+    parser.add_argument(
+        "--repository", type=Path, default=Path(env.get("MODEL_REPOSITORY", "model_repository"))
+    )
     parser.add_argument("--host", default=env.get("TRITON_HOST", "127.0.0.1"))
     parser.add_argument("--http-port", type=_port, default=env.get("HTTP_PORT", "8000"))
     parser.add_argument("--grpc-port", type=_port, default=env.get("GRPC_PORT", "8001"))
@@ -213,8 +237,14 @@ def parse_args(argv: list[str] | None = None) -> TritonSettings:
     ports = [args.http_port, args.grpc_port, args.metrics_port]
     if len(set(ports)) != 3:
         parser.error(f"HTTP, gRPC and metrics ports must differ; got {ports}")
-    return TritonSettings(repository=args.repository, host=args.host, http_port=args.http_port,
-                          grpc_port=args.grpc_port, metrics_port=args.metrics_port, threads=args.threads)
+    return TritonSettings(
+        repository=args.repository,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        metrics_port=args.metrics_port,
+        threads=args.threads,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -234,9 +264,12 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         server.stop()
         return 2
-    print(f"Triton serving {', '.join(server.models)}: gRPC {settings.grpc_url}, HTTP "
-          f"{settings.http_url}, metrics http://{settings.host}:{settings.metrics_port}/metrics. "
-          "Ctrl-C stops it.", flush=True)
+    print(
+        f"Triton serving {', '.join(server.models)}: gRPC {settings.grpc_url}, HTTP "
+        f"{settings.http_url}, metrics http://{settings.host}:{settings.metrics_port}/metrics. "
+        "Ctrl-C stops it.",
+        flush=True,
+    )
     while not stop["requested"] and server.process.poll() is None:
         time.sleep(0.2)
     if server.process.poll() is not None:

@@ -23,14 +23,27 @@ log = logging.getLogger("export")
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
-    parser.add_argument("--model", choices=[*MODELS, "all"], default="all",
-                        help="which model to export (default: all)")
-    parser.add_argument("--weights", type=Path, metavar="DIR",
-                        help="local checkpoint directory (save_pretrained layout), for one --model")
-    parser.add_argument("--random-weights", action="store_true",
-                        help="smoke mode: real architectures with random weights, MEANINGLESS output")
-    parser.add_argument("--output", type=Path, default=Path("model_repository"), metavar="DIR",
-                        help="Triton model repository to write (default: model_repository)")
+    parser.add_argument(
+        "--model", choices=[*MODELS, "all"], default="all", help="which model to export (default: all)"
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        metavar="DIR",
+        help="local checkpoint directory (save_pretrained layout), for one --model",
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="smoke mode: real architectures with random weights, MEANINGLESS output",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("model_repository"),
+        metavar="DIR",
+        help="Triton model repository to write (default: model_repository)",
+    )
     parser.add_argument("--force", action="store_true", help="re-export models that are up to date")
     args = parser.parse_args(argv)
     if args.weights is not None and args.model == "all":
@@ -48,8 +61,13 @@ def wanted_manifest(spec: ModelSpec, args: argparse.Namespace) -> Manifest:
         weights = weights_fingerprint(args.weights) if args.weights.is_dir() else "missing"
     else:
         source = weights = spec.hub_id
-    return Manifest(model=spec.name, source=source, weights=weights,
-                    random_weights=args.random_weights, code=code_fingerprint())
+    return Manifest(
+        model=spec.name,
+        source=source,
+        weights=weights,
+        random_weights=args.random_weights,
+        code=code_fingerprint(),
+    )
 
 
 def export_model(spec: ModelSpec, args: argparse.Namespace) -> None:
@@ -68,9 +86,17 @@ def export_model(spec: ModelSpec, args: argparse.Namespace) -> None:
         production = configs.onnxruntime_config(spec, checkpoint.random_weights)
         staged.write_config(configs.to_text(production))
         seconds = time.perf_counter() - started
-        staged.write_manifest(Manifest(
-            **{**wanted.__dict__, "torch": torch.__version__, "onnx_opset": OPSET,
-               "parity_error": error, "export_seconds": round(seconds, 1)}))
+        staged.write_manifest(
+            Manifest(
+                **{
+                    **wanted.__dict__,
+                    "torch": torch.__version__,
+                    "onnx_opset": OPSET,
+                    "parity_error": error,
+                    "export_seconds": round(seconds, 1),
+                }
+            )
+        )
         final = staged.commit()
     log.info("%s: wrote %s in %.1f s (max parity error %.1e of range)", spec.name, final, seconds, error)
     if checkpoint.random_weights:

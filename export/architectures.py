@@ -27,28 +27,51 @@ from bridge.contract import DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384, Mo
 def _depth_anything(hidden: int, layers: int, heads: int, neck: list[int], fusion: int, head: int):
     step = layers // 4
     backbone = Dinov2Config(
-        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=hidden * 4, image_size=518, patch_size=14,
-        out_indices=[step, 2 * step, 3 * step, 4 * step], reshape_hidden_states=False,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 4,
+        image_size=518,
+        patch_size=14,
+        out_indices=[step, 2 * step, 3 * step, 4 * step],
+        reshape_hidden_states=False,
     )
-    return DepthAnythingForDepthEstimation(DepthAnythingConfig(
-        backbone_config=backbone, reassemble_hidden_size=hidden, neck_hidden_sizes=neck,
-        fusion_hidden_size=fusion, head_hidden_size=head, depth_estimation_type="relative",
-    ))
+    return DepthAnythingForDepthEstimation(
+        DepthAnythingConfig(
+            backbone_config=backbone,
+            reassemble_hidden_size=hidden,
+            neck_hidden_sizes=neck,
+            fusion_hidden_size=fusion,
+            head_hidden_size=head,
+            depth_estimation_type="relative",
+        )
+    )
 
 
 def _dpt_beit(hidden: int, layers: int, heads: int, neck: list[int], fusion: int):
     step = layers // 4
     backbone = BeitConfig(
-        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-        intermediate_size=hidden * 4, image_size=384, patch_size=16,
-        use_relative_position_bias=True, use_mask_token=False, reshape_hidden_states=False,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=hidden * 4,
+        image_size=384,
+        patch_size=16,
+        use_relative_position_bias=True,
+        use_mask_token=False,
+        reshape_hidden_states=False,
         out_features=[f"stage{i * step}" for i in range(1, 5)],
     )
-    return DPTForDepthEstimation(DPTConfig(
-        backbone_config=backbone, neck_hidden_sizes=neck, fusion_hidden_size=fusion,
-        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-    ))
+    return DPTForDepthEstimation(
+        DPTConfig(
+            backbone_config=backbone,
+            neck_hidden_sizes=neck,
+            fusion_hidden_size=fusion,
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+        )
+    )
 
 
 def build_full_size(spec: ModelSpec) -> PreTrainedModel:

@@ -42,7 +42,8 @@ def download(spec: ModelSpec) -> Path:
     log.info("downloading %s from the Hugging Face hub", spec.hub_id)
     try:
         path = snapshot_download(
-            spec.hub_id, allow_patterns=["config.json", "*.safetensors", "*.json"],
+            spec.hub_id,
+            allow_patterns=["config.json", "*.safetensors", "*.json"],
         )
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
         raise CheckpointError(offline_message(spec, type(exc).__name__)) from None
@@ -56,8 +57,7 @@ def check_directory(spec: ModelSpec, directory: Path) -> None:
     config_path = directory / "config.json"
     if not config_path.is_file():
         raise CheckpointError(
-            f"--weights {directory}: no config.json; expected a save_pretrained directory "
-            f"of {spec.hub_id}"
+            f"--weights {directory}: no config.json; expected a save_pretrained directory of {spec.hub_id}"
         )
     try:
         config = json.loads(config_path.read_text())

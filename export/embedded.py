@@ -24,14 +24,17 @@ def exported_models(repository: Path) -> list[str]:
     if not repository.is_dir():
         return []
     return sorted(
-        path.name for path in repository.iterdir()
-        if not path.name.startswith(".") and (path / CONFIG_FILE).is_file()
+        path.name
+        for path in repository.iterdir()
+        if not path.name.startswith(".")
+        and (path / CONFIG_FILE).is_file()
         and (path / VERSION / ONNX_FILE).is_file()
     )
 
 
-def generate(repository: Path, target: Path, models: list[str] | None = None,
-             threads: int | None = None) -> list[str]:
+def generate(
+    repository: Path, target: Path, models: list[str] | None = None, threads: int | None = None
+) -> list[str]:
     """Write the embedded flavour of ``repository`` into ``target`` (replacing it)."""
     available = exported_models(repository)
     hint = "run `make export` (or `make export WEIGHTS=random` for a smoke test) first"
@@ -49,8 +52,12 @@ def generate(repository: Path, target: Path, models: list[str] | None = None,
         embedded = configs.embedded_config(production, onnx_path, threads)
         version_dir = target / name / VERSION
         version_dir.mkdir(parents=True)
-        (target / name / CONFIG_FILE).write_text(configs.to_text(
-            embedded, header="# Embedded CPU flavour, generated from "
-            f"{source / CONFIG_FILE} by export.embedded; do not edit.\n"))
+        (target / name / CONFIG_FILE).write_text(
+            configs.to_text(
+                embedded,
+                header="# Embedded CPU flavour, generated from "
+                f"{source / CONFIG_FILE} by export.embedded; do not edit.\n",
+            )
+        )
         shutil.copyfile(MODEL_PY, version_dir / "model.py")
     return names

@@ -47,14 +47,18 @@ class FusedDepthModel(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         pixels = image.permute(0, 3, 1, 2).to(torch.float32) * self.scale + self.offset
         pixels = F.interpolate(
-            pixels, size=self.network_size(image), mode=self.spec.resize.interpolation.value,
+            pixels,
+            size=self.network_size(image),
+            mode=self.spec.resize.interpolation.value,
             align_corners=False,
         )
         depth = self.network(pixel_values=pixels).predicted_depth  # [N, h, w]
         out = self.spec.output_resize
         depth = F.interpolate(
-            depth.unsqueeze(1), size=(image.shape[1], image.shape[2]),
-            mode=out.interpolation.value, align_corners=out.align_corners,
+            depth.unsqueeze(1),
+            size=(image.shape[1], image.shape[2]),
+            mode=out.interpolation.value,
+            align_corners=out.align_corners,
         )
         return depth.squeeze(1)
 

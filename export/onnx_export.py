@@ -37,8 +37,13 @@ def export(fused: torch.nn.Module, path: Path, trace_image: np.ndarray) -> None:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and legacy-exporter warnings, checked by parity
         torch.onnx.export(
-            fused, (sample,), str(path), dynamo=False, opset_version=OPSET,
-            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            fused,
+            (sample,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
             dynamic_axes={INPUT_NAME: {0: "N", 1: "H", 2: "W"}, OUTPUT_NAME: {0: "N", 1: "H", 2: "W"}},
         )
     onnx.checker.check_model(str(path), full_check=True)

@@ -27,13 +27,13 @@ class TritonPythonModel:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(
-            params["onnx_path"], options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(params["onnx_path"], options, providers=["CPUExecutionProvider"])
         names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
         if names != ([self.input_name], [self.output_name]):
             raise pb_utils.TritonModelException(
                 f"{params['onnx_path']} has tensors {names}, config wants "
-                f"{self.input_name} -> {self.output_name}")
+                f"{self.input_name} -> {self.output_name}"
+            )
 
     def execute(self, requests):
         responses = [None] * len(requests)
@@ -43,7 +43,8 @@ class TritonPythonModel:
             if image.dtype != self.input_dtype or image.ndim != 4 or 0 in image.shape:
                 responses[index] = self._error(
                     f"{self.input_name} must be a non-empty [N, H, W, 3] {np.dtype(self.input_dtype).name} "
-                    f"tensor; got shape {list(image.shape)} {image.dtype.name}")
+                    f"tensor; got shape {list(image.shape)} {image.dtype.name}"
+                )
                 continue
             by_shape.setdefault(image.shape[1:], []).append((index, image))
         for members in by_shape.values():

@@ -14,8 +14,13 @@ ONNX_FILE = "model.onnx"
 CONFIG_FILE = "config.pbtxt"
 VERSION = "1"
 
-_CODE_FILES = ("bridge/contract.py", "export/graph.py", "export/onnx_export.py", "export/configs.py",
-               "export/architectures.py")
+_CODE_FILES = (
+    "bridge/contract.py",
+    "export/graph.py",
+    "export/onnx_export.py",
+    "export/configs.py",
+    "export/architectures.py",
+)
 
 
 def code_fingerprint() -> str:
@@ -54,7 +59,12 @@ class Manifest:
 
     def same_input(self, other: Manifest) -> bool:
         return (self.model, self.source, self.weights, self.random_weights, self.code) == (
-            other.model, other.source, other.weights, other.random_weights, other.code)
+            other.model,
+            other.source,
+            other.weights,
+            other.random_weights,
+            other.code,
+        )
 
 
 def read_manifest(model_dir: Path) -> Manifest | None:

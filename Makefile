@@ -1,0 +1,67 @@
+# depthstream: `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON_SYSTEM ?= python3
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+REPOSITORY ?= model_repository
+MODEL ?= all
+WEIGHTS ?=
+HTTP_PORT ?= 8000
+GRPC_PORT ?= 8001
+METRICS_PORT ?= 8002
+BRIDGE_PORT ?= 8080
+# NGC Triton release matching the embedded tritonserver 2.51 (for `make triton` and plans)
+TRITON_IMAGE ?= nvcr.io/nvidia/tritonserver:24.10-py3
+PYTEST_ARGS ?=
+
+# WEIGHTS= (hub download) | random (smoke mode) | DIR (a local checkpoint, with MODEL=name)
+ifeq ($(WEIGHTS),random)
+EXPORT_FLAGS := --random-weights
+else ifneq ($(WEIGHTS),)
+EXPORT_FLAGS := --weights $(WEIGHTS)
+endif
+export HTTP_PORT GRPC_PORT METRICS_PORT
+
+.PHONY: help setup export serve triton plans demo bridge test check clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PYTHON) || $(PYTHON_SYSTEM) -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.installed ## create .venv with the pinned dependencies
+
+export: setup ## export the models to ONNX in model_repository/ (WEIGHTS=random|DIR, MODEL=name)
+	$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS)
+
+serve: setup ## run the embedded tritonserver (CPU) on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT)
+	$(PYTHON) -m bridge.embedded_triton --repository $(REPOSITORY)
+
+triton: ## print the docker run line for the NGC Triton container (GPU) serving model_repository/
+	@echo docker run --rm --gpus all --shm-size=1g \
+	  -p 127.0.0.1:$(HTTP_PORT):8000 -p 127.0.0.1:$(GRPC_PORT):8001 -p 127.0.0.1:$(METRICS_PORT):8002 \
+	  -v $(abspath $(REPOSITORY)):/models $(TRITON_IMAGE) \
+	  tritonserver --model-repository=/models --model-control-mode=none --strict-readiness=true
+
+plans: ## build TensorRT plans with trtexec in the NGC container (GPU + Docker)
+	TRITON_IMAGE=$(TRITON_IMAGE) REPOSITORY=$(REPOSITORY) bash export/build_plans.sh
+
+demo: setup ## export (WEIGHTS=random for a smoke demo), then run Triton + the bridge; open the URL
+	$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS)
+	$(PYTHON) -m bridge.embedded_triton --repository $(REPOSITORY)
+
+test: setup ## run the test suite (unit, integration with real Triton and uvicorn, browser)
+	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+check: setup ## lint and format check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean: ## remove generated files (keeps .venv and model_repository/)
+	rm -rf build .pytest_cache test-artifacts

@@ -1,0 +1,100 @@
+"""Depth to color: robust, flicker-free normalization and OpenCV colormaps.
+
+Per-frame min-max makes colors jump whenever one pixel changes and turns a flat frame into
+NaN. Instead: the 2nd/98th percentiles of the finite values, smoothed over time per stream,
+with a floor on the span; NaN/Inf become the far end. Every output is a valid image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+COLORMAPS: dict[str, int | None] = {
+    "inferno": cv2.COLORMAP_INFERNO,
+    "turbo": cv2.COLORMAP_TURBO,
+    "magma": cv2.COLORMAP_MAGMA,
+    "viridis": cv2.COLORMAP_VIRIDIS,
+    "plasma": cv2.COLORMAP_PLASMA,
+    "gray": None,
+}
+DEFAULT_COLORMAP = "inferno"
+
+LOW_PERCENTILE, HIGH_PERCENTILE = 2.0, 98.0
+MIN_SPAN = 1e-6  # a flat frame gets a span this wide instead of a division by zero
+SAMPLE_STRIDE = 4  # percentiles of every 4th pixel each way: 16x cheaper, same figures
+
+
+def depth_range(depth: np.ndarray) -> tuple[float, float] | None:
+    """Robust (low, high) of the finite values, or None when nothing is finite."""
+    sample = depth[::SAMPLE_STRIDE, ::SAMPLE_STRIDE]
+    finite = sample[np.isfinite(sample)]
+    if finite.size == 0:
+        finite = depth[np.isfinite(depth)]  # tiny images: the stride may skip all finite pixels
+        if finite.size == 0:
+            return None
+    low, high = np.percentile(finite, [LOW_PERCENTILE, HIGH_PERCENTILE])
+    return float(low), float(high)
+
+
+@dataclass
+class RangeSmoother:
+    """Exponential smoothing of the display range, one per stream (connection)."""
+
+    alpha: float = 0.2  # weight of the newest frame: ~5 frames to settle after a scene change
+    low: float | None = None
+    high: float | None = None
+
+    def update(self, observed: tuple[float, float] | None) -> tuple[float, float]:
+        if observed is not None:
+            if self.low is None or self.high is None:
+                self.low, self.high = observed
+            else:
+                self.low += self.alpha * (observed[0] - self.low)
+                self.high += self.alpha * (observed[1] - self.high)
+        if self.low is None or self.high is None:
+            return 0.0, 1.0
+        return self.low, self.high
+
+    def reset(self) -> None:
+        self.low = self.high = None
+
+
+def to_uint8(depth: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Map [low, high] to [0, 255] (saturating); NaN and Inf map to 0 (the far end)."""
+    span = max(high - low, MIN_SPAN)
+    if not np.isfinite(depth).all():
+        depth = np.nan_to_num(depth, nan=low, posinf=low, neginf=low)
+    return cv2.convertScaleAbs(depth, alpha=255.0 / span, beta=-low * 255.0 / span)
+
+
+def apply_colormap(gray: np.ndarray, colormap: str) -> np.ndarray:
+    """A BGR image (OpenCV's order, ready for imencode)."""
+    code = COLORMAPS[colormap]
+    if code is None:
+        return cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    return cv2.applyColorMap(gray, code)
+
+
+def colorize(
+    depth: np.ndarray, colormap: str = DEFAULT_COLORMAP, smoother: RangeSmoother | None = None
+) -> np.ndarray:
+    """Depth [H, W] float -> BGR uint8 [H, W, 3]; pass a smoother to keep colors stable."""
+    observed = depth_range(depth)
+    if smoother is not None:
+        low, high = smoother.update(observed)
+    else:
+        low, high = observed or (0.0, 1.0)
+    return apply_colormap(to_uint8(depth, low, high), colormap)
+
+
+def to_uint16(depth: np.ndarray) -> np.ndarray:
+    """Full-range 16-bit depth for saving (min-max of the finite values, guarded)."""
+    finite = depth[np.isfinite(depth)]
+    if finite.size == 0:
+        return np.zeros(depth.shape, np.uint16)
+    low, high = float(finite.min()), float(finite.max())
+    scaled = (np.nan_to_num(depth, nan=low, posinf=high, neginf=low) - low) / max(high - low, MIN_SPAN)
+    return np.clip(scaled * 65535.0 + 0.5, 0, 65535).astype(np.uint16)

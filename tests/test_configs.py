@@ -1,0 +1,79 @@
+"""Every config.pbtxt parses with Triton's own protobuf and conforms to the model contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tritonclient.grpc import model_config_pb2 as mc
+
+from bridge.contract import MAX_BATCH_SIZE, MODELS, contract_violations
+from export import configs
+from export.embedded import EmptyRepositoryError, generate
+
+INVALID = Path(__file__).parent / "configs"
+EXPECTED_PROBLEM = {
+    "wrong_dtype.pbtxt": "'FP32'",
+    "wrong_tensor_name.pbtxt": "'pixel_values'",
+    "no_batch_dim.pbtxt": "inputs are [('IMAGE', 'UINT8', (-1, -1, 3))]",
+    "channels_first.pbtxt": "(-1, 3, -1, -1)",
+    "unknown_model.pbtxt": "not a model of the contract",
+}
+
+
+def violations(config: mc.ModelConfig) -> list[str]:
+    return contract_violations(config.name, *configs.tensors(config))
+
+
+def check_common(config: mc.ModelConfig, name: str) -> None:
+    assert config.name == name
+    assert violations(config) == []
+    assert config.max_batch_size == MAX_BATCH_SIZE
+    policy = config.dynamic_batching.default_queue_policy
+    assert 0 < policy.max_queue_size <= 64, "the queue must be bounded"
+    assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_production_config_conforms(tiny_repository, name):
+    config = configs.parse((tiny_repository / name / "config.pbtxt").read_text())
+    check_common(config, name)
+    assert config.backend == "onnxruntime"
+    assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
+    (trt,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
+    assert not configs.is_random_weights(config)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_embedded_config_conforms(tiny_repository, tmp_path, name):
+    generate(tiny_repository, tmp_path)
+    config = configs.parse((tmp_path / name / "config.pbtxt").read_text())
+    check_common(config, name)
+    assert config.backend == "python"
+    assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
+    assert not config.HasField("optimization")
+    assert (
+        Path(config.parameters["onnx_path"].string_value)
+        == (tiny_repository / name / "1" / "model.onnx").resolve()
+    )
+    assert (tmp_path / name / "1" / "model.py").is_file()
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_tensorrt_plan_config_conforms(name):
+    config = configs.parse(configs.to_text(configs.tensorrt_plan_config(MODELS[name], random_weights=True)))
+    check_common(config, name)
+    assert config.platform == "tensorrt_plan" and configs.is_random_weights(config)
+
+
+@pytest.mark.parametrize("fixture", sorted(EXPECTED_PROBLEM))
+def test_invalid_config_is_reported(fixture):
+    config = configs.parse((INVALID / fixture).read_text())
+    problems = violations(config)
+    assert problems and EXPECTED_PROBLEM[fixture] in " ".join(problems)
+
+
+def test_generate_refuses_empty_repository(tmp_path):
+    with pytest.raises(EmptyRepositoryError, match="make export"):
+        generate(tmp_path / "empty", tmp_path / "out")

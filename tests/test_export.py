@@ -1,0 +1,225 @@
+"""Export: fidelity against the official pipelines, and the CLI's behaviour."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import cv2
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+import torch.nn.functional as F
+from transformers import AutoModelForDepthEstimation
+
+from bridge.contract import DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384, MODELS, ModelSpec
+from export import configs, onnx_export
+from export.__main__ import main
+from export.onnx_export import relative_error
+from export.repository import MANIFEST, read_manifest
+from tests.helpers import photo
+
+# Measured: 1e-5..6e-5 of range; a wrong interpolation mode or a size baked into the
+# graph is 5-30% off, so this bound separates right from wrong with a wide margin.
+FIDELITY_TOLERANCE = 1e-3
+
+
+def official_reference(network, spec: ModelSpec, rgb: np.ndarray) -> np.ndarray:
+    """The official pipeline, written independently of the exported graph: OpenCV INTER_CUBIC
+    resize on RGB/255, mean/std, the transformers model, then the model's output interpolation."""
+    height, width = rgb.shape[:2]
+    net_h, net_w = spec.resize.network_size(height, width)
+    x = cv2.resize(rgb.astype(np.float32) / 255.0, (net_w, net_h), interpolation=cv2.INTER_CUBIC)
+    x = (x - np.array(spec.mean, np.float32)) / np.array(spec.std, np.float32)
+    with torch.no_grad():
+        depth = network(pixel_values=torch.from_numpy(x.transpose(2, 0, 1).copy())[None]).predicted_depth
+        out = spec.output_resize
+        depth = F.interpolate(
+            depth[:, None], (height, width), mode=out.interpolation.value, align_corners=out.align_corners
+        )
+    return depth[0, 0].numpy()
+
+
+@pytest.fixture(scope="module")
+def sessions(tiny_repository):
+    return {name: ort.InferenceSession(str(tiny_repository / name / "1" / "model.onnx")) for name in MODELS}
+
+
+@pytest.fixture(scope="module")
+def networks(tiny_checkpoints):
+    return {
+        name: AutoModelForDepthEstimation.from_pretrained(path).eval()
+        for name, path in tiny_checkpoints.items()
+    }
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize(
+    "width,height,photo_name",
+    [
+        (640, 480, "astronaut"),  # landscape webcam frame
+        (360, 500, "chelsea"),  # portrait
+        (31, 17, "coffee"),  # odd and tiny
+        (1281, 719, "rocket"),  # odd, larger than the network input
+    ],
+)
+def test_exported_model_matches_official_pipeline(sessions, networks, name, width, height, photo_name):
+    rgb = photo(width, height, photo_name)
+    depth = sessions[name].run(["DEPTH"], {"IMAGE": rgb[None]})[0]
+    assert depth.shape == (1, height, width) and depth.dtype == np.float32
+    reference = official_reference(networks[name], MODELS[name], rgb)
+    assert reference.std() > 1e-3 * abs(reference.mean()), "tiny model output must have structure"
+    assert relative_error(depth[0], reference) < FIDELITY_TOLERANCE
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_batch_of_two_matches_each_image(sessions, networks, name):
+    images = [photo(320, 240, "astronaut"), photo(320, 240, "coffee")]
+    depth = sessions[name].run(["DEPTH"], {"IMAGE": np.stack(images)})[0]
+    assert depth.shape == (2, 240, 320)
+    for i, rgb in enumerate(images):
+        assert (
+            relative_error(depth[i], official_reference(networks[name], MODELS[name], rgb))
+            < FIDELITY_TOLERANCE
+        )
+
+
+@pytest.mark.parametrize("interpolation,align_corners", [("bicubic", False), ("bilinear", False)])
+def test_wrong_output_interpolation_is_detectably_different(networks, interpolation, align_corners):
+    """The fidelity bound is tight enough to catch the wrong output resize for Depth Anything."""
+    spec = DEPTH_ANYTHING_V2_SMALL
+    rgb = photo(31, 17, "coffee")
+    right = official_reference(networks[spec.name], spec, rgb)
+    wrong_spec = ModelSpec(
+        **{
+            **spec.__dict__,
+            "output_resize": type(spec.output_resize)(
+                type(spec.output_resize.interpolation)(interpolation), align_corners
+            ),
+        }
+    )
+    wrong = official_reference(networks[spec.name], wrong_spec, rgb)
+    assert relative_error(wrong, right) > FIDELITY_TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "height,width,expected",
+    [
+        (480, 640, (518, 686)),  # 518 x 690.7 -> nearest multiple of 14
+        (500, 360, (714, 518)),  # 719.4 / 14 = 51.4 -> 51 * 14
+        (17, 31, (518, 938)),  # 944.6 / 14 = 67.5 (below .5) -> 67 * 14
+        (518, 518, (518, 518)),
+    ],
+)
+def test_depth_anything_network_size(height, width, expected):
+    got = DEPTH_ANYTHING_V2_SMALL.resize.network_size(height, width)
+    assert got[0] % 14 == 0 and got[1] % 14 == 0 and min(got) >= 518
+    assert got == expected
+
+
+def test_midas_network_size_is_fixed():
+    assert MIDAS_DPT_BEIT_BASE_384.resize.network_size(17, 31) == (384, 384)
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def run_export(caplog, *args: str) -> tuple[int, str]:
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        code = main(list(args))
+    return code, caplog.text
+
+
+def test_offline_without_weights_names_both_ways_out(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, text = run_export(caplog, "--output", str(tmp_path / "repo"))
+    assert code == 2
+    assert "--weights DIR" in text and "--random-weights" in text
+    assert "Traceback" not in text
+    assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
+
+
+def test_missing_weights_directory_is_a_clear_error(tmp_path, caplog):
+    code, text = run_export(
+        caplog,
+        "--model",
+        "depth_anything_v2_small",
+        "--weights",
+        str(tmp_path / "nowhere"),
+        "--output",
+        str(tmp_path / "repo"),
+    )
+    assert code == 2 and "no such directory" in text
+
+
+def test_wrong_architecture_is_refused(tiny_checkpoints, tmp_path, caplog):
+    code, text = run_export(
+        caplog,
+        "--model",
+        "midas_dpt_beit_base_384",
+        "--weights",
+        str(tiny_checkpoints["depth_anything_v2_small"]),
+        "--output",
+        str(tmp_path / "repo"),
+    )
+    assert code == 2 and "needs DPTForDepthEstimation" in text
+    assert not (tmp_path / "repo" / "midas_dpt_beit_base_384").exists()
+
+
+def test_weights_without_model_is_a_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--weights", str(tmp_path)])
+    assert exit_info.value.code == 2 and "--model" in capsys.readouterr().err
+
+
+def test_up_to_date_model_is_skipped_unless_forced(tiny_checkpoints, tmp_path, caplog):
+    args = [
+        "--model",
+        "midas_dpt_beit_base_384",
+        "--weights",
+        str(tiny_checkpoints["midas_dpt_beit_base_384"]),
+        "--output",
+        str(tmp_path / "repo"),
+    ]
+    assert run_export(caplog, *args)[0] == 0
+    onnx_file = tmp_path / "repo" / "midas_dpt_beit_base_384" / "1" / "model.onnx"
+    first = onnx_file.stat().st_mtime_ns
+    code, text = run_export(caplog, *args)
+    assert code == 0 and "up to date" in text and onnx_file.stat().st_mtime_ns == first
+    code, text = run_export(caplog, *args, "--force")
+    assert code == 0 and "up to date" not in text and onnx_file.stat().st_mtime_ns != first
+
+
+def test_failed_parity_leaves_previous_model_and_no_debris(tiny_checkpoints, tmp_path, caplog, monkeypatch):
+    repo = tmp_path / "repo"
+    args = [
+        "--model",
+        "midas_dpt_beit_base_384",
+        "--weights",
+        str(tiny_checkpoints["midas_dpt_beit_base_384"]),
+        "--output",
+        str(repo),
+    ]
+    assert run_export(caplog, *args)[0] == 0
+    before = (repo / "midas_dpt_beit_base_384" / MANIFEST).read_text()
+    monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", 0.0)  # every export now "differs"
+    code, text = run_export(caplog, *args, "--force")
+    assert code == 2 and "refusing to write" in text
+    assert sorted(p.name for p in repo.iterdir()) == ["midas_dpt_beit_base_384"]
+    assert (repo / "midas_dpt_beit_base_384" / MANIFEST).read_text() == before
+
+
+def test_random_weights_are_recorded_for_bridge_and_page(tmp_path, caplog, monkeypatch):
+    from export import architectures
+
+    monkeypatch.setattr(architectures, "build_full_size", architectures.build_tiny)  # seconds, not minutes
+    code, text = run_export(
+        caplog, "--model", "depth_anything_v2_small", "--random-weights", "--output", str(tmp_path / "repo")
+    )
+    assert code == 0 and "MEANINGLESS" in text
+    model_dir = tmp_path / "repo" / "depth_anything_v2_small"
+    assert read_manifest(model_dir).random_weights
+    assert configs.is_random_weights(configs.parse((model_dir / "config.pbtxt").read_text()))
+    assert json.loads((model_dir / MANIFEST).read_text())["source"] == "random"
