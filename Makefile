@@ -52,9 +52,14 @@ triton: ## print the docker run line for the NGC Triton container (GPU) serving 
 plans: ## build TensorRT plans with trtexec in the NGC container (GPU + Docker)
 	TRITON_IMAGE=$(TRITON_IMAGE) REPOSITORY=$(REPOSITORY) bash export/build_plans.sh
 
-demo: setup ## export (WEIGHTS=random for a smoke demo), then run Triton + the bridge; open the URL
-	$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS)
-	$(PYTHON) -m bridge.embedded_triton --repository $(REPOSITORY)
+demo: setup ## export (WEIGHTS=random for a smoke demo), run Triton + the bridge, open http://127.0.0.1:8080/
+	@$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS) || { \
+	  echo; echo "make demo: no weights. \`make demo WEIGHTS=random\` runs a smoke demo (meaningless depth)," \
+	  "or point it at a checkpoint: make demo MODEL=<name> WEIGHTS=DIR"; exit 2; }
+	$(PYTHON) -m bridge.demo --repository $(REPOSITORY) --port $(BRIDGE_PORT)
+
+bridge: setup ## run only the bridge (Triton already running; BRIDGE_* variables configure it)
+	$(PYTHON) -m bridge --port $(BRIDGE_PORT) --triton-url 127.0.0.1:$(GRPC_PORT)
 
 test: setup ## run the test suite (unit, integration with real Triton and uvicorn, browser)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

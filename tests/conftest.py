@@ -63,3 +63,55 @@ def triton(tiny_repository, tmp_path_factory) -> EmbeddedTriton:
     server.start()
     yield server
     server.stop()
+
+
+class RunningBridge:
+    """A real uvicorn serving the bridge app in a background thread."""
+
+    def __init__(self, settings) -> None:
+        import threading
+
+        import uvicorn
+
+        from bridge.__main__ import uvicorn_config
+
+        self.settings = settings
+        config = uvicorn_config(settings)
+        config.log_level = "warning"
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.host}:{self.settings.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.settings.host}:{self.settings.port}/ws"
+
+    def __enter__(self) -> RunningBridge:
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def bridge_settings(triton_url: str, **overrides):
+    from bridge.settings import BridgeSettings
+
+    return BridgeSettings(port=free_port(), triton_url=triton_url, **overrides).validate()
+
+
+@pytest.fixture(scope="session")
+def bridge(triton) -> RunningBridge:
+    with RunningBridge(bridge_settings(triton.settings.grpc_url)) as running:
+        yield running

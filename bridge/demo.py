@@ -1,0 +1,62 @@
+"""``make demo``: the embedded Triton and the bridge together; Ctrl-C stops both."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import uvicorn
+
+from bridge.__main__ import uvicorn_config
+from bridge.embedded_triton import EmbeddedTriton, TritonSettings, TritonStartError
+from bridge.settings import SettingsError, parse_settings
+
+log = logging.getLogger("demo")
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="python -m bridge.demo", description=__doc__)
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    args, bridge_argv = parser.parse_known_args(argv)
+    try:
+        triton_settings = TritonSettings(
+            repository=args.repository,
+            http_port=int(os.environ.get("HTTP_PORT", 8000)),
+            grpc_port=int(os.environ.get("GRPC_PORT", 8001)),
+            metrics_port=int(os.environ.get("METRICS_PORT", 8002)),
+        )
+        settings = parse_settings(bridge_argv)
+    except (SettingsError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    settings = replace(settings, triton_url=triton_settings.grpc_url)
+    triton = EmbeddedTriton(triton_settings)
+    try:
+        triton.start()
+    except TritonStartError as exc:
+        log.error("%s", exc)
+        triton.stop()
+        return 2
+    cv2.setNumThreads(1)
+    try:
+        server = uvicorn.Server(uvicorn_config(settings))
+        print(
+            f"\n  depthstream is live: open http://{settings.host}:{settings.port}/ "
+            f"(Triton gRPC {triton_settings.grpc_url}). Ctrl-C stops it.\n",
+            flush=True,
+        )
+        server.run()  # returns on Ctrl-C or SIGTERM
+    finally:
+        log.info("stopping tritonserver")
+        triton.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

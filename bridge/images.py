@@ -1,0 +1,109 @@
+"""Frames in and out: sniff the format and size from the header, then decode; encode depth.
+
+The size is read from the header before any decoding, so a 20000x20000 "bomb" of a few
+hundred bytes is refused without allocating gigabytes.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import cv2
+import numpy as np
+
+from bridge.protocol import ErrorCode, ProtocolError
+
+MIN_SIDE = 2  # the models need at least a 2x2 image to have a shape worth resizing
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        raise ProtocolError(ErrorCode.BAD_IMAGE, "truncated PNG header")
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """Walk the JPEG markers to the first start-of-frame (SOF0..SOF15 except DHT/JPG/DAC)."""
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            raise ProtocolError(ErrorCode.BAD_IMAGE, "corrupt JPEG marker stream")
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # standalone markers
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        i += 2 + length
+    raise ProtocolError(ErrorCode.BAD_IMAGE, "truncated JPEG: no frame header")
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and len(data) >= 30:
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and len(data) >= 25:
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X" and len(data) >= 30:
+        if data[20] & 0x02:
+            raise ProtocolError(
+                ErrorCode.UNSUPPORTED_FORMAT, "animated WebP is not supported; send one frame"
+            )
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return width, height
+    raise ProtocolError(ErrorCode.BAD_IMAGE, "truncated or unknown WebP header")
+
+
+def sniff(data: bytes) -> tuple[str, int, int]:
+    """(format, width, height) from the header; ProtocolError for anything else."""
+    if data.startswith(b"\xff\xd8\xff"):
+        if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            raise ProtocolError(ErrorCode.BAD_IMAGE, "truncated JPEG: no end-of-image marker")
+        return ("jpeg", *_jpeg_size(data))
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        if data[-12:-4] != b"\x00\x00\x00\x00IEND":
+            raise ProtocolError(ErrorCode.BAD_IMAGE, "truncated PNG: no IEND chunk")
+        return ("png", *_png_size(data))
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ("webp", *_webp_size(data))
+    raise ProtocolError(ErrorCode.UNSUPPORTED_FORMAT, "frames must be JPEG, PNG or WebP images")
+
+
+def check_size(width: int, height: int, max_pixels: int) -> None:
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise ProtocolError(
+            ErrorCode.IMAGE_TOO_SMALL, f"image is {width}x{height}; each side must be >= {MIN_SIDE}"
+        )
+    if width * height > max_pixels:
+        raise ProtocolError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+        )
+
+
+def decode(data: bytes, max_pixels: int) -> np.ndarray:
+    """Encoded image -> RGB uint8 [H, W, 3] (gray, alpha and 16-bit are converted)."""
+    _, width, height = sniff(data)
+    check_size(width, height, max_pixels)
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    if rgb is None:
+        raise ProtocolError(ErrorCode.BAD_IMAGE, "the image could not be decoded (corrupt or truncated)")
+    if rgb.shape[1] != width or rgb.shape[0] != height:
+        raise ProtocolError(ErrorCode.BAD_IMAGE, "the image's header and its data disagree on its size")
+    return rgb
+
+
+def encode_jpeg(bgr: np.ndarray, quality: int) -> bytes:
+    ok, encoded = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return encoded.tobytes()

@@ -1,0 +1,44 @@
+"""Prometheus metrics for the bridge (its own registry, so each app instance counts alone)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+STAGES = ("queue", "decode", "infer", "colorize", "encode", "total")
+# 1 ms .. 10 s: bridge stages are milliseconds, CPU inference hundreds of milliseconds.
+BUCKETS_S = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
+
+
+class BridgeMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.frames_in = Counter("depthstream_frames_received", "Binary frames received", registry=r)
+        self.frames_answered = Counter(
+            "depthstream_frames_answered", "Frames answered with depth", ["model"], registry=r
+        )
+        self.frames_dropped = Counter(
+            "depthstream_frames_dropped",
+            "Frames replaced by a newer one before processing (latest frame wins)",
+            registry=r,
+        )
+        self.frames_rejected = Counter(
+            "depthstream_frames_rejected", "Frames refused as bad input", ["code"], registry=r
+        )
+        self.frames_failed = Counter(
+            "depthstream_frames_failed", "Frames that failed at the model server", ["code"], registry=r
+        )
+        self.control_rejected = Counter(
+            "depthstream_control_rejected", "Control messages refused", ["code"], registry=r
+        )
+        self.connections = Gauge("depthstream_connections", "Open WebSocket connections", registry=r)
+        self.stage_seconds = Histogram(
+            "depthstream_stage_seconds", "Time per frame and stage", ["stage"], buckets=BUCKETS_S, registry=r
+        )
+
+    def observe(self, timings_ms: dict[str, float]) -> None:
+        for stage, ms in timings_ms.items():
+            self.stage_seconds.labels(stage).observe(ms / 1e3)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,133 @@
+"""The WebSocket wire protocol (documented in the README).
+
+Client -> server
+  text:   JSON control, ``{"type": "config", "model": "...", "colormap": "..."}``; every field
+          optional; unknown types, fields or values are refused with an error message.
+  binary: one encoded image (JPEG, PNG or WebP) per message.
+Server -> client
+  text:   ``{"type": "hello", ...}`` once on connect; ``{"type": "config", ...}`` after each
+          accepted control message; for every answered frame ``{"type": "depth", "seq": N, ...}``
+          immediately followed by one binary message: the colorized depth as JPEG at the frame's
+          size; ``{"type": "error", "code": "...", "message": "...", "seq": N?}`` on errors.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.colorize import COLORMAPS
+from bridge.contract import MODELS
+
+MAX_CONTROL_BYTES = 4096
+
+
+class ErrorCode(enum.StrEnum):
+    BAD_JSON = "bad_json"
+    UNKNOWN_TYPE = "unknown_type"
+    UNKNOWN_FIELD = "unknown_field"
+    UNKNOWN_MODEL = "unknown_model"
+    UNKNOWN_COLORMAP = "unknown_colormap"
+    BAD_IMAGE = "bad_image"
+    UNSUPPORTED_FORMAT = "unsupported_format"
+    IMAGE_TOO_LARGE = "image_too_large"
+    IMAGE_TOO_SMALL = "image_too_small"
+    MESSAGE_TOO_LARGE = "message_too_large"
+    MODEL_NOT_READY = "model_not_ready"
+    MODEL_MISMATCH = "model_mismatch"
+    TRITON_UNAVAILABLE = "triton_unavailable"
+    TIMEOUT = "timeout"
+    BUSY = "busy"
+    INFERENCE_FAILED = "inference_failed"
+    BAD_OUTPUT = "bad_output"
+
+
+class ProtocolError(Exception):
+    """A client mistake: reported as an error message; the connection stays open."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ConfigUpdate:
+    model: str | None = None
+    colormap: str | None = None
+
+
+def _choice(value: Any, field: str, allowed: dict, code: ErrorCode) -> str:
+    if not isinstance(value, str) or value not in allowed:
+        shown = repr(value)[:64]
+        raise ProtocolError(code, f"unknown {field} {shown}; choose one of {', '.join(allowed)}")
+    return value
+
+
+def parse_control(text: str) -> ConfigUpdate:
+    """Parse a text message from the client; ProtocolError says exactly what is wrong."""
+    if len(text) > MAX_CONTROL_BYTES:
+        raise ProtocolError(
+            ErrorCode.MESSAGE_TOO_LARGE, f"control messages are at most {MAX_CONTROL_BYTES} bytes"
+        )
+    try:
+        message = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise ProtocolError(ErrorCode.BAD_JSON, "text messages must be JSON objects") from None
+    if not isinstance(message, dict):
+        raise ProtocolError(ErrorCode.BAD_JSON, "text messages must be JSON objects")
+    kind = message.get("type")
+    if kind != "config":
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_TYPE, f"unknown message type {str(kind)[:32]!r}; the only one is 'config'"
+        )
+    unknown = sorted(set(message) - {"type", "model", "colormap"})
+    if unknown:
+        raise ProtocolError(
+            ErrorCode.UNKNOWN_FIELD,
+            f"unknown field(s) {', '.join(unknown)[:64]}; config takes model and colormap",
+        )
+    model = message.get("model")
+    colormap = message.get("colormap")
+    return ConfigUpdate(
+        model=None if model is None else _choice(model, "model", MODELS, ErrorCode.UNKNOWN_MODEL),
+        colormap=None
+        if colormap is None
+        else _choice(colormap, "colormap", COLORMAPS, ErrorCode.UNKNOWN_COLORMAP),
+    )
+
+
+def dump(message: dict[str, Any]) -> str:
+    return json.dumps(message, separators=(",", ":"), allow_nan=False)
+
+
+def error_message(code: ErrorCode, message: str, seq: int | None = None) -> str:
+    body: dict[str, Any] = {"type": "error", "code": str(code), "message": message}
+    if seq is not None:
+        body["seq"] = seq
+    return dump(body)
+
+
+def depth_message(
+    seq: int,
+    model: str,
+    timings_ms: dict[str, float],
+    dropped: int,
+    width: int,
+    height: int,
+    random_weights: bool,
+) -> str:
+    return dump(
+        {
+            "type": "depth",
+            "seq": seq,
+            "model": model,
+            "dropped": dropped,
+            "timings_ms": {stage: round(ms, 2) for stage, ms in timings_ms.items()},
+            "width": width,
+            "height": height,
+            "random_weights": random_weights,
+        }
+    )

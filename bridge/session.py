@@ -1,0 +1,176 @@
+"""One WebSocket stream: latest frame wins, one inference in flight, stable colors.
+
+The receive loop never waits for inference: a frame that arrives while another is being
+processed waits in a single slot, and a newer frame replaces it (counted in ``dropped``).
+Decode, colorize and encode run in worker threads, so the event loop never blocks on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from starlette.websockets import WebSocket
+
+from bridge import images, protocol
+from bridge.colorize import COLORMAPS, RangeSmoother, colorize
+from bridge.contract import MODELS
+from bridge.metrics import BridgeMetrics
+from bridge.protocol import ErrorCode, ProtocolError
+from bridge.settings import BridgeSettings
+from bridge.triton import BadOutput, TritonError, TritonGateway
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Frame:
+    seq: int
+    data: bytes
+    received_at: float
+
+
+def _ms_since(start: float) -> float:
+    return (time.perf_counter() - start) * 1e3
+
+
+class StreamSession:
+    def __init__(
+        self, websocket: WebSocket, gateway: TritonGateway, settings: BridgeSettings, metrics: BridgeMetrics
+    ) -> None:
+        self.websocket = websocket
+        self.gateway = gateway
+        self.settings = settings
+        self.metrics = metrics
+        self.model = settings.default_model
+        self.colormap = settings.default_colormap
+        self.random_weights = False
+        self.smoother = RangeSmoother()
+        self.next_seq = 0
+        self.dropped = 0
+        self.pending: Frame | None = None
+        self.wakeup = asyncio.Event()
+        self.send_lock = asyncio.Lock()
+
+    # --- sending ---------------------------------------------------------------------------
+    async def send_text(self, text: str) -> None:
+        async with self.send_lock:
+            await self.websocket.send_text(text)
+
+    async def send_error(self, code: ErrorCode, message: str, seq: int | None = None) -> None:
+        await self.send_text(protocol.error_message(code, message, seq))
+
+    # --- receiving -------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Greet the client, and check the default model against the contract."""
+        await self.send_text(
+            protocol.dump(
+                {
+                    "type": "hello",
+                    "models": list(MODELS),
+                    "model": self.model,
+                    "colormap": self.colormap,
+                    "colormaps": list(COLORMAPS),
+                    "max_message_bytes": self.settings.max_message_bytes,
+                    "max_pixels": self.settings.max_pixels,
+                }
+            )
+        )
+        try:
+            self.random_weights = (await self.gateway.check_model(self.model)).random_weights
+        except TritonError as exc:
+            await self.send_error(exc.code, exc.message)
+
+    def on_frame(self, data: bytes) -> None:
+        """Put a frame in the slot; a frame still waiting there is replaced and counted."""
+        frame = Frame(self.next_seq, data, time.perf_counter())
+        self.next_seq += 1
+        self.metrics.frames_in.inc()
+        if self.pending is not None:
+            self.dropped += 1
+            self.metrics.frames_dropped.inc()
+        self.pending = frame
+        self.wakeup.set()
+
+    async def on_control(self, text: str) -> None:
+        try:
+            update = protocol.parse_control(text)
+        except ProtocolError as exc:
+            self.metrics.control_rejected.labels(exc.code).inc()
+            await self.send_error(exc.code, exc.message)
+            return
+        if update.model is not None and update.model != self.model:
+            try:
+                info = await self.gateway.check_model(update.model)
+            except TritonError as exc:
+                self.metrics.control_rejected.labels(exc.code).inc()
+                await self.send_error(exc.code, exc.message)
+                return
+            self.model, self.random_weights = update.model, info.random_weights
+            self.smoother.reset()  # another model, another depth scale
+        if update.colormap is not None:
+            self.colormap = update.colormap
+        await self.send_text(
+            protocol.dump(
+                {
+                    "type": "config",
+                    "model": self.model,
+                    "colormap": self.colormap,
+                    "random_weights": self.random_weights,
+                }
+            )
+        )
+
+    # --- processing ------------------------------------------------------------------------
+    async def run_worker(self) -> None:
+        """Process the latest frame, one at a time, until cancelled."""
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            frame, self.pending = self.pending, None
+            if frame is not None:
+                await self.process(frame)
+
+    async def process(self, frame: Frame) -> None:
+        timings = {"queue": _ms_since(frame.received_at)}
+        model, colormap = self.model, self.colormap
+        try:
+            start = time.perf_counter()
+            rgb = await asyncio.to_thread(images.decode, frame.data, self.settings.max_pixels)
+            timings["decode"] = _ms_since(start)
+            start = time.perf_counter()
+            depth = await self.gateway.infer(model, rgb)
+            timings["infer"] = _ms_since(start)
+            jpeg = await asyncio.to_thread(self.render, depth, colormap, timings)
+        except ProtocolError as exc:
+            self.metrics.frames_rejected.labels(exc.code).inc()
+            await self.send_error(exc.code, exc.message, frame.seq)
+            return
+        except TritonError as exc:
+            self.metrics.frames_failed.labels(exc.code).inc()
+            await self.send_error(exc.code, exc.message, frame.seq)
+            return
+        timings["total"] = _ms_since(frame.received_at)
+        header = protocol.depth_message(
+            frame.seq, model, timings, self.dropped, rgb.shape[1], rgb.shape[0], self.random_weights
+        )
+        async with self.send_lock:  # the JSON and its JPEG go out as an adjacent pair
+            await self.websocket.send_text(header)
+            await self.websocket.send_bytes(jpeg)
+        self.metrics.frames_answered.labels(model).inc()
+        self.metrics.observe(timings)
+
+    def render(self, depth: np.ndarray, colormap: str, timings: dict[str, float]) -> bytes:
+        """Colorize and encode (in a worker thread); refuses NaN/Inf-only output."""
+        start = time.perf_counter()
+        if not np.isfinite(depth).any():
+            raise BadOutput("the model returned no finite depth for this frame")
+        bgr = colorize(depth, colormap, self.smoother)
+        timings["colorize"] = _ms_since(start)
+        start = time.perf_counter()
+        jpeg = images.encode_jpeg(bgr, self.settings.jpeg_quality)
+        timings["encode"] = _ms_since(start)
+        return jpeg

@@ -1,0 +1,158 @@
+"""The bridge's side of Triton: one shared aio gRPC client, contract checks, typed errors."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+import numpy as np
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from bridge.contract import (
+    INPUT_DTYPE,
+    INPUT_NAME,
+    MODELS,
+    OUTPUT_NAME,
+    RANDOM_WEIGHTS_MARKER,
+    contract_violations,
+)
+from bridge.protocol import ErrorCode
+
+log = logging.getLogger(__name__)
+
+HEALTH_TIMEOUT_S = 2.0
+
+
+class TritonError(Exception):
+    """A failure talking to Triton, with the code the client sees. ``message`` is safe to show:
+    Triton's own error text stays in the bridge's log."""
+
+    code = ErrorCode.INFERENCE_FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class TritonUnavailable(TritonError):
+    code = ErrorCode.TRITON_UNAVAILABLE
+
+
+class TritonTimeout(TritonError):
+    code = ErrorCode.TIMEOUT
+
+
+class TritonBusy(TritonError):
+    code = ErrorCode.BUSY
+
+
+class BadOutput(TritonError):
+    code = ErrorCode.BAD_OUTPUT
+
+
+class ModelNotReady(TritonError):
+    code = ErrorCode.MODEL_NOT_READY
+
+
+class ModelMismatch(TritonError):
+    code = ErrorCode.MODEL_MISMATCH
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    ready: bool
+    random_weights: bool = False
+    problem: str | None = None  # why it is not usable, when it is not
+
+
+def _classify(exc: InferenceServerException, model: str) -> TritonError:
+    status = str(exc.status() or "")
+    text = exc.message() or ""
+    log.warning("Triton error for %s: %s %s", model, status, text)
+    if "UNAVAILABLE" in status:
+        return TritonUnavailable("the model server is unavailable; retrying")
+    if "DEADLINE_EXCEEDED" in status:
+        return TritonTimeout(f"{model} did not answer in time")
+    if "RESOURCE_EXHAUSTED" in status or "queue" in text.lower() or "exceeds maximum queue size" in text:
+        return TritonBusy(f"{model} is busy; frame skipped")
+    if "NOT_FOUND" in status or "unknown model" in text or "not ready" in text.lower():
+        return ModelNotReady(f"{model} is not ready on the model server")
+    return TritonError(f"{model} failed on this frame")
+
+
+class TritonGateway:
+    """Owns the aio client (create in the app's lifespan, ``await close()`` at shutdown)."""
+
+    def __init__(self, url: str, request_timeout_s: float) -> None:
+        self.url = url
+        self.request_timeout_s = request_timeout_s
+        self.client = grpcclient.InferenceServerClient(url)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def server_ready(self) -> bool:
+        try:
+            return bool(await self.client.is_server_ready(client_timeout=HEALTH_TIMEOUT_S))
+        except (InferenceServerException, grpc.RpcError):
+            return False
+
+    async def model_info(self, name: str) -> ModelInfo:
+        """Ready, conforming to the contract, and whether it carries random weights."""
+        try:
+            if not await self.client.is_model_ready(name, client_timeout=HEALTH_TIMEOUT_S):
+                return ModelInfo(name, ready=False, problem="not ready on the model server")
+            meta = await self.client.get_model_metadata(name, client_timeout=HEALTH_TIMEOUT_S)
+            config = (await self.client.get_model_config(name, client_timeout=HEALTH_TIMEOUT_S)).config
+        except InferenceServerException as exc:
+            error = _classify(exc, name)
+            return ModelInfo(name, ready=False, problem=error.message)
+        tensors = [
+            [(t.name, t.datatype, tuple(t.shape)) for t in group] for group in (meta.inputs, meta.outputs)
+        ]
+        problems = contract_violations(name, *tensors)
+        if problems:
+            log.error("model %s does not match the contract: %s", name, "; ".join(problems))
+            return ModelInfo(name, ready=False, problem="served model does not match the contract")
+        marker = config.parameters.get(RANDOM_WEIGHTS_MARKER)
+        return ModelInfo(name, ready=True, random_weights=bool(marker and marker.string_value == "true"))
+
+    async def models(self) -> list[ModelInfo]:
+        if not await self.server_ready():
+            return [ModelInfo(name, ready=False, problem="model server unavailable") for name in MODELS]
+        return [await self.model_info(name) for name in MODELS]
+
+    async def check_model(self, name: str) -> ModelInfo:
+        """Raise unless ``name`` is ready and conforms (at start-up and on every model switch)."""
+        info = await self.model_info(name)
+        if info.ready:
+            return info
+        if info.problem == "served model does not match the contract":
+            raise ModelMismatch(f"{name}: {info.problem}")
+        if not await self.server_ready():
+            raise TritonUnavailable("the model server is unavailable; retrying")
+        raise ModelNotReady(f"{name} is {info.problem}")
+
+    async def infer(self, model: str, rgb: np.ndarray) -> np.ndarray:
+        """RGB uint8 [H, W, 3] -> depth float32 [H, W], within the per-request deadline."""
+        batch = rgb[None]
+        tensor = grpcclient.InferInput(INPUT_NAME, list(batch.shape), INPUT_DTYPE)
+        tensor.set_data_from_numpy(batch)
+        try:
+            result = await self.client.infer(
+                model,
+                [tensor],
+                outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)],
+                client_timeout=self.request_timeout_s,
+            )
+        except InferenceServerException as exc:
+            raise _classify(exc, model) from None
+        depth = result.as_numpy(OUTPUT_NAME)
+        if depth is None or depth.shape != (1, *rgb.shape[:2]):
+            shape = None if depth is None else depth.shape
+            log.error("%s returned shape %s for a %s frame", model, shape, rgb.shape)
+            raise BadOutput(f"{model} returned a wrongly shaped depth map")
+        return depth[0]

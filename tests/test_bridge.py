@@ -1,0 +1,183 @@
+"""Integration: the bridge on a real uvicorn, talking to a real tritonserver, real photographs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import urllib.request
+
+import cv2
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from tests.helpers import photo
+
+RECV_TIMEOUT_S = 60
+
+
+def jpeg(width: int, height: int, name: str = "astronaut") -> bytes:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(photo(width, height, name), cv2.COLOR_RGB2BGR))
+    assert ok
+    return data.tobytes()
+
+
+def recv_json(ws) -> dict:
+    message = ws.recv(timeout=RECV_TIMEOUT_S)
+    assert isinstance(message, str), "expected a text message"
+    return json.loads(message)
+
+
+@contextlib.contextmanager
+def open_stream(url: str, **options):
+    with connect(url, max_size=None, **options) as ws:
+        hello = recv_json(ws)
+        assert hello["type"] == "hello"
+        yield ws
+
+
+def next_answer(ws) -> tuple[dict, np.ndarray | None]:
+    """The next depth answer (header and decoded JPEG) or error, skipping config acks."""
+    while True:
+        message = recv_json(ws)
+        if message["type"] == "depth":
+            data = ws.recv(timeout=RECV_TIMEOUT_S)
+            assert isinstance(data, bytes), "a depth header must be followed by its JPEG"
+            return message, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if message["type"] == "error":
+            return message, None
+
+
+def get(url: str) -> tuple[int, dict | str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = response.read().decode()
+            status = response.status
+    except urllib.error.HTTPError as exc:
+        body, status = exc.read().decode(), exc.code
+    try:
+        return status, json.loads(body)
+    except json.JSONDecodeError:
+        return status, body
+
+
+def test_one_frame_in_one_json_and_one_jpeg_of_the_same_size_out(bridge):
+    with open_stream(bridge.ws_url) as ws:
+        ws.send(jpeg(640, 480))
+        header, image = next_answer(ws)
+    assert header["type"] == "depth" and header["seq"] == 0 and header["dropped"] == 0
+    assert header["model"] == "depth_anything_v2_small"
+    assert (header["width"], header["height"]) == (640, 480)
+    assert image.shape == (480, 640, 3)
+    assert image.std() > 5, "depth image should have structure, not a flat color"
+    assert set(header["timings_ms"]) >= {"decode", "infer", "colorize", "encode", "total"}
+
+
+def test_latest_frame_wins_and_seq_and_dropped_add_up(bridge):
+    frames = 8
+    with open_stream(bridge.ws_url) as ws:
+        data = jpeg(320, 240)
+        for _ in range(frames):
+            ws.send(data)
+        answered = []
+        while not answered or answered[-1]["seq"] != frames - 1:
+            header, image = next_answer(ws)
+            assert header["type"] == "depth", header
+            answered.append(header)
+    seqs = [h["seq"] for h in answered]
+    assert seqs == sorted(set(seqs)) and seqs[0] == 0
+    assert answered[-1]["dropped"] > 0, "frames sent faster than answered must be dropped"
+    assert len(answered) + answered[-1]["dropped"] == frames, "every frame is answered or counted"
+
+
+def test_model_switch_mid_stream(bridge):
+    with open_stream(bridge.ws_url) as ws:
+        ws.send(jpeg(320, 240))
+        first, _ = next_answer(ws)
+        ws.send(json.dumps({"type": "config", "model": "midas_dpt_beit_base_384", "colormap": "turbo"}))
+        ack = recv_json(ws)
+        assert ack == {
+            "type": "config",
+            "model": "midas_dpt_beit_base_384",
+            "colormap": "turbo",
+            "random_weights": False,
+        }
+        ws.send(jpeg(320, 240))
+        second, image = next_answer(ws)
+    assert first["model"] == "depth_anything_v2_small"
+    assert second["model"] == "midas_dpt_beit_base_384" and second["seq"] == 1
+    assert image.shape == (240, 320, 3)
+
+
+def test_two_clients_get_their_own_answers(bridge):
+    sizes = {"a": (320, 240, "astronaut"), "b": (200, 300, "coffee")}
+    results: dict[str, dict] = {}
+
+    def client(key: str) -> None:
+        width, height, name = sizes[key]
+        with open_stream(bridge.ws_url) as ws:
+            ws.send(jpeg(width, height, name))
+            header, image = next_answer(ws)
+            results[key] = {"header": header, "shape": image.shape}
+
+    threads = [threading.Thread(target=client, args=(key,)) for key in sizes]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(RECV_TIMEOUT_S)
+    for key, (width, height, _) in sizes.items():
+        assert results[key]["header"]["seq"] == 0
+        assert results[key]["shape"] == (height, width, 3)
+
+
+@pytest.mark.parametrize(
+    "message,code",
+    [
+        ('{"type": "config", "model": "nope"}', "unknown_model"),
+        ('{"type": "config", "colormap": "rainbow-unicorn"}', "unknown_colormap"),
+        ("not json", "bad_json"),
+    ],
+)
+def test_bad_control_message_gets_an_error_and_the_stream_goes_on(bridge, message, code):
+    with open_stream(bridge.ws_url) as ws:
+        ws.send(message)
+        error = recv_json(ws)
+        assert error["type"] == "error" and error["code"] == code
+        ws.send(jpeg(64, 48))
+        header, _ = next_answer(ws)
+        assert header["type"] == "depth" and header["seq"] == 0
+
+
+def test_bad_frame_gets_an_error_with_its_seq_and_the_next_frame_is_answered(bridge):
+    with open_stream(bridge.ws_url) as ws:
+        ws.send(b"\xff\xd8\xff" + b"garbage" * 10)
+        error, _ = next_answer(ws)
+        assert error["type"] == "error" and error["code"] == "bad_image" and error["seq"] == 0
+        ws.send(jpeg(64, 48))
+        header, _ = next_answer(ws)
+        assert header["type"] == "depth" and header["seq"] == 1
+
+
+def test_health_ready_models_and_metrics(bridge):
+    assert get(f"{bridge.url}/healthz") == (200, {"status": "ok"})
+    assert get(f"{bridge.url}/readyz") == (200, {"status": "ready"})
+    status, models = get(f"{bridge.url}/api/models")
+    assert status == 200
+    assert [(m["name"], m["ready"], m["random_weights"]) for m in models["models"]] == [
+        ("depth_anything_v2_small", True, False),
+        ("midas_dpt_beit_base_384", True, False),
+    ]
+    with open_stream(bridge.ws_url) as ws:
+        ws.send(jpeg(64, 48))
+        next_answer(ws)
+    status, text = get(f"{bridge.url}/metrics")
+    assert status == 200
+    received = [line for line in text.splitlines() if line.startswith("depthstream_frames_received_total")]
+    assert received and float(received[0].split()[-1]) >= 1
+    assert 'depthstream_stage_seconds_count{stage="infer"}' in text
+
+
+def test_page_is_served(bridge):
+    status, html = get(f"{bridge.url}/")
+    assert status == 200 and 'id="start"' in html and "app.js" in html

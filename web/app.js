@@ -1,0 +1,274 @@
+// depthstream page: camera (or a file) -> JPEG frames over a WebSocket -> colorized depth back.
+// Wire protocol: see the README. At most MAX_IN_FLIGHT frames are unanswered at any time.
+"use strict";
+
+const MAX_IN_FLIGHT = 2;
+const JPEG_QUALITY = 0.8;
+const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+
+const $ = (id) => document.getElementById(id);
+const ui = {
+  model: $("model"), colormap: $("colormap"), resolution: $("resolution"), file: $("file"),
+  start: $("start"), stop: $("stop"), save: $("save"), video: $("video"), still: $("still"),
+  depth: $("depth"), fps: $("fps"), latency: $("latency"), dropped: $("dropped"), frames: $("frames"),
+  depthModel: $("depth-model"), banner: $("banner"), bannerRandom: $("banner-random"),
+  status: $("status"), sourceLabel: $("source-label"),
+};
+
+const state = {
+  ws: null, connected: false, reconnects: 0, running: false, stream: null, fileUrl: null,
+  source: "camera", // "camera" | "image" | "video"
+  sentSeq: -1, answeredSeq: -1, sentAt: new Map(), pendingHeader: null,
+  answeredTimes: [], framesShown: 0, models: {},
+};
+const capture = document.createElement("canvas");
+
+function showBanner(text, kind = "error") {
+  ui.banner.textContent = text;
+  ui.banner.className = `banner ${kind === "error" ? "" : kind}`;
+  ui.banner.hidden = !text;
+}
+function setStatus(text) { ui.status.textContent = text; }
+function inFlight() { return state.sentSeq - state.answeredSeq; }
+
+// --- models and colormaps from the bridge ------------------------------------------------
+async function loadModels() {
+  try {
+    const response = await fetch("api/models");
+    const info = await response.json();
+    ui.model.replaceChildren(...info.models.map((m) => {
+      state.models[m.name] = m;
+      const option = new Option(`${m.title}${m.random_weights ? " (random weights)" : ""}${m.ready ? "" : " (not ready)"}`, m.name);
+      option.disabled = !m.ready;
+      return option;
+    }));
+    const firstReady = info.models.find((m) => m.ready);
+    ui.model.value = state.models[info.default_model]?.ready ? info.default_model : (firstReady?.name ?? info.default_model);
+    ui.model.disabled = false;
+    ui.colormap.replaceChildren(...info.colormaps.map((c) => new Option(c, c)));
+    ui.colormap.value = info.default_colormap;
+    if (!firstReady) showBanner("The model server has no model ready yet. Is Triton running? Retrying…");
+    updateRandomBanner();
+    return Boolean(firstReady);
+  } catch (err) {
+    showBanner("Cannot reach the depthstream server. Retrying…");
+    return false;
+  }
+}
+
+function updateRandomBanner(flag) {
+  const random = flag ?? Boolean(state.models[ui.model.value]?.random_weights);
+  ui.bannerRandom.hidden = !random;
+}
+
+// --- the WebSocket -----------------------------------------------------------------------
+function connect() {
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${location.pathname.replace(/[^/]*$/, "")}ws`;
+  const ws = new WebSocket(url);
+  ws.binaryType = "arraybuffer";
+  state.ws = ws;
+  ws.onopen = () => {
+    state.connected = true;
+    state.reconnects = 0;
+    state.sentSeq = -1; state.answeredSeq = -1; state.sentAt.clear(); state.pendingHeader = null;
+    if (ui.banner.dataset.kind === "network") showBanner("");
+    sendConfig();
+    setStatus(state.running ? "streaming" : "connected");
+  };
+  ws.onmessage = (event) => (typeof event.data === "string" ? onText(JSON.parse(event.data)) : onDepthImage(event.data));
+  ws.onclose = () => {
+    state.connected = false;
+    const delay = BACKOFF_MS[Math.min(state.reconnects, BACKOFF_MS.length - 1)];
+    state.reconnects += 1;
+    showBanner(`Connection to the server lost; reconnecting in ${delay / 1000} s…`);
+    ui.banner.dataset.kind = "network";
+    setStatus("disconnected");
+    setTimeout(connect, delay);
+  };
+}
+
+function sendConfig() {
+  if (state.ws?.readyState === WebSocket.OPEN) {
+    state.ws.send(JSON.stringify({ type: "config", model: ui.model.value, colormap: ui.colormap.value }));
+  }
+}
+
+function onText(message) {
+  switch (message.type) {
+    case "hello":
+      break;
+    case "config":
+      updateRandomBanner(message.random_weights);
+      ui.depthModel.textContent = message.model;
+      if (ui.banner.dataset.kind === "model") showBanner("");
+      break;
+    case "depth":
+      state.pendingHeader = message;
+      break;
+    case "error":
+      onError(message);
+      break;
+  }
+}
+
+function onError(message) {
+  if (message.seq !== undefined) state.answeredSeq = Math.max(state.answeredSeq, message.seq);
+  const text = {
+    model_not_ready: "The model is not ready on the model server.",
+    triton_unavailable: "The model server (Triton) is unavailable; retrying…",
+    timeout: "The model server did not answer in time.",
+    busy: "The server is busy; frames are being skipped.",
+  }[message.code] ?? message.message;
+  showBanner(text);
+  ui.banner.dataset.kind = message.code === "model_not_ready" || message.code === "triton_unavailable" ? "model" : "frame";
+}
+
+async function onDepthImage(buffer) {
+  const header = state.pendingHeader;
+  state.pendingHeader = null;
+  if (!header) return;
+  state.answeredSeq = Math.max(state.answeredSeq, header.seq);
+  const now = performance.now();
+  const sent = state.sentAt.get(header.seq);
+  for (const seq of state.sentAt.keys()) if (seq <= header.seq) state.sentAt.delete(seq);
+  state.answeredTimes.push(now);
+  while (state.answeredTimes.length && now - state.answeredTimes[0] > 2000) state.answeredTimes.shift();
+  const bitmap = await createImageBitmap(new Blob([buffer], { type: "image/jpeg" }));
+  ui.depth.width = bitmap.width;
+  ui.depth.height = bitmap.height;
+  ui.depth.getContext("2d").drawImage(bitmap, 0, 0);
+  bitmap.close();
+  state.framesShown += 1;
+  ui.frames.textContent = state.framesShown;
+  ui.dropped.textContent = header.dropped;
+  ui.depthModel.textContent = header.model;
+  ui.depth.dataset.model = header.model;
+  if (sent !== undefined) ui.latency.textContent = Math.round(now - sent);
+  const span = (now - state.answeredTimes[0]) / 1000;
+  ui.fps.textContent = state.answeredTimes.length > 1 && span > 0 ? ((state.answeredTimes.length - 1) / span).toFixed(1) : "0.0";
+  ui.save.disabled = false;
+  updateRandomBanner(header.random_weights);
+  if (ui.banner.dataset.kind === "frame" || ui.banner.dataset.kind === "model") showBanner("");
+}
+
+// --- sources and the capture loop ---------------------------------------------------------
+function captureSize() {
+  const [w, h] = ui.resolution.value.split("x").map(Number);
+  return { w, h };
+}
+
+async function startCamera() {
+  const { w, h } = captureSize();
+  try {
+    state.stream = await navigator.mediaDevices.getUserMedia({ video: { width: { ideal: w }, height: { ideal: h } }, audio: false });
+  } catch (err) {
+    const denied = err.name === "NotAllowedError" || err.name === "SecurityError";
+    showBanner(denied ? "Camera access was denied. Allow the camera in the browser, or pick an image or video file."
+      : `No camera available (${err.name}). Pick an image or video file instead.`);
+    return false;
+  }
+  ui.video.srcObject = state.stream;
+  await ui.video.play().catch(() => {});
+  return true;
+}
+
+function stopCamera() {
+  state.stream?.getTracks().forEach((t) => t.stop());
+  state.stream = null;
+  ui.video.srcObject = null;
+}
+
+function currentSourceElement() {
+  if (state.source === "image") return ui.still.complete && ui.still.naturalWidth ? ui.still : null;
+  return ui.video.readyState >= 2 ? ui.video : null;
+}
+
+function sendFrame() {
+  const element = currentSourceElement();
+  if (!element) return;
+  const srcW = element.videoWidth || element.naturalWidth;
+  const srcH = element.videoHeight || element.naturalHeight;
+  const { w, h } = captureSize();
+  const scale = Math.min(1, w / srcW, h / srcH);
+  capture.width = Math.max(2, Math.round(srcW * scale));
+  capture.height = Math.max(2, Math.round(srcH * scale));
+  capture.getContext("2d").drawImage(element, 0, 0, capture.width, capture.height);
+  state.sentSeq += 1;
+  const seq = state.sentSeq;
+  state.sentAt.set(seq, performance.now());
+  capture.toBlob((blob) => {
+    if (blob && state.ws?.readyState === WebSocket.OPEN) state.ws.send(blob);
+  }, "image/jpeg", JPEG_QUALITY);
+}
+
+function loop() {
+  if (!state.running) return;
+  if (state.connected && inFlight() < MAX_IN_FLIGHT) sendFrame();
+  requestAnimationFrame(loop);
+}
+
+async function start() {
+  if (state.running) return;
+  if (state.source === "camera" && !(await startCamera())) return;
+  if (state.source === "video") await ui.video.play().catch(() => {});
+  state.running = true;
+  ui.start.disabled = true;
+  ui.stop.disabled = false;
+  setStatus(state.connected ? "streaming" : "waiting for the server");
+  requestAnimationFrame(loop);
+}
+
+function stop() {
+  state.running = false;
+  if (state.source === "camera") stopCamera();
+  if (state.source === "video") ui.video.pause();
+  ui.start.disabled = false;
+  ui.stop.disabled = true;
+  setStatus("stopped");
+}
+
+function useFile(file) {
+  stop();
+  if (state.fileUrl) URL.revokeObjectURL(state.fileUrl);
+  state.fileUrl = URL.createObjectURL(file);
+  if (file.type.startsWith("video/")) {
+    state.source = "video";
+    ui.still.hidden = true;
+    ui.video.hidden = false;
+    ui.video.srcObject = null;
+    ui.video.src = state.fileUrl;
+    ui.video.loop = true;
+  } else {
+    state.source = "image";
+    ui.still.src = state.fileUrl;
+    ui.still.hidden = false;
+    ui.video.hidden = true;
+  }
+  ui.sourceLabel.textContent = file.name;
+}
+
+function saveDepth() {
+  ui.depth.toBlob((blob) => {
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(blob);
+    link.download = `depth-${ui.depth.dataset.model || "frame"}-${Date.now()}.png`;
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+  }, "image/png");
+}
+
+ui.start.addEventListener("click", start);
+ui.stop.addEventListener("click", stop);
+ui.save.addEventListener("click", saveDepth);
+ui.model.addEventListener("change", () => { updateRandomBanner(); sendConfig(); });
+ui.colormap.addEventListener("change", sendConfig);
+ui.file.addEventListener("change", () => ui.file.files[0] && useFile(ui.file.files[0]));
+
+(async function init() {
+  let delay = 0;
+  while (!(await loadModels())) {
+    delay = BACKOFF_MS[Math.min(BACKOFF_MS.indexOf(delay) + 1, BACKOFF_MS.length - 1)];
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+  connect();
+})();
