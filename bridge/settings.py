@@ -59,7 +59,7 @@ class BridgeSettings:
 
 
 def _converter(kind: type):
-    if kind is Path:
+    if issubclass(kind, Path):
         return Path
     return {int: int, float: float}.get(kind, str)
 

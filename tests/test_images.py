@@ -1,0 +1,106 @@
+"""Frame decoding: formats and sizes from headers, bombs refused before decoding."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from bridge.images import decode, encode_jpeg, sniff
+from bridge.protocol import ErrorCode, ProtocolError
+from tests.helpers import photo
+
+MAX_PIXELS = 4096 * 4096
+
+
+def encoded(ext: str, image: np.ndarray, *params: int) -> bytes:
+    ok, data = cv2.imencode(ext, image, list(params))
+    assert ok
+    return data.tobytes()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header claims width x height: a decompression bomb's calling card."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("ext,fmt", [(".jpg", "jpeg"), (".png", "png"), (".webp", "webp")])
+def test_sniff_reads_format_and_size_from_the_header(ext, fmt):
+    data = encoded(ext, photo(123, 45))
+    assert sniff(data) == (fmt, 123, 45)
+
+
+def test_lossless_webp_size():
+    assert sniff(encoded(".webp", photo(77, 31), cv2.IMWRITE_WEBP_QUALITY, 101)) == ("webp", 77, 31)
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".webp"])
+def test_decode_gives_rgb(ext):
+    rgb = photo(64, 48)
+    out = decode(encoded(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), cv2.IMWRITE_WEBP_QUALITY, 101), MAX_PIXELS)
+    assert out.shape == (48, 64, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - rgb.astype(int)).mean() < 8  # RGB order, not BGR
+
+
+@pytest.mark.parametrize("image", [
+    np.full((20, 30), 128, np.uint8),  # grayscale
+    np.full((20, 30, 4), 200, np.uint8),  # RGBA
+    np.full((20, 30, 3), 40000, np.uint16),  # 16-bit
+])
+def test_gray_alpha_and_16_bit_png_are_converted(image):
+    out = decode(encoded(".png", image), MAX_PIXELS)
+    assert out.shape == (20, 30, 3) and out.dtype == np.uint8
+
+
+@pytest.mark.parametrize("data,code", [
+    (b"", ErrorCode.UNSUPPORTED_FORMAT),
+    (b"hello world", ErrorCode.UNSUPPORTED_FORMAT),
+    (b"GIF89a" + b"\x00" * 20, ErrorCode.UNSUPPORTED_FORMAT),
+    (b"BM" + b"\x00" * 60, ErrorCode.UNSUPPORTED_FORMAT),
+    (b"\xff\xd8\xff\xe0" + b"\x00" * 10, ErrorCode.BAD_IMAGE),  # truncated JPEG
+    (b"\x89PNG\r\n\x1a\n", ErrorCode.BAD_IMAGE),
+    (b"RIFF\x00\x00\x00\x00WEBPVP8X", ErrorCode.BAD_IMAGE),
+])
+def test_garbage_is_refused_with_a_code(data, code):
+    with pytest.raises(ProtocolError) as error:
+        decode(data, MAX_PIXELS)
+    assert error.value.code == code
+
+
+def test_truncated_jpeg_is_refused():
+    data = encoded(".jpg", photo(64, 48))
+    with pytest.raises(ProtocolError) as error:
+        decode(data[: len(data) // 2], MAX_PIXELS)
+    assert error.value.code == ErrorCode.BAD_IMAGE
+
+
+def test_bomb_is_refused_from_its_header():
+    with pytest.raises(ProtocolError) as error:
+        decode(png_header_only(20000, 20000), MAX_PIXELS)
+    assert error.value.code == ErrorCode.IMAGE_TOO_LARGE and "20000x20000" in error.value.message
+
+
+@pytest.mark.parametrize("width,height", [(1, 1), (1, 10000)])
+def test_degenerate_sizes_are_refused(width, height):
+    data = encoded(".png", np.zeros((height, width, 3), np.uint8))
+    with pytest.raises(ProtocolError) as error:
+        decode(data, MAX_PIXELS)
+    assert error.value.code == ErrorCode.IMAGE_TOO_SMALL
+
+
+def test_header_and_data_must_agree():
+    data = bytearray(encoded(".png", np.zeros((10, 10, 3), np.uint8)))
+    data[16:24] = struct.pack(">II", 12, 10)  # lie about the width (CRC now wrong too)
+    with pytest.raises(ProtocolError) as error:
+        decode(bytes(data), MAX_PIXELS)
+    assert error.value.code == ErrorCode.BAD_IMAGE
+
+
+def test_encode_jpeg_round_trips():
+    bgr = cv2.cvtColor(photo(64, 48), cv2.COLOR_RGB2BGR)
+    assert cv2.imdecode(np.frombuffer(encode_jpeg(bgr, 80), np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
