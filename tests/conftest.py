@@ -115,3 +115,11 @@ def bridge_settings(triton_url: str, **overrides):
 def bridge(triton) -> RunningBridge:
     with RunningBridge(bridge_settings(triton.settings.grpc_url)) as running:
         yield running
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    """Expose each phase's report on the item (the browser test screenshots failures)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
