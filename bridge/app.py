@@ -16,7 +16,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge import protocol
 from bridge.colorize import COLORMAPS, DEFAULT_COLORMAP
-from bridge.contract import INPUT_NAME, MODELS, OUTPUT_NAME
+from bridge.contract import CHECKPOINTS, INPUT_NAME, MODELS, OUTPUT_NAME
 from bridge.metrics import BridgeMetrics
 from bridge.protocol import ErrorCode
 from bridge.session import StreamSession
@@ -36,6 +36,8 @@ def _describe(name: str) -> dict:
         "hub_id": spec.hub_id,
         "input": {"name": INPUT_NAME, "datatype": "UINT8", "shape": ["N", "H", "W", 3]},
         "output": {"name": OUTPUT_NAME, "datatype": "FP32", "shape": ["N", "H", "W"]},
+        "checkpoint": spec.checkpoint,
+        "precision": str(spec.precision),
         "network_input": {
             "size": spec.resize.size,
             "keep_aspect": spec.resize.keep_aspect,
@@ -79,6 +81,8 @@ def create_app(settings: BridgeSettings) -> Starlette:
         gateway: TritonGateway = state["gateway"]
         models = []
         for info in await gateway.models():
+            if not info.ready and info.name not in CHECKPOINTS:
+                continue  # an optional preset or INT8 twin this repository does not serve
             models.append(
                 {
                     **_describe(info.name),

@@ -8,7 +8,7 @@ the exported graph, so a client never needs to know a model's input resolution.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 INPUT_NAME = "IMAGE"
 INPUT_DTYPE = "UINT8"  # Triton datatype string (metadata); configs use TYPE_UINT8
@@ -67,10 +67,18 @@ class OutputResize:
     align_corners: bool
 
 
+class Precision(enum.StrEnum):
+    FP32 = "fp32"
+    INT8 = "int8"  # ONNX Runtime dynamic quantization of the MatMuls (CPU)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
+    """One served model: a checkpoint, the size its network sees, and a precision."""
+
     name: str
     title: str
+    checkpoint: str  # name of the base model whose weights it uses (its --model choice)
     hub_id: str
     architecture: str  # transformers model class the checkpoint must load as
     model_type: str  # config.model_type of that checkpoint
@@ -78,6 +86,12 @@ class ModelSpec:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     output_resize: OutputResize
+    precision: Precision = Precision.FP32
+
+    @property
+    def fp32_twin(self) -> str:
+        """The FP32 model an INT8 model is quantized from (itself for FP32)."""
+        return self.name.removesuffix("_int8")
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -86,6 +100,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 DEPTH_ANYTHING_V2_SMALL = ModelSpec(
     name="depth_anything_v2_small",
     title="Depth-Anything-V2-Small",
+    checkpoint="depth_anything_v2_small",
     hub_id="depth-anything/Depth-Anything-V2-Small-hf",
     architecture="DepthAnythingForDepthEstimation",
     model_type="depth_anything",
@@ -99,6 +114,7 @@ DEPTH_ANYTHING_V2_SMALL = ModelSpec(
 MIDAS_DPT_BEIT_BASE_384 = ModelSpec(
     name="midas_dpt_beit_base_384",
     title="MiDaS DPT-BEiT-Base-384",
+    checkpoint="midas_dpt_beit_base_384",
     hub_id="Intel/dpt-beit-base-384",
     architecture="DPTForDepthEstimation",
     model_type="dpt",
@@ -109,10 +125,48 @@ MIDAS_DPT_BEIT_BASE_384 = ModelSpec(
     output_resize=OutputResize(Interpolation.BICUBIC, align_corners=False),
 )
 
-MODELS: dict[str, ModelSpec] = {
+# The checkpoints: what `python -m export --model` chooses between.
+CHECKPOINTS: dict[str, ModelSpec] = {
     spec.name: spec for spec in (DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384)
 }
+
+# Quality presets: the network's input size is the CPU lever (tokens grow with the square of
+# the side). Depth Anything takes any multiple of 14; DPT-BEiT stays at its trained 384.
+DEPTH_ANYTHING_PRESETS = (364, 252)
+
+
+def _preset(base: ModelSpec, size: int) -> ModelSpec:
+    return replace(
+        base,
+        name=f"{base.name}_{size}",
+        title=f"{base.title} @{size}",
+        resize=replace(base.resize, size=size),
+    )
+
+
+def _int8(spec: ModelSpec) -> ModelSpec:
+    return replace(spec, name=f"{spec.name}_int8", title=f"{spec.title} INT8", precision=Precision.INT8)
+
+
+def _variants() -> list[ModelSpec]:
+    fp32 = [
+        DEPTH_ANYTHING_V2_SMALL,
+        *(_preset(DEPTH_ANYTHING_V2_SMALL, s) for s in DEPTH_ANYTHING_PRESETS),
+        MIDAS_DPT_BEIT_BASE_384,
+    ]
+    return [variant for spec in fp32 for variant in (spec, _int8(spec))]
+
+
+# Every model a Triton repository may serve. INT8 models are exported only where they are
+# faster than their FP32 twin on the exporting machine (python -m export --int8 auto).
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _variants()}
 DEFAULT_MODEL = DEPTH_ANYTHING_V2_SMALL.name
+
+
+def variants_of(checkpoint: str) -> list[ModelSpec]:
+    """The served models built from one checkpoint, FP32 before INT8."""
+    specs = [spec for spec in MODELS.values() if spec.checkpoint == checkpoint]
+    return sorted(specs, key=lambda spec: spec.precision != Precision.FP32)
 
 
 def get_spec(name: str) -> ModelSpec:

@@ -76,18 +76,18 @@ def _dpt_beit(hidden: int, layers: int, heads: int, neck: list[int], fusion: int
 
 def build_full_size(spec: ModelSpec) -> PreTrainedModel:
     """The real architecture with random weights (Depth-Anything-V2-Small: ViT-S/14 DINOv2)."""
-    if spec is DEPTH_ANYTHING_V2_SMALL:
+    if spec.checkpoint == DEPTH_ANYTHING_V2_SMALL.name:
         return _depth_anything(384, 12, 6, [48, 96, 192, 384], fusion=64, head=32)
-    if spec is MIDAS_DPT_BEIT_BASE_384:
+    if spec.checkpoint == MIDAS_DPT_BEIT_BASE_384.name:
         return _dpt_beit(768, 12, 12, [96, 192, 384, 768], fusion=256)
     raise ValueError(f"no architecture for {spec.name}")
 
 
 def build_tiny(spec: ModelSpec) -> PreTrainedModel:
     """A tiny version of the same architecture, for tests (seconds to export on 2 cores)."""
-    if spec is DEPTH_ANYTHING_V2_SMALL:
+    if spec.checkpoint == DEPTH_ANYTHING_V2_SMALL.name:
         return _depth_anything(32, 4, 2, [8, 16, 32, 32], fusion=16, head=8)
-    if spec is MIDAS_DPT_BEIT_BASE_384:
+    if spec.checkpoint == MIDAS_DPT_BEIT_BASE_384.name:
         return _dpt_beit(32, 4, 2, [8, 16, 32, 32], fusion=16)
     raise ValueError(f"no architecture for {spec.name}")
 

@@ -54,8 +54,10 @@ class Manifest:
     code: str
     torch: str = ""
     onnx_opset: int = 0
-    parity_error: float = 0.0
+    parity_error: float = 0.0  # vs PyTorch (FP32) or vs the FP32 twin (INT8), fraction of range
     export_seconds: float = 0.0
+    fp32_ms: float = 0.0  # INT8 only: both timed at 640x480 on the exporting machine
+    int8_ms: float = 0.0
 
     def same_input(self, other: Manifest) -> bool:
         return (self.model, self.source, self.weights, self.random_weights, self.code) == (
@@ -87,14 +89,15 @@ def is_up_to_date(model_dir: Path, wanted: Manifest) -> bool:
 class StagedModel:
     """A model directory built beside the repository and swapped in only when complete.
 
-    Used as a context manager: on error the staging directory is removed and any previous
-    version of the model stays as it was.
+    Used as a context manager: unless committed (an error, or nothing worth writing) the
+    staging directory is removed and any previous version of the model stays as it was.
     """
 
     def __init__(self, output: Path, name: str) -> None:
         output.mkdir(parents=True, exist_ok=True)
         self.final = output / name
         self.path = Path(tempfile.mkdtemp(prefix=f".staging-{name}-", dir=output))
+        self.committed = False
         self.path.chmod(0o755)  # mkdtemp makes it private; Triton in a container must read it
         (self.path / VERSION).mkdir()
 
@@ -117,11 +120,12 @@ class StagedModel:
         self.path.rename(self.final)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        self.committed = True
         return self.final
 
     def __enter__(self) -> StagedModel:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
+        if not self.committed:
             shutil.rmtree(self.path, ignore_errors=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.contract import MODELS
+from bridge.contract import CHECKPOINTS
 from bridge.embedded_triton import EmbeddedTriton, TritonSettings
 from tests.helpers import free_port
 
@@ -23,7 +23,7 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("checkpoints")
     paths = {}
-    for name, spec in MODELS.items():
+    for name, spec in CHECKPOINTS.items():
         paths[name] = root / name
         random_weights_model(spec, tiny=True).save_pretrained(paths[name])
     return paths
@@ -31,12 +31,22 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def tiny_repository(tiny_checkpoints, tmp_path_factory) -> Path:
-    """Both tiny models exported through `python -m export` into a model repository."""
+    """Both tiny checkpoints exported through `python -m export`: every preset, INT8 included."""
     from export.__main__ import main
 
     repository = tmp_path_factory.mktemp("repo") / "model_repository"
     for name, checkpoint in tiny_checkpoints.items():
-        assert main(["--model", name, "--weights", str(checkpoint), "--output", str(repository)]) == 0
+        args = [
+            "--model",
+            name,
+            "--weights",
+            str(checkpoint),
+            "--output",
+            str(repository),
+            "--int8",
+            "always",
+        ]
+        assert main(args) == 0
     return repository
 
 

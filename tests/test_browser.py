@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from bridge.contract import MODELS
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
@@ -15,10 +16,16 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",  # a synthetic camera (a moving test pattern)
     "--use-fake-ui-for-media-stream",  # allow the camera without a prompt
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
     # this machine has no internet: no background connections
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--disable-default-apps", "--disable-extensions",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
 ]
 
 
@@ -54,15 +61,17 @@ def frames(page) -> int:
 
 
 def wait_for_frames(page, more_than: int, timeout_s: float = 60) -> int:
-    page.wait_for_function(f"Number(document.getElementById('frames').textContent) > {more_than}",
-                           timeout=timeout_s * 1000)
+    page.wait_for_function(
+        f"Number(document.getElementById('frames').textContent) > {more_than}", timeout=timeout_s * 1000
+    )
     return frames(page)
 
 
 def test_camera_to_depth_live_switch_model_and_stop(page, record_property):
     page.wait_for_selector("#model:not([disabled])")
-    assert page.eval_on_selector_all("#model option", "os => os.map(o => o.value)") == [
-        "depth_anything_v2_small", "midas_dpt_beit_base_384"]
+    options = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
+    assert set(options) == set(MODELS)
+    assert page.input_value("#model") == "depth_anything_v2_small"
     page.click("#start")
     started = time.monotonic()
     wait_for_frames(page, 5)
@@ -76,16 +85,20 @@ def test_camera_to_depth_live_switch_model_and_stop(page, record_property):
     # The depth canvas shows a real image of the camera's size, not a blank.
     size = page.eval_on_selector("#depth", "c => [c.width, c.height]")
     assert size == [640, 480]
-    spread = page.eval_on_selector("#depth", """c => {
+    spread = page.eval_on_selector(
+        "#depth",
+        """c => {
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
         let min = 255, max = 0;
         for (let i = 0; i < d.length; i += 4) { min = Math.min(min, d[i]); max = Math.max(max, d[i]); }
-        return max - min; }""")
+        return max - min; }""",
+    )
     assert spread > 20
 
     page.select_option("#model", "midas_dpt_beit_base_384")
-    page.wait_for_function("document.getElementById('depth').dataset.model === 'midas_dpt_beit_base_384'",
-                           timeout=60_000)
+    page.wait_for_function(
+        "document.getElementById('depth').dataset.model === 'midas_dpt_beit_base_384'", timeout=60_000
+    )
     wait_for_frames(page, frames(page) + 3)
     record_property("fps_midas", page.inner_text("#fps"))
     record_property("latency_ms_midas", page.inner_text("#latency"))

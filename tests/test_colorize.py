@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.colorize import COLORMAPS, RangeSmoother, apply_colormap, colorize, to_uint16, to_uint8
+from bridge.colorize import COLORMAPS, RangeSmoother, apply_colormap, colorize, to_uint8, to_uint16
 
 
 def scene(height: int = 120, width: int = 160) -> np.ndarray:
@@ -33,14 +33,17 @@ def test_near_is_bright():
     assert gray[depth > np.percentile(depth, 90)].mean() > gray[depth < np.percentile(depth, 10)].mean() + 100
 
 
-@pytest.mark.parametrize("depth", [
-    np.full((48, 64), 3.0, np.float32),  # flat: a covered lens
-    np.zeros((48, 64), np.float32),
-    np.full((48, 64), np.nan, np.float32),  # nothing finite
-    np.where(np.eye(48, 64) > 0, np.inf, 1.0).astype(np.float32),
-    np.where(np.eye(48, 64) > 0, np.nan, scene(48, 64)).astype(np.float32),
-    np.full((48, 64), -np.inf, np.float32),
-])
+@pytest.mark.parametrize(
+    "depth",
+    [
+        np.full((48, 64), 3.0, np.float32),  # flat: a covered lens
+        np.zeros((48, 64), np.float32),
+        np.full((48, 64), np.nan, np.float32),  # nothing finite
+        np.where(np.eye(48, 64) > 0, np.inf, 1.0).astype(np.float32),
+        np.where(np.eye(48, 64) > 0, np.nan, scene(48, 64)).astype(np.float32),
+        np.full((48, 64), -np.inf, np.float32),
+    ],
+)
 def test_degenerate_depth_gives_a_valid_image(depth):
     smoother = RangeSmoother()
     for _ in range(3):

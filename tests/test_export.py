@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForDepthEstimation
 
-from bridge.contract import DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384, MODELS, ModelSpec
+from bridge.contract import DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384, MODELS, ModelSpec, Precision
 from export import configs, onnx_export
 from export.__main__ import main
 from export.onnx_export import relative_error
@@ -46,6 +46,10 @@ def sessions(tiny_repository):
     return {name: ort.InferenceSession(str(tiny_repository / name / "1" / "model.onnx")) for name in MODELS}
 
 
+FP32_MODELS = [name for name, spec in MODELS.items() if spec.precision == Precision.FP32]
+INT8_MODELS = [name for name, spec in MODELS.items() if spec.precision == Precision.INT8]
+
+
 @pytest.fixture(scope="module")
 def networks(tiny_checkpoints):
     return {
@@ -54,7 +58,7 @@ def networks(tiny_checkpoints):
     }
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", FP32_MODELS)
 @pytest.mark.parametrize(
     "width,height,photo_name",
     [
@@ -68,21 +72,39 @@ def test_exported_model_matches_official_pipeline(sessions, networks, name, widt
     rgb = photo(width, height, photo_name)
     depth = sessions[name].run(["DEPTH"], {"IMAGE": rgb[None]})[0]
     assert depth.shape == (1, height, width) and depth.dtype == np.float32
-    reference = official_reference(networks[name], MODELS[name], rgb)
+    reference = official_reference(networks[MODELS[name].checkpoint], MODELS[name], rgb)
     assert reference.std() > 1e-3 * abs(reference.mean()), "tiny model output must have structure"
     assert relative_error(depth[0], reference) < FIDELITY_TOLERANCE
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", FP32_MODELS)
 def test_batch_of_two_matches_each_image(sessions, networks, name):
     images = [photo(320, 240, "astronaut"), photo(320, 240, "coffee")]
     depth = sessions[name].run(["DEPTH"], {"IMAGE": np.stack(images)})[0]
     assert depth.shape == (2, 240, 320)
     for i, rgb in enumerate(images):
         assert (
-            relative_error(depth[i], official_reference(networks[name], MODELS[name], rgb))
+            relative_error(depth[i], official_reference(networks[MODELS[name].checkpoint], MODELS[name], rgb))
             < FIDELITY_TOLERANCE
         )
+
+
+@pytest.mark.parametrize("name", INT8_MODELS)
+def test_int8_twin_stays_close_to_fp32_and_records_its_speed(sessions, tiny_repository, name):
+    rgb = photo(320, 240, "chelsea")
+    int8 = sessions[name].run(["DEPTH"], {"IMAGE": rgb[None]})[0]
+    fp32 = sessions[MODELS[name].fp32_twin].run(["DEPTH"], {"IMAGE": rgb[None]})[0]
+    error = relative_error(int8, fp32)
+    assert 0 < error < 0.1, "INT8 should differ a little from FP32, never a lot"
+    manifest = read_manifest(tiny_repository / name)
+    assert manifest.fp32_ms > 0 and manifest.int8_ms > 0 and manifest.parity_error > 0
+
+
+def test_presets_are_multiples_of_14_and_smaller():
+    sizes = [
+        MODELS[n].resize.size for n in FP32_MODELS if MODELS[n].checkpoint == DEPTH_ANYTHING_V2_SMALL.name
+    ]
+    assert sizes[0] == 518 and all(s % 14 == 0 and s < 518 for s in sizes[1:])
 
 
 @pytest.mark.parametrize("interpolation,align_corners", [("bicubic", False), ("bilinear", False)])
@@ -182,6 +204,8 @@ def test_up_to_date_model_is_skipped_unless_forced(tiny_checkpoints, tmp_path, c
         str(tiny_checkpoints["midas_dpt_beit_base_384"]),
         "--output",
         str(tmp_path / "repo"),
+        "--int8",
+        "never",
     ]
     assert run_export(caplog, *args)[0] == 0
     onnx_file = tmp_path / "repo" / "midas_dpt_beit_base_384" / "1" / "model.onnx"
@@ -201,6 +225,8 @@ def test_failed_parity_leaves_previous_model_and_no_debris(tiny_checkpoints, tmp
         str(tiny_checkpoints["midas_dpt_beit_base_384"]),
         "--output",
         str(repo),
+        "--int8",
+        "never",
     ]
     assert run_export(caplog, *args)[0] == 0
     before = (repo / "midas_dpt_beit_base_384" / MANIFEST).read_text()
@@ -216,7 +242,14 @@ def test_random_weights_are_recorded_for_bridge_and_page(tmp_path, caplog, monke
 
     monkeypatch.setattr(architectures, "build_full_size", architectures.build_tiny)  # seconds, not minutes
     code, text = run_export(
-        caplog, "--model", "depth_anything_v2_small", "--random-weights", "--output", str(tmp_path / "repo")
+        caplog,
+        "--model",
+        "depth_anything_v2_small",
+        "--random-weights",
+        "--output",
+        str(tmp_path / "repo"),
+        "--int8",
+        "never",
     )
     assert code == 0 and "MEANINGLESS" in text
     model_dir = tmp_path / "repo" / "depth_anything_v2_small"

@@ -25,8 +25,16 @@ def encoded(ext: str, image: np.ndarray, *params: int) -> bytes:
 def png_header_only(width: int, height: int) -> bytes:
     """A tiny PNG whose header claims width x height: a decompression bomb's calling card."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))  # noqa: E731
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 @pytest.mark.parametrize("ext,fmt", [(".jpg", "jpeg"), (".png", "png"), (".webp", "webp")])
@@ -42,30 +50,38 @@ def test_lossless_webp_size():
 @pytest.mark.parametrize("ext", [".jpg", ".png", ".webp"])
 def test_decode_gives_rgb(ext):
     rgb = photo(64, 48)
-    out = decode(encoded(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), cv2.IMWRITE_WEBP_QUALITY, 101), MAX_PIXELS)
+    out = decode(
+        encoded(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), cv2.IMWRITE_WEBP_QUALITY, 101), MAX_PIXELS
+    )
     assert out.shape == (48, 64, 3) and out.dtype == np.uint8
     assert np.abs(out.astype(int) - rgb.astype(int)).mean() < 8  # RGB order, not BGR
 
 
-@pytest.mark.parametrize("image", [
-    np.full((20, 30), 128, np.uint8),  # grayscale
-    np.full((20, 30, 4), 200, np.uint8),  # RGBA
-    np.full((20, 30, 3), 40000, np.uint16),  # 16-bit
-])
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.full((20, 30), 128, np.uint8),  # grayscale
+        np.full((20, 30, 4), 200, np.uint8),  # RGBA
+        np.full((20, 30, 3), 40000, np.uint16),  # 16-bit
+    ],
+)
 def test_gray_alpha_and_16_bit_png_are_converted(image):
     out = decode(encoded(".png", image), MAX_PIXELS)
     assert out.shape == (20, 30, 3) and out.dtype == np.uint8
 
 
-@pytest.mark.parametrize("data,code", [
-    (b"", ErrorCode.UNSUPPORTED_FORMAT),
-    (b"hello world", ErrorCode.UNSUPPORTED_FORMAT),
-    (b"GIF89a" + b"\x00" * 20, ErrorCode.UNSUPPORTED_FORMAT),
-    (b"BM" + b"\x00" * 60, ErrorCode.UNSUPPORTED_FORMAT),
-    (b"\xff\xd8\xff\xe0" + b"\x00" * 10, ErrorCode.BAD_IMAGE),  # truncated JPEG
-    (b"\x89PNG\r\n\x1a\n", ErrorCode.BAD_IMAGE),
-    (b"RIFF\x00\x00\x00\x00WEBPVP8X", ErrorCode.BAD_IMAGE),
-])
+@pytest.mark.parametrize(
+    "data,code",
+    [
+        (b"", ErrorCode.UNSUPPORTED_FORMAT),
+        (b"hello world", ErrorCode.UNSUPPORTED_FORMAT),
+        (b"GIF89a" + b"\x00" * 20, ErrorCode.UNSUPPORTED_FORMAT),
+        (b"BM" + b"\x00" * 60, ErrorCode.UNSUPPORTED_FORMAT),
+        (b"\xff\xd8\xff\xe0" + b"\x00" * 10, ErrorCode.BAD_IMAGE),  # truncated JPEG
+        (b"\x89PNG\r\n\x1a\n", ErrorCode.BAD_IMAGE),
+        (b"RIFF\x00\x00\x00\x00WEBPVP8X", ErrorCode.BAD_IMAGE),
+    ],
+)
 def test_garbage_is_refused_with_a_code(data, code):
     with pytest.raises(ProtocolError) as error:
         decode(data, MAX_PIXELS)

@@ -8,35 +8,53 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.protocol import ConfigUpdate, ErrorCode, ProtocolError, depth_message, error_message, parse_control
+from bridge.protocol import (
+    ConfigUpdate,
+    ErrorCode,
+    ProtocolError,
+    depth_message,
+    error_message,
+    parse_control,
+)
 
 
-@pytest.mark.parametrize("text,expected", [
-    ('{"type": "config"}', ConfigUpdate()),
-    ('{"type": "config", "model": "midas_dpt_beit_base_384"}', ConfigUpdate(model="midas_dpt_beit_base_384")),
-    ('{"type": "config", "colormap": "turbo"}', ConfigUpdate(colormap="turbo")),
-    ('{"type": "config", "model": "depth_anything_v2_small", "colormap": "gray"}',
-     ConfigUpdate("depth_anything_v2_small", "gray")),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ('{"type": "config"}', ConfigUpdate()),
+        (
+            '{"type": "config", "model": "midas_dpt_beit_base_384"}',
+            ConfigUpdate(model="midas_dpt_beit_base_384"),
+        ),
+        ('{"type": "config", "colormap": "turbo"}', ConfigUpdate(colormap="turbo")),
+        (
+            '{"type": "config", "model": "depth_anything_v2_small", "colormap": "gray"}',
+            ConfigUpdate("depth_anything_v2_small", "gray"),
+        ),
+    ],
+)
 def test_valid_config(text, expected):
     assert parse_control(text) == expected
 
 
-@pytest.mark.parametrize("text,code", [
-    ("", ErrorCode.BAD_JSON),
-    ("{", ErrorCode.BAD_JSON),
-    ("[1, 2]", ErrorCode.BAD_JSON),
-    ('"config"', ErrorCode.BAD_JSON),
-    ('{"model": "depth_anything_v2_small"}', ErrorCode.UNKNOWN_TYPE),
-    ('{"type": "reboot"}', ErrorCode.UNKNOWN_TYPE),
-    ('{"type": "config", "model": "nope"}', ErrorCode.UNKNOWN_MODEL),
-    ('{"type": "config", "model": "../../etc/passwd"}', ErrorCode.UNKNOWN_MODEL),
-    ('{"type": "config", "model": 7}', ErrorCode.UNKNOWN_MODEL),
-    ('{"type": "config", "colormap": "jet2"}', ErrorCode.UNKNOWN_COLORMAP),
-    ('{"type": "config", "colormap": null, "fps": 30}', ErrorCode.UNKNOWN_FIELD),
-    ('{"type": "config", "model": "' + "x" * 5000 + '"}', ErrorCode.MESSAGE_TOO_LARGE),
-    ("[" * 100000 + "]" * 100000, ErrorCode.MESSAGE_TOO_LARGE),
-])
+@pytest.mark.parametrize(
+    "text,code",
+    [
+        ("", ErrorCode.BAD_JSON),
+        ("{", ErrorCode.BAD_JSON),
+        ("[1, 2]", ErrorCode.BAD_JSON),
+        ('"config"', ErrorCode.BAD_JSON),
+        ('{"model": "depth_anything_v2_small"}', ErrorCode.UNKNOWN_TYPE),
+        ('{"type": "reboot"}', ErrorCode.UNKNOWN_TYPE),
+        ('{"type": "config", "model": "nope"}', ErrorCode.UNKNOWN_MODEL),
+        ('{"type": "config", "model": "../../etc/passwd"}', ErrorCode.UNKNOWN_MODEL),
+        ('{"type": "config", "model": 7}', ErrorCode.UNKNOWN_MODEL),
+        ('{"type": "config", "colormap": "jet2"}', ErrorCode.UNKNOWN_COLORMAP),
+        ('{"type": "config", "colormap": null, "fps": 30}', ErrorCode.UNKNOWN_FIELD),
+        ('{"type": "config", "model": "' + "x" * 5000 + '"}', ErrorCode.MESSAGE_TOO_LARGE),
+        ("[" * 100000 + "]" * 100000, ErrorCode.MESSAGE_TOO_LARGE),
+    ],
+)
 def test_invalid_control_gets_its_code(text, code):
     with pytest.raises(ProtocolError) as error:
         parse_control(text)
@@ -46,7 +64,7 @@ def test_invalid_control_gets_its_code(text, code):
 def test_unknown_value_is_not_echoed_at_length():
     with pytest.raises(ProtocolError) as error:
         parse_control(json.dumps({"type": "config", "model": "A" * 3000}))
-    assert len(error.value.message) < 200
+    assert "A" * 100 not in error.value.message
 
 
 @settings(max_examples=300, deadline=None)

@@ -20,16 +20,19 @@ def test_environment_then_flags():
     assert (settings.port, settings.jpeg_quality, settings.triton_url) == (9100, 60, "triton:8001")
 
 
-@pytest.mark.parametrize("argv,env,words", [
-    (["--port", "70000"], {}, ["--port", "BRIDGE_PORT"]),
-    ([], {"BRIDGE_PORT": "http"}, ["BRIDGE_PORT", "'http'"]),
-    (["--jpeg-quality", "0"], {}, ["--jpeg-quality"]),
-    (["--default-model", "resnet"], {}, ["depth_anything_v2_small"]),
-    (["--default-colormap", "jet3"], {}, ["inferno"]),
-    (["--triton-url", "http://x/y"], {}, ["host:port"]),
-    (["--request-timeout-s", "-1"], {}, ["positive"]),
-    (["--web-dir", "/nonexistent"], {}, ["index.html"]),
-])
+@pytest.mark.parametrize(
+    "argv,env,words",
+    [
+        (["--port", "70000"], {}, ["--port", "BRIDGE_PORT"]),
+        ([], {"BRIDGE_PORT": "http"}, ["BRIDGE_PORT", "'http'"]),
+        (["--jpeg-quality", "0"], {}, ["--jpeg-quality"]),
+        (["--default-model", "resnet"], {}, ["depth_anything_v2_small"]),
+        (["--default-colormap", "jet3"], {}, ["inferno"]),
+        (["--triton-url", "http://x/y"], {}, ["host:port"]),
+        (["--request-timeout-s", "-1"], {}, ["positive"]),
+        (["--web-dir", "/nonexistent"], {}, ["index.html"]),
+    ],
+)
 def test_bad_values_are_refused_clearly(argv, env, words):
     with pytest.raises(SettingsError) as error:
         parse_settings(argv, environ=env)

@@ -13,7 +13,7 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from bridge import client as direct_client
-from bridge.contract import MODELS, contract_violations
+from bridge.contract import CHECKPOINTS, MODELS, contract_violations
 from bridge.embedded_triton import EmbeddedTriton, TritonStartError
 from tests.conftest import triton_settings
 from tests.helpers import photo
@@ -51,7 +51,7 @@ def test_served_metadata_matches_contract(grpc, name):
     assert contract_violations(name, *tensors) == []
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", list(CHECKPOINTS) + ["depth_anything_v2_small_252_int8"])
 @pytest.mark.parametrize("width,height", [(640, 480), (357, 501)])
 def test_grpc_depth_equals_onnxruntime(grpc, tiny_repository, name, width, height):
     batch = photo(width, height, "chelsea")[None]
@@ -60,7 +60,7 @@ def test_grpc_depth_equals_onnxruntime(grpc, tiny_repository, name, width, heigh
     np.testing.assert_allclose(depth, onnxruntime_depth(tiny_repository, name, batch), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", list(CHECKPOINTS))
 def test_http_batch_of_two_equals_onnxruntime(http, tiny_repository, name):
     batch = np.stack([photo(320, 240, "astronaut"), photo(320, 240, "coffee")])
     tensor = httpclient.InferInput("IMAGE", list(batch.shape), "UINT8")
