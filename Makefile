@@ -15,6 +15,7 @@ BRIDGE_PORT ?= 8080
 # NGC Triton release matching the embedded tritonserver 2.51 (for `make triton` and plans)
 TRITON_IMAGE ?= nvcr.io/nvidia/tritonserver:24.10-py3
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 # WEIGHTS= (hub download) | random (smoke mode) | DIR (a local checkpoint, with MODEL=name)
 ifeq ($(WEIGHTS),random)
@@ -24,7 +25,7 @@ EXPORT_FLAGS := --weights $(WEIGHTS)
 endif
 export HTTP_PORT GRPC_PORT METRICS_PORT
 
-.PHONY: help setup export serve triton plans demo bridge test check clean
+.PHONY: help setup export serve triton plans demo bridge bench test check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -60,6 +61,9 @@ demo: setup ## export (WEIGHTS=random for a smoke demo), run Triton + the bridge
 
 bridge: setup ## run only the bridge (Triton already running; BRIDGE_* variables configure it)
 	$(PYTHON) -m bridge --port $(BRIDGE_PORT) --triton-url 127.0.0.1:$(GRPC_PORT)
+
+bench: setup ## benchmark every approach side by side (BENCH_ARGS=--quick for a smoke run)
+	$(PYTHON) -m bench --repository $(REPOSITORY) $(BENCH_ARGS)
 
 test: setup ## run the test suite (unit, integration with real Triton and uvicorn, browser)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -42,6 +42,7 @@ class TritonSettings:
     metrics_port: int = 8002
     models: tuple[str, ...] = ()  # empty: every exported model
     threads: int | None = None  # ONNX Runtime intra-op threads per model; None: all cores
+    dynamic_batching: bool = True
     ready_timeout_s: float = 120.0
     admin_key: str = field(default_factory=lambda: secrets.token_hex(16))
 
@@ -164,7 +165,9 @@ class EmbeddedTriton:
         check_ports_free(s)
         repository = s.workdir / "model_repository"
         try:
-            self.models = generate(s.repository, repository, list(s.models) or None, s.threads)
+            self.models = generate(
+                s.repository, repository, list(s.models) or None, s.threads, s.dynamic_batching
+            )
         except EmptyRepositoryError as exc:
             raise TritonStartError(str(exc)) from None
         backends = prepare_backends(s.workdir)

@@ -33,7 +33,11 @@ def exported_models(repository: Path) -> list[str]:
 
 
 def generate(
-    repository: Path, target: Path, models: list[str] | None = None, threads: int | None = None
+    repository: Path,
+    target: Path,
+    models: list[str] | None = None,
+    threads: int | None = None,
+    dynamic_batching: bool = True,
 ) -> list[str]:
     """Write the embedded flavour of ``repository`` into ``target`` (replacing it)."""
     available = exported_models(repository)
@@ -49,7 +53,7 @@ def generate(
         source = repository / name
         production = configs.parse((source / CONFIG_FILE).read_text())
         onnx_path = str((source / VERSION / ONNX_FILE).resolve())
-        embedded = configs.embedded_config(production, onnx_path, threads)
+        embedded = configs.embedded_config(production, onnx_path, threads, dynamic_batching)
         version_dir = target / name / VERSION
         version_dir.mkdir(parents=True)
         (target / name / CONFIG_FILE).write_text(

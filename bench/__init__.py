@@ -1,0 +1,1 @@
+"""Benchmarks: the original in-process PyTorch approach vs this stack, side by side."""

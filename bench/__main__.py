@@ -1,0 +1,323 @@
+"""``make bench``: every approach on the same frames, same machine, one run, side by side.
+
+1. the original approach (PyTorch eager in-process, OpenCV preprocessing, per-frame min-max);
+2. ONNX Runtime called directly on the exported model;
+3. the embedded Triton over gRPC at several concurrencies, with and without dynamic batching;
+4. the full stack: WebSocket clients sending JPEG frames to the bridge, 1 and 8 clients.
+Writes bench/results/bench.json, bench/results/bench.png and the README's table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bench import approaches, report
+from bench.frames import jpegs, stream
+from bench.measure import Result, rss_mb
+from bridge.contract import CHECKPOINTS, MODELS
+from bridge.embedded_triton import EmbeddedTriton, TritonSettings
+from export.repository import ONNX_FILE, VERSION, read_manifest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return f"{os.cpu_count()} cores ({cpu}), no GPU, {platform.system()} {platform.release().split('-')[0]}"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--frames", type=int, default=10, help="frames per in-process measurement")
+    parser.add_argument("--duration-s", type=float, default=8.0, help="seconds per server measurement")
+    parser.add_argument("--concurrency", default="1,2,4,8")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--quick", action="store_true", help="fewer frames and levels: a smoke run")
+    parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's table")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.frames, args.duration_s, args.concurrency = 3, 3.0, "1,4"
+    args.levels = [int(c) for c in args.concurrency.split(",")]
+    return args
+
+
+def available(repository: Path) -> list[str]:
+    return [n for n in MODELS if (repository / n / VERSION / ONNX_FILE).is_file()]
+
+
+def load_network(repository: Path, name: str):
+    """The PyTorch model the export used (same source, same random seed in smoke mode)."""
+    from export.checkpoints import load_checkpoint
+
+    manifest = read_manifest(repository / name)
+    spec = MODELS[name]
+    weights = None if manifest.source in ("random", spec.hub_id) else Path(manifest.source)
+    return load_checkpoint(spec, weights, manifest.random_weights).model
+
+
+class Bridge:
+    """The bridge as its own process, as in production."""
+
+    def __init__(self, grpc_url: str) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bridge",
+                "--port",
+                str(self.port),
+                "--triton-url",
+                grpc_url,
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + 30
+        import urllib.request
+
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("the bridge did not become ready")
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(20)
+
+
+def goals(results: list[Result]) -> list[dict]:
+    def find(approach: str, model: str, size: str = "640x480", concurrency: int = 1) -> Result | None:
+        return next(
+            (
+                r
+                for r in results
+                if r.approach.startswith(approach)
+                and r.model == model
+                and r.size == size
+                and r.concurrency == concurrency
+            ),
+            None,
+        )
+
+    out = []
+    for name in CHECKPOINTS:
+        ort_r, full, eager = find("ONNX Runtime", name), find("full stack", name), find("original", name)
+        if ort_r and full:
+            ratio = full.fps / ort_r.fps
+            out.append(
+                {
+                    "goal": f"{name}: full stack (1 client) >= 90% of ONNX Runtime direct",
+                    "measured": f"{ratio:.0%} ({full.fps:.2f} vs {ort_r.fps:.2f} fps)",
+                    "met": ratio >= 0.9,
+                }
+            )
+        if eager and full:
+            ratio = full.fps / eager.fps
+            out.append(
+                {
+                    "goal": f"{name}: full stack >= 1.5x the original approach",
+                    "measured": f"{ratio:.2f}x ({full.fps:.2f} vs {eager.fps:.2f} fps)",
+                    "met": ratio >= 1.5,
+                }
+            )
+    bridge = [
+        r.extra["bridge_ms_p50"]
+        for r in results
+        if r.approach.startswith("full stack") and r.size == "640x480" and r.concurrency == 1
+    ]
+    if bridge:
+        worst = max(bridge)
+        out.append(
+            {
+                "goal": "bridge's own work (decode + colorize + encode) <= 5 ms per 640x480 frame",
+                "measured": f"p50 {worst:.1f} ms (worst model)",
+                "met": worst <= 5,
+            }
+        )
+    fastest = max(
+        (
+            r
+            for r in results
+            if r.approach.startswith("full stack")
+            and r.size == "640x480"
+            and r.concurrency == 1
+            and MODELS[r.model].checkpoint == "depth_anything_v2_small"
+        ),
+        key=lambda r: r.fps,
+        default=None,
+    )
+    if fastest:
+        out.append(
+            {
+                "goal": "fastest Depth-Anything-V2 preset >= 8 frames/s end to end",
+                "measured": f"{fastest.fps:.2f} fps ({fastest.model})",
+                "met": fastest.fps >= 8,
+            }
+        )
+    for r in results:
+        if r.approach.startswith("full stack") and r.concurrency == 8:
+            growth = r.extra.get("bridge_rss_growth_mb", float("nan"))
+            single = find("full stack", r.model)
+            # bounded: latest frame wins, so each client waits at most for the 8 streams' turns
+            bound = 2 * r.concurrency * single.p50_ms if single else float("inf")
+            out.append(
+                {
+                    "goal": f"{r.model}: 8 clients, p99 bounded and bridge memory flat",
+                    "measured": f"p99 {r.p99_ms:.0f} ms (bound {bound:.0f}), RSS +{growth:.1f} MB",
+                    "met": r.p99_ms <= bound and growth < 50,
+                }
+            )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    args = parse_args(argv)
+    args.output.mkdir(parents=True, exist_ok=True)
+    models = available(args.repository)
+    if not all(name in models for name in CHECKPOINTS):
+        print(f"error: {args.repository} lacks exported models; run `make export` first", file=sys.stderr)
+        return 2
+    presets = [
+        n for n in models if n not in CHECKPOINTS and MODELS[n].checkpoint == "depth_anything_v2_small"
+    ]
+    sizes = {"640x480": stream(640, 480, args.frames), "1280x720": stream(1280, 720, args.frames)}
+    encoded = {size: jpegs(frames) for size, frames in sizes.items()}
+    results: list[Result] = []
+    steps = len(CHECKPOINTS) * (2 * len(sizes) + 2 * len(args.levels) + 3) + 2 * len(presets)
+    bar = tqdm(total=steps, desc="bench", unit="run")
+
+    def record(result: Result) -> None:
+        results.append(result)
+        bar.set_postfix_str(f"{result.model} {result.approach[:20]} {result.fps:.2f} fps")
+        bar.update()
+
+    # 1 and 2: in-process, one frame at a time
+    for name in CHECKPOINTS:
+        network = load_network(args.repository, name)
+        for frames in sizes.values():
+            record(approaches.original_eager(MODELS[name], network, frames))
+            record(
+                approaches.onnxruntime_direct(
+                    MODELS[name], args.repository / name / VERSION / ONNX_FILE, frames
+                )
+            )
+        del network
+    for name in presets:
+        record(
+            approaches.onnxruntime_direct(
+                MODELS[name], args.repository / name / VERSION / ONNX_FILE, sizes["640x480"]
+            )
+        )
+
+    # 3 and 4: servers, with dynamic batching (the shipped configuration), then without
+    for batching in (True, False):
+        settings = TritonSettings(
+            repository=args.repository,
+            workdir=ROOT / "build" / "bench",
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+            dynamic_batching=batching,
+        )
+        with EmbeddedTriton(settings, log_path=args.output / "tritonserver.log") as triton:
+            pid = triton.process.pid
+            for name in CHECKPOINTS:
+                for level in args.levels:
+                    record(
+                        approaches.triton_grpc(
+                            settings.grpc_url,
+                            MODELS[name],
+                            sizes["640x480"],
+                            level,
+                            args.duration_s,
+                            pid,
+                            batching,
+                        )
+                    )
+            if not batching:
+                continue
+            bridge = Bridge(settings.grpc_url)
+            try:
+                for name in [*CHECKPOINTS, *presets]:
+                    size_list = ["640x480", "1280x720"] if name in CHECKPOINTS else ["640x480"]
+                    for size in size_list:
+                        record(
+                            approaches.full_stack(
+                                bridge.ws_url,
+                                MODELS[name],
+                                encoded[size],
+                                size,
+                                1,
+                                args.duration_s,
+                                (pid, bridge.process.pid),
+                            )
+                        )
+                    if name in CHECKPOINTS:
+                        before = rss_mb(bridge.process.pid)
+                        result = approaches.full_stack(
+                            bridge.ws_url,
+                            MODELS[name],
+                            encoded["640x480"],
+                            "640x480",
+                            8,
+                            args.duration_s * 2,
+                            (pid, bridge.process.pid),
+                        )
+                        result.extra["bridge_rss_mb"] = [
+                            round(before, 1),
+                            round(rss_mb(bridge.process.pid), 1),
+                        ]
+                        result.extra["bridge_rss_growth_mb"] = round(rss_mb(bridge.process.pid) - before, 1)
+                        record(result)
+            finally:
+                bridge.stop()
+    bar.close()
+
+    where = machine()
+    achieved = goals(results)
+    report.write_json(args.output / "bench.json", where, results, achieved)
+    report.plot(args.output / "bench.png", where, results)
+    table = report.markdown(where, results, achieved)
+    (args.output / "bench.md").write_text(table + "\n")
+    if not args.no_readme:
+        report.update_readme(ROOT / "README.md", table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

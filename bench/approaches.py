@@ -1,0 +1,199 @@
+"""The approaches compared: each runs a frame stream and returns a Result."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bench.measure import Result, cpu_seconds, summarize, tree_cpu_seconds
+from bridge.contract import INPUT_DTYPE, INPUT_NAME, OUTPUT_NAME, ModelSpec
+
+SELF = os.getpid()
+
+
+def cpu_now(*servers: int) -> float:
+    """CPU seconds of this process (not its children) plus the servers' whole process trees."""
+    return cpu_seconds([SELF]) + tree_cpu_seconds(*servers)
+
+
+def _size(frames: list[np.ndarray]) -> str:
+    return f"{frames[0].shape[1]}x{frames[0].shape[0]}"
+
+
+def original_eager(spec: ModelSpec, network, frames: list[np.ndarray]) -> Result:
+    """The original app: PyTorch eager in-process, OpenCV preprocessing, per-frame min-max."""
+    import torch
+    import torch.nn.functional as F
+
+    mean, std = np.array(spec.mean, np.float32), np.array(spec.std, np.float32)
+    out = spec.output_resize
+
+    def one(rgb: np.ndarray) -> np.ndarray:
+        height, width = rgb.shape[:2]
+        net_h, net_w = spec.resize.network_size(height, width)
+        x = cv2.resize(rgb.astype(np.float32) / 255.0, (net_w, net_h), interpolation=cv2.INTER_CUBIC)
+        x = torch.from_numpy(((x - mean) / std).transpose(2, 0, 1).copy())[None]
+        with torch.inference_mode():
+            depth = network(pixel_values=x).predicted_depth[:, None]
+            depth = F.interpolate(
+                depth, (height, width), mode=out.interpolation.value, align_corners=out.align_corners
+            )[0, 0].numpy()
+        gray = ((depth - depth.min()) / (depth.max() - depth.min()) * 255).astype(np.uint8)
+        return cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO)
+
+    one(frames[0])  # warm-up
+    return _timed("original: PyTorch eager", spec.name, frames, one)
+
+
+def onnxruntime_direct(spec: ModelSpec, onnx_path: Path, frames: list[np.ndarray]) -> Result:
+    """ONNX Runtime on the exported model, in-process: the floor for this model on this CPU."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+
+    def one(rgb: np.ndarray) -> np.ndarray:
+        return session.run([OUTPUT_NAME], {INPUT_NAME: rgb[None]})[0]
+
+    one(frames[0])
+    return _timed("ONNX Runtime direct", spec.name, frames, one)
+
+
+def _timed(approach: str, model: str, frames: list[np.ndarray], one) -> Result:
+    latencies = []
+    cpu0, start = cpu_now(), time.perf_counter()
+    for frame in frames:
+        t0 = time.perf_counter()
+        one(frame)
+        latencies.append(time.perf_counter() - t0)
+    seconds = time.perf_counter() - start
+    return summarize(approach, model, _size(frames), 1, latencies, seconds, cpu_now() - cpu0)
+
+
+async def _triton_grpc(
+    url: str,
+    spec: ModelSpec,
+    frames: list[np.ndarray],
+    concurrency: int,
+    duration_s: float,
+    server_pid: int,
+    label: str,
+) -> Result:
+    import tritonclient.grpc.aio as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+
+    async def infer(rgb: np.ndarray) -> None:
+        tensor = grpcclient.InferInput(INPUT_NAME, [1, *rgb.shape], INPUT_DTYPE)
+        tensor.set_data_from_numpy(rgb[None])
+        await client.infer(spec.name, [tensor], outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)])
+
+    await infer(frames[0])
+    latencies: list[float] = []
+    deadline = time.perf_counter() + duration_s
+
+    async def worker(offset: int) -> None:
+        i = offset
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            await infer(frames[i % len(frames)])
+            latencies.append(time.perf_counter() - t0)
+            i += 1
+
+    cpu0, start = cpu_now(server_pid), time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(concurrency)))
+    seconds = time.perf_counter() - start
+    cpu = cpu_now(server_pid) - cpu0
+    await client.close()
+    return summarize(label, spec.name, _size(frames), concurrency, latencies, seconds, cpu)
+
+
+def triton_grpc(
+    url: str,
+    spec: ModelSpec,
+    frames: list[np.ndarray],
+    concurrency: int,
+    duration_s: float,
+    server_pid: int,
+    dynamic_batching: bool,
+) -> Result:
+    label = f"Triton gRPC ({'dynamic batching' if dynamic_batching else 'no batching'})"
+    return asyncio.run(_triton_grpc(url, spec, frames, concurrency, duration_s, server_pid, label))
+
+
+async def _full_stack(
+    ws_url: str,
+    spec: ModelSpec,
+    jpegs: list[bytes],
+    size: str,
+    clients: int,
+    duration_s: float,
+    pids: tuple[int, ...],
+) -> Result:
+    import websockets
+
+    latencies: list[float] = []
+    bridge_ms: list[float] = []
+    errors = 0
+
+    async def client(offset: int) -> None:
+        nonlocal errors
+        async with websockets.connect(ws_url, max_size=None, compression=None) as ws:
+            await ws.recv()  # hello
+            await ws.send(json.dumps({"type": "config", "model": spec.name}))
+            await ws.recv()  # config ack
+            i = offset
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                await ws.send(jpegs[i % len(jpegs)])
+                header = json.loads(await ws.recv())
+                if header["type"] != "depth":
+                    errors += 1
+                    continue
+                await ws.recv()  # the JPEG
+                latencies.append(time.perf_counter() - t0)
+                timings = header["timings_ms"]
+                bridge_ms.append(timings["decode"] + timings["colorize"] + timings["encode"])
+                i += 1
+
+    deadline = time.perf_counter() + 2.0  # warm-up: one client, ~2 s
+    await client(0)
+    latencies.clear(), bridge_ms.clear()
+    deadline = time.perf_counter() + duration_s
+    cpu0, start = cpu_now(*pids), time.perf_counter()
+    await asyncio.gather(*(client(k) for k in range(clients)))
+    seconds = time.perf_counter() - start
+    cpu = cpu_now(*pids) - cpu0
+    bridge = np.array(bridge_ms) if bridge_ms else np.array([np.nan])
+    return summarize(
+        "full stack: WebSocket -> bridge -> Triton",
+        spec.name,
+        size,
+        clients,
+        latencies,
+        seconds,
+        cpu,
+        errors=errors,
+        bridge_ms_p50=round(float(np.median(bridge)), 2),
+        bridge_ms_p95=round(float(np.percentile(bridge, 95)), 2),
+    )
+
+
+def full_stack(
+    ws_url: str,
+    spec: ModelSpec,
+    jpegs: list[bytes],
+    size: str,
+    clients: int,
+    duration_s: float,
+    pids: tuple[int, ...],
+) -> Result:
+    return asyncio.run(_full_stack(ws_url, spec, jpegs, size, clients, duration_s, pids))

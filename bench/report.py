@@ -1,0 +1,65 @@
+"""Write the results: JSON, a PNG plot, and the README's table (between markers)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from bench.measure import Result
+
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def write_json(path: Path, machine: str, results: list[Result], goals: list[dict]) -> None:
+    path.write_text(
+        json.dumps({"machine": machine, "results": [r.as_dict() for r in results], "goals": goals}, indent=2)
+        + "\n"
+    )
+
+
+def plot(path: Path, machine: str, results: list[Result]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results if r.size == "640x480" and r.concurrency == 1]
+    labels = [f"{r.model}\n{r.approach}" for r in rows]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.5))
+    ax.barh(range(len(rows)), [r.fps for r in rows], color="#f29f05")
+    ax.set_yticks(range(len(rows)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("frames per second (640x480, one stream)")
+    ax.set_title(f"depthstream: {machine}", fontsize=9)
+    for i, r in enumerate(rows):
+        ax.text(r.fps, i, f" {r.fps:.1f} fps, p95 {r.p95_ms:.0f} ms", va="center", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(machine: str, results: list[Result], goals: list[dict]) -> str:
+    lines = [
+        f"Measured by `make bench` on {machine}; ratios matter more than absolute figures.",
+        "",
+        "| model | approach | frame | streams | frames/s | p50 ms | p95 ms | p99 ms | CPU ms/frame |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r.model} | {r.approach} | {r.size} | {r.concurrency} | {r.fps:.2f} | {r.p50_ms:.0f} "
+            f"| {r.p95_ms:.0f} | {r.p99_ms:.0f} | {r.cpu_ms_per_frame:.0f} |"
+        )
+    lines += ["", "| goal | measured | met |", "| --- | --- | --- |"]
+    lines += [f"| {g['goal']} | {g['measured']} | {'yes' if g['met'] else 'no'} |" for g in goals]
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, table: str) -> None:
+    text = readme.read_text()
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
+    replacement = f"{BEGIN}\n{table}\n{END}"
+    if not pattern.search(text):
+        raise ValueError(f"{readme} has no {BEGIN} ... {END} markers")
+    readme.write_text(pattern.sub(lambda _: replacement, text))
