@@ -96,24 +96,42 @@ async def _triton_grpc(
         tensor.set_data_from_numpy(rgb[None])
         await client.infer(spec.name, [tensor], outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)])
 
+    from tritonclient.utils import InferenceServerException
+
     await infer(frames[0])
     latencies: list[float] = []
+    errors: list[str] = []
     deadline = time.perf_counter() + duration_s
 
     async def worker(offset: int) -> None:
         i = offset
         while time.perf_counter() < deadline:
             t0 = time.perf_counter()
-            await infer(frames[i % len(frames)])
+            try:
+                await infer(frames[i % len(frames)])
+            except InferenceServerException as exc:  # e.g. the bounded queue's rejection
+                errors.append(exc.message() or str(exc))
+                continue
+            finally:
+                i += 1
             latencies.append(time.perf_counter() - t0)
-            i += 1
 
     cpu0, start = cpu_now(server_pid), time.perf_counter()
     await asyncio.gather(*(worker(k) for k in range(concurrency)))
     seconds = time.perf_counter() - start
     cpu = cpu_now(server_pid) - cpu0
     await client.close()
-    return summarize(label, spec.name, _size(frames), concurrency, latencies, seconds, cpu)
+    return summarize(
+        label,
+        spec.name,
+        _size(frames),
+        concurrency,
+        latencies,
+        seconds,
+        cpu,
+        errors=len(errors),
+        first_error=errors[0] if errors else None,
+    )
 
 
 def triton_grpc(

@@ -12,6 +12,19 @@ from bridge.app import create_app
 from bridge.settings import BridgeSettings, SettingsError, parse_settings
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn closes WebSockets with 1012 at shutdown; first let in-flight frames finish and
+    close each stream with 1001 (going away), as a client expects from a server going down."""
+
+    async def shutdown(self, sockets=None) -> None:
+        await self.config.app.state.drain()
+        await super().shutdown(sockets)
+
+
+def build_server(settings: BridgeSettings) -> DrainingServer:
+    return DrainingServer(uvicorn_config(settings))
+
+
 def uvicorn_config(settings: BridgeSettings) -> uvicorn.Config:
     # ws="websockets-sansio": the websockets library's own protocol, which enforces the size
     # limit (close 1009) and is not the deprecated legacy API; no per-message compression:
@@ -24,7 +37,7 @@ def uvicorn_config(settings: BridgeSettings) -> uvicorn.Config:
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=settings.drain_timeout_s + 2,
     )
 
 
@@ -38,11 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     cv2.setNumThreads(1)  # leave the cores to inference; per-frame OpenCV work is small
+    query = "?token=<your token>" if settings.token else ""
     print(
-        f"depthstream bridge: open http://{settings.host}:{settings.port}/ (Triton at {settings.triton_url})",
+        f"depthstream bridge: open http://{settings.host}:{settings.port}/{query} "
+        f"(Triton at {settings.triton_url})",
         flush=True,
     )
-    uvicorn.Server(uvicorn_config(settings)).run()
+    build_server(settings).run()
     return 0
 
 

@@ -8,23 +8,27 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge import protocol
+from bridge.access import origin_allowed, token_ok
 from bridge.colorize import COLORMAPS, DEFAULT_COLORMAP
 from bridge.contract import CHECKPOINTS, INPUT_NAME, MODELS, OUTPUT_NAME
 from bridge.metrics import BridgeMetrics
 from bridge.protocol import ErrorCode
-from bridge.session import StreamSession
+from bridge.session import SlowClient, StreamSession
 from bridge.settings import BridgeSettings
 from bridge.triton import TritonGateway
 
 log = logging.getLogger(__name__)
 
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
 
 
@@ -48,7 +52,8 @@ def _describe(name: str) -> dict:
 
 def create_app(settings: BridgeSettings) -> Starlette:
     metrics = BridgeMetrics()
-    state: dict = {"connections": 0}
+    state: dict = {"draining": False}
+    sessions: set[StreamSession] = set()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -70,11 +75,24 @@ def create_app(settings: BridgeSettings) -> Starlette:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        """Ready when Triton is up (strict readiness: every loaded model ready) and serves the
+        default model in conformance with the contract."""
         gateway: TritonGateway = state["gateway"]
-        models = await gateway.models()
-        not_ready = {m.name: m.problem for m in models if not m.ready}
-        if not_ready:
-            return JSONResponse({"status": "not ready", "reasons": not_ready}, status_code=503)
+        if state["draining"]:
+            return JSONResponse({"status": "not ready", "reason": "shutting down"}, status_code=503)
+        if not await gateway.server_ready():
+            return JSONResponse(
+                {
+                    "status": "not ready",
+                    "reason": f"model server at {settings.triton_url} is unreachable or not ready",
+                },
+                status_code=503,
+            )
+        info = await gateway.model_info(settings.default_model)
+        if not info.ready:
+            return JSONResponse(
+                {"status": "not ready", "reason": f"{info.name}: {info.problem}"}, status_code=503
+            )
         return JSONResponse({"status": "ready"})
 
     async def api_models(request: Request) -> Response:
@@ -103,38 +121,76 @@ def create_app(settings: BridgeSettings) -> Starlette:
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def stream(websocket: WebSocket) -> None:
+    async def refuse(websocket: WebSocket, code: ErrorCode, message: str, close_code: int) -> None:
+        metrics.connections_refused.labels(str(code)).inc()
         await websocket.accept()
-        if state["connections"] >= settings.max_connections:
-            await websocket.send_text(
-                protocol.error_message(
-                    ErrorCode.BUSY,
-                    f"the server is at its limit of {settings.max_connections} streams; try later",
-                )
+        await websocket.send_text(protocol.error_message(code, message))
+        await websocket.close(close_code)
+
+    async def stream(websocket: WebSocket) -> None:
+        if not origin_allowed(websocket, settings):
+            log.warning("refused a WebSocket from origin %s", websocket.headers.get("origin"))
+            await refuse(
+                websocket,
+                ErrorCode.FORBIDDEN_ORIGIN,
+                "this origin may not use the stream",
+                CLOSE_POLICY_VIOLATION,
             )
-            await websocket.close(CLOSE_TRY_AGAIN_LATER)
             return
-        state["connections"] += 1
-        metrics.connections.inc()
+        if not token_ok(websocket, settings):
+            await refuse(
+                websocket,
+                ErrorCode.UNAUTHORIZED,
+                "a valid access token is required (?token=...)",
+                CLOSE_POLICY_VIOLATION,
+            )
+            return
+        if state["draining"]:
+            await refuse(websocket, ErrorCode.SHUTTING_DOWN, "the server is shutting down", CLOSE_GOING_AWAY)
+            return
+        if len(sessions) >= settings.max_connections:
+            await refuse(
+                websocket,
+                ErrorCode.BUSY,
+                f"the server is at its limit of {settings.max_connections} streams; try later",
+                CLOSE_TRY_AGAIN_LATER,
+            )
+            return
+        await websocket.accept()
         session = StreamSession(websocket, state["gateway"], settings, metrics)
-        worker = asyncio.create_task(session.run_worker())
+        sessions.add(session)
+        metrics.connections.inc()
+        tasks = [asyncio.create_task(receive(websocket, session)), asyncio.create_task(session.run_worker())]
         try:
-            await session.start()
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("bytes") is not None:
-                    session.on_frame(message["bytes"])
-                elif message.get("text") is not None:
-                    await session.on_control(message["text"])
-        except WebSocketDisconnect:
-            pass
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if isinstance(task.exception(), SlowClient):
+                    metrics.slow_clients.inc()
+                    log.warning("closing a stream: %s", task.exception())
+                elif task.exception() is not None and not isinstance(task.exception(), WebSocketDisconnect):
+                    log.error("stream failed", exc_info=task.exception())
         finally:
-            worker.cancel()
-            await asyncio.gather(worker, return_exceptions=True)
-            state["connections"] -= 1
+            for task in tasks:
+                task.cancel()  # cancels a gRPC call in flight too
+            await asyncio.gather(*tasks, return_exceptions=True)
+            sessions.discard(session)
             metrics.connections.dec()
+
+    async def receive(websocket: WebSocket, session: StreamSession) -> None:
+        await session.start()
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("bytes") is not None:
+                await session.on_frame(message["bytes"])
+            elif message.get("text") is not None:
+                await session.on_control(message["text"])
+
+    async def drain() -> None:
+        """Before the server closes connections (SIGTERM): finish in-flight frames, close 1001."""
+        state["draining"] = True
+        await asyncio.gather(*(s.drain(CLOSE_GOING_AWAY) for s in list(sessions)), return_exceptions=True)
 
     routes = [
         Route("/healthz", healthz),
@@ -144,4 +200,29 @@ def create_app(settings: BridgeSettings) -> Starlette:
         WebSocketRoute("/ws", stream),
         Mount("/", StaticFiles(directory=settings.web_dir, html=True)),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes, lifespan=lifespan, middleware=[Middleware(TokenMiddleware, settings=settings)]
+    )
+    app.state.drain = drain
+    app.state.metrics = metrics
+    return app
+
+
+class TokenMiddleware:
+    """``/api/*`` needs the access token when one is set (401 otherwise); ``/ws`` checks its own."""
+
+    def __init__(self, app, settings: BridgeSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope, receive, send) -> None:
+        api = scope["type"] == "http" and scope["path"].startswith("/api/")
+        if api and not token_ok(HTTPConnection(scope), self.settings):
+            response = JSONResponse(
+                {"error": "unauthorized", "message": "a valid access token is required"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)

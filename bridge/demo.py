@@ -10,9 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import cv2
-import uvicorn
 
-from bridge.__main__ import uvicorn_config
+from bridge.__main__ import build_server
 from bridge.embedded_triton import EmbeddedTriton, TritonSettings, TritonStartError
 from bridge.settings import SettingsError, parse_settings
 
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cv2.setNumThreads(1)
     try:
-        server = uvicorn.Server(uvicorn_config(settings))
+        server = build_server(settings)
         print(
             f"\n  depthstream is live: open http://{settings.host}:{settings.port}/ "
             f"(Triton gRPC {triton_settings.grpc_url}). Ctrl-C stops it.\n",

@@ -22,6 +22,17 @@ class BridgeMetrics:
             "Frames replaced by a newer one before processing (latest frame wins)",
             registry=r,
         )
+        self.frames_rate_limited = Counter(
+            "depthstream_frames_rate_limited",
+            "Frames dropped for exceeding max_fps (also counted as dropped)",
+            registry=r,
+        )
+        self.connections_refused = Counter(
+            "depthstream_connections_refused", "WebSocket connections refused", ["reason"], registry=r
+        )
+        self.slow_clients = Counter(
+            "depthstream_slow_clients", "Connections closed because the client read nothing", registry=r
+        )
         self.frames_rejected = Counter(
             "depthstream_frames_rejected", "Frames refused as bad input", ["code"], registry=r
         )

@@ -42,6 +42,10 @@ class ErrorCode(enum.StrEnum):
     BUSY = "busy"
     INFERENCE_FAILED = "inference_failed"
     BAD_OUTPUT = "bad_output"
+    RATE_LIMITED = "rate_limited"
+    FORBIDDEN_ORIGIN = "forbidden_origin"
+    UNAUTHORIZED = "unauthorized"
+    SHUTTING_DOWN = "shutting_down"
 
 
 class ProtocolError(Exception):

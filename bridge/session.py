@@ -37,6 +37,28 @@ def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1e3
 
 
+class SlowClient(Exception):
+    """The client has not read what we sent for ``send_timeout_s``: it is disconnected."""
+
+
+class RateLimiter:
+    """Token bucket: ``rate`` frames per second on average, bursts up to one second's worth."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.tokens = rate
+        self.updated = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
+
 class StreamSession:
     def __init__(
         self, websocket: WebSocket, gateway: TritonGateway, settings: BridgeSettings, metrics: BridgeMetrics
@@ -53,12 +75,29 @@ class StreamSession:
         self.dropped = 0
         self.pending: Frame | None = None
         self.wakeup = asyncio.Event()
+        self.idle = asyncio.Event()  # set while no frame is being processed
+        self.idle.set()
         self.send_lock = asyncio.Lock()
+        self.limiter = RateLimiter(settings.max_fps)
+        self.last_rate_error = 0.0
+        self.draining = False
 
     # --- sending ---------------------------------------------------------------------------
-    async def send_text(self, text: str) -> None:
+    async def _send(self, *messages: str | bytes) -> None:
+        """Send messages back to back; a client that reads nothing for long is cut off."""
         async with self.send_lock:
-            await self.websocket.send_text(text)
+            try:
+                async with asyncio.timeout(self.settings.send_timeout_s):
+                    for message in messages:
+                        if isinstance(message, bytes):
+                            await self.websocket.send_bytes(message)
+                        else:
+                            await self.websocket.send_text(message)
+            except TimeoutError:
+                raise SlowClient(f"client read nothing for {self.settings.send_timeout_s:.0f} s") from None
+
+    async def send_text(self, text: str) -> None:
+        await self._send(text)
 
     async def send_error(self, code: ErrorCode, message: str, seq: int | None = None) -> None:
         await self.send_text(protocol.error_message(code, message, seq))
@@ -84,15 +123,30 @@ class StreamSession:
         except TritonError as exc:
             await self.send_error(exc.code, exc.message)
 
-    def on_frame(self, data: bytes) -> None:
-        """Put a frame in the slot; a frame still waiting there is replaced and counted."""
-        frame = Frame(self.next_seq, data, time.perf_counter())
+    async def on_frame(self, data: bytes) -> None:
+        """Put a frame in the slot; a frame still waiting there is replaced and counted.
+
+        Frames over the rate limit, or arriving while the server shuts down, are dropped and
+        counted too (the client hears why, at most once a second)."""
+        seq = self.next_seq
         self.next_seq += 1
         self.metrics.frames_in.inc()
+        if self.draining or not self.limiter.allow():
+            self._count_dropped()
+            self.metrics.frames_rate_limited.inc()
+            now = time.monotonic()
+            if not self.draining and now - self.last_rate_error >= 1.0:
+                self.last_rate_error = now
+                await self.send_error(
+                    ErrorCode.RATE_LIMITED,
+                    f"more than {self.settings.max_fps:g} frames per "
+                    "second: extra frames are dropped (counted in 'dropped')",
+                    seq,
+                )
+            return
         if self.pending is not None:
-            self.dropped += 1
-            self.metrics.frames_dropped.inc()
-        self.pending = frame
+            self._count_dropped()
+        self.pending = Frame(seq, data, time.perf_counter())
         self.wakeup.set()
 
     async def on_control(self, text: str) -> None:
@@ -132,7 +186,11 @@ class StreamSession:
             self.wakeup.clear()
             frame, self.pending = self.pending, None
             if frame is not None:
-                await self.process(frame)
+                self.idle.clear()
+                try:
+                    await self.process(frame)
+                finally:
+                    self.idle.set()
 
     async def process(self, frame: Frame) -> None:
         timings = {"queue": _ms_since(frame.received_at)}
@@ -157,9 +215,7 @@ class StreamSession:
         header = protocol.depth_message(
             frame.seq, model, timings, self.dropped, rgb.shape[1], rgb.shape[0], self.random_weights
         )
-        async with self.send_lock:  # the JSON and its JPEG go out as an adjacent pair
-            await self.websocket.send_text(header)
-            await self.websocket.send_bytes(jpeg)
+        await self._send(header, jpeg)  # the JSON and its JPEG go out as an adjacent pair
         self.metrics.frames_answered.labels(model).inc()
         self.metrics.observe(timings)
 
@@ -174,3 +230,21 @@ class StreamSession:
         jpeg = images.encode_jpeg(bgr, self.settings.jpeg_quality)
         timings["encode"] = _ms_since(start)
         return jpeg
+
+    async def drain(self, close_code: int) -> None:
+        """Shutting down: take no new frames, let the one in flight finish, then close."""
+        self.draining = True
+        if self.pending is not None:
+            self.pending = None
+            self._count_dropped()
+        try:
+            async with asyncio.timeout(self.settings.drain_timeout_s):
+                await self.idle.wait()
+        except TimeoutError:
+            log.warning("a frame was still in flight after %.1f s of draining", self.settings.drain_timeout_s)
+        async with self.send_lock:
+            await self.websocket.close(close_code)
+
+    def _count_dropped(self) -> None:
+        self.dropped += 1
+        self.metrics.frames_dropped.inc()

@@ -15,6 +15,8 @@ from bridge.colorize import COLORMAPS, DEFAULT_COLORMAP
 from bridge.contract import DEFAULT_MODEL, MODELS
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
+LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
+TRUE, FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off", ""})
 
 
 class SettingsError(ValueError):
@@ -33,8 +35,23 @@ class BridgeSettings:
     max_message_bytes: int = 4 * 1024 * 1024  # largest WebSocket message
     max_pixels: int = 4096 * 4096  # largest image, checked from its header before decoding
     max_connections: int = 32
+    max_fps: float = 30.0  # frames per second per connection; more are dropped and counted
+    send_timeout_s: float = 10.0  # a client that reads nothing for this long is disconnected
+    drain_timeout_s: float = 5.0  # on SIGTERM: time for in-flight frames before closing (1001)
+    # Browsers' Origin header must be this server or one of these (comma-separated origins).
+    allowed_origins: str = ""
+    token: str = ""  # access token for /ws and /api/*; required off loopback (see validate)
+    allow_no_token: bool = False  # explicitly serve a non-loopback address without a token
     web_dir: Path = WEB_DIR
     log_level: str = "info"
+
+    @property
+    def origins(self) -> frozenset[str]:
+        return frozenset(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
 
     def validate(self) -> BridgeSettings:
         checks = [
@@ -48,6 +65,15 @@ class BridgeSettings:
             ("default_colormap", self.default_colormap in COLORMAPS, f"one of {', '.join(COLORMAPS)}"),
             ("triton_url", ":" in self.triton_url and "/" not in self.triton_url, "host:port"),
             ("web_dir", (self.web_dir / "index.html").is_file(), "a directory holding index.html"),
+            ("max_fps", self.max_fps > 0, "positive"),
+            ("send_timeout_s", self.send_timeout_s > 0, "positive"),
+            ("drain_timeout_s", self.drain_timeout_s >= 0, "zero or more"),
+            (
+                "allowed_origins",
+                all(o.startswith(("http://", "https://")) for o in self.origins),
+                "comma-separated origins like https://depth.example.com",
+            ),
+            ("token", not self.token or len(self.token) >= 16, "at least 16 characters"),
         ]
         for name, ok, requirement in checks:
             if not ok:
@@ -55,13 +81,25 @@ class BridgeSettings:
                     f"--{name.replace('_', '-')} / BRIDGE_{name.upper()} must be {requirement}; "
                     f"got {getattr(self, name)!r}"
                 )
+        if not self.loopback and not self.token and not self.allow_no_token:
+            raise SettingsError(
+                f"--host {self.host} serves other machines: set an access token with --token / "
+                "BRIDGE_TOKEN, or disable it explicitly with --allow-no-token / BRIDGE_ALLOW_NO_TOKEN=1"
+            )
         return self
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in TRUE | FALSE:
+        raise ValueError(text)
+    return value in TRUE
 
 
 def _converter(kind: type):
     if issubclass(kind, Path):
         return Path
-    return {int: int, float: float}.get(kind, str)
+    return {bool: _boolean, int: int, float: float}.get(kind, str)
 
 
 def parse_settings(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> BridgeSettings:
@@ -72,12 +110,14 @@ def parse_settings(argv: list[str] | None = None, environ: dict[str, str] | None
     for field in fields(BridgeSettings):
         kind = type(getattr(defaults, field.name))
         variable = f"BRIDGE_{field.name.upper()}"
-        parser.add_argument(
-            f"--{field.name.replace('_', '-')}",
-            dest=field.name,
-            default=None,
-            help=f"(env {variable}, default {getattr(defaults, field.name)})",
-        )
+        flag = f"--{field.name.replace('_', '-')}"
+        help_text = f"(env {variable}, default {getattr(defaults, field.name)!r})"
+        if kind is bool:
+            parser.add_argument(
+                flag, dest=field.name, action="store_const", const="1", default=None, help=help_text
+            )
+        else:
+            parser.add_argument(flag, dest=field.name, default=None, help=help_text)
         values[field.name] = (variable, _converter(kind))
     args = parser.parse_args(argv)
     chosen = {}

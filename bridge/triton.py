@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -23,6 +25,8 @@ from bridge.protocol import ErrorCode
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_S = 2.0
+PROBE_FIRST_DELAY_S = 0.25
+PROBE_MAX_DELAY_S = 5.0
 
 
 class TritonError(Exception):
@@ -70,29 +74,58 @@ class ModelInfo:
 
 def _classify(exc: InferenceServerException, model: str) -> TritonError:
     status = str(exc.status() or "")
-    text = exc.message() or ""
-    log.warning("Triton error for %s: %s %s", model, status, text)
-    if "UNAVAILABLE" in status:
-        return TritonUnavailable("the model server is unavailable; retrying")
+    text = (exc.message() or "").lower()
+    log.warning("Triton error for %s: %s %s", model, status, exc.message())
+    # Triton's bounded queue says UNAVAILABLE too: that is "busy", not "down"
+    if "exceeds maximum queue size" in text or "timeout expired" in text or "RESOURCE_EXHAUSTED" in status:
+        return TritonBusy(f"{model} is busy; frame skipped")
     if "DEADLINE_EXCEEDED" in status:
         return TritonTimeout(f"{model} did not answer in time")
-    if "RESOURCE_EXHAUSTED" in status or "queue" in text.lower() or "exceeds maximum queue size" in text:
-        return TritonBusy(f"{model} is busy; frame skipped")
-    if "NOT_FOUND" in status or "unknown model" in text or "not ready" in text.lower():
+    if "UNAVAILABLE" in status:
+        return TritonUnavailable("the model server is unavailable; retrying")
+    if "NOT_FOUND" in status or "unknown model" in text or "not ready" in text:
         return ModelNotReady(f"{model} is not ready on the model server")
     return TritonError(f"{model} failed on this frame")
 
 
 class TritonGateway:
-    """Owns the aio client (create in the app's lifespan, ``await close()`` at shutdown)."""
+    """Owns the aio client (create in the app's lifespan, ``await close()`` at shutdown).
+
+    When Triton becomes unreachable, frames fail fast with ``TritonUnavailable`` while one
+    shared probe (not one per client: no reconnect storm) polls readiness with backoff and
+    reopens the way when Triton is back.
+    """
 
     def __init__(self, url: str, request_timeout_s: float) -> None:
         self.url = url
         self.request_timeout_s = request_timeout_s
         self.client = grpcclient.InferenceServerClient(url)
+        self.down_since: float | None = None
+        self._probe: asyncio.Task | None = None
 
     async def close(self) -> None:
+        if self._probe is not None:
+            self._probe.cancel()
+            await asyncio.gather(self._probe, return_exceptions=True)
         await self.client.close()
+
+    @property
+    def available(self) -> bool:
+        return self.down_since is None
+
+    def mark_down(self) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning("Triton at %s is unavailable; probing until it is back", self.url)
+            self._probe = asyncio.create_task(self._probe_until_ready())
+
+    async def _probe_until_ready(self) -> None:
+        delay_s = PROBE_FIRST_DELAY_S
+        while not await self.server_ready():
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, PROBE_MAX_DELAY_S)
+        log.info("Triton at %s is back after %.1f s", self.url, time.monotonic() - (self.down_since or 0))
+        self.down_since = None
 
     async def server_ready(self) -> bool:
         try:
@@ -127,6 +160,8 @@ class TritonGateway:
 
     async def check_model(self, name: str) -> ModelInfo:
         """Raise unless ``name`` is ready and conforms (at start-up and on every model switch)."""
+        if not self.available:
+            raise TritonUnavailable("the model server is unavailable; retrying")
         info = await self.model_info(name)
         if info.ready:
             return info
@@ -138,6 +173,8 @@ class TritonGateway:
 
     async def infer(self, model: str, rgb: np.ndarray) -> np.ndarray:
         """RGB uint8 [H, W, 3] -> depth float32 [H, W], within the per-request deadline."""
+        if not self.available:
+            raise TritonUnavailable("the model server is unavailable; retrying")
         batch = rgb[None]
         tensor = grpcclient.InferInput(INPUT_NAME, list(batch.shape), INPUT_DTYPE)
         tensor.set_data_from_numpy(batch)
@@ -149,7 +186,10 @@ class TritonGateway:
                 client_timeout=self.request_timeout_s,
             )
         except InferenceServerException as exc:
-            raise _classify(exc, model) from None
+            error = _classify(exc, model)
+            if isinstance(error, TritonUnavailable):
+                self.mark_down()
+            raise error from None
         depth = result.as_numpy(OUTPUT_NAME)
         if depth is None or depth.shape != (1, *rgb.shape[:2]):
             shape = None if depth is None else depth.shape

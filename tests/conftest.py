@@ -81,14 +81,11 @@ class RunningBridge:
     def __init__(self, settings) -> None:
         import threading
 
-        import uvicorn
-
-        from bridge.__main__ import uvicorn_config
+        from bridge.__main__ import build_server
 
         self.settings = settings
-        config = uvicorn_config(settings)
-        config.log_level = "warning"
-        self.server = uvicorn.Server(config)
+        self.server = build_server(settings)
+        self.server.config.log_level = "warning"
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     @property

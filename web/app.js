@@ -5,6 +5,9 @@
 const MAX_IN_FLIGHT = 2;
 const JPEG_QUALITY = 0.8;
 const BACKOFF_MS = [500, 1000, 2000, 4000, 8000];
+const PAUSE_AFTER_SERVER_ERROR_MS = 1000; // don't hammer a server that just said it can't
+const TOKEN = new URLSearchParams(location.search).get("token"); // when the bridge requires one
+const withToken = (url) => (TOKEN ? `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(TOKEN)}` : url);
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -18,7 +21,7 @@ const ui = {
 const state = {
   ws: null, connected: false, reconnects: 0, running: false, stream: null, fileUrl: null,
   source: "camera", // "camera" | "image" | "video"
-  sentSeq: -1, answeredSeq: -1, sentAt: new Map(), pendingHeader: null,
+  sentSeq: -1, answeredSeq: -1, sentAt: new Map(), pendingHeader: null, pausedUntil: 0,
   answeredTimes: [], framesShown: 0, models: {},
 };
 const capture = document.createElement("canvas");
@@ -34,7 +37,11 @@ function inFlight() { return state.sentSeq - state.answeredSeq; }
 // --- models and colormaps from the bridge ------------------------------------------------
 async function loadModels() {
   try {
-    const response = await fetch("api/models");
+    const response = await fetch(withToken("api/models"));
+    if (response.status === 401) {
+      showBanner("This server needs an access token: open the page as …/?token=YOUR_TOKEN");
+      return false;
+    }
     const info = await response.json();
     ui.model.replaceChildren(...info.models.map((m) => {
       state.models[m.name] = m;
@@ -64,7 +71,7 @@ function updateRandomBanner(flag) {
 // --- the WebSocket -----------------------------------------------------------------------
 function connect() {
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${location.pathname.replace(/[^/]*$/, "")}ws`;
-  const ws = new WebSocket(url);
+  const ws = new WebSocket(withToken(url));
   ws.binaryType = "arraybuffer";
   state.ws = ws;
   ws.onopen = () => {
@@ -113,11 +120,17 @@ function onText(message) {
 
 function onError(message) {
   if (message.seq !== undefined) state.answeredSeq = Math.max(state.answeredSeq, message.seq);
+  if (["triton_unavailable", "timeout", "busy", "model_not_ready", "rate_limited"].includes(message.code)) {
+    state.pausedUntil = performance.now() + PAUSE_AFTER_SERVER_ERROR_MS;
+  }
   const text = {
     model_not_ready: "The model is not ready on the model server.",
     triton_unavailable: "The model server (Triton) is unavailable; retrying…",
     timeout: "The model server did not answer in time.",
     busy: "The server is busy; frames are being skipped.",
+    unauthorized: "This server needs an access token: open the page as …/?token=YOUR_TOKEN",
+    forbidden_origin: "This page's origin may not use the server.",
+    shutting_down: "The server is shutting down.",
   }[message.code] ?? message.message;
   showBanner(text);
   ui.banner.dataset.kind = message.code === "model_not_ready" || message.code === "triton_unavailable" ? "model" : "frame";
@@ -203,7 +216,7 @@ function sendFrame() {
 
 function loop() {
   if (!state.running) return;
-  if (state.connected && inFlight() < MAX_IN_FLIGHT) sendFrame();
+  if (state.connected && inFlight() < MAX_IN_FLIGHT && performance.now() >= state.pausedUntil) sendFrame();
   requestAnimationFrame(loop);
 }
 
