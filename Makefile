@@ -25,7 +25,7 @@ EXPORT_FLAGS := --weights $(WEIGHTS)
 endif
 export HTTP_PORT GRPC_PORT METRICS_PORT
 
-.PHONY: help setup export serve triton plans demo bridge bench test check clean
+.PHONY: help setup export serve triton plans repository-cpu up down demo bridge bench soak test check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -53,6 +53,15 @@ triton: ## print the docker run line for the NGC Triton container (GPU) serving 
 plans: ## build TensorRT plans with trtexec in the NGC container (GPU + Docker)
 	TRITON_IMAGE=$(TRITON_IMAGE) REPOSITORY=$(REPOSITORY) bash export/build_plans.sh
 
+repository-cpu: setup ## the CPU flavour of model_repository/ for the NGC image on CPU-only nodes
+	$(PYTHON) -m export.flavours cpu --source $(REPOSITORY) --target model_repository_cpu
+
+up: ## start the NGC Triton container and the bridge with Docker Compose (GPU; TRITON_ADMIN_KEY, BRIDGE_TOKEN)
+	TRITON_IMAGE=$(TRITON_IMAGE) docker compose -f deploy/compose.yaml up -d --build
+
+down: ## stop what `make up` started
+	docker compose -f deploy/compose.yaml down
+
 demo: setup ## export (WEIGHTS=random for a smoke demo), run Triton + the bridge, open http://127.0.0.1:8080/
 	@$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS) || { \
 	  echo; echo "make demo: no weights. \`make demo WEIGHTS=random\` runs a smoke demo (meaningless depth)," \
@@ -64,6 +73,9 @@ bridge: setup ## run only the bridge (Triton already running; BRIDGE_* variables
 
 bench: setup ## benchmark every approach side by side (BENCH_ARGS=--quick for a smoke run)
 	$(PYTHON) -m bench --repository $(REPOSITORY) $(BENCH_ARGS)
+
+soak: setup ## 8 camera-like clients for 60 s against the full stack; reports drops, errors, p99, memory
+	$(PYTHON) -m bench.soak --repository $(REPOSITORY)
 
 test: setup ## run the test suite (unit, integration with real Triton and uvicorn, browser)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

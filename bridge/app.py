@@ -20,10 +20,10 @@ from bridge.access import origin_allowed, token_ok
 from bridge.colorize import COLORMAPS, DEFAULT_COLORMAP
 from bridge.contract import CHECKPOINTS, INPUT_NAME, MODELS, OUTPUT_NAME
 from bridge.metrics import BridgeMetrics
+from bridge.pool import TritonPool
 from bridge.protocol import ErrorCode
 from bridge.session import SlowClient, StreamSession
 from bridge.settings import BridgeSettings
-from bridge.triton import TritonGateway
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,9 @@ def create_app(settings: BridgeSettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        gateway = TritonGateway(settings.triton_url, settings.request_timeout_s)
-        state["gateway"] = gateway
+        pool = TritonPool(settings.triton_urls, settings.request_timeout_s, metrics)
+        state["pool"] = pool
+        gateway = await pool.first_ready() or pool.gateways[0]
         for info in await gateway.models():
             if info.ready:
                 log.info(
@@ -69,7 +70,7 @@ def create_app(settings: BridgeSettings) -> Starlette:
             else:
                 log.warning("model %s: %s (Triton at %s)", info.name, info.problem, settings.triton_url)
         yield
-        await gateway.close()
+        await pool.close()
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -77,10 +78,10 @@ def create_app(settings: BridgeSettings) -> Starlette:
     async def readyz(request: Request) -> Response:
         """Ready when Triton is up (strict readiness: every loaded model ready) and serves the
         default model in conformance with the contract."""
-        gateway: TritonGateway = state["gateway"]
         if state["draining"]:
             return JSONResponse({"status": "not ready", "reason": "shutting down"}, status_code=503)
-        if not await gateway.server_ready():
+        gateway = await state["pool"].first_ready()
+        if gateway is None:
             return JSONResponse(
                 {
                     "status": "not ready",
@@ -96,7 +97,7 @@ def create_app(settings: BridgeSettings) -> Starlette:
         return JSONResponse({"status": "ready"})
 
     async def api_models(request: Request) -> Response:
-        gateway: TritonGateway = state["gateway"]
+        gateway = await state["pool"].first_ready() or state["pool"].gateways[0]
         models = []
         for info in await gateway.models():
             if not info.ready and info.name not in CHECKPOINTS:
@@ -157,7 +158,7 @@ def create_app(settings: BridgeSettings) -> Starlette:
             )
             return
         await websocket.accept()
-        session = StreamSession(websocket, state["gateway"], settings, metrics)
+        session = StreamSession(websocket, state["pool"], settings, metrics)
         sessions.add(session)
         metrics.connections.inc()
         tasks = [asyncio.create_task(receive(websocket, session)), asyncio.create_task(session.run_worker())]
@@ -174,6 +175,7 @@ def create_app(settings: BridgeSettings) -> Starlette:
                 task.cancel()  # cancels a gRPC call in flight too
             await asyncio.gather(*tasks, return_exceptions=True)
             sessions.discard(session)
+            session.close()
             metrics.connections.dec()
 
     async def receive(websocket: WebSocket, session: StreamSession) -> None:

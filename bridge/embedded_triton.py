@@ -69,6 +69,8 @@ def _pytriton_dirs() -> tuple[Path, Path]:
 def check_ports_free(settings: TritonSettings) -> None:
     for name, port in settings.ports.items():
         with socket.socket() as probe:
+            # like Triton itself: a port in TIME_WAIT after a restart is free, a listening one is not
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((settings.host, port))
             except OSError:

@@ -42,6 +42,12 @@ class BridgeMetrics:
         self.control_rejected = Counter(
             "depthstream_control_rejected", "Control messages refused", ["code"], registry=r
         )
+        self.endpoint_sessions = Gauge(
+            "depthstream_endpoint_sessions",
+            "Streams placed on each Triton endpoint",
+            ["endpoint"],
+            registry=r,
+        )
         self.connections = Gauge("depthstream_connections", "Open WebSocket connections", registry=r)
         self.stage_seconds = Histogram(
             "depthstream_stage_seconds", "Time per frame and stage", ["stage"], buckets=BUCKETS_S, registry=r

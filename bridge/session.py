@@ -19,9 +19,10 @@ from bridge import images, protocol
 from bridge.colorize import COLORMAPS, RangeSmoother, colorize
 from bridge.contract import MODELS
 from bridge.metrics import BridgeMetrics
+from bridge.pool import TritonPool
 from bridge.protocol import ErrorCode, ProtocolError
 from bridge.settings import BridgeSettings
-from bridge.triton import BadOutput, TritonError, TritonGateway
+from bridge.triton import BadOutput, TritonError, TritonUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,11 @@ class RateLimiter:
 
 class StreamSession:
     def __init__(
-        self, websocket: WebSocket, gateway: TritonGateway, settings: BridgeSettings, metrics: BridgeMetrics
+        self, websocket: WebSocket, pool: TritonPool, settings: BridgeSettings, metrics: BridgeMetrics
     ) -> None:
         self.websocket = websocket
-        self.gateway = gateway
+        self.pool = pool
+        self.gateway = pool.assign()
         self.settings = settings
         self.metrics = metrics
         self.model = settings.default_model
@@ -207,6 +209,15 @@ class StreamSession:
             self.metrics.frames_rejected.labels(exc.code).inc()
             await self.send_error(exc.code, exc.message, frame.seq)
             return
+        except TritonUnavailable as exc:
+            self.metrics.frames_failed.labels(exc.code).inc()
+            moved = self.pool.move(self.gateway)
+            message = exc.message
+            if moved is not None:
+                self.gateway = moved
+                message = "the model server went away; this stream moved to another one"
+            await self.send_error(exc.code, message, frame.seq)
+            return
         except TritonError as exc:
             self.metrics.frames_failed.labels(exc.code).inc()
             await self.send_error(exc.code, exc.message, frame.seq)
@@ -230,6 +241,9 @@ class StreamSession:
         jpeg = images.encode_jpeg(bgr, self.settings.jpeg_quality)
         timings["encode"] = _ms_since(start)
         return jpeg
+
+    def close(self) -> None:
+        self.pool.release(self.gateway)
 
     async def drain(self, close_code: int) -> None:
         """Shutting down: take no new frames, let the one in flight finish, then close."""

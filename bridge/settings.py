@@ -27,7 +27,7 @@ class SettingsError(ValueError):
 class BridgeSettings:
     host: str = "127.0.0.1"
     port: int = 8080
-    triton_url: str = "127.0.0.1:8001"  # Triton's gRPC endpoint
+    triton_url: str = "127.0.0.1:8001"  # Triton's gRPC endpoint(s), comma-separated
     default_model: str = DEFAULT_MODEL
     default_colormap: str = DEFAULT_COLORMAP
     jpeg_quality: int = 80
@@ -50,6 +50,10 @@ class BridgeSettings:
         return frozenset(o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip())
 
     @property
+    def triton_urls(self) -> list[str]:
+        return [url.strip() for url in self.triton_url.split(",") if url.strip()]
+
+    @property
     def loopback(self) -> bool:
         return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
 
@@ -63,7 +67,11 @@ class BridgeSettings:
             ("max_connections", self.max_connections >= 1, "at least 1"),
             ("default_model", self.default_model in MODELS, f"one of {', '.join(MODELS)}"),
             ("default_colormap", self.default_colormap in COLORMAPS, f"one of {', '.join(COLORMAPS)}"),
-            ("triton_url", ":" in self.triton_url and "/" not in self.triton_url, "host:port"),
+            (
+                "triton_url",
+                bool(self.triton_urls) and all(_endpoint_ok(u) for u in self.triton_urls),
+                "host:port (or dns:///name:port), or several separated by commas",
+            ),
             ("web_dir", (self.web_dir / "index.html").is_file(), "a directory holding index.html"),
             ("max_fps", self.max_fps > 0, "positive"),
             ("send_timeout_s", self.send_timeout_s > 0, "positive"),
@@ -87,6 +95,11 @@ class BridgeSettings:
                 "BRIDGE_TOKEN, or disable it explicitly with --allow-no-token / BRIDGE_ALLOW_NO_TOKEN=1"
             )
         return self
+
+
+def _endpoint_ok(url: str) -> bool:
+    host, _, port = url.removeprefix("dns:///").rpartition(":")
+    return bool(host) and "/" not in host and port.isdigit() and 0 < int(port) < 65536
 
 
 def _boolean(text: str) -> bool:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
 from tritonclient.utils import InferenceServerException
 
 from bridge.contract import (
@@ -88,6 +89,24 @@ def _classify(exc: InferenceServerException, model: str) -> TritonError:
     return TritonError(f"{model} failed on this frame")
 
 
+def channel_args(url: str) -> list[tuple[str, int | str]]:
+    """tritonclient's defaults (no message size cap, keepalive), plus round-robin over every
+    address of a ``dns:///name:port`` target (a Kubernetes headless Service: one call per pod in
+    turn, not one pod per channel)."""
+    keepalive = grpcclient.KeepAliveOptions()
+    options: list[tuple[str, int | str]] = [
+        ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+        ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+        ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+        ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+        ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+    ]
+    if url.startswith("dns:///"):
+        options.append(("grpc.lb_policy_name", "round_robin"))
+    return options
+
+
 class TritonGateway:
     """Owns the aio client (create in the app's lifespan, ``await close()`` at shutdown).
 
@@ -99,7 +118,7 @@ class TritonGateway:
     def __init__(self, url: str, request_timeout_s: float) -> None:
         self.url = url
         self.request_timeout_s = request_timeout_s
-        self.client = grpcclient.InferenceServerClient(url)
+        self.client = grpcclient.InferenceServerClient(url, channel_args=channel_args(url))
         self.down_since: float | None = None
         self._probe: asyncio.Task | None = None
 

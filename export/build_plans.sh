@@ -26,5 +26,5 @@ for model_dir in "$REPOSITORY"/*/; do
       --onnx="/src/$name/1/model.onnx" --saveEngine="/dst/$name/1/model.plan" --fp16 \
       --minShapes=IMAGE:"$MIN_SHAPE" --optShapes=IMAGE:"$OPT_SHAPE" --maxShapes=IMAGE:"$MAX_SHAPE"
 done
-"$PYTHON" -m export.plan_repository --source "$REPOSITORY" --target "$TARGET"
+"$PYTHON" -m export.flavours tensorrt_plan --source "$REPOSITORY" --target "$TARGET"
 echo "serve with: docker run --gpus all -v $(realpath "$TARGET"):/models $TRITON_IMAGE tritonserver --model-repository=/models"

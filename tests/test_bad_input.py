@@ -1,0 +1,226 @@
+"""Bad input, table-driven, against a real uvicorn and a real Triton: each case gets its
+expected outcome, a good frame is still answered afterwards, and a second client never notices."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.conftest import RunningBridge, bridge_settings
+from tests.helpers import photo
+from tests.test_bridge import jpeg, next_answer, open_stream, recv_json
+
+TOKEN = "s3cret-token-for-tests-0123456789"
+
+
+def png(array: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".png", array)
+    assert ok
+    return data.tobytes()
+
+
+def pil_bytes(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def png_header(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 99))
+        + chunk(b"IEND", b"")
+    )
+
+
+def animated(fmt: str) -> bytes:
+    frames = [Image.new("RGB", (32, 24), color) for color in ("red", "blue")]
+    return pil_bytes(frames[0], fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+GOOD_JPEG = jpeg(64, 48)
+RGB = photo(40, 30)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    message: bytes | str
+    expect: str  # an error code, "ok" (answered with depth), or "close:NNNN"
+
+
+CASES = [
+    # binary frames
+    Case("zero bytes", b"", "unsupported_format"),
+    Case("random bytes", np.random.default_rng(1).bytes(5000), "unsupported_format"),
+    Case("truncated JPEG", GOOD_JPEG[: len(GOOD_JPEG) // 2], "bad_image"),
+    Case("JPEG start marker only", b"\xff\xd8\xff", "bad_image"),
+    Case("JPEG garbage after the header", b"\xff\xd8\xff\xe0" + b"\x13" * 200 + b"\xff\xd9", "bad_image"),
+    Case("truncated PNG", png(RGB)[:-20], "bad_image"),
+    Case(
+        "PNG whose header lies about the size",
+        png_header(10, 10)[:16] + struct.pack(">II", 12, 10) + png_header(10, 10)[24:],
+        "bad_image",
+    ),
+    Case("truncated WebP", pil_bytes(Image.fromarray(RGB), "WEBP")[:30], "bad_image"),
+    Case("1x1 image", png(np.zeros((1, 1, 3), np.uint8)), "image_too_small"),
+    Case("1x10000 image", png(np.zeros((10000, 1, 3), np.uint8)), "image_too_small"),
+    Case("20000x20000 header (bomb)", png_header(20000, 20000), "image_too_large"),
+    Case("5000x5000 header", png_header(5000, 5000), "image_too_large"),
+    Case("GIF", pil_bytes(Image.fromarray(RGB), "GIF"), "unsupported_format"),
+    Case("animated GIF", animated("GIF"), "unsupported_format"),
+    Case("animated WebP", animated("WEBP"), "unsupported_format"),
+    Case("BMP", pil_bytes(Image.fromarray(RGB), "BMP"), "unsupported_format"),
+    Case("TIFF", pil_bytes(Image.fromarray(RGB), "TIFF"), "unsupported_format"),
+    Case("an HTML page", b"<html><body>hi</body></html>", "unsupported_format"),
+    Case("16-bit PNG (converted)", png((np.ones((30, 40, 3)) * 40000).astype(np.uint16)), "ok"),
+    Case("grayscale PNG (converted)", png(np.full((30, 40), 99, np.uint8)), "ok"),
+    Case("RGBA PNG (converted)", png(np.full((30, 40, 4), 99, np.uint8)), "ok"),
+    Case("CMYK JPEG (converted)", pil_bytes(Image.fromarray(RGB).convert("CMYK"), "JPEG"), "ok"),
+    Case("lossless WebP", pil_bytes(Image.fromarray(RGB), "WEBP", lossless=True), "ok"),
+    # text messages
+    Case("text where an image is expected", "hello", "bad_json"),
+    Case("invalid JSON", '{"type": "config", "model": ', "bad_json"),
+    Case("JSON array", "[1, 2, 3]", "bad_json"),
+    Case("NUL bytes", "\x00\x00\x00", "bad_json"),
+    Case("deeply nested JSON", "[" * 2000 + "]" * 2000, "bad_json"),
+    Case("unknown control type", '{"type": "shutdown"}', "unknown_type"),
+    Case("unknown field", '{"type": "config", "fps": 60}', "unknown_field"),
+    Case("unknown model", '{"type": "config", "model": "yolo"}', "unknown_model"),
+    Case(
+        "path traversal in the model name",
+        '{"type": "config", "model": "../../../etc/passwd"}',
+        "unknown_model",
+    ),
+    Case("model name that is a number", '{"type": "config", "model": 3}', "unknown_model"),
+    Case("unknown colormap", '{"type": "config", "colormap": "hotdog"}', "unknown_colormap"),
+    Case(
+        "oversize control message", json.dumps({"type": "config", "model": "x" * 5000}), "message_too_large"
+    ),
+    # the connection itself
+    Case(
+        "oversize message (over max_message_bytes)", b"\xff\xd8\xff" + b"\0" * (2 * 1024 * 1024), "close:1009"
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def strict_bridge(triton):
+    """A bridge with a small message limit, so the oversize case stays cheap."""
+    settings = bridge_settings(triton.settings.grpc_url, max_message_bytes=1024 * 1024)
+    with RunningBridge(settings) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def witness(strict_bridge):
+    """A second client streaming on its own connection through every case."""
+    with open_stream(strict_bridge.ws_url) as ws:
+        yield ws
+
+
+def answered_by(ws, message: bytes | str) -> str:
+    ws.send(message)
+    try:
+        header, _ = next_answer(ws)
+    except ConnectionClosed as closed:
+        return f"close:{closed.rcvd.code if closed.rcvd else 'none'}"
+    return "ok" if header["type"] == "depth" else header["code"]
+
+
+def test_there_are_at_least_thirty_cases():
+    assert len(CASES) >= 30 and len({case.name for case in CASES}) == len(CASES)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_bad_input(strict_bridge, witness, case):
+    with open_stream(strict_bridge.ws_url) as ws:
+        assert answered_by(ws, case.message) == case.expect
+        if not case.expect.startswith("close:"):
+            assert answered_by(ws, GOOD_JPEG) == "ok", "the same connection still answers a good frame"
+    with open_stream(strict_bridge.ws_url) as fresh:
+        assert answered_by(fresh, GOOD_JPEG) == "ok", "a new connection is answered"
+    witness.send(GOOD_JPEG)
+    header, image = next_answer(witness)
+    assert header["type"] == "depth" and image.shape == (48, 64, 3), "the other client never noticed"
+
+
+def test_foreign_origin_is_refused(strict_bridge):
+    with connect(strict_bridge.ws_url, origin="http://evil.example") as ws:
+        error = recv_json(ws)
+        assert error["code"] == "forbidden_origin"
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 1008
+
+
+def test_same_origin_and_configured_origin_are_allowed(triton):
+    settings = bridge_settings(triton.settings.grpc_url, allowed_origins="https://depth.example.com")
+    with RunningBridge(settings) as running:
+        for origin in (running.url, "https://depth.example.com"):
+            with connect(running.ws_url, origin=origin) as ws:
+                assert recv_json(ws)["type"] == "hello"
+
+
+@pytest.fixture(scope="module")
+def token_bridge(triton):
+    with RunningBridge(bridge_settings(triton.settings.grpc_url, token=TOKEN)) as running:
+        yield running
+
+
+@pytest.mark.parametrize("query", ["", "?token=wrong-token-wrong-token"])
+def test_missing_or_wrong_token_is_refused(token_bridge, query):
+    with connect(token_bridge.ws_url + query) as ws:
+        assert recv_json(ws)["code"] == "unauthorized"
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 1008
+    from tests.test_bridge import get
+
+    assert get(f"{token_bridge.url}/api/models{query}")[0] == 401
+
+
+def test_right_token_streams(token_bridge):
+    from tests.test_bridge import get
+
+    assert get(f"{token_bridge.url}/api/models?token={TOKEN}")[0] == 200
+    with open_stream(f"{token_bridge.ws_url}?token={TOKEN}") as ws:
+        assert answered_by(ws, GOOD_JPEG) == "ok"
+    with open_stream(token_bridge.ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+        assert answered_by(ws, GOOD_JPEG) == "ok"
+
+
+def test_flood_is_rate_limited_and_counted(triton):
+    import time
+
+    flood = 40
+    with RunningBridge(bridge_settings(triton.settings.grpc_url, max_fps=5.0)) as running:
+        with open_stream(running.ws_url) as ws:
+            for _ in range(flood):
+                ws.send(GOOD_JPEG)
+            time.sleep(1.5)  # the bucket refills: the next frame is within the limit
+            ws.send(GOOD_JPEG)
+            codes, answers = [], []
+            while not answers or answers[-1]["seq"] != flood:
+                header, _ = next_answer(ws)
+                (answers if header["type"] == "depth" else codes).append(
+                    header if header["type"] == "depth" else header["code"]
+                )
+    assert codes.count("rate_limited") == 1, "one clear error per second, not one per frame"
+    assert answers[-1]["dropped"] >= flood - 5, "frames over the limit are dropped and counted"
+    assert len(answers) + answers[-1]["dropped"] == flood + 1, "every frame answered or counted"

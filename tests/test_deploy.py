@@ -1,0 +1,156 @@
+"""Deployment files: everything that can be checked without a GPU or a container engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from bridge.metrics import BridgeMetrics
+from export import flavours
+from export.configs import parse
+from tests.test_configs import check_common
+
+ROOT = Path(__file__).resolve().parent.parent
+DEPLOY = ROOT / "deploy"
+K8S_VERSION = "1.31.0"
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    path = shutil.which(name, path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+    if path is None:
+        pytest.fail(f"{name} is not installed (make setup installs it; .ci/run installs docker-compose)")
+    return path
+
+
+@pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.yaml")), ids=lambda p: str(p.relative_to(DEPLOY)))
+def test_every_yaml_parses(path):
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+    assert documents
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "cpu"])
+def test_overlay_renders_and_validates_against_kubernetes_schemas(overlay):
+    rendered = subprocess.run(
+        [tool("kubectl"), "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    resources = [d for d in yaml.safe_load_all(rendered) if d]
+    kinds = sorted(r["kind"] for r in resources)
+    assert kinds == [
+        "ConfigMap",
+        "Deployment",
+        "Deployment",
+        "HorizontalPodAutoscaler",
+        "Ingress",
+        "Service",
+        "Service",
+    ]
+    for resource in resources:
+        kubernetes_validate.validate(resource, K8S_VERSION, strict=True)
+    triton = next(r for r in resources if r["kind"] == "Deployment" and r["metadata"]["name"] == "triton")
+    container = triton["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert triton["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    gpus = container["resources"].get("limits", {}).get("nvidia.com/gpu")
+    assert gpus == (1 if overlay == "gpu" else None)
+    config_map = next(r for r in resources if r["kind"] == "ConfigMap")
+    assert config_map["data"]["MODEL_REPOSITORY"].endswith(
+        "model_repository_cpu" if overlay == "cpu" else "/models"
+    )
+
+
+def test_invalid_manifest_is_caught():
+    """The validator is not a rubber stamp: a typo in a field fails it."""
+    bad = yaml.safe_load((DEPLOY / "k8s" / "base" / "bridge-service.yaml").read_text())
+    bad["spec"]["ports"][0]["prot"] = 80
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
+
+
+def test_compose_file_is_valid():
+    env = {**os.environ, "TRITON_ADMIN_KEY": "k" * 32, "BRIDGE_TOKEN": "t" * 32}
+    result = subprocess.run(
+        [tool("docker-compose"), "-f", str(DEPLOY / "compose.yaml"), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert set(config["services"]) == {"triton", "bridge"}
+    for service in config["services"].values():
+        for port in service["ports"]:
+            host_ip = port.split(":")[0] if isinstance(port, str) else port.get("host_ip")
+            assert host_ip == "127.0.0.1", f"published beyond loopback: {port}"
+    assert "/v2/health/ready" in " ".join(config["services"]["triton"]["healthcheck"]["test"])
+
+
+def test_compose_needs_its_secrets():
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_ADMIN_KEY", "BRIDGE_TOKEN")}
+    result = subprocess.run(
+        [tool("docker-compose"), "-f", str(DEPLOY / "compose.yaml"), "config"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode != 0 and "TRITON_ADMIN_KEY" in result.stderr
+
+
+def test_dockerfile_passes_hadolint():
+    result = subprocess.run(
+        [tool("hadolint"), str(DEPLOY / "bridge.Dockerfile")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_bridge_image_requirements_match_the_project_pins():
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    for line in (DEPLOY / "requirements-bridge.txt").read_text().splitlines():
+        if "==" in line and not line.startswith("#"):
+            name, version = line.split("==")
+            assert pins[name] == version, f"{name} pinned differently for the image"
+
+
+def test_dashboard_queries_name_real_metrics():
+    dashboard = json.loads((DEPLOY / "grafana" / "depthstream-dashboard.json").read_text())
+    bridge_metrics = {m.name for m in BridgeMetrics().registry.collect()}
+    triton_metrics = {
+        "nv_inference_queue_duration_us",
+        "nv_inference_request_success",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_pending_request_count",
+        "nv_gpu_utilization",
+    }
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for name in re.findall(r"\b((?:depthstream|nv)_[a-z_]+)", target["expr"]):
+                base = re.sub(r"_(total|bucket|count|sum)$", "", name)
+                assert base in bridge_metrics or name in triton_metrics, f"{panel['title']}: unknown {name}"
+
+
+def test_cpu_flavour_conforms(tiny_repository, tmp_path):
+    written = flavours.write_cpu(tiny_repository, tmp_path)
+    assert written
+    for path in written:
+        config = parse(path.read_text())
+        check_common(config, path.parent.name)
+        assert config.backend == "onnxruntime" and not config.HasField("optimization")
+        assert [g.kind for g in config.instance_group] == [config.instance_group[0].KIND_CPU]
+        assert (path.parent / "1" / "model.onnx").stat().st_size > 0
