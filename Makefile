@@ -57,10 +57,10 @@ repository-cpu: setup ## the CPU flavour of model_repository/ for the NGC image 
 	$(PYTHON) -m export.flavours cpu --source $(REPOSITORY) --target model_repository_cpu
 
 up: ## start the NGC Triton container and the bridge with Docker Compose (GPU; TRITON_ADMIN_KEY, BRIDGE_TOKEN)
-	TRITON_IMAGE=$(TRITON_IMAGE) docker compose -f deploy/compose.yaml up -d --build
+	TRITON_IMAGE=$(TRITON_IMAGE) docker compose -p depthstream -f deploy/compose.yaml up -d --build
 
 down: ## stop what `make up` started
-	docker compose -f deploy/compose.yaml down
+	docker compose -p depthstream -f deploy/compose.yaml down
 
 demo: setup ## export (WEIGHTS=random for a smoke demo), run Triton + the bridge, open http://127.0.0.1:8080/
 	@$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS) || { \

@@ -95,7 +95,10 @@ def prepare_backends(workdir: Path) -> Path:
         server_dir / "backends" / "python" / "libtriton_python.so",
         stub,
     ):
-        shutil.copy2(source, python_dir / source.name)
+        # copy then rename: a stub still running from a previous start stays untouched ("text file busy")
+        staging = python_dir / f".{source.name}.tmp"
+        shutil.copy2(source, staging)
+        os.replace(staging, python_dir / source.name)
     return python_dir.parent
 
 

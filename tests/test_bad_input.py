@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import struct
+import time
 import zlib
 from dataclasses import dataclass
 
@@ -206,21 +207,20 @@ def test_right_token_streams(token_bridge):
 
 
 def test_flood_is_rate_limited_and_counted(triton):
-    import time
-
     flood = 40
-    with RunningBridge(bridge_settings(triton.settings.grpc_url, max_fps=5.0)) as running:
-        with open_stream(running.ws_url) as ws:
-            for _ in range(flood):
-                ws.send(GOOD_JPEG)
-            time.sleep(1.5)  # the bucket refills: the next frame is within the limit
+    settings = bridge_settings(triton.settings.grpc_url, max_fps=5.0)
+    with RunningBridge(settings) as running, open_stream(running.ws_url) as ws:
+        for _ in range(flood):
             ws.send(GOOD_JPEG)
-            codes, answers = [], []
-            while not answers or answers[-1]["seq"] != flood:
-                header, _ = next_answer(ws)
-                (answers if header["type"] == "depth" else codes).append(
-                    header if header["type"] == "depth" else header["code"]
-                )
+        time.sleep(1.5)  # the bucket refills: the next frame is within the limit
+        ws.send(GOOD_JPEG)
+        codes, answers = [], []
+        while not answers or answers[-1]["seq"] != flood:
+            header, _ = next_answer(ws)
+            if header["type"] == "depth":
+                answers.append(header)
+            else:
+                codes.append(header["code"])
     assert codes.count("rate_limited") == 1, "one clear error per second, not one per frame"
     assert answers[-1]["dropped"] >= flood - 5, "frames over the limit are dropped and counted"
     assert len(answers) + answers[-1]["dropped"] == flood + 1, "every frame answered or counted"
