@@ -143,7 +143,7 @@ def triton_grpc(
     server_pid: int,
     dynamic_batching: bool,
 ) -> Result:
-    label = f"Triton gRPC ({'dynamic batching' if dynamic_batching else 'no batching'})"
+    label = f"Triton gRPC ({'production batcher' if dynamic_batching else 'shipped CPU config'})"
     return asyncio.run(_triton_grpc(url, spec, frames, concurrency, duration_s, server_pid, label))
 
 

@@ -42,7 +42,7 @@ class TritonSettings:
     metrics_port: int = 8002
     models: tuple[str, ...] = ()  # empty: every exported model
     threads: int | None = None  # ONNX Runtime intra-op threads per model; None: all cores
-    dynamic_batching: bool = True
+    dynamic_batching: bool = False  # see export.configs.embedded_config
     ready_timeout_s: float = 120.0
     admin_key: str = field(default_factory=lambda: secrets.token_hex(16))
 

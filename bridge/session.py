@@ -133,16 +133,19 @@ class StreamSession:
         seq = self.next_seq
         self.next_seq += 1
         self.metrics.frames_in.inc()
-        if self.draining or not self.limiter.allow():
+        if self.draining:
+            self._count_dropped()  # the server is going down: it takes no new work
+            return
+        if not self.limiter.allow():
             self._count_dropped()
             self.metrics.frames_rate_limited.inc()
             now = time.monotonic()
-            if not self.draining and now - self.last_rate_error >= 1.0:
+            if now - self.last_rate_error >= 1.0:
                 self.last_rate_error = now
                 await self.send_error(
                     ErrorCode.RATE_LIMITED,
-                    f"more than {self.settings.max_fps:g} frames per "
-                    "second: extra frames are dropped (counted in 'dropped')",
+                    f"more than {self.settings.max_fps:g} frames per second: extra frames are dropped "
+                    "(counted in 'dropped')",
                     seq,
                 )
             return

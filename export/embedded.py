@@ -37,7 +37,7 @@ def generate(
     target: Path,
     models: list[str] | None = None,
     threads: int | None = None,
-    dynamic_batching: bool = True,
+    dynamic_batching: bool = False,  # see export.configs.embedded_config
 ) -> list[str]:
     """Write the embedded flavour of ``repository`` into ``target`` (replacing it)."""
     available = exported_models(repository)

@@ -25,13 +25,15 @@ def violations(config: mc.ModelConfig) -> list[str]:
     return contract_violations(config.name, *configs.tensors(config))
 
 
-def check_common(config: mc.ModelConfig, name: str) -> None:
+def check_common(config: mc.ModelConfig, name: str, batching: bool = True) -> None:
     assert config.name == name
     assert violations(config) == []
     assert config.max_batch_size == MAX_BATCH_SIZE
-    policy = config.dynamic_batching.default_queue_policy
-    assert 0 < policy.max_queue_size <= 64, "the queue must be bounded"
-    assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
+    assert config.HasField("dynamic_batching") == batching
+    if batching:
+        policy = config.dynamic_batching.default_queue_policy
+        assert 0 < policy.max_queue_size <= 64, "the queue must be bounded"
+        assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
 
 
 @pytest.mark.parametrize("name", list(MODELS))
@@ -49,7 +51,7 @@ def test_production_config_conforms(tiny_repository, name):
 def test_embedded_config_conforms(tiny_repository, tmp_path, name):
     generate(tiny_repository, tmp_path)
     config = configs.parse((tmp_path / name / "config.pbtxt").read_text())
-    check_common(config, name)
+    check_common(config, name, batching=False)  # measured slower on CPU: see embedded_config
     assert config.backend == "python"
     assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
     assert not config.HasField("optimization")
@@ -58,6 +60,12 @@ def test_embedded_config_conforms(tiny_repository, tmp_path, name):
         == (tiny_repository / name / "1" / "model.onnx").resolve()
     )
     assert (tmp_path / name / "1" / "model.py").is_file()
+
+
+def test_embedded_config_can_keep_the_production_batcher(tiny_repository, tmp_path):
+    generate(tiny_repository, tmp_path, dynamic_batching=True)
+    config = configs.parse((tmp_path / "depth_anything_v2_small" / "config.pbtxt").read_text())
+    check_common(config, "depth_anything_v2_small", batching=True)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
