@@ -100,6 +100,7 @@ async def soak(ws_url: str, model: str, clients: int, fps: float, duration_s: fl
             "start": round(memory[0], 1),
             "end": round(memory[-1], 1),
             "max": round(max(memory), 1),
+            "every_5_s": [round(m, 1) for m in memory],
         },
     }
 
