@@ -1,0 +1,22 @@
+"""The README's Python example runs, as written, against a real Triton."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import cv2
+
+from tests.helpers import photo
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_python_example_runs(triton, tmp_path, monkeypatch):
+    (block,) = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), cv2.cvtColor(photo(320, 200), cv2.COLOR_RGB2BGR))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(block.replace("127.0.0.1:8001", triton.settings.grpc_url), namespace)  # noqa: S102
+    assert namespace["depth"].shape == (200, 320)
+    namespace["client"].close()
