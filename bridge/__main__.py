@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
 
 import cv2
@@ -19,6 +21,21 @@ class DrainingServer(uvicorn.Server):
     async def shutdown(self, sockets=None) -> None:
         await self.config.app.state.drain()
         await super().shutdown(sockets)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_until_stopped(server: uvicorn.Server) -> None:
+    """Serve until Ctrl-C or SIGTERM, then return normally.
+
+    uvicorn shuts down gracefully, then re-raises the signal it caught with the handler that was
+    there before it; with this one, that ends here instead of killing the process mid-cleanup."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
 
 
 def build_server(settings: BridgeSettings) -> DrainingServer:
@@ -57,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(Triton at {settings.triton_url})",
         flush=True,
     )
-    build_server(settings).run()
+    run_until_stopped(build_server(settings))
     return 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import cv2
 
-from bridge.__main__ import build_server
+from bridge.__main__ import build_server, run_until_stopped
 from bridge.embedded_triton import EmbeddedTriton, TritonSettings, TritonStartError
 from bridge.settings import SettingsError, parse_settings
 
@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     settings = replace(settings, triton_url=triton_settings.grpc_url)
-    triton = EmbeddedTriton(triton_settings)
+    triton_log = Path("build/tritonserver.log")
+    triton_log.parent.mkdir(parents=True, exist_ok=True)
+    triton = EmbeddedTriton(triton_settings, log_path=triton_log)
     try:
         triton.start()
     except TritonStartError as exc:
@@ -47,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         server = build_server(settings)
         print(
             f"\n  depthstream is live: open http://{settings.host}:{settings.port}/ "
-            f"(Triton gRPC {triton_settings.grpc_url}). Ctrl-C stops it.\n",
+            f"(Triton gRPC {triton_settings.grpc_url}, its log in {triton_log}). Ctrl-C stops it.\n",
             flush=True,
         )
-        server.run()  # returns on Ctrl-C or SIGTERM
+        run_until_stopped(server)
     finally:
         log.info("stopping tritonserver")
         triton.stop()
