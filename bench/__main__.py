@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import approaches, report
+from bench import approaches, perf_analyzer, report
 from bench.frames import jpegs, stream
 from bench.measure import Result, rss_mb
 from bridge.contract import CHECKPOINTS, MODELS
@@ -116,6 +116,22 @@ class Bridge:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(20)
+
+
+def perf_analyzer_results(url: str, frame, args: argparse.Namespace) -> list[Result]:
+    """perf_analyzer at each concurrency (skipped, and said so, if its wheel cannot be had)."""
+    workdir = ROOT / "build" / "perf_analyzer"
+    try:
+        binary, env = perf_analyzer.ensure_binary(workdir)
+    except (subprocess.CalledProcessError, OSError, StopIteration) as exc:
+        print(f"perf_analyzer skipped: {exc}", file=sys.stderr)
+        return []
+    window_ms = int(args.duration_s * 1000 / 2)
+    return [
+        perf_analyzer.run(binary, env, workdir, url, name, frame, level, window_ms)
+        for name in CHECKPOINTS
+        for level in args.levels
+    ]
 
 
 def goals(results: list[Result]) -> list[dict]:
@@ -217,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = {"640x480": stream(640, 480, args.frames), "1280x720": stream(1280, 720, args.frames)}
     encoded = {size: jpegs(frames) for size, frames in sizes.items()}
     results: list[Result] = []
-    steps = len(CHECKPOINTS) * (2 * len(sizes) + 2 * len(args.levels) + 3) + 2 * len(presets)
+    steps = len(CHECKPOINTS) * (2 * len(sizes) + 3 * len(args.levels) + 3) + 2 * len(presets)
     bar = tqdm(total=steps, desc="bench", unit="run")
 
     def record(result: Result) -> None:
@@ -271,6 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
             if batching:
                 continue
+            for result in perf_analyzer_results(settings.grpc_url, sizes["640x480"][0], args):
+                record(result)
             bridge = Bridge(settings.grpc_url)
             try:
                 for name in [*CHECKPOINTS, *presets]:

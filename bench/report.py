@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -11,9 +12,26 @@ from bench.measure import Result
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
+def _no_nan(value):
+    """Strict JSON: a figure that was not measured (NaN) is written as null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
+
+
+def _cell(value: float, digits: int = 0) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
 def write_json(path: Path, machine: str, results: list[Result], goals: list[dict]) -> None:
     path.write_text(
-        json.dumps({"machine": machine, "results": [r.as_dict() for r in results], "goals": goals}, indent=2)
+        json.dumps(
+            _no_nan({"machine": machine, "results": [r.as_dict() for r in results], "goals": goals}), indent=2
+        )
         + "\n"
     )
 
@@ -49,7 +67,7 @@ def markdown(machine: str, results: list[Result], goals: list[dict]) -> str:
     for r in results:
         lines.append(
             f"| {r.model} | {r.approach} | {r.size} | {r.concurrency} | {r.fps:.2f} | {r.p50_ms:.0f} "
-            f"| {r.p95_ms:.0f} | {r.p99_ms:.0f} | {r.cpu_ms_per_frame:.0f} |"
+            f"| {r.p95_ms:.0f} | {r.p99_ms:.0f} | {_cell(r.cpu_ms_per_frame)} |"
         )
     lines += ["", "| goal | measured | met |", "| --- | --- | --- |"]
     lines += [f"| {g['goal']} | {g['measured']} | {'yes' if g['met'] else 'no'} |" for g in goals]
