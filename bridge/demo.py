@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +11,8 @@ from pathlib import Path
 import cv2
 
 from bridge.__main__ import build_server, run_until_stopped
-from bridge.embedded_triton import EmbeddedTriton, TritonSettings, TritonStartError
+from bridge.embedded_triton import EmbeddedTriton
+from bridge.embedded_triton import parse_args as parse_triton_args
 from bridge.settings import SettingsError, parse_settings
 
 log = logging.getLogger("demo")
@@ -23,26 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge.demo", description=__doc__)
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     args, bridge_argv = parser.parse_known_args(argv)
+    # Triton's ports from HTTP_PORT, GRPC_PORT, METRICS_PORT, validated as `make serve` does
+    triton_settings = parse_triton_args(["--repository", str(args.repository)])
     try:
-        triton_settings = TritonSettings(
-            repository=args.repository,
-            http_port=int(os.environ.get("HTTP_PORT", 8000)),
-            grpc_port=int(os.environ.get("GRPC_PORT", 8001)),
-            metrics_port=int(os.environ.get("METRICS_PORT", 8002)),
-        )
         settings = parse_settings(bridge_argv)
-    except (SettingsError, ValueError) as exc:
+    except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     settings = replace(settings, triton_url=triton_settings.grpc_url)
     triton_log = Path("build/tritonserver.log")
     triton_log.parent.mkdir(parents=True, exist_ok=True)
     triton = EmbeddedTriton(triton_settings, log_path=triton_log)
-    try:
-        triton.start()
-    except TritonStartError as exc:
-        log.error("%s", exc)
-        triton.stop()
+    if not triton.start_or_report():
         return 2
     cv2.setNumThreads(1)
     try:

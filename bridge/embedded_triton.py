@@ -216,6 +216,16 @@ class EmbeddedTriton:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
+    def start_or_report(self) -> bool:
+        """Start; on failure log why, leave nothing running, and return False (for CLIs)."""
+        try:
+            self.start()
+        except TritonStartError as exc:
+            log.error("%s", exc)
+            self.stop()
+            return False
+        return True
+
     def __enter__(self) -> EmbeddedTriton:
         return self.start()
 
@@ -266,11 +276,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
-    try:
-        server.start()
-    except TritonStartError as exc:
-        log.error("%s", exc)
-        server.stop()
+    if not server.start_or_report():
         return 2
     print(
         f"Triton serving {', '.join(server.models)}: gRPC {settings.grpc_url}, HTTP "
