@@ -234,10 +234,11 @@ class EmbeddedTriton:
 
 
 def _port(value: str) -> int:
-    port = int(value)
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a TCP port")
-    return port
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a TCP port (1-65535); ports come from the flags or HTTP_PORT, GRPC_PORT, METRICS_PORT"
+        )
+    return int(value)
 
 
 def parse_args(argv: list[str] | None = None) -> TritonSettings:
