@@ -43,3 +43,24 @@ def test_bad_values_are_refused_clearly(argv, env, words):
 def test_settings_are_frozen():
     with pytest.raises(AttributeError):
         BridgeSettings().port = 1  # type: ignore[misc]
+
+
+def test_token_is_required_off_loopback():
+    with pytest.raises(SettingsError) as error:
+        parse_settings(["--host", "0.0.0.0"], environ={})
+    assert "BRIDGE_TOKEN" in str(error.value) and "--allow-no-token" in str(error.value)
+    assert parse_settings(["--host", "0.0.0.0", "--token", "x" * 16], environ={}).token == "x" * 16
+    assert parse_settings(["--host", "0.0.0.0"], environ={"BRIDGE_ALLOW_NO_TOKEN": "1"}).allow_no_token
+    assert parse_settings(["--host", "localhost"], environ={}).loopback
+
+
+@pytest.mark.parametrize("value", ["yes", "on", "1", "true"])
+def test_boolean_variables(value):
+    assert parse_settings([], environ={"BRIDGE_ALLOW_NO_TOKEN": value}).allow_no_token
+
+
+def test_several_triton_endpoints():
+    settings = parse_settings(["--triton-url", "a:8001, b:8001,dns:///triton:8001"], environ={})
+    assert settings.triton_urls == ["a:8001", "b:8001", "dns:///triton:8001"]
+    with pytest.raises(SettingsError):
+        parse_settings(["--triton-url", "a:8001,b"], environ={})
