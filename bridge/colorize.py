@@ -78,11 +78,22 @@ def apply_colormap(gray: np.ndarray, colormap: str) -> np.ndarray:
     return cv2.applyColorMap(gray, code)
 
 
+class NoFiniteDepth(ValueError):
+    """Every depth value is NaN or infinite."""
+
+
 def colorize(
-    depth: np.ndarray, colormap: str = DEFAULT_COLORMAP, smoother: RangeSmoother | None = None
+    depth: np.ndarray,
+    colormap: str = DEFAULT_COLORMAP,
+    smoother: RangeSmoother | None = None,
+    require_finite: bool = False,
 ) -> np.ndarray:
-    """Depth [H, W] float -> BGR uint8 [H, W, 3]; pass a smoother to keep colors stable."""
+    """Depth [H, W] float -> BGR uint8 [H, W, 3]; pass a smoother to keep colors stable.
+
+    Depth with no finite value gives a valid (flat) image, or NoFiniteDepth if required."""
     observed = depth_range(depth)
+    if observed is None and require_finite:
+        raise NoFiniteDepth("no finite depth value")
     if smoother is not None:
         low, high = smoother.update(observed)
     else:

@@ -16,7 +16,7 @@ import numpy as np
 from starlette.websockets import WebSocket
 
 from bridge import images, protocol
-from bridge.colorize import COLORMAPS, RangeSmoother, colorize
+from bridge.colorize import COLORMAPS, NoFiniteDepth, RangeSmoother, colorize
 from bridge.contract import MODELS
 from bridge.metrics import BridgeMetrics
 from bridge.pool import TritonPool
@@ -236,9 +236,10 @@ class StreamSession:
     def render(self, depth: np.ndarray, colormap: str, timings: dict[str, float]) -> bytes:
         """Colorize and encode (in a worker thread); refuses NaN/Inf-only output."""
         start = time.perf_counter()
-        if not np.isfinite(depth).any():
-            raise BadOutput("the model returned no finite depth for this frame")
-        bgr = colorize(depth, colormap, self.smoother)
+        try:
+            bgr = colorize(depth, colormap, self.smoother, require_finite=True)
+        except NoFiniteDepth:
+            raise BadOutput("the model returned no finite depth for this frame") from None
         timings["colorize"] = _ms_since(start)
         start = time.perf_counter()
         jpeg = images.encode_jpeg(bgr, self.settings.jpeg_quality)

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.colorize import COLORMAPS, RangeSmoother, apply_colormap, colorize, to_uint8, to_uint16
+from bridge.colorize import (
+    COLORMAPS,
+    NoFiniteDepth,
+    RangeSmoother,
+    apply_colormap,
+    colorize,
+    to_uint8,
+    to_uint16,
+)
 
 
 def scene(height: int = 120, width: int = 160) -> np.ndarray:
@@ -101,3 +109,9 @@ def test_uint16_export_spans_the_full_range():
     raw = to_uint16(depth)
     assert raw.dtype == np.uint16 and raw.max() == 65535 and raw.min() == 0
     assert to_uint16(np.full((4, 4), np.nan, np.float32)).max() == 0
+
+
+def test_no_finite_depth_can_be_refused():
+    with pytest.raises(NoFiniteDepth):
+        colorize(np.full((8, 8), np.nan, np.float32), require_finite=True)
+    assert colorize(np.full((8, 8), 1.0, np.float32), require_finite=True).shape == (8, 8, 3)
