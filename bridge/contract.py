@@ -169,14 +169,6 @@ def variants_of(checkpoint: str) -> list[ModelSpec]:
     return sorted(specs, key=lambda spec: spec.precision != Precision.FP32)
 
 
-def get_spec(name: str) -> ModelSpec:
-    """The spec for a model name; KeyError names the known models."""
-    try:
-        return MODELS[name]
-    except KeyError:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(MODELS)}") from None
-
-
 TensorSpec = tuple[str, str, tuple[int, ...]]  # name, Triton datatype, shape with batch dim
 
 
