@@ -10,6 +10,7 @@ Writes bench/results/bench.json, bench/results/bench.png and the README's table.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import platform
@@ -36,6 +37,18 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def server_settings(repository: Path, workdir: Path, **options) -> TritonSettings:
+    """An embedded Triton of the benchmark's own, on free ports."""
+    return TritonSettings(
+        repository=repository,
+        workdir=workdir,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        **options,
+    )
 
 
 def machine() -> str:
@@ -262,14 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     # 3 and 4: servers; the shipped CPU configuration (no dynamic batching) with the full stack,
     # then the production batcher (bounded queue) for comparison
     for batching in (False, True):
-        settings = TritonSettings(
-            repository=args.repository,
-            workdir=ROOT / "build" / "bench",
-            http_port=free_port(),
-            grpc_port=free_port(),
-            metrics_port=free_port(),
-            dynamic_batching=batching,
-        )
+        settings = server_settings(args.repository, ROOT / "build" / "bench", dynamic_batching=batching)
         with EmbeddedTriton(settings, log_path=args.output / "tritonserver.log") as triton:
             pid = triton.process.pid
             for name in CHECKPOINTS:
@@ -294,20 +300,19 @@ def main(argv: list[str] | None = None) -> int:
                 for name in [*CHECKPOINTS, *presets]:
                     size_list = ["640x480", "1280x720"] if name in CHECKPOINTS else ["640x480"]
                     for size in size_list:
-                        record(
-                            approaches.full_stack(
-                                bridge.ws_url,
-                                MODELS[name],
-                                encoded[size],
-                                size,
-                                1,
-                                args.duration_s,
-                                (pid, bridge.process.pid),
-                            )
+                        one_client = approaches.full_stack(
+                            bridge.ws_url,
+                            MODELS[name],
+                            encoded[size],
+                            size,
+                            1,
+                            args.duration_s,
+                            (pid, bridge.process.pid),
                         )
+                        record(asyncio.run(one_client))
                     if name in CHECKPOINTS:
                         before = rss_mb(bridge.process.pid)
-                        result = approaches.full_stack(
+                        streams = approaches.full_stack(
                             bridge.ws_url,
                             MODELS[name],
                             encoded["640x480"],
@@ -316,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
                             args.duration_s * 2,
                             (pid, bridge.process.pid),
                         )
+                        result = asyncio.run(streams)
                         result.extra["bridge_rss_mb"] = [
                             round(before, 1),
                             round(rss_mb(bridge.process.pid), 1),

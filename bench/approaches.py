@@ -147,7 +147,7 @@ def triton_grpc(
     return asyncio.run(_triton_grpc(url, spec, frames, concurrency, duration_s, server_pid, label))
 
 
-async def _full_stack(
+async def full_stack(
     ws_url: str,
     spec: ModelSpec,
     jpegs: list[bytes],
@@ -203,15 +203,3 @@ async def _full_stack(
         bridge_ms_p50=round(float(np.median(bridge)), 2),
         bridge_ms_p95=round(float(np.percentile(bridge, 95)), 2),
     )
-
-
-def full_stack(
-    ws_url: str,
-    spec: ModelSpec,
-    jpegs: list[bytes],
-    size: str,
-    clients: int,
-    duration_s: float,
-    pids: tuple[int, ...],
-) -> Result:
-    return asyncio.run(_full_stack(ws_url, spec, jpegs, size, clients, duration_s, pids))

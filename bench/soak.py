@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.__main__ import ROOT, Bridge, free_port
+from bench.__main__ import ROOT, Bridge, server_settings
 from bench.frames import jpegs, stream
 from bench.measure import rss_mb
 from bridge.contract import DEFAULT_MODEL, MODELS
-from bridge.embedded_triton import EmbeddedTriton, TritonSettings
+from bridge.embedded_triton import EmbeddedTriton
 
 
 async def camera(ws_url: str, model: str, frames: list[bytes], fps: float, duration_s: float) -> dict:
@@ -114,13 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=60.0)
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "soak.json")
     args = parser.parse_args(argv)
-    settings = TritonSettings(
-        repository=args.repository,
-        workdir=ROOT / "build" / "soak",
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-    )
+    settings = server_settings(args.repository, ROOT / "build" / "soak")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with EmbeddedTriton(settings, log_path=args.output.with_suffix(".tritonserver.log")):
         bridge = Bridge(settings.grpc_url)

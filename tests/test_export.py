@@ -196,17 +196,14 @@ def test_weights_without_model_is_a_usage_error(tmp_path, capsys):
     assert exit_info.value.code == 2 and "--model" in capsys.readouterr().err
 
 
+def midas_export_args(checkpoints, output) -> list[str]:
+    """The tiny MiDaS checkpoint into ``output``, FP32 only (fast)."""
+    name = "midas_dpt_beit_base_384"
+    return ["--model", name, "--weights", str(checkpoints[name]), "--output", str(output), "--int8", "never"]
+
+
 def test_up_to_date_model_is_skipped_unless_forced(tiny_checkpoints, tmp_path, caplog):
-    args = [
-        "--model",
-        "midas_dpt_beit_base_384",
-        "--weights",
-        str(tiny_checkpoints["midas_dpt_beit_base_384"]),
-        "--output",
-        str(tmp_path / "repo"),
-        "--int8",
-        "never",
-    ]
+    args = midas_export_args(tiny_checkpoints, tmp_path / "repo")
     assert run_export(caplog, *args)[0] == 0
     onnx_file = tmp_path / "repo" / "midas_dpt_beit_base_384" / "1" / "model.onnx"
     first = onnx_file.stat().st_mtime_ns
@@ -218,16 +215,7 @@ def test_up_to_date_model_is_skipped_unless_forced(tiny_checkpoints, tmp_path, c
 
 def test_failed_parity_leaves_previous_model_and_no_debris(tiny_checkpoints, tmp_path, caplog, monkeypatch):
     repo = tmp_path / "repo"
-    args = [
-        "--model",
-        "midas_dpt_beit_base_384",
-        "--weights",
-        str(tiny_checkpoints["midas_dpt_beit_base_384"]),
-        "--output",
-        str(repo),
-        "--int8",
-        "never",
-    ]
+    args = midas_export_args(tiny_checkpoints, repo)
     assert run_export(caplog, *args)[0] == 0
     before = (repo / "midas_dpt_beit_base_384" / MANIFEST).read_text()
     monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", 0.0)  # every export now "differs"
