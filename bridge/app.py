@@ -57,7 +57,7 @@ def create_app(settings: BridgeSettings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = TritonPool(settings.triton_urls, settings.request_timeout_s, metrics)
+        pool = TritonPool(settings.triton_urls, settings.request_timeout_s, metrics, settings.max_in_flight)
         state["pool"] = pool
         gateway = await pool.first_ready() or pool.gateways[0]
         for info in await gateway.models():

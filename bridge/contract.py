@@ -23,6 +23,16 @@ MAX_BATCH_SIZE = 4
 # Where export records that a model carries meaningless random weights (smoke mode).
 RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
 
+# What one request may ask of a model, wherever it comes from (the bridge, or a direct gRPC
+# client of the embedded Triton, which refuses beyond these before running anything). The
+# network's own input is bounded inside the graph (Resize.max_aspect); these bound the work
+# done at the input's size: the uint8 -> float conversion, the resize in and the resize back.
+# Measured (make bench, worst case): with the ceiling, the costliest image is one at or beyond
+# 2.5:1 with the most pixels; these keep it within 3x the time of a 640x480 frame.
+MAX_IMAGE_PIXELS = 4096 * 2160  # per image: DCI 4K (UHD 3840x2160 and every webcam fit)
+MAX_IMAGE_SIDE = 4096  # either side, in pixels
+MIN_IMAGE_SIDE = 2  # the resize needs at least a 2x2 image to have a shape worth resizing
+
 
 class Interpolation(enum.StrEnum):
     BICUBIC = "bicubic"
@@ -33,22 +43,38 @@ class Interpolation(enum.StrEnum):
 class Resize:
     """How a model's input is resized before the network.
 
-    keep_aspect: scale so both sides are >= ``size`` (lower bound), each side rounded to the
-    nearest multiple of ``multiple_of`` and never below ``size`` (Depth Anything). Otherwise the
-    image is stretched to ``size`` x ``size`` (MiDaS DPT-BEiT).
+    keep_aspect (Depth Anything): the official rule, scale so both sides are >= ``size``, each
+    side rounded to the nearest multiple of ``multiple_of`` and never below ``size``; then the
+    ceiling: neither side above ``max_side`` = that rule's long side at ``max_aspect``:1
+    (1288 for size 518). Up to ``max_aspect``:1, in both orientations, the ceiling never binds
+    and the network input is exactly the official one. Beyond it, the network input is
+    ``size`` x ``max_side`` and the image is squeezed along its long side, as MiDaS squeezes
+    every image to a square; the output is still resized back to the input's own size.
+    Without it, a 60x600 strip became a 518x5180 input (63 s, 9.8 GB on 2 cores).
+
+    Otherwise (MiDaS DPT-BEiT) the image is stretched to ``size`` x ``size``.
     """
 
     size: int
     keep_aspect: bool
     multiple_of: int = 1
     interpolation: Interpolation = Interpolation.BICUBIC
+    max_aspect: float = 2.5
+
+    @property
+    def max_side(self) -> int:
+        """The ceiling on either side of the network input."""
+        if not self.keep_aspect:
+            return self.size
+        return self._constrain(self.size * self.max_aspect)
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """The (height, width) the network sees for an input of this size (reference maths)."""
         if not self.keep_aspect:
             return self.size, self.size
         scale = max(self.size / height, self.size / width)
-        return self._constrain(scale * height), self._constrain(scale * width)
+        ceiling = self.max_side
+        return min(self._constrain(scale * height), ceiling), min(self._constrain(scale * width), ceiling)
 
     def _constrain(self, x: float) -> int:
         # Official Depth-Anything-V2 Resize.constrain_to_multiple_of (numpy round: half to even).

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import cv2
 
 from bridge.__main__ import build_server, run_until_stopped
-from bridge.embedded_triton import EmbeddedTriton
+from bridge.embedded_triton import EmbeddedTriton, TritonSupervisor
 from bridge.embedded_triton import parse_args as parse_triton_args
 from bridge.settings import SettingsError, parse_settings
 
@@ -36,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     triton = EmbeddedTriton(triton_settings, log_path=triton_log)
     if not triton.start_or_report():
         return 2
+    # Triton dies (the OOM killer, a crash): say so, restart it; give up by stopping the demo
+    supervisor = TritonSupervisor(triton, on_give_up=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    supervisor.start()
     cv2.setNumThreads(1)
     try:
         server = build_server(settings)
@@ -46,9 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         run_until_stopped(server)
     finally:
+        supervisor.stop()
+        supervisor.join()
         log.info("stopping tritonserver")
         triton.stop()
-    return 0
+    return 1 if supervisor.gave_up else 0
 
 
 if __name__ == "__main__":

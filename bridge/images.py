@@ -11,9 +11,8 @@ import struct
 import cv2
 import numpy as np
 
+from bridge.contract import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 from bridge.protocol import ErrorCode, ProtocolError
-
-MIN_SIDE = 2  # the models need at least a 2x2 image to have a shape worth resizing
 
 
 def _png_size(data: bytes) -> tuple[int, int]:
@@ -79,9 +78,16 @@ def sniff(data: bytes) -> tuple[str, int, int]:
 
 
 def check_size(width: int, height: int, max_pixels: int) -> None:
-    if width < MIN_SIDE or height < MIN_SIDE:
+    """The model contract's limits (a side, MIN_IMAGE_SIDE..MAX_IMAGE_SIDE) and the bridge's
+    pixel limit (the contract's MAX_IMAGE_PIXELS, or lower)."""
+    if width < MIN_IMAGE_SIDE or height < MIN_IMAGE_SIDE:
         raise ProtocolError(
-            ErrorCode.IMAGE_TOO_SMALL, f"image is {width}x{height}; each side must be >= {MIN_SIDE}"
+            ErrorCode.IMAGE_TOO_SMALL, f"image is {width}x{height}; each side must be >= {MIN_IMAGE_SIDE}"
+        )
+    if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:
+        raise ProtocolError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"image is {width}x{height}; each side must be <= {MAX_IMAGE_SIDE}",
         )
     if width * height > max_pixels:
         raise ProtocolError(

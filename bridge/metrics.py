@@ -22,6 +22,12 @@ class BridgeMetrics:
             "Frames replaced by a newer one before processing (latest frame wins)",
             registry=r,
         )
+        self.frames_expired = Counter(
+            "depthstream_frames_expired",
+            "Frames not sent to Triton because they could not be answered before their deadline "
+            "(also counted as dropped)",
+            registry=r,
+        )
         self.frames_rate_limited = Counter(
             "depthstream_frames_rate_limited",
             "Frames dropped for exceeding max_fps (also counted as dropped)",

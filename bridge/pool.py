@@ -16,8 +16,10 @@ log = logging.getLogger(__name__)
 
 
 class TritonPool:
-    def __init__(self, urls: list[str], request_timeout_s: float, metrics: BridgeMetrics) -> None:
-        self.gateways = [TritonGateway(url, request_timeout_s) for url in urls]
+    def __init__(
+        self, urls: list[str], request_timeout_s: float, metrics: BridgeMetrics, max_in_flight: int = 0
+    ) -> None:
+        self.gateways = [TritonGateway(url, request_timeout_s, max_in_flight) for url in urls]
         self.sessions = {gateway.url: 0 for gateway in self.gateways}
         self.metrics = metrics
 

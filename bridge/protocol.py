@@ -6,7 +6,7 @@ Client -> server
   binary: one encoded image (JPEG, PNG or WebP) per message.
 Server -> client
   text:   ``{"type": "hello", ...}`` once on connect; ``{"type": "config", ...}`` after each
-          accepted control message; for every answered frame ``{"type": "depth", "seq": N, ...}``
+          accepted control message, with the stream's ``received`` and ``dropped`` counts; for every answered frame ``{"type": "depth", "seq": N, ...}``
           immediately followed by one binary message: the colorized depth as JPEG at the frame's
           size; ``{"type": "error", "code": "...", "message": "...", "seq": N?}`` on errors.
 """

@@ -31,7 +31,8 @@ log = logging.getLogger(__name__)
 class Frame:
     seq: int
     data: bytes
-    received_at: float
+    received_at: float  # perf_counter: for the timings
+    monotonic_at: float  # monotonic: for the deadline
 
 
 def _ms_since(start: float) -> float:
@@ -151,7 +152,7 @@ class StreamSession:
             return
         if self.pending is not None:
             self._count_dropped()
-        self.pending = Frame(seq, data, time.perf_counter())
+        self.pending = Frame(seq, data, time.perf_counter(), time.monotonic())
         self.wakeup.set()
 
     async def on_control(self, text: str) -> None:
@@ -179,6 +180,9 @@ class StreamSession:
                     "model": self.model,
                     "colormap": self.colormap,
                     "random_weights": self.random_weights,
+                    # the stream's accounts so far: a config message with no field asks for them
+                    "received": self.next_seq,
+                    "dropped": self.dropped,
                 }
             )
         )
@@ -189,24 +193,35 @@ class StreamSession:
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
-            frame, self.pending = self.pending, None
-            if frame is not None:
+            if self.pending is not None:
                 self.idle.clear()
                 try:
-                    await self.process(frame)
+                    await self.process_latest()
                 finally:
                     self.idle.set()
 
-    async def process(self, frame: Frame) -> None:
-        timings = {"queue": _ms_since(frame.received_at)}
+    async def process_latest(self) -> None:
+        """Wait for a turn at Triton, then take the newest frame: while this stream waits behind
+        the others, newer frames replace older ones here, never in Triton's queue."""
         model, colormap = self.model, self.colormap
+        frame: Frame | None = None
         try:
-            start = time.perf_counter()
-            rgb = await asyncio.to_thread(images.decode, frame.data, self.settings.max_pixels)
-            timings["decode"] = _ms_since(start)
-            start = time.perf_counter()
-            depth = await self.gateway.infer(model, rgb)
-            timings["infer"] = _ms_since(start)
+            async with self.gateway.turn(model) as turn:
+                frame, self.pending = self.pending, None
+                if frame is None:
+                    return
+                deadline = frame.monotonic_at + self.settings.request_timeout_s
+                if not turn.can_finish_by(deadline):
+                    self._count_dropped()  # it would answer after its deadline: nobody reads it
+                    self.metrics.frames_expired.inc()
+                    return
+                timings = {"queue": _ms_since(frame.received_at)}
+                start = time.perf_counter()
+                rgb = await asyncio.to_thread(images.decode, frame.data, self.settings.max_pixels)
+                timings["decode"] = _ms_since(start)
+                start = time.perf_counter()
+                depth = await turn.infer(rgb, deadline)
+                timings["infer"] = _ms_since(start)
             jpeg = await asyncio.to_thread(self.render, depth, colormap, timings)
         except ProtocolError as exc:
             self.metrics.frames_rejected.labels(exc.code).inc()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from bridge.colorize import COLORMAPS, DEFAULT_COLORMAP
-from bridge.contract import DEFAULT_MODEL, MODELS
+from bridge.contract import DEFAULT_MODEL, MAX_IMAGE_PIXELS, MODELS
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
@@ -33,8 +33,11 @@ class BridgeSettings:
     jpeg_quality: int = 80
     request_timeout_s: float = 10.0  # per-inference deadline on the gRPC call
     max_message_bytes: int = 4 * 1024 * 1024  # largest WebSocket message
-    max_pixels: int = 4096 * 4096  # largest image, checked from its header before decoding
+    max_pixels: int = MAX_IMAGE_PIXELS  # largest image, checked from its header before decoding
     max_connections: int = 32
+    # requests in flight to each Triton endpoint; more frames wait in the bridge, where the
+    # latest replaces a stale one. 0: the served model's instances (x its batch when batching)
+    max_in_flight: int = 0
     max_fps: float = 30.0  # frames per second per connection; more are dropped and counted
     send_timeout_s: float = 10.0  # a client that reads nothing for this long is disconnected
     drain_timeout_s: float = 5.0  # on SIGTERM: time for in-flight frames before closing (1001)
@@ -63,7 +66,11 @@ class BridgeSettings:
             ("jpeg_quality", 1 <= self.jpeg_quality <= 100, "between 1 and 100"),
             ("request_timeout_s", self.request_timeout_s > 0, "positive"),
             ("max_message_bytes", self.max_message_bytes >= 1024, "at least 1024"),
-            ("max_pixels", self.max_pixels >= 1, "positive"),
+            (
+                "max_pixels",
+                1 <= self.max_pixels <= MAX_IMAGE_PIXELS,
+                f"positive and at most the model contract's {MAX_IMAGE_PIXELS}",
+            ),
             ("max_connections", self.max_connections >= 1, "at least 1"),
             ("default_model", self.default_model in MODELS, f"one of {', '.join(MODELS)}"),
             ("default_colormap", self.default_colormap in COLORMAPS, f"one of {', '.join(COLORMAPS)}"),
@@ -73,6 +80,7 @@ class BridgeSettings:
                 "host:port (or dns:///name:port), or several separated by commas",
             ),
             ("web_dir", (self.web_dir / "index.html").is_file(), "a directory holding index.html"),
+            ("max_in_flight", self.max_in_flight >= 0, "0 (from the model's config) or more"),
             ("max_fps", self.max_fps > 0, "positive"),
             ("send_timeout_s", self.send_timeout_s > 0, "positive"),
             ("drain_timeout_s", self.drain_timeout_s >= 0, "zero or more"),

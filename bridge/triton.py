@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
-from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, model_config_pb2
 from tritonclient.utils import InferenceServerException
 
+from bridge.admission import InFlightLimit
 from bridge.contract import (
     INPUT_DTYPE,
     INPUT_NAME,
@@ -26,6 +29,7 @@ from bridge.protocol import ErrorCode
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_S = 2.0
+EXPECTED_TIME_WEIGHT = 0.2  # of the newest answer in a model's running mean time
 PROBE_FIRST_DELAY_S = 0.25
 PROBE_MAX_DELAY_S = 5.0
 
@@ -74,18 +78,23 @@ class ModelInfo:
 
 
 def _classify(exc: InferenceServerException, model: str) -> TritonError:
-    status = str(exc.status() or "")
+    """Map Triton's answer to the client's error code: by gRPC status first; the text only tells
+    a full queue from a server that is down (Triton says UNAVAILABLE for both)."""
+    status = str(exc.status() or "").removeprefix("StatusCode.")
     text = (exc.message() or "").lower()
     log.warning("Triton error for %s: %s %s", model, status, exc.message())
-    # Triton's bounded queue says UNAVAILABLE too: that is "busy", not "down"
-    if "exceeds maximum queue size" in text or "timeout expired" in text or "RESOURCE_EXHAUSTED" in status:
+    if status == "RESOURCE_EXHAUSTED":
         return TritonBusy(f"{model} is busy; frame skipped")
-    if "DEADLINE_EXCEEDED" in status:
+    if status == "DEADLINE_EXCEEDED":
         return TritonTimeout(f"{model} did not answer in time")
-    if "UNAVAILABLE" in status:
+    if status == "UNAVAILABLE":
+        if "exceeds maximum queue size" in text or "timeout expired" in text:
+            return TritonBusy(f"{model} is busy; frame skipped")
         return TritonUnavailable("the model server is unavailable; retrying")
-    if "NOT_FOUND" in status or "unknown model" in text or "not ready" in text:
+    if status == "NOT_FOUND":
         return ModelNotReady(f"{model} is not ready on the model server")
+    if status == "CANCELLED":
+        return TritonTimeout(f"{model}: the request was cancelled")
     return TritonError(f"{model} failed on this frame")
 
 
@@ -115,12 +124,38 @@ class TritonGateway:
     reopens the way when Triton is back.
     """
 
-    def __init__(self, url: str, request_timeout_s: float) -> None:
+    def __init__(self, url: str, request_timeout_s: float, max_in_flight: int = 0) -> None:
         self.url = url
         self.request_timeout_s = request_timeout_s
         self.client = grpcclient.InferenceServerClient(url, channel_args=channel_args(url))
         self.down_since: float | None = None
         self._probe: asyncio.Task | None = None
+        # 0: sized from the served model's config when first read (see capacity_of)
+        self.auto_capacity = max_in_flight == 0
+        self.limit = InFlightLimit(max_in_flight or 1)
+        self._expected_s: dict[str, float] = {}
+
+    def expected_s(self, model: str) -> float:
+        """Recent time of one inference of ``model`` here (0 until one has been answered)."""
+        return self._expected_s.get(model, 0.0)
+
+    def _observe(self, model: str, seconds: float) -> None:
+        old = self._expected_s.get(model)
+        self._expected_s[model] = seconds if old is None else old + EXPECTED_TIME_WEIGHT * (seconds - old)
+
+    @contextlib.asynccontextmanager
+    async def turn(self, model: str) -> AsyncIterator[Turn]:
+        """Wait (in the bridge, in arrival order) for a place among the requests in flight."""
+        await self.limit.acquire()
+        turn = Turn(self, model)
+        try:
+            yield turn
+        finally:
+            busy_s = turn.still_busy_s()
+            if busy_s > 0:
+                self.limit.release_after(busy_s)  # abandoned mid-run: Triton finishes it anyway
+            else:
+                self.limit.release()
 
     async def close(self) -> None:
         if self._probe is not None:
@@ -169,8 +204,9 @@ class TritonGateway:
         if problems:
             log.error("model %s does not match the contract: %s", name, "; ".join(problems))
             return ModelInfo(name, ready=False, problem="served model does not match the contract")
-        marker = config.parameters.get(RANDOM_WEIGHTS_MARKER)
-        return ModelInfo(name, ready=True, random_weights=bool(marker and marker.string_value == "true"))
+        if self.auto_capacity:
+            self.limit.set_capacity(capacity_of(config))
+        return ModelInfo(name, ready=True, random_weights=is_random_weights(config))
 
     async def models(self) -> list[ModelInfo]:
         if not await self.server_ready():
@@ -190,19 +226,24 @@ class TritonGateway:
             raise TritonUnavailable("the model server is unavailable; retrying")
         raise ModelNotReady(f"{name} is {info.problem}")
 
-    async def infer(self, model: str, rgb: np.ndarray) -> np.ndarray:
-        """RGB uint8 [H, W, 3] -> depth float32 [H, W], within the per-request deadline."""
+    async def infer(self, model: str, rgb: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
+        """RGB uint8 [H, W, 3] -> depth float32 [H, W], within ``timeout_s`` (default: the
+        per-request deadline). Triton hears the deadline too: a request that outlives it is
+        cancelled, and Triton's queue policy (dynamic batcher) drops it unrun."""
         if not self.available:
             raise TritonUnavailable("the model server is unavailable; retrying")
+        timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
         batch = rgb[None]
         tensor = grpcclient.InferInput(INPUT_NAME, list(batch.shape), INPUT_DTYPE)
         tensor.set_data_from_numpy(batch)
+        started = time.monotonic()
         try:
             result = await self.client.infer(
                 model,
                 [tensor],
                 outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)],
-                client_timeout=self.request_timeout_s,
+                timeout=max(1, int(timeout_s * 1e6)),
+                client_timeout=timeout_s,
             )
         except InferenceServerException as exc:
             error = _classify(exc, model)
@@ -214,4 +255,54 @@ class TritonGateway:
             shape = None if depth is None else depth.shape
             log.error("%s returned shape %s for a %s frame", model, shape, rgb.shape)
             raise BadOutput(f"{model} returned a wrongly shaped depth map")
+        self._observe(model, time.monotonic() - started)
         return depth[0]
+
+
+class Turn:
+    """One place among an endpoint's requests in flight, held by one stream for one frame."""
+
+    def __init__(self, gateway: TritonGateway, model: str) -> None:
+        self.gateway = gateway
+        self.model = model
+        self.started: float | None = None
+        self.finished = False
+
+    def can_finish_by(self, deadline: float) -> bool:
+        """False when the model's recent time says the answer would come after ``deadline``
+        (monotonic): sending it would only make Triton run a frame nobody reads. A model slower
+        than the whole deadline is still tried, so the client hears ``timeout``."""
+        expected = self.gateway.expected_s(self.model)
+        if expected >= self.gateway.request_timeout_s:
+            return True
+        return time.monotonic() + expected <= deadline
+
+    async def infer(self, rgb: np.ndarray, deadline: float) -> np.ndarray:
+        self.started = time.monotonic()
+        try:
+            depth = await self.gateway.infer(self.model, rgb, max(deadline - self.started, 0.001))
+        except TritonTimeout:
+            raise  # Triton may still be running it
+        except TritonError:
+            self.finished = True
+            raise
+        self.finished = True
+        return depth
+
+    def still_busy_s(self) -> float:
+        """How long Triton is likely still busy with a request that was abandoned mid-run."""
+        if self.started is None or self.finished:
+            return 0.0
+        return max(0.0, self.gateway.expected_s(self.model) - (time.monotonic() - self.started))
+
+
+def capacity_of(config: model_config_pb2.ModelConfig) -> int:
+    """Requests one model runs at once: its instances, times the batch when Triton batches."""
+    instances = sum(group.count or 1 for group in config.instance_group) or 1
+    batch = config.max_batch_size if config.HasField("dynamic_batching") and config.max_batch_size else 1
+    return instances * batch
+
+
+def is_random_weights(config: model_config_pb2.ModelConfig) -> bool:
+    marker = config.parameters.get(RANDOM_WEIGHTS_MARKER)
+    return bool(marker and marker.string_value == "true")

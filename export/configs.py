@@ -18,6 +18,9 @@ from bridge.contract import (
     INPUT_DIMS,
     INPUT_NAME,
     MAX_BATCH_SIZE,
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE,
+    MIN_IMAGE_SIDE,
     OUTPUT_DIMS,
     OUTPUT_NAME,
     RANDOM_WEIGHTS_MARKER,
@@ -69,7 +72,11 @@ def tensorrt_plan_config(spec: ModelSpec, random_weights: bool) -> mc.ModelConfi
 
 
 def embedded_config(
-    production: mc.ModelConfig, onnx_path: str, threads: int | None = None, dynamic_batching: bool = False
+    production: mc.ModelConfig,
+    onnx_path: str,
+    threads: int | None = None,
+    dynamic_batching: bool = False,
+    simulated_extra_ms: int = 0,
 ) -> mc.ModelConfig:
     """The Python-backend (CPU) twin of a production config, running ``onnx_path``.
 
@@ -93,6 +100,12 @@ def embedded_config(
     config.parameters["onnx_path"].string_value = onnx_path
     # One instance using every core: intra-op parallelism beats several competing instances.
     config.parameters["intra_op_threads"].string_value = str(threads or os.cpu_count() or 1)
+    # the contract's per-image limits, refused by the model before it runs anything
+    config.parameters["max_image_pixels"].string_value = str(MAX_IMAGE_PIXELS)
+    config.parameters["max_image_side"].string_value = str(MAX_IMAGE_SIDE)
+    config.parameters["min_image_side"].string_value = str(MIN_IMAGE_SIDE)
+    if simulated_extra_ms:
+        config.parameters["simulated_extra_ms"].string_value = str(simulated_extra_ms)
     return config
 
 

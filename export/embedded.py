@@ -38,6 +38,7 @@ def generate(
     models: list[str] | None = None,
     threads: int | None = None,
     dynamic_batching: bool = False,  # see export.configs.embedded_config
+    simulated_extra_ms: int = 0,  # a slower machine on purpose, for tests and overload drills
 ) -> list[str]:
     """Write the embedded flavour of ``repository`` into ``target`` (replacing it)."""
     available = exported_models(repository)
@@ -53,7 +54,9 @@ def generate(
         source = repository / name
         production = configs.parse((source / CONFIG_FILE).read_text())
         onnx_path = str((source / VERSION / ONNX_FILE).resolve())
-        embedded = configs.embedded_config(production, onnx_path, threads, dynamic_batching)
+        embedded = configs.embedded_config(
+            production, onnx_path, threads, dynamic_batching, simulated_extra_ms
+        )
         version_dir = target / name / VERSION
         version_dir.mkdir(parents=True)
         (target / name / CONFIG_FILE).write_text(

@@ -41,8 +41,9 @@ class FusedDepthModel(nn.Module):
         scale = torch.max(resize.size / hw)
         m = resize.multiple_of
         new_hw = torch.round(scale * hw / m) * m
-        # never below the lower bound (the reference rounds up instead; same result here)
-        new_hw = torch.clamp(new_hw, min=resize.size).to(torch.int64)
+        # never below the lower bound (the reference rounds up instead; same result here), and
+        # never above the contract's ceiling: what bounds the cost of any one image
+        new_hw = torch.clamp(new_hw, min=resize.size, max=resize.max_side).to(torch.int64)
         return new_hw[0], new_hw[1]
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:

@@ -106,6 +106,8 @@ def test_model_switch_mid_stream(bridge):
             "model": "midas_dpt_beit_base_384",
             "colormap": "turbo",
             "random_weights": False,
+            "received": 1,
+            "dropped": 0,
         }
         ws.send(jpeg(320, 240))
         second, image = next_answer(ws)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -15,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from bridge.contract import DEPTH_ANYTHING_V2_SMALL
-from bridge.embedded_triton import EmbeddedTriton
+from bridge.embedded_triton import EmbeddedTriton, TritonSupervisor
 from tests.conftest import ARTIFACTS, RunningBridge, bridge_settings, triton_settings
 from tests.helpers import free_port
 from tests.test_bridge import get, jpeg, next_answer, open_stream, recv_json
@@ -215,3 +218,47 @@ def test_nan_output_is_an_error_for_that_frame(nan_repository, tmp_path):
             header, _ = next_answer(ws)
             assert header == {**header, "type": "error", "code": "bad_output", "seq": seq}
         assert bridge.thread.is_alive()
+
+
+def test_supervisor_restarts_a_killed_triton_and_streams_resume(own_triton, caplog):
+    caplog.set_level(logging.WARNING, logger="bridge.embedded_triton")
+    supervisor = TritonSupervisor(own_triton, first_backoff_s=0.2)
+    supervisor.start()
+    settings = bridge_settings(own_triton.settings.grpc_url, request_timeout_s=3.0)
+    try:
+        with RunningBridge(settings) as bridge, open_stream(bridge.ws_url) as ws:
+            ws.send(GOOD)
+            assert next_answer(ws)[0]["type"] == "depth"
+            killed = own_triton.process.pid
+            os.kill(killed, signal.SIGKILL)  # as the OOM killer does: the server alone
+            assert wait_until(lambda: supervisor.restarts == 1, timeout_s=60), "restarted"
+            assert own_triton.process.pid != killed and own_triton.process.poll() is None
+
+            def answered() -> bool:
+                ws.send(GOOD)
+                return next_answer(ws)[0]["type"] == "depth"
+
+            assert wait_until(answered, timeout_s=30, interval_s=0.5), "the stream resumes by itself"
+    finally:
+        supervisor.stop()
+        supervisor.join()
+    said = caplog.text
+    assert f"tritonserver (pid {killed}) was killed by SIGKILL" in said and "OOM killer" in said
+    assert "restarting tritonserver in" in said and "tritonserver is back" in said
+
+
+def test_supervisor_gives_up_loudly_after_repeated_failures(own_triton, tmp_path, caplog):
+    gave_up = threading.Event()
+    supervisor = TritonSupervisor(own_triton, on_give_up=gave_up.set, max_restarts=2, first_backoff_s=0.1)
+    supervisor.start()
+    # every restart fails: the repository it would serve is gone
+    own_triton.settings = dataclasses.replace(own_triton.settings, repository=tmp_path / "gone")
+    os.kill(own_triton.process.pid, signal.SIGKILL)
+    try:
+        assert gave_up.wait(60), "the supervisor gives up and says so"
+    finally:
+        supervisor.stop()
+        supervisor.join()
+    assert supervisor.gave_up and supervisor.restarts == 0
+    assert "failed 2 times in a row; giving up" in caplog.text
+    assert caplog.text.count("did not come back") == 2

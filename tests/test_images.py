@@ -9,11 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
+from bridge.contract import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 from bridge.images import decode, encode_jpeg, sniff
 from bridge.protocol import ErrorCode, ProtocolError
 from tests.helpers import photo
 
-MAX_PIXELS = 4096 * 4096
+MAX_PIXELS = MAX_IMAGE_PIXELS
 
 
 def encoded(ext: str, image: np.ndarray, *params: int) -> bytes:
@@ -101,7 +102,23 @@ def test_bomb_is_refused_from_its_header():
     assert error.value.code == ErrorCode.IMAGE_TOO_LARGE and "20000x20000" in error.value.message
 
 
-@pytest.mark.parametrize("width,height", [(1, 1), (1, 10000)])
+@pytest.mark.parametrize("width,height", [(MAX_IMAGE_SIDE + 1, 2), (2, MAX_IMAGE_SIDE + 1), (16384, 1024)])
+def test_a_side_beyond_the_contract_is_refused_whatever_the_pixel_count(width, height):
+    with pytest.raises(ProtocolError) as error:
+        decode(png_header_only(width, height), MAX_PIXELS)
+    assert error.value.code == ErrorCode.IMAGE_TOO_LARGE and f"<= {MAX_IMAGE_SIDE}" in error.value.message
+
+
+def test_the_largest_image_the_contract_accepts_decodes():
+    width, height = MAX_IMAGE_SIDE, MAX_IMAGE_PIXELS // MAX_IMAGE_SIDE
+    assert decode(encoded(".png", np.zeros((height, width, 3), np.uint8)), MAX_PIXELS).shape == (
+        height,
+        width,
+        3,
+    )
+
+
+@pytest.mark.parametrize("width,height", [(1, 1), (1, 4000)])
 def test_degenerate_sizes_are_refused(width, height):
     data = encoded(".png", np.zeros((height, width, 3), np.uint8))
     with pytest.raises(ProtocolError) as error:
