@@ -75,9 +75,14 @@ def markdown(machine: str, results: list[Result], goals: list[dict]) -> str:
 
 
 def update_readme(readme: Path, table: str) -> None:
+    replace_between(readme, BEGIN, END, table)
+
+
+def replace_between(readme: Path, begin: str, end: str, table: str) -> None:
+    """Replace what lies between two marker comments of a Markdown file."""
     text = readme.read_text()
-    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.S)
-    replacement = f"{BEGIN}\n{table}\n{END}"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    replacement = f"{begin}\n{table}\n{end}"
     if not pattern.search(text):
-        raise ValueError(f"{readme} has no {BEGIN} ... {END} markers")
+        raise ValueError(f"{readme} has no {begin} ... {end} markers")
     readme.write_text(pattern.sub(lambda _: replacement, text))

@@ -1,0 +1,297 @@
+"""The worst case: the most expensive input the stack accepts, found by search, per model.
+
+``python -m bench.worst_case`` (and a section of ``make bench``). For each checkpoint's model,
+one embedded Triton runs a grid of shapes inside the contract's limits (aspect ratios from 1:1
+to the thinnest strip, both orientations, from the minimum side to the maximum pixels) over
+direct gRPC, timing each and reading the peak memory of the process that runs the model
+(Triton's Python-backend stub: its VmHWM, reset before each shape). The costliest shape is
+then measured again through the bridge (a JPEG over the WebSocket) and as the largest batch.
+Goal: at most 3x the time and 2.5x the peak memory of a 640x480 frame.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import re
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+from bench.frames import stream
+from bench.measure import process_tree
+from bridge.contract import (
+    CHECKPOINTS,
+    INPUT_NAME,
+    MAX_BATCH_SIZE,
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE,
+    MIN_IMAGE_SIDE,
+    MODELS,
+    OUTPUT_NAME,
+)
+from bridge.embedded_triton import EmbeddedTriton
+
+TIME_GOAL, MEMORY_GOAL = 3.0, 2.5
+BASELINE = (480, 640)
+BEGIN, END = "<!-- worst-case:begin -->", "<!-- worst-case:end -->"
+
+
+@dataclass
+class Cost:
+    model: str
+    path: str  # "gRPC" or "bridge"
+    height: int
+    width: int
+    batch: int
+    network: str  # the network input the contract gives this shape
+    ms: float  # per request (median)
+    peak_mb: float  # the model process's peak resident memory during the request
+
+    @property
+    def shape(self) -> str:
+        return f"{self.batch}x{self.width}x{self.height}" if self.batch > 1 else f"{self.width}x{self.height}"
+
+
+def candidate_shapes(quick: bool) -> list[tuple[int, int]]:
+    """(height, width) across aspect ratios and sizes, both orientations, inside the limits."""
+    aspects = [1, 2.5, 4, MAX_IMAGE_SIDE / MIN_IMAGE_SIDE]
+    if not quick:
+        aspects += [2, 2.6, 10, 100]
+    pixel_counts = [640 * 480, MAX_IMAGE_PIXELS] if quick else [64 * 64, 640 * 480, MAX_IMAGE_PIXELS]
+    shapes = {BASELINE, (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE)}
+    for aspect in aspects:
+        for pixels in pixel_counts:
+            long = min(MAX_IMAGE_SIDE, round(math.sqrt(pixels * aspect)))
+            short = max(MIN_IMAGE_SIDE, min(long, pixels // long, round(long / aspect)))
+            shapes |= {(short, long), (long, short)}
+    return sorted(shapes, key=lambda hw: (hw[0] * hw[1], hw))
+
+
+def stub_pid(triton: EmbeddedTriton, model: str) -> int:
+    """The Python-backend stub process that runs ``model`` (its command line names the model)."""
+    for pid in process_tree(triton.process.pid)[1:]:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if f"/{model}/" in command:
+            return pid
+    raise RuntimeError(f"no Python-backend process for {model}")
+
+
+def reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # Linux: reset VmHWM to the current RSS
+
+
+def peak_mb(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+)", text).group(1)) / 1024
+
+
+def image(height: int, width: int) -> np.ndarray:
+    """A real photograph at this shape (stretched), so JPEG sizes and depth look like a camera's."""
+    picture = stream(640, 480, 1)[0]
+    return cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def measure_grpc(client, triton, model: str, height: int, width: int, batch: int, repeats: int) -> Cost:
+    pid = stub_pid(triton, model)
+    pixels = np.ascontiguousarray(np.stack([image(height, width)] * batch))
+    tensor = grpcclient.InferInput(INPUT_NAME, list(pixels.shape), "UINT8")
+    tensor.set_data_from_numpy(pixels)
+    client.infer(model, [tensor])  # warm: allocations of this shape happen once here
+    reset_peak(pid)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        client.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)])
+        times.append((time.perf_counter() - start) * 1e3)
+    net = MODELS[model].resize.network_size(height, width)
+    return Cost(
+        model, "gRPC", height, width, batch, f"{net[1]}x{net[0]}", statistics.median(times), peak_mb(pid)
+    )
+
+
+async def _bridge_round_trips(ws_url: str, model: str, data: bytes, repeats: int) -> list[float]:
+    import websockets
+
+    times = []
+    async with websockets.connect(ws_url, max_size=None, compression=None) as ws:
+        await ws.recv()
+        await ws.send(json.dumps({"type": "config", "model": model}))
+        await ws.recv()
+        for i in range(repeats + 1):
+            start = time.perf_counter()
+            await ws.send(data)
+            header = json.loads(await ws.recv())
+            if header["type"] != "depth":
+                raise RuntimeError(f"the bridge answered {header}")
+            await ws.recv()
+            if i:  # the first is the warm-up
+                times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def measure_bridge(ws_url: str, triton, model: str, height: int, width: int, repeats: int) -> Cost:
+    pid = stub_pid(triton, model)
+    ok, data = cv2.imencode(
+        ".jpg", cv2.cvtColor(image(height, width), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
+    )
+    assert ok
+    reset_peak(pid)
+    times = asyncio.run(_bridge_round_trips(ws_url, model, data.tobytes(), repeats))
+    net = MODELS[model].resize.network_size(height, width)
+    return Cost(
+        model, "bridge", height, width, 1, f"{net[1]}x{net[0]}", statistics.median(times), peak_mb(pid)
+    )
+
+
+def search(triton: EmbeddedTriton, ws_url: str, quick: bool, progress=None) -> dict:
+    """Every model of CHECKPOINTS: the grid over direct gRPC, then the costliest shape through
+    the bridge and as the largest batch, each against 640x480 the same way."""
+    repeats = 1 if quick else 3
+    report: dict = {"models": {}}
+    with grpcclient.InferenceServerClient(triton.settings.grpc_url) as client:
+        for model in CHECKPOINTS:
+            grid = []
+            for height, width in candidate_shapes(quick):
+                grid.append(measure_grpc(client, triton, model, height, width, 1, 1))
+                if progress:
+                    progress(grid[-1])
+            # the baseline and the two costliest, measured again with repeats
+            base = measure_grpc(client, triton, model, *BASELINE, 1, repeats)
+            slowest = max(grid, key=lambda c: c.ms)
+            worst_time = measure_grpc(client, triton, model, slowest.height, slowest.width, 1, repeats)
+            hungriest = max(grid, key=lambda c: c.peak_mb)
+            worst_memory = measure_grpc(client, triton, model, hungriest.height, hungriest.width, 1, repeats)
+            batch = measure_grpc(
+                client, triton, model, worst_time.height, worst_time.width, MAX_BATCH_SIZE, repeats
+            )
+            bridge_base = measure_bridge(ws_url, triton, model, *BASELINE, repeats + 1)
+            bridge_worst = measure_bridge(
+                ws_url, triton, model, worst_time.height, worst_time.width, repeats + 1
+            )
+            report["models"][model] = {
+                "grid": [asdict(c) for c in grid],
+                "rows": [
+                    _row("gRPC, costliest time", worst_time, base),
+                    _row("gRPC, costliest memory", worst_memory, base),
+                    _row(f"gRPC, batch of {MAX_BATCH_SIZE} (per image)", batch, base, per=MAX_BATCH_SIZE),
+                    _row("bridge, costliest", bridge_worst, bridge_base),
+                ],
+            }
+    return report
+
+
+def _row(label: str, cost: Cost, base: Cost, per: int = 1) -> dict:
+    time_ratio = cost.ms / per / base.ms
+    memory_ratio = cost.peak_mb / base.peak_mb
+    return {
+        "case": label,
+        "shape": cost.shape,
+        "network": cost.network,
+        "ms": round(cost.ms, 1),
+        "base_ms": round(base.ms, 1),
+        "time_ratio": round(time_ratio, 2),
+        "peak_mb": round(cost.peak_mb),
+        "base_peak_mb": round(base.peak_mb),
+        "memory_ratio": round(memory_ratio, 2),
+        "met": time_ratio <= TIME_GOAL and memory_ratio <= MEMORY_GOAL,
+    }
+
+
+def markdown(machine: str, report: dict) -> str:
+    lines = [
+        f"Worst case, measured by `make bench` on {machine}: the costliest of "
+        f"{len(next(iter(report['models'].values()))['grid'])} shapes inside the limits, against a "
+        f"640x480 frame sent the same way. Goal: <= {TIME_GOAL:g}x the time, <= {MEMORY_GOAL:g}x the "
+        "peak memory of the process running the model.",
+        "",
+        "| model | case | input (WxH) | network input | ms | ratio | peak MB | ratio | goal met |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for model, entry in report["models"].items():
+        for row in entry["rows"]:
+            lines.append(
+                f"| {model} | {row['case']} | {row['shape']} | {row['network']} | {row['ms']:.0f} "
+                f"(640x480: {row['base_ms']:.0f}) | {row['time_ratio']:.2f}x | {row['peak_mb']} "
+                f"(640x480: {row['base_peak_mb']}) | {row['memory_ratio']:.2f}x | {'yes' if row['met'] else 'no'} |"
+            )
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, table: str) -> None:
+    from bench.report import replace_between
+
+    replace_between(readme, BEGIN, END, table)
+
+
+def run(
+    repository: Path, output: Path, workdir: Path, machine: str, quick: bool, readme: Path | None
+) -> dict:
+    from bench.__main__ import Bridge, server_settings
+
+    models = tuple(CHECKPOINTS)
+    settings = server_settings(repository, workdir, models=models)
+    with EmbeddedTriton(settings, log_path=output / "tritonserver-worst-case.log") as triton:
+        bridge = Bridge(settings.grpc_url)
+        try:
+            report = search(
+                triton,
+                bridge.ws_url,
+                quick,
+                progress=lambda c: print(
+                    f"  {c.model} {c.shape}: {c.ms:.0f} ms, {c.peak_mb:.0f} MB", flush=True
+                ),
+            )
+        finally:
+            bridge.stop()
+    report["machine"] = machine
+    report["goal"] = {"time_ratio": TIME_GOAL, "memory_ratio": MEMORY_GOAL}
+    (output / "worst_case.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(machine, report)
+    (output / "worst_case.md").write_text(table + "\n")
+    if readme is not None:
+        update_readme(readme, table)
+    print(table)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.__main__ import ROOT, machine
+
+    parser = argparse.ArgumentParser(prog="python -m bench.worst_case", description=__doc__)
+    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--quick", action="store_true", help="a coarser grid, one repeat: a smoke run")
+    parser.add_argument("--no-readme", action="store_true")
+    args = parser.parse_args(argv)
+    missing = [m for m in CHECKPOINTS if not (args.repository / m / "1" / "model.onnx").is_file()]
+    if missing:
+        print(
+            f"error: {args.repository} lacks {', '.join(missing)}; run `make export` first", file=sys.stderr
+        )
+        return 2
+    args.output.mkdir(parents=True, exist_ok=True)
+    report = run(
+        args.repository,
+        args.output,
+        ROOT / "build" / "worst-case",
+        machine(),
+        args.quick,
+        None if args.no_readme else ROOT / "README.md",
+    )
+    return 0 if all(row["met"] for entry in report["models"].values() for row in entry["rows"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
