@@ -3,9 +3,11 @@
 ``python -m bench.worst_case`` (and a section of ``make bench``). For each checkpoint's model,
 one embedded Triton runs a grid of shapes inside the contract's limits (aspect ratios from 1:1
 to the thinnest strip, both orientations, from the minimum side to the maximum pixels) over
-direct gRPC, timing each and reading the peak memory of the process that runs the model
-(Triton's Python-backend stub: its VmHWM, reset before each shape). The costliest shape is
-then measured again through the bridge (a JPEG over the WebSocket) and as the largest batch.
+direct gRPC, timing each. Peak memory is read in a fresh process per shape that runs the same
+model.onnx with the served ONNX Runtime settings (a long-lived process keeps freed memory in
+its heap, so its peak after a large request says little about the next one). The costliest
+shape is then measured again through the bridge (a JPEG over the WebSocket) and as the
+largest batch.
 Goal: at most 3x the time and 2.5x the peak memory of a 640x480 frame.
 """
 
@@ -15,8 +17,10 @@ import argparse
 import asyncio
 import json
 import math
-import re
+import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -27,7 +31,6 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from bench.frames import stream
-from bench.measure import process_tree
 from bridge.contract import (
     CHECKPOINTS,
     INPUT_NAME,
@@ -40,6 +43,7 @@ from bridge.contract import (
 )
 from bridge.embedded_triton import EmbeddedTriton
 
+ROOT = Path(__file__).resolve().parent.parent
 TIME_GOAL, MEMORY_GOAL = 3.0, 2.5
 BASELINE = (480, 640)
 BEGIN, END = "<!-- worst-case:begin -->", "<!-- worst-case:end -->"
@@ -76,25 +80,36 @@ def candidate_shapes(quick: bool) -> list[tuple[int, int]]:
     return sorted(shapes, key=lambda hw: (hw[0] * hw[1], hw))
 
 
-def stub_pid(triton: EmbeddedTriton, model: str) -> int:
-    """The Python-backend stub process that runs ``model`` (its command line names the model)."""
-    for pid in process_tree(triton.process.pid)[1:]:
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if f"/{model}/" in command:
-            return pid
-    raise RuntimeError(f"no Python-backend process for {model}")
+def peak_memory_mb(onnx_path: Path, height: int, width: int, batch: int) -> float:
+    """Peak resident memory of a fresh process running one request of this shape."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench.worst_case",
+        "--probe",
+        str(onnx_path),
+        str(height),
+        str(width),
+        str(batch),
+    ]
+    return float(
+        subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout.split()[-1]
+    )
 
 
-def reset_peak(pid: int) -> None:
-    Path(f"/proc/{pid}/clear_refs").write_text("5")  # Linux: reset VmHWM to the current RSS
+def probe(onnx_path: str, height: int, width: int, batch: int) -> None:
+    """(In the fresh process.) Run the model once on this shape; print the peak RSS in MB."""
+    import onnxruntime as ort
 
+    from export.python_backend_model import session_options
 
-def peak_mb(pid: int) -> float:
-    text = Path(f"/proc/{pid}/status").read_text()
-    return int(re.search(r"VmHWM:\s+(\d+)", text).group(1)) / 1024
+    session = ort.InferenceSession(
+        onnx_path, session_options(os.cpu_count() or 1), providers=["CPUExecutionProvider"]
+    )
+    pixels = np.zeros((1, height, width, 3), np.uint8)
+    for _ in range(batch):  # as the served model runs a batch: one image at a time
+        session.run([OUTPUT_NAME], {INPUT_NAME: pixels})
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def image(height: int, width: int) -> np.ndarray:
@@ -103,22 +118,21 @@ def image(height: int, width: int) -> np.ndarray:
     return cv2.resize(picture, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def measure_grpc(client, triton, model: str, height: int, width: int, batch: int, repeats: int) -> Cost:
-    pid = stub_pid(triton, model)
+def measure_grpc(
+    client, onnx_path: Path, model: str, height: int, width: int, batch: int, repeats: int
+) -> Cost:
     pixels = np.ascontiguousarray(np.stack([image(height, width)] * batch))
     tensor = grpcclient.InferInput(INPUT_NAME, list(pixels.shape), "UINT8")
     tensor.set_data_from_numpy(pixels)
-    client.infer(model, [tensor])  # warm: allocations of this shape happen once here
-    reset_peak(pid)
+    client.infer(model, [tensor])  # warm
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         client.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)])
         times.append((time.perf_counter() - start) * 1e3)
     net = MODELS[model].resize.network_size(height, width)
-    return Cost(
-        model, "gRPC", height, width, batch, f"{net[1]}x{net[0]}", statistics.median(times), peak_mb(pid)
-    )
+    memory = peak_memory_mb(onnx_path, height, width, batch)
+    return Cost(model, "gRPC", height, width, batch, f"{net[1]}x{net[0]}", statistics.median(times), memory)
 
 
 async def _bridge_round_trips(ws_url: str, model: str, data: bytes, repeats: int) -> list[float]:
@@ -141,42 +155,42 @@ async def _bridge_round_trips(ws_url: str, model: str, data: bytes, repeats: int
     return times
 
 
-def measure_bridge(ws_url: str, triton, model: str, height: int, width: int, repeats: int) -> Cost:
-    pid = stub_pid(triton, model)
+def measure_bridge(ws_url: str, onnx_path: Path, model: str, height: int, width: int, repeats: int) -> Cost:
     ok, data = cv2.imencode(
         ".jpg", cv2.cvtColor(image(height, width), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90]
     )
     assert ok
-    reset_peak(pid)
     times = asyncio.run(_bridge_round_trips(ws_url, model, data.tobytes(), repeats))
     net = MODELS[model].resize.network_size(height, width)
-    return Cost(
-        model, "bridge", height, width, 1, f"{net[1]}x{net[0]}", statistics.median(times), peak_mb(pid)
-    )
+    memory = peak_memory_mb(onnx_path, height, width, 1)  # the model's process: as over gRPC
+    return Cost(model, "bridge", height, width, 1, f"{net[1]}x{net[0]}", statistics.median(times), memory)
 
 
-def search(triton: EmbeddedTriton, ws_url: str, quick: bool, progress=None) -> dict:
+def search(triton: EmbeddedTriton, repository: Path, ws_url: str, quick: bool, progress=None) -> dict:
     """Every model of CHECKPOINTS: the grid over direct gRPC, then the costliest shape through
     the bridge and as the largest batch, each against 640x480 the same way."""
     repeats = 1 if quick else 3
     report: dict = {"models": {}}
     with grpcclient.InferenceServerClient(triton.settings.grpc_url) as client:
         for model in CHECKPOINTS:
+            onnx_path = repository / model / "1" / "model.onnx"
             grid = []
             for height, width in candidate_shapes(quick):
-                grid.append(measure_grpc(client, triton, model, height, width, 1, 1))
+                grid.append(measure_grpc(client, onnx_path, model, height, width, 1, 1))
                 if progress:
                     progress(grid[-1])
             # the baseline and the two costliest, measured again with repeats
-            base = measure_grpc(client, triton, model, *BASELINE, 1, repeats)
+            base = measure_grpc(client, onnx_path, model, *BASELINE, 1, repeats)
             slowest = max(grid, key=lambda c: c.ms)
-            worst_time = measure_grpc(client, triton, model, slowest.height, slowest.width, 1, repeats)
+            worst_time = measure_grpc(client, onnx_path, model, slowest.height, slowest.width, 1, repeats)
             hungriest = max(grid, key=lambda c: c.peak_mb)
-            worst_memory = measure_grpc(client, triton, model, hungriest.height, hungriest.width, 1, repeats)
+            worst_memory = measure_grpc(
+                client, onnx_path, model, hungriest.height, hungriest.width, 1, repeats
+            )
             batch = measure_grpc(
                 client, triton, model, worst_time.height, worst_time.width, MAX_BATCH_SIZE, repeats
             )
-            bridge_base = measure_bridge(ws_url, triton, model, *BASELINE, repeats + 1)
+            bridge_base = measure_bridge(ws_url, onnx_path, model, *BASELINE, repeats + 1)
             bridge_worst = measure_bridge(
                 ws_url, triton, model, worst_time.height, worst_time.width, repeats + 1
             )
@@ -214,7 +228,8 @@ def markdown(machine: str, report: dict) -> str:
         f"Worst case, measured by `make bench` on {machine}: the costliest of "
         f"{len(next(iter(report['models'].values()))['grid'])} shapes inside the limits, against a "
         f"640x480 frame sent the same way. Goal: <= {TIME_GOAL:g}x the time, <= {MEMORY_GOAL:g}x the "
-        "peak memory of the process running the model.",
+        "peak memory of the process running the model (a fresh process per shape). A batch runs "
+        "one image at a time: its time is per image, its memory that of the whole request.",
         "",
         "| model | case | input (WxH) | network input | ms | ratio | peak MB | ratio | goal met |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -267,8 +282,11 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.__main__ import ROOT, machine
+    from bench.__main__ import machine
 
+    if argv is None and sys.argv[1:2] == ["--probe"]:
+        probe(sys.argv[2], *(int(v) for v in sys.argv[3:6]))
+        return 0
     parser = argparse.ArgumentParser(prog="python -m bench.worst_case", description=__doc__)
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")

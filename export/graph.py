@@ -52,7 +52,10 @@ class FusedDepthModel(nn.Module):
         depth = self.network(pixel_values=pixels).predicted_depth  # [N, h, w]
         out = self.spec.output_resize
         size = (image.shape[1], image.shape[2])
-        return resize(depth.unsqueeze(1), size, out.interpolation, out.align_corners).squeeze(1)
+        depth = resize(depth.unsqueeze(1), size, out.interpolation, out.align_corners)
+        # a reshape, not squeeze(1): the exporter turns that into an If that copies the whole
+        # input-sized output (75 ms at 4096x1638)
+        return depth.reshape(depth.shape[0], depth.shape[2], depth.shape[3])
 
 
 def resize(x: torch.Tensor, size, interpolation: Interpolation, align_corners: bool) -> torch.Tensor:
