@@ -3,8 +3,9 @@
 1. the original approach (PyTorch eager in-process, OpenCV preprocessing, per-frame min-max);
 2. ONNX Runtime called directly on the exported model;
 3. the embedded Triton over gRPC at several concurrencies, with and without dynamic batching;
-4. the full stack: WebSocket clients sending JPEG frames to the bridge, 1 and 8 clients.
-Writes bench/results/bench.json, bench/results/bench.png and the README's table.
+4. the full stack: WebSocket clients sending JPEG frames to the bridge, 1 and 8 clients;
+5. the worst case: the costliest input the contract accepts, per model (bench.worst_case).
+Writes bench/results/bench.json, bench.png, worst_case.json and the README's tables.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import approaches, perf_analyzer, report
+from bench import approaches, perf_analyzer, report, worst_case
 from bench.frames import jpegs, stream
 from bench.measure import Result, rss_mb
 from bridge.contract import CHECKPOINTS, MODELS
@@ -341,6 +342,16 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_readme:
         report.update_readme(ROOT / "README.md", table)
     print(table)
+
+    # 5: the worst case the contract's limits allow, per model (bench/worst_case.py)
+    worst_case.run(
+        args.repository,
+        args.output,
+        ROOT / "build" / "worst-case",
+        where,
+        args.quick,
+        None if args.no_readme else ROOT / "README.md",
+    )
     return 0
 
 

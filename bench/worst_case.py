@@ -4,8 +4,7 @@
 one embedded Triton runs a grid of shapes inside the contract's limits (aspect ratios from 1:1
 to the thinnest strip, both orientations, from the minimum side to the maximum pixels) over
 direct gRPC, timing each. Peak memory is read in a fresh process per shape that runs the same
-model.onnx with the served ONNX Runtime settings (a long-lived process keeps freed memory in
-its heap, so its peak after a large request says little about the next one). The costliest
+model.onnx with the served ONNX Runtime settings (bench.memory_probe). The costliest
 shape is then measured again through the bridge (a JPEG over the WebSocket) and as the
 largest batch.
 Goal: at most 3x the time and 2.5x the peak memory of a 640x480 frame.
@@ -17,8 +16,6 @@ import argparse
 import asyncio
 import json
 import math
-import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -85,8 +82,7 @@ def peak_memory_mb(onnx_path: Path, height: int, width: int, batch: int) -> floa
     command = [
         sys.executable,
         "-m",
-        "bench.worst_case",
-        "--probe",
+        "bench.memory_probe",
         str(onnx_path),
         str(height),
         str(width),
@@ -95,21 +91,6 @@ def peak_memory_mb(onnx_path: Path, height: int, width: int, batch: int) -> floa
     return float(
         subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT).stdout.split()[-1]
     )
-
-
-def probe(onnx_path: str, height: int, width: int, batch: int) -> None:
-    """(In the fresh process.) Run the model once on this shape; print the peak RSS in MB."""
-    import onnxruntime as ort
-
-    from export.python_backend_model import session_options
-
-    session = ort.InferenceSession(
-        onnx_path, session_options(os.cpu_count() or 1), providers=["CPUExecutionProvider"]
-    )
-    pixels = np.zeros((1, height, width, 3), np.uint8)
-    for _ in range(batch):  # as the served model runs a batch: one image at a time
-        session.run([OUTPUT_NAME], {INPUT_NAME: pixels})
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def image(height: int, width: int) -> np.ndarray:
@@ -262,6 +243,7 @@ def run(
         try:
             report = search(
                 triton,
+                repository,
                 bridge.ws_url,
                 quick,
                 progress=lambda c: print(
@@ -284,9 +266,6 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     from bench.__main__ import machine
 
-    if argv is None and sys.argv[1:2] == ["--probe"]:
-        probe(sys.argv[2], *(int(v) for v in sys.argv[3:6]))
-        return 0
     parser = argparse.ArgumentParser(prog="python -m bench.worst_case", description=__doc__)
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")

@@ -40,6 +40,11 @@ def _base(spec: ModelSpec, random_weights: bool) -> mc.ModelConfig:
     config = mc.ModelConfig(name=spec.name, max_batch_size=MAX_BATCH_SIZE)
     config.input.add(name=INPUT_NAME, data_type=mc.TYPE_UINT8, dims=list(INPUT_DIMS))
     config.output.add(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=list(OUTPUT_DIMS))
+    # Abandoned work is dropped unrun: the dynamic batcher checks its queued requests for
+    # cancellation (a client gone, or its gRPC deadline passed; Triton's request_cancellation.md:
+    # not once a request reaches the rate limiter, which stays off), and with the timeout
+    # override each request's `timeout` (the bridge sends what is left of its deadline) makes
+    # the queue reject it once expired, before it runs.
     batching = config.dynamic_batching
     batching.max_queue_delay_microseconds = MAX_QUEUE_DELAY_US
     policy = batching.default_queue_policy

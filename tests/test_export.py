@@ -66,6 +66,9 @@ def networks(tiny_checkpoints):
         (360, 500, "chelsea"),  # portrait
         (31, 17, "coffee"),  # odd and tiny
         (1281, 719, "rocket"),  # odd, larger than the network input
+        (1000, 400, "astronaut"),  # 2.5:1 landscape: the official size, at the ceiling
+        (400, 1000, "chelsea"),  # 2.5:1 portrait
+        (600, 60, "coffee"),  # 10:1, beyond the ceiling: the contract's capped size
     ],
 )
 def test_exported_model_matches_official_pipeline(sessions, networks, name, width, height, photo_name):

@@ -1,0 +1,29 @@
+"""``python -m bench.memory_probe MODEL.onnx H W N``: the peak memory of a fresh process running
+one request of this shape with the served ONNX Runtime settings, in MB (for bench.worst_case).
+
+A process of its own per shape: a long-lived one keeps freed memory in its heap, so its peak
+after a large request says little about the next one. Imports only what the served model does.
+"""
+
+import os
+import resource
+import sys
+
+import numpy as np
+import onnxruntime as ort
+
+from export.python_backend_model import session_options
+
+
+def peak_mb(onnx_path: str, height: int, width: int, batch: int) -> float:
+    session = ort.InferenceSession(
+        onnx_path, session_options(os.cpu_count() or 1), providers=["CPUExecutionProvider"]
+    )
+    image = np.zeros((1, height, width, 3), np.uint8)
+    for _ in range(batch):  # as the served model runs a batch: one image at a time
+        session.run(["DEPTH"], {"IMAGE": image})
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+if __name__ == "__main__":
+    print(peak_mb(sys.argv[1], *(int(v) for v in sys.argv[2:5])))
