@@ -25,7 +25,7 @@ EXPORT_FLAGS := --weights $(WEIGHTS)
 endif
 export HTTP_PORT GRPC_PORT METRICS_PORT
 
-.PHONY: help setup export serve triton plans repository-cpu up down demo bridge bench soak test check clean
+.PHONY: help setup export serve triton plans repository-cpu up down demo bridge bench soak test mutate check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -42,7 +42,7 @@ export: setup ## export the models to ONNX in model_repository/ (WEIGHTS=random|
 	$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS)
 
 serve: setup ## run the embedded tritonserver (CPU) on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT)
-	$(PYTHON) -m bridge.embedded_triton --repository $(REPOSITORY)
+	$(PYTHON) -m serving --repository $(REPOSITORY)
 
 triton: ## print the docker run line for the NGC Triton container (GPU) serving model_repository/
 	@echo docker run --rm --gpus all --shm-size=1g \
@@ -66,10 +66,10 @@ demo: setup ## export (WEIGHTS=random for a smoke demo), run Triton + the bridge
 	@$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS) || { \
 	  echo; echo "make demo: no weights. \`make demo WEIGHTS=random\` runs a smoke demo (meaningless depth)," \
 	  "or point it at a checkpoint: make demo MODEL=<name> WEIGHTS=DIR"; exit 2; }
-	$(PYTHON) -m bridge.demo --repository $(REPOSITORY) --port $(BRIDGE_PORT)
+	$(PYTHON) -m serving.demo --repository $(REPOSITORY) --port $(BRIDGE_PORT)
 
 bridge: setup ## run only the bridge (Triton already running; BRIDGE_* variables configure it)
-	$(PYTHON) -m bridge --port $(BRIDGE_PORT) --triton-url 127.0.0.1:$(GRPC_PORT)
+	$(PYTHON) -m bridge --port $${BRIDGE_PORT:-$(BRIDGE_PORT)} --triton-url $${BRIDGE_TRITON_URL:-127.0.0.1:$(GRPC_PORT)}
 
 bench: setup ## benchmark every approach side by side (BENCH_ARGS=--quick for a smoke run)
 	$(PYTHON) -m bench --repository $(REPOSITORY) $(BENCH_ARGS)
@@ -79,6 +79,9 @@ soak: setup ## 8 camera-like clients for 60 s against the full stack; reports dr
 
 test: setup ## run the test suite (unit, integration with real Triton and uvicorn, browser)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+mutate: setup ## mutation test: hand-made bugs in bridge, contract and export must fail a fast test
+	$(PYTHON) -m tests.mutations
 
 check: setup ## lint and format check
 	$(VENV)/bin/ruff check .

@@ -10,73 +10,60 @@ Writes bench/results/bench.json, bench.png, worst_case.json and the README's tab
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import os
-import platform
 import subprocess
 import sys
-import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tqdm import tqdm
 
 from bench import approaches, perf_analyzer, report, worst_case
 from bench.frames import jpegs, stream
+from bench.harness import ROOT, Bridge, machine, server_settings
 from bench.measure import Result, rss_mb
-from bridge.contract import CHECKPOINTS, MODELS
-from bridge.embedded_triton import EmbeddedTriton, TritonSettings
+from depthstream.contract import CHECKPOINTS, MODELS
+from depthstream.settings import Settings, SettingsError, parse, setting
 from export.repository import ONNX_FILE, VERSION, read_manifest
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from serving.triton import EmbeddedTriton
 
 
-def server_settings(repository: Path, workdir: Path, **options) -> TritonSettings:
-    """An embedded Triton of the benchmark's own, on free ports."""
-    return TritonSettings(
-        repository=repository,
-        workdir=workdir,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        **options,
-    )
+@dataclass(frozen=True)
+class BenchSettings(Settings):
+    """``make bench``'s settings: flags, then ``BENCH_*`` variables, then defaults."""
 
+    ENV_PREFIX = "BENCH_"
 
-def machine() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return f"{os.cpu_count()} cores ({cpu}), no GPU, {platform.system()} {platform.release().split('-')[0]}"
+    repository: Path = setting(ROOT / "model_repository", help="exported models")
+    frames: int = setting(10, help="frames per in-process measurement")
+    duration_s: float = setting(8.0, help="seconds per server measurement")
+    concurrency: str = setting("1,2,4,8", help="comma-separated client counts for Triton gRPC")
+    output: Path = setting(ROOT / "bench" / "results")
+    quick: bool = setting(False, help="fewer frames and levels: a smoke run")
+    no_readme: bool = setting(False, help="do not rewrite the README's tables")
 
+    def validate(self) -> None:
+        levels = [c.strip() for c in self.concurrency.split(",")]
+        self.require_all(
+            [
+                ("frames", self.frames >= 1, "at least 1"),
+                ("duration_s", self.duration_s > 0, "positive"),
+                (
+                    "concurrency",
+                    all(c.isdigit() and int(c) >= 1 for c in levels),
+                    "positive integers, comma-separated",
+                ),
+            ]
+        )
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--frames", type=int, default=10, help="frames per in-process measurement")
-    parser.add_argument("--duration-s", type=float, default=8.0, help="seconds per server measurement")
-    parser.add_argument("--concurrency", default="1,2,4,8")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--quick", action="store_true", help="fewer frames and levels: a smoke run")
-    parser.add_argument("--no-readme", action="store_true", help="do not rewrite the README's table")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.frames, args.duration_s, args.concurrency = 3, 3.0, "1,4"
-    args.levels = [int(c) for c in args.concurrency.split(",")]
-    return args
+    def effective(self) -> BenchSettings:
+        """With --quick: fewer frames, shorter runs, two levels."""
+        return replace(self, frames=3, duration_s=3.0, concurrency="1,4", quick=True) if self.quick else self
+
+    @property
+    def levels(self) -> list[int]:
+        return [int(c) for c in self.concurrency.split(",")]
 
 
 def available(repository: Path) -> list[str]:
@@ -93,46 +80,7 @@ def load_network(repository: Path, name: str):
     return load_checkpoint(spec, weights, manifest.random_weights).model
 
 
-class Bridge:
-    """The bridge as its own process, as in production."""
-
-    def __init__(self, grpc_url: str) -> None:
-        self.port = free_port()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bridge",
-                "--port",
-                str(self.port),
-                "--triton-url",
-                grpc_url,
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-        )
-        deadline = time.monotonic() + 30
-        import urllib.request
-
-        while time.monotonic() < deadline:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.3)
-        raise RuntimeError("the bridge did not become ready")
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(20)
-
-
-def perf_analyzer_results(url: str, frame, args: argparse.Namespace) -> list[Result]:
+def perf_analyzer_results(url: str, frame, args: BenchSettings) -> list[Result]:
     """perf_analyzer at each concurrency (skipped, and said so, if its wheel cannot be had)."""
     workdir = ROOT / "build" / "perf_analyzer"
     try:
@@ -235,7 +183,11 @@ def goals(results: list[Result]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
-    args = parse_args(argv)
+    try:
+        args = parse(BenchSettings, argv, prog="python -m bench", description=__doc__).effective()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     args.output.mkdir(parents=True, exist_ok=True)
     models = available(args.repository)
     if not all(name in models for name in CHECKPOINTS):

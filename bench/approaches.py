@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from bench.measure import Result, cpu_seconds, summarize, tree_cpu_seconds
-from bridge.contract import INPUT_DTYPE, INPUT_NAME, OUTPUT_NAME, ModelSpec
+from depthstream.contract import INPUT_DTYPE, INPUT_NAME, OUTPUT_NAME, ModelSpec
 
 SELF = os.getpid()
 

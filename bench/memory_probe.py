@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import onnxruntime as ort
 
-from export.python_backend_model import session_options
+from serving.python_backend_model import session_options
 
 
 def peak_mb(onnx_path: str, height: int, width: int, batch: int) -> float:

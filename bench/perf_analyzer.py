@@ -9,6 +9,7 @@ nvidia-pytriton bundles under other names: libb64 and libcudart (linked, never u
 from __future__ import annotations
 
 import csv
+import json
 import os
 import subprocess
 import sys
@@ -53,6 +54,21 @@ def ensure_binary(workdir: Path) -> tuple[Path, dict[str, str]]:
     return binary, env
 
 
+def measured_requests(profile: Path) -> tuple[int, float]:
+    """Requests perf_analyzer completed and the seconds they spanned, counted from its own
+    per-request export (every trial), not derived from its rate. (-1, nan) if it wrote none."""
+    try:
+        experiments = json.loads(profile.read_text())["experiments"]
+    except (OSError, ValueError, KeyError):
+        return -1, float("nan")
+    requests = [r for e in experiments for r in e.get("requests", []) if r.get("response_timestamps")]
+    if not requests:
+        return 0, float("nan")
+    start = min(r["timestamp"] for r in requests)
+    end = max(r["response_timestamps"][-1] for r in requests)
+    return len(requests), round((end - start) / 1e9, 2)
+
+
 def run(
     binary: Path,
     env: dict[str, str],
@@ -67,6 +83,8 @@ def run(
     data.mkdir(exist_ok=True)
     (data / "IMAGE").write_bytes(np.ascontiguousarray(frame).tobytes())  # raw bytes of a real photo
     report = workdir / f"{model}-c{concurrency}.csv"
+    profile = workdir / f"{model}-c{concurrency}.json"
+    profile.unlink(missing_ok=True)
     subprocess.run(
         [
             str(binary),
@@ -86,6 +104,7 @@ def run(
             "--max-trials=4",
             "-f",
             str(report),
+            f"--profile-export-file={profile}",
         ],
         check=True,
         env=env,
@@ -97,13 +116,14 @@ def run(
         row = next(csv.DictReader(handle))
     fps = float(row["Inferences/Second"])
     p50, p95, p99 = (round(float(row[f"p{q} latency"]) / 1e3, 1) for q in (50, 95, 99))  # microseconds
+    frames, seconds = measured_requests(profile)
     return Result(
         "perf_analyzer (Triton gRPC)",
         model,
         f"{frame.shape[1]}x{frame.shape[0]}",
         concurrency,
-        frames=round(fps * window_ms / 1e3),
-        seconds=window_ms / 1e3,
+        frames=frames,
+        seconds=seconds,
         fps=round(fps, 2),
         p50_ms=p50,
         p95_ms=p95,

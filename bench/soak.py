@@ -31,11 +31,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bench.__main__ import ROOT, Bridge, server_settings
 from bench.frames import jpegs, stream
+from bench.harness import ROOT, Bridge, server_settings
 from bench.measure import rss_mb
-from bridge.contract import DEFAULT_MODEL, MODELS
-from bridge.embedded_triton import EmbeddedTriton
+from depthstream.contract import DEFAULT_MODEL, MODELS
+from serving.triton import EmbeddedTriton
 
 SETTLE_S = 12.0  # after the last frame: longer than the bridge's deadline, so every frame has ended
 COSTLY = (1638, 4096)  # (height, width): the network's ceiling and most of the pixel limit

@@ -28,7 +28,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from bench.frames import stream
-from bridge.contract import (
+from bench.harness import Bridge, machine, server_settings
+from depthstream.contract import (
     CHECKPOINTS,
     INPUT_NAME,
     MAX_BATCH_SIZE,
@@ -38,7 +39,7 @@ from bridge.contract import (
     MODELS,
     OUTPUT_NAME,
 )
-from bridge.embedded_triton import EmbeddedTriton
+from serving.triton import EmbeddedTriton
 
 ROOT = Path(__file__).resolve().parent.parent
 TIME_GOAL, MEMORY_GOAL = 3.0, 2.5
@@ -248,7 +249,6 @@ def update_readme(readme: Path, table: str) -> None:
 def run(
     repository: Path, output: Path, workdir: Path, machine: str, quick: bool, readme: Path | None
 ) -> dict:
-    from bench.__main__ import Bridge, server_settings
 
     models = tuple(CHECKPOINTS)
     settings = server_settings(repository, workdir, models=models)
@@ -278,7 +278,6 @@ def run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    from bench.__main__ import machine
 
     parser = argparse.ArgumentParser(prog="python -m bench.worst_case", description=__doc__)
     parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")

@@ -2,60 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import sys
 
 import cv2
-import uvicorn
 
-from bridge.app import create_app
-from bridge.settings import BridgeSettings, SettingsError, parse_settings
-
-
-class DrainingServer(uvicorn.Server):
-    """uvicorn closes WebSockets with 1012 at shutdown; first let in-flight frames finish and
-    close each stream with 1001 (going away), as a client expects from a server going down."""
-
-    async def shutdown(self, sockets=None) -> None:
-        await self.config.app.state.drain()
-        await super().shutdown(sockets)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def run_until_stopped(server: uvicorn.Server) -> None:
-    """Serve until Ctrl-C or SIGTERM, then return normally.
-
-    uvicorn shuts down gracefully, then re-raises the signal it caught with the handler that was
-    there before it; with this one, that ends here instead of killing the process mid-cleanup."""
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
-    with contextlib.suppress(KeyboardInterrupt):
-        server.run()
-
-
-def build_server(settings: BridgeSettings) -> DrainingServer:
-    return DrainingServer(uvicorn_config(settings))
-
-
-def uvicorn_config(settings: BridgeSettings) -> uvicorn.Config:
-    # ws="websockets-sansio": the websockets library's own protocol, which enforces the size
-    # limit (close 1009) and is not the deprecated legacy API; no per-message compression:
-    # frames are already JPEG, and deflate costs CPU and memory (and invites zip bombs).
-    return uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        ws="websockets-sansio",
-        ws_max_size=settings.max_message_bytes,
-        ws_per_message_deflate=False,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.drain_timeout_s + 2,
-    )
+from bridge.server import build_server, run_until_stopped
+from bridge.settings import SettingsError, parse_settings
 
 
 def main(argv: list[str] | None = None) -> int:

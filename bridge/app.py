@@ -1,11 +1,19 @@
-"""The Starlette app: the page, the WebSocket stream, health, models and metrics."""
+"""The Starlette app: the page, the WebSocket stream, health, models and metrics.
+
+Endpoints are module-level functions; what they share lives in one typed ``AppState`` (on
+``app.state.depthstream``), built by ``create_app`` and completed by the lifespan, which opens
+the Triton pool. Pass ``client_factory`` to put a stand-in for tritonclient's aio client behind
+the real gateway (the fast tests do; production never does).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -17,22 +25,57 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge import protocol
 from bridge.access import origin_allowed, token_ok
-from bridge.colorize import COLORMAPS, DEFAULT_COLORMAP
-from bridge.contract import CHECKPOINTS, INPUT_NAME, MODELS, OUTPUT_NAME
+from bridge.colorize import COLORMAPS
 from bridge.metrics import BridgeMetrics
 from bridge.pool import TritonPool
 from bridge.protocol import ErrorCode
 from bridge.session import SlowClient, StreamSession
 from bridge.settings import BridgeSettings
+from bridge.triton import ModelInfo, TritonGateway
+from depthstream.contract import CHECKPOINTS, INPUT_NAME, MODELS, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY_VIOLATION = 1008
 CLOSE_TRY_AGAIN_LATER = 1013
+MODEL_LIST_TTL_S = 5.0  # /api/models answers from a list this fresh at most
 
 
-def _describe(name: str) -> dict:
+class ModelCatalog:
+    """The served models as one Triton endpoint reports them: read concurrently, cached for
+    ``MODEL_LIST_TTL_S``, refreshed by one request at a time however many ask."""
+
+    def __init__(self, ttl_s: float = MODEL_LIST_TTL_S) -> None:
+        self.ttl_s = ttl_s
+        self._models: list[ModelInfo] = []
+        self._read_at = -float("inf")
+        self._lock = asyncio.Lock()
+
+    async def get(self, gateway: TritonGateway) -> list[ModelInfo]:
+        async with self._lock:
+            if time.monotonic() - self._read_at > self.ttl_s:
+                self._models = await gateway.models()
+                self._read_at = time.monotonic()
+            return self._models
+
+
+@dataclass
+class AppState:
+    settings: BridgeSettings
+    metrics: BridgeMetrics
+    client_factory: Callable | None = None
+    pool: TritonPool | None = None
+    sessions: set[StreamSession] = field(default_factory=set)
+    draining: bool = False
+    catalog: ModelCatalog = field(default_factory=ModelCatalog)
+
+
+def state_of(connection: HTTPConnection) -> AppState:
+    return connection.app.state.depthstream
+
+
+def describe(name: str) -> dict:
     spec = MODELS[name]
     return {
         "name": name,
@@ -46,154 +89,161 @@ def _describe(name: str) -> dict:
             "size": spec.resize.size,
             "keep_aspect": spec.resize.keep_aspect,
             "multiple_of": spec.resize.multiple_of,
+            "max_side": spec.resize.max_side,
         },
     }
 
 
-def create_app(settings: BridgeSettings) -> Starlette:
-    metrics = BridgeMetrics()
-    state: dict = {"draining": False}
-    sessions: set[StreamSession] = set()
+# --- HTTP ---------------------------------------------------------------------------------------
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
 
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pool = TritonPool(settings.triton_urls, settings.request_timeout_s, metrics, settings.max_in_flight)
-        state["pool"] = pool
-        gateway = await pool.first_ready() or pool.gateways[0]
-        for info in await gateway.models():
-            if info.ready:
-                log.info(
-                    "model %s ready%s",
-                    info.name,
-                    " (RANDOM WEIGHTS: smoke model)" if info.random_weights else "",
-                )
-            else:
-                log.warning("model %s: %s (Triton at %s)", info.name, info.problem, settings.triton_url)
-        yield
-        await pool.close()
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
-
-    async def readyz(request: Request) -> Response:
-        """Ready when Triton is up (strict readiness: every loaded model ready) and serves the
-        default model in conformance with the contract."""
-        if state["draining"]:
-            return JSONResponse({"status": "not ready", "reason": "shutting down"}, status_code=503)
-        gateway = await state["pool"].first_ready()
-        if gateway is None:
-            return JSONResponse(
-                {
-                    "status": "not ready",
-                    "reason": f"model server at {settings.triton_url} is unreachable or not ready",
-                },
-                status_code=503,
-            )
-        info = await gateway.model_info(settings.default_model)
-        if not info.ready:
-            return JSONResponse(
-                {"status": "not ready", "reason": f"{info.name}: {info.problem}"}, status_code=503
-            )
-        return JSONResponse({"status": "ready"})
-
-    async def api_models(request: Request) -> Response:
-        gateway = await state["pool"].first_ready() or state["pool"].gateways[0]
-        models = []
-        for info in await gateway.models():
-            if not info.ready and info.name not in CHECKPOINTS:
-                continue  # an optional preset or INT8 twin this repository does not serve
-            models.append(
-                {
-                    **_describe(info.name),
-                    "ready": info.ready,
-                    "random_weights": info.random_weights,
-                    "problem": info.problem,
-                }
-            )
+async def readyz(request: Request) -> Response:
+    """Ready when Triton is up (strict readiness: every loaded model ready) and serves the
+    default model in conformance with the contract."""
+    state = state_of(request)
+    if state.draining:
+        return JSONResponse({"status": "not ready", "reason": "shutting down"}, status_code=503)
+    gateway = await state.pool.first_ready()
+    if gateway is None:
+        reason = f"model server at {state.settings.triton_url} is unreachable or not ready"
+        return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+    info = await gateway.model_info(state.settings.default_model)
+    if not info.ready:
         return JSONResponse(
-            {
-                "models": models,
-                "default_model": settings.default_model,
-                "colormaps": list(COLORMAPS),
-                "default_colormap": DEFAULT_COLORMAP,
-            }
+            {"status": "not ready", "reason": f"{info.name}: {info.problem}"}, status_code=503
         )
+    return JSONResponse({"status": "ready"})
 
-    async def metrics_endpoint(request: Request) -> Response:
-        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    async def refuse(websocket: WebSocket, code: ErrorCode, message: str, close_code: int) -> None:
-        metrics.connections_refused.labels(str(code)).inc()
-        await websocket.accept()
-        await websocket.send_text(protocol.error_message(code, message))
-        await websocket.close(close_code)
+async def api_models(request: Request) -> Response:
+    state = state_of(request)
+    gateway = await state.pool.first_ready() or state.pool.gateways[0]
+    models = [
+        {
+            **describe(info.name),
+            "ready": info.ready,
+            "random_weights": info.random_weights,
+            "problem": info.problem,
+        }
+        for info in await state.catalog.get(gateway)
+        # an optional preset or INT8 twin that this repository does not serve is left out
+        if info.ready or info.name in CHECKPOINTS
+    ]
+    return JSONResponse(
+        {
+            "models": models,
+            "default_model": state.settings.default_model,
+            "colormaps": list(COLORMAPS),
+            "default_colormap": state.settings.default_colormap,
+        }
+    )
 
-    async def stream(websocket: WebSocket) -> None:
-        if not origin_allowed(websocket, settings):
-            log.warning("refused a WebSocket from origin %s", websocket.headers.get("origin"))
-            await refuse(
-                websocket,
-                ErrorCode.FORBIDDEN_ORIGIN,
-                "this origin may not use the stream",
-                CLOSE_POLICY_VIOLATION,
+
+async def metrics_endpoint(request: Request) -> Response:
+    return Response(state_of(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+# --- the stream ---------------------------------------------------------------------------------
+async def refuse(websocket: WebSocket, code: ErrorCode, message: str, close_code: int) -> None:
+    state_of(websocket).metrics.connections_refused.labels(str(code)).inc()
+    await websocket.accept()
+    await websocket.send_text(protocol.error_message(code, message))
+    await websocket.close(close_code)
+
+
+def refusal(websocket: WebSocket) -> tuple[ErrorCode, str, int] | None:
+    """Why this connection may not stream (code, message, close code), or None."""
+    state = state_of(websocket)
+    settings = state.settings
+    if not origin_allowed(websocket, settings):
+        log.warning("refused a WebSocket from origin %s", websocket.headers.get("origin"))
+        return ErrorCode.FORBIDDEN_ORIGIN, "this origin may not use the stream", CLOSE_POLICY_VIOLATION
+    if not token_ok(websocket, settings):
+        message = "a valid access token is required: open the page as .../?token=YOUR_TOKEN"
+        return ErrorCode.UNAUTHORIZED, message, CLOSE_POLICY_VIOLATION
+    if state.draining:
+        return ErrorCode.SHUTTING_DOWN, "the server is shutting down", CLOSE_GOING_AWAY
+    if len(state.sessions) >= settings.max_connections:
+        message = f"the server is at its limit of {settings.max_connections} streams; try later"
+        return ErrorCode.BUSY, message, CLOSE_TRY_AGAIN_LATER
+    return None
+
+
+async def stream(websocket: WebSocket) -> None:
+    refused = refusal(websocket)
+    if refused is not None:
+        await refuse(websocket, *refused)
+        return
+    state = state_of(websocket)
+    await websocket.accept()
+    session = StreamSession(websocket, state.pool, state.settings, state.metrics)
+    state.sessions.add(session)
+    state.metrics.connections.inc()
+    tasks = [asyncio.create_task(receive(websocket, session)), asyncio.create_task(session.run_worker())]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            error = task.exception()
+            if isinstance(error, SlowClient):
+                state.metrics.slow_clients.inc()
+                log.warning("closing a stream: %s", error)
+            elif error is not None and not isinstance(error, WebSocketDisconnect):
+                log.error("stream failed", exc_info=error)
+    finally:
+        for task in tasks:
+            task.cancel()  # cancels a gRPC call in flight too
+        await asyncio.gather(*tasks, return_exceptions=True)
+        state.sessions.discard(session)
+        session.close()
+        state.metrics.connections.dec()
+
+
+async def receive(websocket: WebSocket, session: StreamSession) -> None:
+    await session.start()
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("bytes") is not None:
+            await session.on_frame(message["bytes"])
+        elif message.get("text") is not None:
+            await session.on_control(message["text"])
+
+
+# --- the app ------------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    state: AppState = app.state.depthstream
+    settings = state.settings
+    state.pool = TritonPool(
+        settings.triton_urls,
+        settings.request_timeout_s,
+        state.metrics,
+        settings.max_in_flight,
+        state.client_factory,
+    )
+    gateway = await state.pool.first_ready() or state.pool.gateways[0]
+    for info in await state.catalog.get(gateway):
+        if info.ready:
+            log.info(
+                "model %s ready%s", info.name, " (RANDOM WEIGHTS: smoke model)" if info.random_weights else ""
             )
-            return
-        if not token_ok(websocket, settings):
-            await refuse(
-                websocket,
-                ErrorCode.UNAUTHORIZED,
-                "a valid access token is required (?token=...)",
-                CLOSE_POLICY_VIOLATION,
-            )
-            return
-        if state["draining"]:
-            await refuse(websocket, ErrorCode.SHUTTING_DOWN, "the server is shutting down", CLOSE_GOING_AWAY)
-            return
-        if len(sessions) >= settings.max_connections:
-            await refuse(
-                websocket,
-                ErrorCode.BUSY,
-                f"the server is at its limit of {settings.max_connections} streams; try later",
-                CLOSE_TRY_AGAIN_LATER,
-            )
-            return
-        await websocket.accept()
-        session = StreamSession(websocket, state["pool"], settings, metrics)
-        sessions.add(session)
-        metrics.connections.inc()
-        tasks = [asyncio.create_task(receive(websocket, session)), asyncio.create_task(session.run_worker())]
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if isinstance(task.exception(), SlowClient):
-                    metrics.slow_clients.inc()
-                    log.warning("closing a stream: %s", task.exception())
-                elif task.exception() is not None and not isinstance(task.exception(), WebSocketDisconnect):
-                    log.error("stream failed", exc_info=task.exception())
-        finally:
-            for task in tasks:
-                task.cancel()  # cancels a gRPC call in flight too
-            await asyncio.gather(*tasks, return_exceptions=True)
-            sessions.discard(session)
-            session.close()
-            metrics.connections.dec()
+        else:
+            log.warning("model %s: %s (Triton at %s)", info.name, info.problem, settings.triton_url)
+    yield
+    await state.pool.close()
 
-    async def receive(websocket: WebSocket, session: StreamSession) -> None:
-        await session.start()
-        while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            if message.get("bytes") is not None:
-                await session.on_frame(message["bytes"])
-            elif message.get("text") is not None:
-                await session.on_control(message["text"])
 
-    async def drain() -> None:
-        """Before the server closes connections (SIGTERM): finish in-flight frames, close 1001."""
-        state["draining"] = True
-        await asyncio.gather(*(s.drain(CLOSE_GOING_AWAY) for s in list(sessions)), return_exceptions=True)
+async def drain(app: Starlette) -> None:
+    """Before the server closes connections (SIGTERM): finish in-flight frames, close 1001."""
+    state: AppState = app.state.depthstream
+    state.draining = True
+    await asyncio.gather(*(s.drain(CLOSE_GOING_AWAY) for s in list(state.sessions)), return_exceptions=True)
 
+
+def create_app(settings: BridgeSettings, client_factory: Callable | None = None) -> Starlette:
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
@@ -205,8 +255,9 @@ def create_app(settings: BridgeSettings) -> Starlette:
     app = Starlette(
         routes=routes, lifespan=lifespan, middleware=[Middleware(TokenMiddleware, settings=settings)]
     )
-    app.state.drain = drain
-    app.state.metrics = metrics
+    app.state.depthstream = AppState(settings, BridgeMetrics(), client_factory)
+    app.state.drain = lambda: drain(app)
+    app.state.metrics = app.state.depthstream.metrics
     return app
 
 

@@ -11,8 +11,8 @@ import struct
 import cv2
 import numpy as np
 
-from bridge.contract import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 from bridge.protocol import ErrorCode, ProtocolError
+from depthstream.contract import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

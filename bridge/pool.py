@@ -17,9 +17,19 @@ log = logging.getLogger(__name__)
 
 class TritonPool:
     def __init__(
-        self, urls: list[str], request_timeout_s: float, metrics: BridgeMetrics, max_in_flight: int = 0
+        self,
+        urls: list[str],
+        request_timeout_s: float,
+        metrics: BridgeMetrics,
+        max_in_flight: int = 0,
+        client_factory=None,
     ) -> None:
-        self.gateways = [TritonGateway(url, request_timeout_s, max_in_flight) for url in urls]
+        self.gateways = [
+            TritonGateway(
+                url, request_timeout_s, max_in_flight, client_factory(url) if client_factory else None
+            )
+            for url in urls
+        ]
         self.sessions = {gateway.url: 0 for gateway in self.gateways}
         self.metrics = metrics
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.colorize import COLORMAPS
-from bridge.contract import MODELS
+from depthstream.contract import MODELS
 
 MAX_CONTROL_BYTES = 4096
 
@@ -46,6 +46,29 @@ class ErrorCode(enum.StrEnum):
     FORBIDDEN_ORIGIN = "forbidden_origin"
     UNAUTHORIZED = "unauthorized"
     SHUTTING_DOWN = "shutting_down"
+
+
+# What a client should make of each code: sent in ``hello`` so that clients (the page) read it
+# from the server instead of keeping a copy. Transient: pause briefly, then go on sending.
+# About the model: the chosen model (or the server behind it) is the problem, not the frame.
+TRANSIENT_CODES = frozenset(
+    {
+        ErrorCode.TRITON_UNAVAILABLE,
+        ErrorCode.TIMEOUT,
+        ErrorCode.BUSY,
+        ErrorCode.MODEL_NOT_READY,
+        ErrorCode.RATE_LIMITED,
+    }
+)
+MODEL_CODES = frozenset({ErrorCode.MODEL_NOT_READY, ErrorCode.TRITON_UNAVAILABLE, ErrorCode.MODEL_MISMATCH})
+
+
+def error_guide() -> dict[str, list[str]]:
+    return {
+        "codes": [str(code) for code in ErrorCode],
+        "transient": sorted(str(code) for code in TRANSIENT_CODES),
+        "model": sorted(str(code) for code in MODEL_CODES),
+    }
 
 
 class ProtocolError(Exception):

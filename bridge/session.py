@@ -17,12 +17,12 @@ from starlette.websockets import WebSocket
 
 from bridge import images, protocol
 from bridge.colorize import COLORMAPS, NoFiniteDepth, RangeSmoother, colorize
-from bridge.contract import MODELS
 from bridge.metrics import BridgeMetrics
 from bridge.pool import TritonPool
 from bridge.protocol import ErrorCode, ProtocolError
 from bridge.settings import BridgeSettings
 from bridge.triton import BadOutput, TritonError, TritonUnavailable
+from depthstream.contract import MODELS
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ class StreamSession:
                     "colormaps": list(COLORMAPS),
                     "max_message_bytes": self.settings.max_message_bytes,
                     "max_pixels": self.settings.max_pixels,
+                    "error_codes": protocol.error_guide(),
                 }
             )
         )

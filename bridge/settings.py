@@ -1,30 +1,26 @@
-"""The bridge's settings: one frozen object, from flags, then ``BRIDGE_*`` variables, then defaults.
-
-Validated once at start-up; a bad value stops the process with a message naming the flag and
-the variable.
-"""
+"""The bridge's settings: one frozen object, from flags, then ``BRIDGE_*`` variables, then
+defaults (the shared scheme of depthstream.settings), validated as it is built."""
 
 from __future__ import annotations
 
-import argparse
-import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.colorize import COLORMAPS, DEFAULT_COLORMAP
-from bridge.contract import DEFAULT_MODEL, MAX_IMAGE_PIXELS, MODELS
+from depthstream.contract import DEFAULT_MODEL, MAX_IMAGE_PIXELS, MODELS
+from depthstream.settings import Settings, SettingsError, parse
+
+__all__ = ["BridgeSettings", "SettingsError", "parse_settings"]
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
-TRUE, FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off", ""})
-
-
-class SettingsError(ValueError):
-    """A setting is invalid; the message names the flag and the environment variable."""
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 @dataclass(frozen=True)
-class BridgeSettings:
+class BridgeSettings(Settings):
+    ENV_PREFIX = "BRIDGE_"
+
     host: str = "127.0.0.1"
     port: int = 8080
     triton_url: str = "127.0.0.1:8001"  # Triton's gRPC endpoint(s), comma-separated
@@ -61,42 +57,40 @@ class BridgeSettings:
         return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
 
     def validate(self) -> BridgeSettings:
-        checks = [
-            ("port", 1 <= self.port <= 65535, "a TCP port (1-65535)"),
-            ("jpeg_quality", 1 <= self.jpeg_quality <= 100, "between 1 and 100"),
-            ("request_timeout_s", self.request_timeout_s > 0, "positive"),
-            ("max_message_bytes", self.max_message_bytes >= 1024, "at least 1024"),
-            (
-                "max_pixels",
-                1 <= self.max_pixels <= MAX_IMAGE_PIXELS,
-                f"positive and at most the model contract's {MAX_IMAGE_PIXELS}",
-            ),
-            ("max_connections", self.max_connections >= 1, "at least 1"),
-            ("default_model", self.default_model in MODELS, f"one of {', '.join(MODELS)}"),
-            ("default_colormap", self.default_colormap in COLORMAPS, f"one of {', '.join(COLORMAPS)}"),
-            (
-                "triton_url",
-                bool(self.triton_urls) and all(_endpoint_ok(u) for u in self.triton_urls),
-                "host:port (or dns:///name:port), or several separated by commas",
-            ),
-            ("web_dir", (self.web_dir / "index.html").is_file(), "a directory holding index.html"),
-            ("max_in_flight", self.max_in_flight >= 0, "0 (from the model's config) or more"),
-            ("max_fps", self.max_fps > 0, "positive"),
-            ("send_timeout_s", self.send_timeout_s > 0, "positive"),
-            ("drain_timeout_s", self.drain_timeout_s >= 0, "zero or more"),
-            (
-                "allowed_origins",
-                all(o.startswith(("http://", "https://")) for o in self.origins),
-                "comma-separated origins like https://depth.example.com",
-            ),
-            ("token", not self.token or len(self.token) >= 16, "at least 16 characters"),
-        ]
-        for name, ok, requirement in checks:
-            if not ok:
-                raise SettingsError(
-                    f"--{name.replace('_', '-')} / BRIDGE_{name.upper()} must be {requirement}; "
-                    f"got {getattr(self, name)!r}"
-                )
+        self.require_all(
+            [
+                ("host", bool(self.host.strip()), "a host name or address"),
+                ("port", 1 <= self.port <= 65535, "a TCP port (1-65535)"),
+                ("jpeg_quality", 1 <= self.jpeg_quality <= 100, "between 1 and 100"),
+                ("request_timeout_s", self.request_timeout_s > 0, "positive"),
+                ("max_message_bytes", self.max_message_bytes >= 1024, "at least 1024"),
+                (
+                    "max_pixels",
+                    1 <= self.max_pixels <= MAX_IMAGE_PIXELS,
+                    f"positive and at most the model contract's {MAX_IMAGE_PIXELS}",
+                ),
+                ("max_connections", self.max_connections >= 1, "at least 1"),
+                ("max_in_flight", self.max_in_flight >= 0, "0 (from the model's config) or more"),
+                ("default_model", self.default_model in MODELS, f"one of {', '.join(MODELS)}"),
+                ("default_colormap", self.default_colormap in COLORMAPS, f"one of {', '.join(COLORMAPS)}"),
+                (
+                    "triton_url",
+                    bool(self.triton_urls) and all(_endpoint_ok(u) for u in self.triton_urls),
+                    "host:port (or dns:///name:port), or several separated by commas",
+                ),
+                ("web_dir", (self.web_dir / "index.html").is_file(), "a directory holding index.html"),
+                ("max_fps", self.max_fps > 0, "positive"),
+                ("send_timeout_s", self.send_timeout_s > 0, "positive"),
+                ("drain_timeout_s", self.drain_timeout_s >= 0, "zero or more"),
+                (
+                    "allowed_origins",
+                    all(o.startswith(("http://", "https://")) for o in self.origins),
+                    "comma-separated origins like https://depth.example.com",
+                ),
+                ("token", not self.token or len(self.token) >= 16, "at least 16 characters"),
+                ("log_level", self.log_level in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
+            ]
+        )
         if not self.loopback and not self.token and not self.allow_no_token:
             raise SettingsError(
                 f"--host {self.host} serves other machines: set an access token with --token / "
@@ -110,46 +104,7 @@ def _endpoint_ok(url: str) -> bool:
     return bool(host) and "/" not in host and port.isdigit() and 0 < int(port) < 65536
 
 
-def _boolean(text: str) -> bool:
-    value = text.strip().lower()
-    if value not in TRUE | FALSE:
-        raise ValueError(text)
-    return value in TRUE
-
-
-def _converter(kind: type):
-    if issubclass(kind, Path):
-        return Path
-    return {bool: _boolean, int: int, float: float}.get(kind, str)
-
-
 def parse_settings(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> BridgeSettings:
-    environ = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(prog="python -m bridge", description="depthstream WebSocket bridge")
-    values: dict[str, object] = {}
-    defaults = BridgeSettings()
-    for field in fields(BridgeSettings):
-        kind = type(getattr(defaults, field.name))
-        variable = f"BRIDGE_{field.name.upper()}"
-        flag = f"--{field.name.replace('_', '-')}"
-        help_text = f"(env {variable}, default {getattr(defaults, field.name)!r})"
-        if kind is bool:
-            parser.add_argument(
-                flag, dest=field.name, action="store_const", const="1", default=None, help=help_text
-            )
-        else:
-            parser.add_argument(flag, dest=field.name, default=None, help=help_text)
-        values[field.name] = (variable, _converter(kind))
-    args = parser.parse_args(argv)
-    chosen = {}
-    for name, (variable, convert) in values.items():
-        raw = getattr(args, name)
-        if raw is None:
-            raw = environ.get(variable)
-        if raw is None:
-            continue
-        try:
-            chosen[name] = convert(raw)
-        except ValueError:
-            raise SettingsError(f"--{name.replace('_', '-')} / {variable}: cannot read {raw!r}") from None
-    return BridgeSettings(**chosen).validate()
+    return parse(
+        BridgeSettings, argv, environ, prog="python -m bridge", description="depthstream WebSocket bridge"
+    )

@@ -16,15 +16,15 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from bridge.admission import InFlightLimit
-from bridge.contract import (
+from bridge.protocol import ErrorCode
+from depthstream.contract import (
     INPUT_DTYPE,
     INPUT_NAME,
     MODELS,
     OUTPUT_NAME,
-    RANDOM_WEIGHTS_MARKER,
     contract_violations,
 )
-from bridge.protocol import ErrorCode
+from depthstream.model_config import is_random_weights
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +124,11 @@ class TritonGateway:
     reopens the way when Triton is back.
     """
 
-    def __init__(self, url: str, request_timeout_s: float, max_in_flight: int = 0) -> None:
+    def __init__(self, url: str, request_timeout_s: float, max_in_flight: int = 0, client=None) -> None:
         self.url = url
         self.request_timeout_s = request_timeout_s
-        self.client = grpcclient.InferenceServerClient(url, channel_args=channel_args(url))
+        # tritonclient's aio client; the fast tests pass a stand-in with the same methods
+        self.client = client or grpcclient.InferenceServerClient(url, channel_args=channel_args(url))
         self.down_since: float | None = None
         self._probe: asyncio.Task | None = None
         # 0: sized from the served model's config when first read (see capacity_of)
@@ -211,7 +212,7 @@ class TritonGateway:
     async def models(self) -> list[ModelInfo]:
         if not await self.server_ready():
             return [ModelInfo(name, ready=False, problem="model server unavailable") for name in MODELS]
-        return [await self.model_info(name) for name in MODELS]
+        return list(await asyncio.gather(*(self.model_info(name) for name in MODELS)))
 
     async def check_model(self, name: str) -> ModelInfo:
         """Raise unless ``name`` is ready and conforms (at start-up and on every model switch)."""
@@ -301,8 +302,3 @@ def capacity_of(config: model_config_pb2.ModelConfig) -> int:
     instances = sum(group.count or 1 for group in config.instance_group) or 1
     batch = config.max_batch_size if config.HasField("dynamic_batching") and config.max_batch_size else 1
     return instances * batch
-
-
-def is_random_weights(config: model_config_pb2.ModelConfig) -> bool:
-    marker = config.parameters.get(RANDOM_WEIGHTS_MARKER)
-    return bool(marker and marker.string_value == "true")

@@ -13,6 +13,8 @@ WORKDIR /app
 COPY deploy/requirements-bridge.txt /app/requirements-bridge.txt
 RUN pip install --no-cache-dir -r /app/requirements-bridge.txt
 
+# only what the bridge runs: the bridge, the shared contract, the page
+COPY depthstream/ /app/depthstream/
 COPY bridge/ /app/bridge/
 COPY web/ /app/web/
 

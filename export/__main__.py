@@ -1,7 +1,7 @@
 """``python -m export``: PyTorch checkpoints -> ONNX with fused preprocessing -> Triton repository.
 
 Each checkpoint gives several served models: quality presets (network input sizes) in FP32,
-and INT8 twins where they are faster (see bridge.contract.MODELS).
+and INT8 twins where they are faster (see depthstream.contract.MODELS).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from bridge.contract import CHECKPOINTS, ModelSpec, Precision, variants_of
+from depthstream.contract import CHECKPOINTS, ModelSpec, Precision, variants_of
 from export import configs, quantize
 from export.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from export.graph import FusedDepthModel, make_exportable

@@ -21,7 +21,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from bridge.contract import DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384, ModelSpec
+from depthstream.contract import DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384, ModelSpec
 
 
 def _depth_anything(hidden: int, layers: int, heads: int, neck: list[int], fusion: int, head: int):

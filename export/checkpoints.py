@@ -9,7 +9,7 @@ from pathlib import Path
 
 from transformers import AutoModelForDepthEstimation, PreTrainedModel
 
-from bridge.contract import ModelSpec
+from depthstream.contract import ModelSpec
 
 log = logging.getLogger(__name__)
 

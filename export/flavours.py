@@ -3,7 +3,7 @@
 ``python -m export.flavours cpu``: the onnxruntime backend on CPU instances, no TensorRT: for the
 NGC Triton image on a CPU-only cluster (deploy/k8s/overlays/cpu).
 ``python -m export.flavours tensorrt_plan``: configs for the plans that build_plans.sh built.
-(The embedded flavour, for nvidia-pytriton's tritonserver, is export.embedded.)
+(The embedded flavour, for nvidia-pytriton's tritonserver, is serving.repository.)
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from bridge.contract import MODELS
+from depthstream.contract import MODELS
+from depthstream.model_config import CONFIG_FILE, ONNX_FILE, VERSION, exported_models
 from export import configs
-from export.embedded import exported_models
-from export.repository import CONFIG_FILE, ONNX_FILE, VERSION, read_manifest
+from export.repository import read_manifest
 
 
 def _random_weights(source: Path, name: str) -> bool:

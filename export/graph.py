@@ -1,6 +1,6 @@
 """The exported graph: raw uint8 RGB in, depth at the input's size out, preprocessing fused in.
 
-The maths follows the official pipelines (see bridge.contract): resize with bicubic (as OpenCV's
+The maths follows the official pipelines (see depthstream.contract): resize with bicubic (as OpenCV's
 INTER_CUBIC), normalize, run the network, resize the depth back with the model's own mode.
 Sizes are computed from the input's shape with tensor ops, so the exported ONNX stays correct
 at every input size instead of the one it was traced at.
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.onnx.operators import shape_as_tensor
 
-from bridge.contract import Interpolation, ModelSpec
+from depthstream.contract import Interpolation, ModelSpec
 from export.resize import bicubic
 
 

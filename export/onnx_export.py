@@ -11,7 +11,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from bridge.contract import INPUT_NAME, OUTPUT_NAME
+from depthstream.contract import INPUT_NAME, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 

@@ -9,26 +9,24 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-MANIFEST = "depthstream.json"
-ONNX_FILE = "model.onnx"
-CONFIG_FILE = "config.pbtxt"
-VERSION = "1"
+from depthstream.model_config import CONFIG_FILE, MANIFEST, ONNX_FILE, VERSION
 
-_CODE_FILES = (
-    "bridge/contract.py",
-    "export/graph.py",
-    "export/onnx_export.py",
-    "export/configs.py",
-    "export/architectures.py",
-)
+ROOT = Path(__file__).resolve().parent.parent
+# Everything that can shape an exported model: the whole build step (graph, resize kernel,
+# quantization, configs, ...) and the shared contract it builds from. Globbed, not listed by
+# hand: a list kept by hand missed resize.py and quantize.py.
+_CODE_GLOBS = ("export/*.py", "export/*.sh", "depthstream/*.py")
 
 
-def code_fingerprint() -> str:
+def code_files(root: Path = ROOT) -> list[Path]:
+    return sorted(path for pattern in _CODE_GLOBS for path in root.glob(pattern))
+
+
+def code_fingerprint(root: Path = ROOT) -> str:
     """Hash of the code that shapes an exported model: a change re-exports on the next run."""
-    root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for name in _CODE_FILES:
-        digest.update((root / name).read_bytes())
+    for path in code_files(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 

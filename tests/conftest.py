@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.contract import CHECKPOINTS
-from bridge.embedded_triton import EmbeddedTriton, TritonSettings
+from depthstream.contract import CHECKPOINTS
+from serving.triton import EmbeddedTriton, TritonSettings
 from tests.helpers import free_port
 
 # Tests never reach the Hugging Face hub; the loading code is exercised on local directories.
@@ -81,7 +81,7 @@ class RunningBridge:
     def __init__(self, settings) -> None:
         import threading
 
-        from bridge.__main__ import build_server
+        from bridge.server import build_server
 
         self.settings = settings
         self.server = build_server(settings)

@@ -21,15 +21,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 from websockets.sync.client import connect
 
-from bridge.contract import (
+from depthstream.contract import (
     DEPTH_ANYTHING_V2_SMALL,
     MAX_BATCH_SIZE,
     MAX_IMAGE_PIXELS,
     MAX_IMAGE_SIDE,
     MIN_IMAGE_SIDE,
-    MODELS,
 )
-from bridge.embedded_triton import EmbeddedTriton
+from serving.triton import EmbeddedTriton
 from tests.conftest import ARTIFACTS, RunningBridge, bridge_settings, triton_settings
 from tests.helpers import photo
 from tests.test_bad_input import png
@@ -77,30 +76,6 @@ def test_graph_network_input_never_exceeds_the_ceiling(network_input_probe, shap
     got = network_input(network_input_probe, height, width)
     assert max(got) <= DA.resize.max_side
     assert got == DA.resize.network_size(height, width), "the graph computes the contract's rule"
-
-
-@pytest.mark.parametrize(
-    "height,width",
-    [(480, 640), (640, 480), (1080, 1920), (1080, 2560), (2532, 1170), (100, 250), (250, 100), (37, 91)],
-)
-def test_within_two_and_a_half_to_one_the_network_input_is_the_official_one(height, width):
-    size, m = DA.resize.size, DA.resize.multiple_of
-    scale = max(size / height, size / width)  # the official rule, without any ceiling
-
-    def official(x: float) -> int:
-        y = int(round(x / m) * m)
-        return y if y >= size else int(-(-x // m) * m)
-
-    assert DA.resize.network_size(height, width) == (official(scale * height), official(scale * width))
-
-
-def test_beyond_the_ceiling_the_long_side_is_capped():
-    assert DA.resize.max_side == 1288
-    assert DA.resize.network_size(60, 600) == (518, 1288)
-    assert DA.resize.network_size(4096, 2) == (1288, 518)
-    for name, spec in MODELS.items():
-        if spec.resize.keep_aspect:
-            assert spec.resize.network_size(2, 4096)[1] == spec.resize.max_side, name
 
 
 # --- the limits, enforced by the embedded Triton for direct gRPC clients -------------------------

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from bridge.contract import MODELS
+from depthstream.contract import MODELS
 from tests.helpers import photo
 
 RECV_TIMEOUT_S = 60

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from bridge.contract import MODELS
+from depthstream.contract import MODELS
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser

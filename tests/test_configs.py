@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
-from bridge.contract import MAX_BATCH_SIZE, MODELS, contract_violations
+from depthstream import model_config
+from depthstream.contract import MAX_BATCH_SIZE, MODELS, contract_violations
 from export import configs
-from export.embedded import EmptyRepositoryError, generate
+from serving.repository import EmptyRepositoryError, generate
 
 INVALID = Path(__file__).parent / "configs"
 EXPECTED_PROBLEM = {
@@ -22,7 +23,7 @@ EXPECTED_PROBLEM = {
 
 
 def violations(config: mc.ModelConfig) -> list[str]:
-    return contract_violations(config.name, *configs.tensors(config))
+    return contract_violations(config.name, *model_config.tensors(config))
 
 
 def check_common(config: mc.ModelConfig, name: str, batching: bool = True) -> None:
@@ -38,19 +39,19 @@ def check_common(config: mc.ModelConfig, name: str, batching: bool = True) -> No
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_production_config_conforms(tiny_repository, name):
-    config = configs.parse((tiny_repository / name / "config.pbtxt").read_text())
+    config = model_config.parse((tiny_repository / name / "config.pbtxt").read_text())
     check_common(config, name)
     assert config.backend == "onnxruntime"
     assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_GPU]
     (trt,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert trt.name == "tensorrt" and trt.parameters["precision_mode"] == "FP16"
-    assert not configs.is_random_weights(config)
+    assert not model_config.is_random_weights(config)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_embedded_config_conforms(tiny_repository, tmp_path, name):
     generate(tiny_repository, tmp_path)
-    config = configs.parse((tmp_path / name / "config.pbtxt").read_text())
+    config = model_config.parse((tmp_path / name / "config.pbtxt").read_text())
     check_common(config, name, batching=False)  # measured slower on CPU: see embedded_config
     assert config.backend == "python"
     assert [g.kind for g in config.instance_group] == [mc.ModelInstanceGroup.KIND_CPU]
@@ -64,20 +65,22 @@ def test_embedded_config_conforms(tiny_repository, tmp_path, name):
 
 def test_embedded_config_can_keep_the_production_batcher(tiny_repository, tmp_path):
     generate(tiny_repository, tmp_path, dynamic_batching=True)
-    config = configs.parse((tmp_path / "depth_anything_v2_small" / "config.pbtxt").read_text())
+    config = model_config.parse((tmp_path / "depth_anything_v2_small" / "config.pbtxt").read_text())
     check_common(config, "depth_anything_v2_small", batching=True)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_tensorrt_plan_config_conforms(name):
-    config = configs.parse(configs.to_text(configs.tensorrt_plan_config(MODELS[name], random_weights=True)))
+    config = model_config.parse(
+        configs.to_text(configs.tensorrt_plan_config(MODELS[name], random_weights=True))
+    )
     check_common(config, name)
-    assert config.platform == "tensorrt_plan" and configs.is_random_weights(config)
+    assert config.platform == "tensorrt_plan" and model_config.is_random_weights(config)
 
 
 @pytest.mark.parametrize("fixture", sorted(EXPECTED_PROBLEM))
 def test_invalid_config_is_reported(fixture):
-    config = configs.parse((INVALID / fixture).read_text())
+    config = model_config.parse((INVALID / fixture).read_text())
     problems = violations(config)
     assert problems and EXPECTED_PROBLEM[fixture] in " ".join(problems)
 

@@ -13,8 +13,15 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForDepthEstimation
 
-from bridge.contract import DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384, MODELS, ModelSpec, Precision
-from export import configs, onnx_export
+from depthstream import model_config
+from depthstream.contract import (
+    DEPTH_ANYTHING_V2_SMALL,
+    MIDAS_DPT_BEIT_BASE_384,
+    MODELS,
+    ModelSpec,
+    Precision,
+)
+from export import onnx_export
 from export.__main__ import main
 from export.onnx_export import relative_error
 from export.repository import MANIFEST, read_manifest
@@ -245,5 +252,5 @@ def test_random_weights_are_recorded_for_bridge_and_page(tmp_path, caplog, monke
     assert code == 0 and "MEANINGLESS" in text
     model_dir = tmp_path / "repo" / "depth_anything_v2_small"
     assert read_manifest(model_dir).random_weights
-    assert configs.is_random_weights(configs.parse((model_dir / "config.pbtxt").read_text()))
+    assert model_config.is_random_weights(model_config.parse((model_dir / "config.pbtxt").read_text()))
     assert json.loads((model_dir / MANIFEST).read_text())["source"] == "random"

@@ -17,8 +17,9 @@ import torch
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from bridge.contract import DEPTH_ANYTHING_V2_SMALL
-from bridge.embedded_triton import EmbeddedTriton, TritonSupervisor
+from depthstream.contract import DEPTH_ANYTHING_V2_SMALL
+from serving.supervisor import TritonSupervisor
+from serving.triton import EmbeddedTriton
 from tests.conftest import ARTIFACTS, RunningBridge, bridge_settings, triton_settings
 from tests.helpers import free_port
 from tests.test_bridge import get, jpeg, next_answer, open_stream, recv_json
@@ -221,7 +222,7 @@ def test_nan_output_is_an_error_for_that_frame(nan_repository, tmp_path):
 
 
 def test_supervisor_restarts_a_killed_triton_and_streams_resume(own_triton, caplog):
-    caplog.set_level(logging.WARNING, logger="bridge.embedded_triton")
+    caplog.set_level(logging.WARNING, logger="serving.supervisor")
     supervisor = TritonSupervisor(own_triton, first_backoff_s=0.2)
     supervisor.start()
     settings = bridge_settings(own_triton.settings.grpc_url, request_timeout_s=3.0)

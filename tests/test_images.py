@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from bridge.contract import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 from bridge.images import decode, encode_jpeg, sniff
 from bridge.protocol import ErrorCode, ProtocolError
+from depthstream.contract import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE
 from tests.helpers import photo
 
 MAX_PIXELS = MAX_IMAGE_PIXELS

@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from bridge.contract import DEPTH_ANYTHING_V2_SMALL
-from bridge.embedded_triton import EmbeddedTriton
+from depthstream.contract import DEPTH_ANYTHING_V2_SMALL
+from serving.triton import EmbeddedTriton
 from tests.conftest import ARTIFACTS, RunningBridge, bridge_settings, triton_settings
 from tests.test_bridge import jpeg, next_answer, open_stream
 from tests.test_faults import metric

@@ -64,3 +64,49 @@ def test_several_triton_endpoints():
     assert settings.triton_urls == ["a:8001", "b:8001", "dns:///triton:8001"]
     with pytest.raises(SettingsError):
         parse_settings(["--triton-url", "a:8001,b"], environ={})
+
+
+@pytest.mark.parametrize(
+    "argv,words",
+    [
+        (["--request-timeout-s", "inf"], ["--request-timeout-s", "BRIDGE_REQUEST_TIMEOUT_S", "'inf'"]),
+        (["--max-fps", "nan"], ["--max-fps", "'nan'"]),
+        (["--log-level", "bogus"], ["--log-level", "BRIDGE_LOG_LEVEL", "debug"]),
+        (["--max-pixels", str(10**9)], ["--max-pixels", "model contract"]),
+        (["--max-in-flight", "-1"], ["--max-in-flight"]),
+        (["--port", "1.5"], ["--port", "'1.5'"]),
+    ],
+)
+def test_non_finite_and_unknown_values_are_refused(argv, words):
+    with pytest.raises(SettingsError) as error:
+        parse_settings(argv, environ={})
+    for word in words:
+        assert word in str(error.value)
+
+
+def test_building_settings_validates_them():
+    """No code path can skip validation: a replace() or a direct build checks too."""
+    import dataclasses
+
+    with pytest.raises(SettingsError):
+        BridgeSettings(port=0)
+    with pytest.raises(SettingsError):
+        dataclasses.replace(BridgeSettings(), jpeg_quality=101)
+
+
+def test_triton_settings_share_the_scheme():
+    from depthstream.settings import parse
+    from serving.triton import TritonSettings
+
+    env = {"GRPC_PORT": "9001", "MODEL_REPOSITORY": "/models", "TRITON_THREADS": "2"}
+    settings = parse(TritonSettings, ["--http-port", "9000"], env)
+    assert (settings.http_port, settings.grpc_port, str(settings.repository), settings.threads) == (
+        9000,
+        9001,
+        "/models",
+        2,
+    )
+    with pytest.raises(SettingsError, match="HTTP_PORT, GRPC_PORT and METRICS_PORT"):
+        parse(TritonSettings, ["--grpc-port", "8000"], {})
+    with pytest.raises(SettingsError, match="--grpc-port / GRPC_PORT"):
+        parse(TritonSettings, [], {"GRPC_PORT": "99999"})

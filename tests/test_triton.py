@@ -12,9 +12,9 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from bridge import client as direct_client
-from bridge.contract import CHECKPOINTS, MODELS, contract_violations
-from bridge.embedded_triton import EmbeddedTriton, TritonStartError
+from client import __main__ as direct_client
+from depthstream.contract import CHECKPOINTS, MODELS, contract_violations
+from serving.triton import EmbeddedTriton, TritonStartError
 from tests.conftest import triton_settings
 from tests.helpers import photo
 

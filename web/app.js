@@ -19,6 +19,7 @@ const ui = {
 };
 
 const state = {
+  errorCodes: null, // from the server's hello: which codes are transient, which are about the model
   ws: null, connected: false, reconnects: 0, running: false, stream: null, fileUrl: null,
   source: "camera", // "camera" | "image" | "video"
   sentSeq: -1, answeredSeq: -1, sentAt: new Map(), pendingHeader: null, pausedUntil: 0,
@@ -103,6 +104,7 @@ function sendConfig() {
 function onText(message) {
   switch (message.type) {
     case "hello":
+      state.errorCodes = message.error_codes; // what each error code means, from the server
       break;
     case "config":
       updateRandomBanner(message.random_weights);
@@ -120,20 +122,13 @@ function onText(message) {
 
 function onError(message) {
   if (message.seq !== undefined) state.answeredSeq = Math.max(state.answeredSeq, message.seq);
-  if (["triton_unavailable", "timeout", "busy", "model_not_ready", "rate_limited"].includes(message.code)) {
+  const codes = state.errorCodes ?? { transient: [], model: [] }; // refusals come before hello
+  if (codes.transient.includes(message.code)) {
     state.pausedUntil = performance.now() + PAUSE_AFTER_SERVER_ERROR_MS;
   }
-  const text = {
-    model_not_ready: "The model is not ready on the model server.",
-    triton_unavailable: "The model server (Triton) is unavailable; retrying…",
-    timeout: "The model server did not answer in time.",
-    busy: "The server is busy; frames are being skipped.",
-    unauthorized: "This server needs an access token: open the page as …/?token=YOUR_TOKEN",
-    forbidden_origin: "This page's origin may not use the server.",
-    shutting_down: "The server is shutting down.",
-  }[message.code] ?? message.message;
+  const text = message.message.charAt(0).toUpperCase() + message.message.slice(1);
   showBanner(text);
-  ui.banner.dataset.kind = message.code === "model_not_ready" || message.code === "triton_unavailable" ? "model" : "frame";
+  ui.banner.dataset.kind = codes.model.includes(message.code) ? "model" : "frame";
 }
 
 async function onDepthImage(buffer) {

@@ -1,14 +1,12 @@
 """Run the real ``tritonserver`` shipped in the nvidia-pytriton wheel on the embedded CPU flavour.
 
-``python -m bridge.embedded_triton`` (``make serve``) generates the embedded repository from
-``model_repository/``, starts Triton bound to 127.0.0.1 with its admin APIs restricted, waits
-until every model is ready, and stops it cleanly on Ctrl-C or SIGTERM.
+``EmbeddedTriton`` generates the embedded repository from ``model_repository/``
+(serving.repository), starts Triton bound to 127.0.0.1 with its admin APIs restricted, waits
+until every model is ready, and stops it cleanly. ``python -m serving`` runs it supervised.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import logging
 import os
 import secrets
@@ -18,12 +16,15 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+
+from depthstream.contract import MODELS
+from depthstream.settings import Settings, SettingsError, setting
+from serving.repository import EmptyRepositoryError, generate
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +36,46 @@ class TritonStartError(Exception):
 
 
 @dataclass(frozen=True)
-class TritonSettings:
-    repository: Path = Path("model_repository")
-    workdir: Path = Path("build/embedded")
-    host: str = "127.0.0.1"
-    http_port: int = 8000
-    grpc_port: int = 8001
-    metrics_port: int = 8002
-    models: tuple[str, ...] = ()  # empty: every exported model
-    threads: int | None = None  # ONNX Runtime intra-op threads per model; None: all cores
-    dynamic_batching: bool = False  # see export.configs.embedded_config
-    simulated_extra_ms: int = 0  # added to every model run: a slower machine, for overload tests
-    ready_timeout_s: float = 120.0
-    admin_key: str = field(default_factory=lambda: secrets.token_hex(16))
+class TritonSettings(Settings):
+    """The embedded Triton's settings: flags, then variables (``TRITON_*``; the ports as
+    ``HTTP_PORT``, ``GRPC_PORT``, ``METRICS_PORT`` and the repository as ``MODEL_REPOSITORY``,
+    as the Makefile passes them), then defaults."""
+
+    ENV_PREFIX = "TRITON_"
+
+    repository: Path = setting(Path("model_repository"), env="MODEL_REPOSITORY", help="exported models")
+    workdir: Path = setting(Path("build/embedded"), help="where the embedded flavour is generated")
+    host: str = setting("127.0.0.1", help="address Triton binds to (HTTP, gRPC, metrics)")
+    http_port: int = setting(8000, env="HTTP_PORT")
+    grpc_port: int = setting(8001, env="GRPC_PORT")
+    metrics_port: int = setting(8002, env="METRICS_PORT")
+    models: tuple[str, ...] = setting((), help="comma-separated; empty: every exported model")
+    threads: int | None = setting(None, help="ONNX Runtime intra-op threads per model; empty: all cores")
+    dynamic_batching: bool = setting(False, help="keep the production batcher (serving.repository)")
+    simulated_extra_ms: int = setting(0, help="added to every model run: a slower machine, for drills")
+    ready_timeout_s: float = setting(120.0, help="how long to wait for every model to be ready")
+    admin_key: str = setting(flag=False, default_factory=lambda: secrets.token_hex(16))
+
+    def validate(self) -> None:
+        port = "a TCP port (1-65535)"
+        self.require_all(
+            [
+                ("host", bool(self.host.strip()), "a host name or address"),
+                ("http_port", 1 <= self.http_port <= 65535, port),
+                ("grpc_port", 1 <= self.grpc_port <= 65535, port),
+                ("metrics_port", 1 <= self.metrics_port <= 65535, port),
+                ("models", set(self.models) <= set(MODELS), f"models of the contract ({', '.join(MODELS)})"),
+                ("threads", self.threads is None or self.threads >= 1, "at least 1 (or empty: all cores)"),
+                ("simulated_extra_ms", self.simulated_extra_ms >= 0, "zero or more"),
+                ("ready_timeout_s", self.ready_timeout_s > 0, "positive"),
+            ]
+        )
+        ports = list(self.ports.values())
+        if len(set(ports)) != len(ports):
+            raise SettingsError(
+                f"HTTP_PORT, GRPC_PORT and METRICS_PORT (--http-port, --grpc-port, --metrics-port) "
+                f"must differ; got {ports}"
+            )
 
     @property
     def ports(self) -> dict[str, int]:
@@ -167,7 +195,6 @@ class EmbeddedTriton:
         self.models: list[str] = []
 
     def start(self) -> EmbeddedTriton:
-        from export.embedded import EmptyRepositoryError, generate
 
         s = self.settings
         check_ports_free(s)
@@ -239,174 +266,3 @@ class EmbeddedTriton:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def describe_exit(returncode: int) -> str:
-    """How a process ended, in words: its exit code, or the signal that killed it."""
-    if returncode >= 0:
-        return f"exited with code {returncode}"
-    try:
-        name = signal.Signals(-returncode).name
-    except ValueError:
-        name = f"signal {-returncode}"
-    hint = " (often the kernel's OOM killer: see `dmesg`)" if -returncode == signal.SIGKILL else ""
-    return f"was killed by {name}{hint}"
-
-
-def log_tail(path: Path | None, lines: int = 8) -> str:
-    if path is None or not path.is_file():
-        return ""
-    with path.open("rb") as stream:
-        stream.seek(max(0, path.stat().st_size - 16384))
-        tail = stream.read().decode(errors="replace").splitlines()[-lines:]
-    return "\n".join(f"    | {line}" for line in tail)
-
-
-class TritonSupervisor(threading.Thread):
-    """Watches a started EmbeddedTriton: when it dies (the OOM killer, a crash) says so at once,
-    with how it ended and the tail of its log, and starts it again after a growing pause. After
-    ``max_restarts`` failures in a row it gives up loudly and calls ``on_give_up``.
-
-    Clients need do nothing: the bridge's streams resume by themselves once Triton is back."""
-
-    def __init__(
-        self,
-        server: EmbeddedTriton,
-        on_give_up=None,
-        max_restarts: int = 5,
-        first_backoff_s: float = 1.0,
-        max_backoff_s: float = 30.0,
-        healthy_after_s: float = 60.0,
-    ) -> None:
-        super().__init__(name="triton-supervisor", daemon=True)
-        self.server = server
-        self.on_give_up = on_give_up
-        self.max_restarts = max_restarts
-        self.first_backoff_s = first_backoff_s
-        self.max_backoff_s = max_backoff_s
-        self.healthy_after_s = healthy_after_s
-        self.restarts = 0
-        self.gave_up = False
-        self._stopping = threading.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    def run(self) -> None:
-        failures, up_since = 0, time.monotonic()
-        while not self._stopping.wait(0.2):
-            process = self.server.process
-            if process is None or process.poll() is None:
-                continue
-            if time.monotonic() - up_since > self.healthy_after_s:
-                failures = 0  # it ran well for a while: this is a new incident, not a crash loop
-            self._report_death(process)
-            while not self._stopping.is_set():
-                failures += 1
-                if failures > self.max_restarts:
-                    self._give_up()
-                    return
-                backoff_s = min(self.first_backoff_s * 2 ** (failures - 1), self.max_backoff_s)
-                log.warning(
-                    "restarting tritonserver in %.1f s (attempt %d of %d)",
-                    backoff_s,
-                    failures,
-                    self.max_restarts,
-                )
-                if self._stopping.wait(backoff_s):
-                    return
-                try:
-                    self.server.start()
-                except TritonStartError as exc:
-                    log.error("tritonserver did not come back: %s", exc)
-                    self.server.stop()
-                    continue
-                self.restarts += 1
-                up_since = time.monotonic()
-                log.warning(
-                    "tritonserver is back (restart %d): %s", self.restarts, ", ".join(self.server.models)
-                )
-                break
-
-    def _report_death(self, process: subprocess.Popen) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)  # its Python-backend stubs, if any outlived it
-        tail = log_tail(self.server.log_path)
-        where = f"; the end of its log ({self.server.log_path}):\n{tail}" if tail else ""
-        log.error("tritonserver (pid %d) %s%s", process.pid, describe_exit(process.returncode), where)
-
-    def _give_up(self) -> None:
-        self.gave_up = True
-        log.critical(
-            "tritonserver failed %d times in a row; giving up. Fix the cause above, then start again.",
-            self.max_restarts,
-        )
-        if self.on_give_up is not None:
-            self.on_give_up()
-
-
-def _port(value: str) -> int:
-    if not value.isdigit() or not 1 <= int(value) <= 65535:
-        raise argparse.ArgumentTypeError(
-            f"{value!r} is not a TCP port (1-65535); ports come from the flags or HTTP_PORT, GRPC_PORT, METRICS_PORT"
-        )
-    return int(value)
-
-
-def parse_args(argv: list[str] | None = None) -> TritonSettings:
-    env = os.environ
-    parser = argparse.ArgumentParser(prog="python -m bridge.embedded_triton", description=__doc__)
-    parser.add_argument(
-        "--repository", type=Path, default=Path(env.get("MODEL_REPOSITORY", "model_repository"))
-    )
-    parser.add_argument("--host", default=env.get("TRITON_HOST", "127.0.0.1"))
-    parser.add_argument("--http-port", type=_port, default=env.get("HTTP_PORT", "8000"))
-    parser.add_argument("--grpc-port", type=_port, default=env.get("GRPC_PORT", "8001"))
-    parser.add_argument("--metrics-port", type=_port, default=env.get("METRICS_PORT", "8002"))
-    parser.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per model")
-    args = parser.parse_args(argv)
-    ports = [args.http_port, args.grpc_port, args.metrics_port]
-    if len(set(ports)) != 3:
-        parser.error(f"HTTP, gRPC and metrics ports must differ; got {ports}")
-    return TritonSettings(
-        repository=args.repository,
-        host=args.host,
-        http_port=args.http_port,
-        grpc_port=args.grpc_port,
-        metrics_port=args.metrics_port,
-        threads=args.threads,
-    )
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = parse_args(argv)
-    server = EmbeddedTriton(settings)
-    stop = {"requested": False}
-
-    def request_stop(signum: int, _frame: object) -> None:
-        stop["requested"] = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
-    if not server.start_or_report():
-        return 2
-    print(
-        f"Triton serving {', '.join(server.models)}: gRPC {settings.grpc_url}, HTTP "
-        f"{settings.http_url}, metrics http://{settings.host}:{settings.metrics_port}/metrics. "
-        "Ctrl-C stops it.",
-        flush=True,
-    )
-    supervisor = TritonSupervisor(server)
-    supervisor.start()
-    while not stop["requested"] and supervisor.is_alive():
-        time.sleep(0.2)
-    supervisor.stop()
-    supervisor.join()
-    log.info("stopping tritonserver")
-    server.stop()
-    return 1 if supervisor.gave_up else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

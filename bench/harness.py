@@ -1,0 +1,101 @@
+"""What the benchmarks share: the machine's description, an embedded Triton and a bridge of their
+own on free ports."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from serving.triton import TritonSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def server_settings(repository: Path, workdir: Path, **options) -> TritonSettings:
+    """An embedded Triton of the benchmark's own, on free ports."""
+    return TritonSettings(
+        repository=repository,
+        workdir=workdir,
+        http_port=free_port(),
+        grpc_port=free_port(),
+        metrics_port=free_port(),
+        **options,
+    )
+
+
+def gpus() -> list[str]:
+    """The NVIDIA GPUs this machine has, as nvidia-smi names them (none: an empty list)."""
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def machine() -> str:
+    """The machine a figure was measured on: cores, CPU, GPUs (looked up, never assumed), OS."""
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    found = gpus()
+    gpu = f"{len(found)} GPU ({', '.join(found)})" if found else "no GPU"
+    return f"{os.cpu_count()} cores ({cpu}), {gpu}, {platform.system()} {platform.release().split('-')[0]}"
+
+
+class Bridge:
+    """The bridge as its own process, as in production."""
+
+    def __init__(self, grpc_url: str) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bridge",
+                "--port",
+                str(self.port),
+                "--triton-url",
+                grpc_url,
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + 30
+        import urllib.request
+
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1)
+                return
+            except OSError:
+                time.sleep(0.3)
+        raise RuntimeError("the bridge did not become ready")
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(20)

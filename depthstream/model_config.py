@@ -1,0 +1,55 @@
+"""A Triton model repository as every part reads it: the layout, and ``config.pbtxt`` parsed and
+written with Triton's own protobuf (``tritonclient.grpc.model_config_pb2``), exactly as Triton
+parses it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from depthstream.contract import RANDOM_WEIGHTS_MARKER
+
+CONFIG_FILE = "config.pbtxt"
+ONNX_FILE = "model.onnx"
+VERSION = "1"
+MANIFEST = "depthstream.json"  # what a model was exported from, and the parity measured
+
+
+def parse(text: str) -> mc.ModelConfig:
+    """Parse a config.pbtxt exactly as Triton does."""
+    return text_format.Parse(text, mc.ModelConfig())
+
+
+def to_text(config: mc.ModelConfig, header: str = "") -> str:
+    return header + text_format.MessageToString(config)
+
+
+def is_random_weights(config: mc.ModelConfig) -> bool:
+    """Whether the export recorded meaningless random weights (smoke mode) in this config."""
+    param = config.parameters.get(RANDOM_WEIGHTS_MARKER)
+    return param is not None and param.string_value == "true"
+
+
+def tensors(config: mc.ModelConfig) -> tuple[list, list]:
+    """A config's inputs and outputs in the contract's form (Triton datatype, batch dim first)."""
+    batch = (-1,) if config.max_batch_size > 0 else ()
+
+    def convert(tensor) -> tuple[str, str, tuple[int, ...]]:
+        return tensor.name, mc.DataType.Name(tensor.data_type).removeprefix("TYPE_"), (*batch, *tensor.dims)
+
+    return [convert(t) for t in config.input], [convert(t) for t in config.output]
+
+
+def exported_models(repository: Path) -> list[str]:
+    """Names of the complete models in a repository (config plus ONNX)."""
+    if not repository.is_dir():
+        return []
+    return sorted(
+        path.name
+        for path in repository.iterdir()
+        if not path.name.startswith(".")
+        and (path / CONFIG_FILE).is_file()
+        and (path / VERSION / ONNX_FILE).is_file()
+    )

@@ -1,0 +1,144 @@
+"""One settings scheme for every process (bridge, embedded Triton, demo, bench).
+
+A process's settings are one frozen dataclass. Each field is read from its flag, then its
+environment variable, then its default; the object validates itself when it is built
+(``__post_init__``), so no code path can skip validation, and a bad value stops the process
+with a message naming both the flag and the variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import os
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+TRUE, FALSE = frozenset({"1", "true", "yes", "on"}), frozenset({"0", "false", "no", "off", ""})
+
+S = TypeVar("S", bound="Settings")
+
+
+class SettingsError(ValueError):
+    """A setting is invalid; the message names the flag and the environment variable."""
+
+
+def setting(
+    default: Any = dataclasses.MISSING, *, env: str | None = None, help: str = "", flag: bool = True, **kw
+):
+    """A settings field: ``env`` overrides the variable's name (default: prefix + NAME);
+    ``flag=False`` keeps it off the command line and out of the environment."""
+    metadata = {"env": env, "help": help, "flag": flag}
+    if default is dataclasses.MISSING:
+        return dataclasses.field(metadata=metadata, **kw)
+    return dataclasses.field(default=default, metadata=metadata, **kw)
+
+
+class Settings:
+    """Base of every process's settings dataclass (``@dataclass(frozen=True)`` subclasses)."""
+
+    ENV_PREFIX: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Override: raise SettingsError (``self.require``) for a bad value."""
+
+    def require(self, name: str, ok: bool, requirement: str) -> None:
+        if not ok:
+            raise SettingsError(f"{self.describe(name)} must be {requirement}; got {getattr(self, name)!r}")
+
+    def require_all(self, checks: Iterable[tuple[str, bool, str]]) -> None:
+        for name, ok, requirement in checks:
+            self.require(name, ok, requirement)
+
+    @classmethod
+    def variable(cls, name: str) -> str:
+        field = next(f for f in dataclasses.fields(cls) if f.name == name)
+        return field.metadata.get("env") or f"{cls.ENV_PREFIX}{name.upper()}"
+
+    @classmethod
+    def describe(cls, name: str) -> str:
+        return f"--{name.replace('_', '-')} / {cls.variable(name)}"
+
+
+def _boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in TRUE | FALSE:
+        raise ValueError(text)
+    return value in TRUE
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _integer(text: str) -> int:
+    return int(text.strip())
+
+
+def _converter(kind: Any) -> Callable[[str], Any]:
+    """str -> the field's type (bool, int, float, Path, str, tuple[str, ...], X | None)."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        (inner,) = [a for a in typing.get_args(kind) if a is not type(None)]
+        convert = _converter(inner)
+        return lambda text: None if text.strip() == "" else convert(text)
+    if typing.get_origin(kind) is tuple:
+        return lambda text: tuple(part.strip() for part in text.split(",") if part.strip())
+    if kind is bool:
+        return _boolean
+    if kind is int:
+        return _integer
+    if kind is float:
+        return _finite_float
+    if kind is Path:
+        return Path
+    return str
+
+
+def parse(
+    cls: type[S],
+    argv: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    prog: str | None = None,
+    description: str | None = None,
+    parser: argparse.ArgumentParser | None = None,
+) -> S:
+    """Build ``cls`` from flags, then variables, then defaults (validated as it is built)."""
+    environ = os.environ if environ is None else environ
+    parser = parser or argparse.ArgumentParser(prog=prog, description=description)
+    hints = typing.get_type_hints(cls)
+    chosen: dict[str, Any] = {}
+    fields = [f for f in dataclasses.fields(cls) if f.metadata.get("flag", True)]
+    for field in fields:
+        default = field.default if field.default is not dataclasses.MISSING else "(generated)"
+        help_text = (
+            f"{field.metadata.get('help', '')} (env {cls.variable(field.name)}, default {default!r})".strip()
+        )
+        flag = f"--{field.name.replace('_', '-')}"
+        if hints[field.name] is bool:
+            parser.add_argument(
+                flag, dest=field.name, action="store_const", const="1", default=None, help=help_text
+            )
+        else:
+            parser.add_argument(flag, dest=field.name, default=None, help=help_text)
+    args = parser.parse_args(argv)
+    for field in fields:
+        raw = getattr(args, field.name)
+        if raw is None:
+            raw = environ.get(cls.variable(field.name))
+        if raw is None:
+            continue
+        try:
+            chosen[field.name] = _converter(hints[field.name])(raw)
+        except ValueError:
+            raise SettingsError(f"{cls.describe(field.name)}: cannot read {raw!r}") from None
+    return cls(**chosen)

@@ -1,0 +1,266 @@
+"""``make mutate``: how strong is the fast suite? Hand-made mutations of the bridge, the shared
+contract and export, each a plausible bug (most on an error path); every one must make at
+least one fast test fail. Each runs on a scratch copy of the tree, never on the checkout.
+
+    .venv/bin/python -m tests.mutations [--tests tests/test_x.py ...] [--only NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+COPIED = ("bridge", "client", "depthstream", "export", "serving", "web", "tests", "pyproject.toml")
+# The fast suite: in-process, no Triton, no export (a few seconds each).
+FAST_TESTS = (
+    "tests/test_app_fast.py",
+    "tests/test_admission.py",
+    "tests/test_contract.py",
+    "tests/test_protocol.py",
+    "tests/test_settings.py",
+    "tests/test_images.py",
+    "tests/test_colorize.py",
+    "tests/test_resize.py",
+    "tests/test_fingerprint.py",
+)
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    path: str
+    old: str
+    new: str
+
+
+MUTATIONS = [
+    # Triton's answers and the codes the client hears
+    Mutation(
+        "queue full is not busy",
+        "bridge/triton.py",
+        'if "exceeds maximum queue size" in text or "timeout expired" in text:',
+        "if False:",
+    ),
+    Mutation(
+        "RESOURCE_EXHAUSTED is not busy",
+        "bridge/triton.py",
+        'if status == "RESOURCE_EXHAUSTED":',
+        'if status == "RESOURCE_EXHAUSTED_":',
+    ),
+    Mutation(
+        "deadline is not timeout",
+        "bridge/triton.py",
+        'if status == "DEADLINE_EXCEEDED":',
+        'if status == "DEADLINE":',
+    ),
+    Mutation(
+        "NOT_FOUND is not model_not_ready",
+        "bridge/triton.py",
+        'if status == "NOT_FOUND":',
+        'if status == "NOTFOUND":',
+    ),
+    Mutation(
+        "mismatch reported as not ready",
+        "bridge/triton.py",
+        'raise ModelMismatch(f"{name}: {info.problem}")',
+        'raise ModelNotReady(f"{name}: {info.problem}")',
+    ),
+    Mutation(
+        "wrongly shaped depth accepted",
+        "bridge/triton.py",
+        "if depth is None or depth.shape != (1, *rgb.shape[:2]):",
+        "if depth is None:",
+    ),
+    Mutation(
+        "Triton down not remembered",
+        "bridge/triton.py",
+        "                self.mark_down()",
+        "                pass",
+    ),
+    Mutation(
+        "in-flight bound ignores the model's instances",
+        "bridge/triton.py",
+        "self.limit.set_capacity(capacity_of(config))",
+        "self.limit.set_capacity(8)",
+    ),
+    Mutation(
+        "frames sent past their deadline",
+        "bridge/triton.py",
+        "return time.monotonic() + expected <= deadline",
+        "return True",
+    ),
+    # the app's gates
+    Mutation(
+        "connection limit off",
+        "bridge/app.py",
+        "if len(state.sessions) >= settings.max_connections:",
+        "if False:",
+    ),
+    Mutation(
+        "new connections accepted while draining",
+        "bridge/app.py",
+        "    if state.draining:\n        return ErrorCode.SHUTTING_DOWN",
+        "    if False:\n        return ErrorCode.SHUTTING_DOWN",
+    ),
+    Mutation("origin check off", "bridge/app.py", "if not origin_allowed(websocket, settings):", "if False:"),
+    Mutation("token check off", "bridge/app.py", "if not token_ok(websocket, settings):", "if False:"),
+    Mutation(
+        "ready while draining",
+        "bridge/app.py",
+        '{"status": "not ready", "reason": "shutting down"}, status_code=503',
+        '{"status": "ready"}, status_code=200',
+    ),
+    Mutation(
+        "api ignores the default colormap",
+        "bridge/app.py",
+        '"default_colormap": state.settings.default_colormap,',
+        '"default_colormap": "inferno",',
+    ),
+    Mutation(
+        "model list never cached",
+        "bridge/app.py",
+        "if time.monotonic() - self._read_at > self.ttl_s:",
+        "if True:",
+    ),
+    # the session
+    Mutation("rate limit off", "bridge/session.py", "if not self.limiter.allow():", "if False:"),
+    Mutation(
+        "expired frames not counted",
+        "bridge/session.py",
+        "self._count_dropped()  # it would answer after its deadline",
+        "pass  # it would answer after its deadline",
+    ),
+    Mutation(
+        "NaN depth sent as an image",
+        "bridge/session.py",
+        'raise BadOutput("the model returned no finite depth for this frame") from None',
+        "return b''",
+    ),
+    Mutation(
+        "replaced frames not counted",
+        "bridge/session.py",
+        "        if self.pending is not None:\n            self._count_dropped()\n        self.pending = Frame(",
+        "        self.pending = Frame(",
+    ),
+    # turns at Triton
+    Mutation(
+        "no bound on requests in flight",
+        "bridge/admission.py",
+        "if self.in_flight < self.capacity and not self._waiters:",
+        "if not self._waiters:",
+    ),
+    Mutation(
+        "a cancelled waiter keeps its place", "bridge/admission.py", "self._waiters.remove(turn)", "pass"
+    ),
+    # frames in
+    Mutation(
+        "no side limit",
+        "bridge/images.py",
+        "if width > MAX_IMAGE_SIDE or height > MAX_IMAGE_SIDE:",
+        "if False:",
+    ),
+    Mutation("no pixel limit", "bridge/images.py", "if width * height > max_pixels:", "if False:"),
+    Mutation("unknown control fields accepted", "bridge/protocol.py", "    if unknown:\n", "    if False:\n"),
+    # settings
+    Mutation(
+        "max_pixels above the contract accepted",
+        "bridge/settings.py",
+        "1 <= self.max_pixels <= MAX_IMAGE_PIXELS",
+        "1 <= self.max_pixels",
+    ),
+    Mutation(
+        "infinite timeouts accepted", "depthstream/settings.py", "if not math.isfinite(value):", "if False:"
+    ),
+    Mutation(
+        "unknown log level accepted",
+        "bridge/settings.py",
+        '("log_level", self.log_level in LOG_LEVELS',
+        '("log_level", True',
+    ),
+    # the contract and export
+    Mutation(
+        "no ceiling on the network input",
+        "depthstream/contract.py",
+        "return min(self._constrain(scale * height), ceiling), min(self._constrain(scale * width), ceiling)",
+        "return self._constrain(scale * height), self._constrain(scale * width)",
+    ),
+    Mutation(
+        "ceiling at 3:1", "depthstream/contract.py", "max_aspect: float = 2.5", "max_aspect: float = 3.0"
+    ),
+    Mutation(
+        "fingerprint misses files",
+        "export/repository.py",
+        '_CODE_GLOBS = ("export/*.py", "export/*.sh", "depthstream/*.py")',
+        '_CODE_GLOBS = ("export/graph.py",)',
+    ),
+    Mutation("bicubic kernel off", "export/resize.py", "CUBIC_A = -0.75", "CUBIC_A = -0.5"),
+]
+
+
+def run_tests(tree: Path, tests: list[str], timeout_s: float) -> tuple[bool, str]:
+    """(caught, summary): caught when pytest fails (or hangs)."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    try:
+        result = subprocess.run(command, cwd=tree, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return True, "timed out"
+    lines = result.stdout.strip().splitlines()
+    return result.returncode != 0, lines[-1] if lines else ""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.mutations", description=__doc__)
+    parser.add_argument("--tests", nargs="*", default=list(FAST_TESTS))
+    parser.add_argument("--only", help="run the mutations whose name contains this")
+    parser.add_argument("--timeout-s", type=float, default=180)
+    args = parser.parse_args(argv)
+    mutations = [m for m in MUTATIONS if not args.only or args.only in m.name]
+    with tempfile.TemporaryDirectory(prefix="mutations-") as scratch:
+        tree = Path(scratch)
+        for name in COPIED:
+            source = ROOT / name
+            if source.is_dir():
+                shutil.copytree(source, tree / name, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy2(source, tree / name)
+        tests = [t for t in args.tests if (tree / t).exists()]
+        clean, summary = run_tests(tree, tests, args.timeout_s)
+        if clean:
+            print(f"the fast suite fails without any mutation: {summary}", file=sys.stderr)
+            return 2
+        survivors = []
+        for number, mutation in enumerate(mutations, start=1):
+            path = tree / mutation.path
+            original = path.read_text()
+            if original.count(mutation.old) != 1:
+                print(
+                    f"[{number:2}] {mutation.name}: its target is gone from {mutation.path}", file=sys.stderr
+                )
+                return 2
+            path.write_text(original.replace(mutation.old, mutation.new))
+            started = time.monotonic()
+            caught, summary = run_tests(tree, tests, args.timeout_s)
+            path.write_text(original)
+            verdict = "caught" if caught else "SURVIVED"
+            print(
+                f"[{number:2}] {verdict:8} {mutation.name} ({time.monotonic() - started:.0f} s): {summary}",
+                flush=True,
+            )
+            if not caught:
+                survivors.append(mutation.name)
+    caught = len(mutations) - len(survivors)
+    print(f"\n{caught} of {len(mutations)} mutations caught by {len(tests)} test files")
+    for name in survivors:
+        print(f"  survived: {name}")
+    return 0 if not survivors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""Fast, in-process: the real app and session through Starlette's TestClient, the real gateway,
+and a stand-in for tritonclient's aio client (tests/fake_triton.py). Every branch: each error
+code, the connection limit, draining, model mismatch, busy, timeout, expired frames."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import cv2
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from bridge.app import MODEL_LIST_TTL_S, create_app
+from bridge.protocol import ErrorCode
+from bridge.settings import BridgeSettings
+from depthstream.contract import DEFAULT_MODEL, MAX_IMAGE_SIDE
+from tests.fake_triton import FakeTriton, triton_error
+
+
+def jpeg(width: int = 64, height: int = 48) -> bytes:
+    image = np.dstack([np.linspace(0, 255, width, dtype=np.uint8)[None].repeat(height, 0)] * 3)
+    return cv2.imencode(".jpg", image)[1].tobytes()
+
+
+def png_header(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b"")
+
+
+@pytest.fixture
+def fake() -> FakeTriton:
+    return FakeTriton()
+
+
+def make_client(fake: FakeTriton, **overrides) -> TestClient:
+    settings = BridgeSettings(triton_url="fake:8001", **overrides)
+    return TestClient(create_app(settings, client_factory=lambda url: fake))
+
+
+@pytest.fixture
+def client(fake):
+    with make_client(fake) as client:
+        yield client
+
+
+def hello(ws) -> dict:
+    message = ws.receive_json()
+    assert message["type"] == "hello"
+    return message
+
+
+def answer(ws) -> tuple[dict, bytes | None]:
+    header = ws.receive_json()
+    if header["type"] != "depth":
+        return header, None
+    return header, ws.receive_bytes()
+
+
+def closed_with(ws) -> int:
+    message = ws.receive()
+    assert message["type"] == "websocket.close", message
+    return message["code"]
+
+
+def test_a_frame_is_answered_with_depth_at_its_size(client):
+    with client.websocket_connect("/ws") as ws:
+        greeting = hello(ws)
+        assert greeting["model"] == DEFAULT_MODEL
+        assert set(greeting["error_codes"]["transient"]) >= {"busy", "timeout", "triton_unavailable"}
+        ws.send_bytes(jpeg(64, 48))
+        header, image = answer(ws)
+    assert (
+        header["type"] == "depth" and header["seq"] == 0 and (header["width"], header["height"]) == (64, 48)
+    )
+    assert cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize(
+    "status,text,code",
+    [
+        ("RESOURCE_EXHAUSTED", "", ErrorCode.BUSY),
+        ("UNAVAILABLE", "Exceeds maximum queue size", ErrorCode.BUSY),  # Triton's bounded queue
+        ("UNAVAILABLE", "Request timeout expired", ErrorCode.BUSY),
+        ("UNAVAILABLE", "failed to connect to all addresses", ErrorCode.TRITON_UNAVAILABLE),
+        ("DEADLINE_EXCEEDED", "Deadline Exceeded", ErrorCode.TIMEOUT),
+        ("CANCELLED", "", ErrorCode.TIMEOUT),
+        ("NOT_FOUND", "unknown model", ErrorCode.MODEL_NOT_READY),
+        ("INTERNAL", "secret stack trace", ErrorCode.INFERENCE_FAILED),
+        ("INVALID_ARGUMENT", "secret detail", ErrorCode.INFERENCE_FAILED),
+    ],
+)
+def test_each_triton_failure_has_its_code_and_no_triton_text(client, fake, status, text, code):
+    fake.failure = triton_error(status, text)
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_bytes(jpeg())
+        error, _ = answer(ws)
+        assert error == {**error, "type": "error", "code": str(code), "seq": 0}
+        assert "secret" not in error["message"] and "StatusCode" not in error["message"]
+        fake.failure = None
+        if code == ErrorCode.TRITON_UNAVAILABLE:
+            time.sleep(0.4)  # the gateway's probe finds Triton back
+        ws.send_bytes(jpeg())
+        header, _ = answer(ws)
+    assert header["type"] == "depth" and header["seq"] == 1, "the stream goes on after the error"
+
+
+@pytest.mark.parametrize(
+    "output",
+    [
+        lambda shape: np.zeros((1, 3, 3), np.float32),  # wrong shape
+        lambda shape: np.full(shape[:3], np.nan, np.float32),  # no finite depth
+        lambda shape: None,  # no output at all
+    ],
+)
+def test_bad_output_is_an_error_for_that_frame(client, fake, output):
+    fake.output = output
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_bytes(jpeg())
+        error, _ = answer(ws)
+    assert error["code"] == ErrorCode.BAD_OUTPUT and error["seq"] == 0
+
+
+def test_a_model_that_breaks_the_contract_is_refused_as_mismatch(client, fake):
+    fake.mismatched.add("midas_dpt_beit_base_384")
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_text(json.dumps({"type": "config", "model": "midas_dpt_beit_base_384"}))
+        error = ws.receive_json()
+        assert error["code"] == ErrorCode.MODEL_MISMATCH
+        ws.send_text(json.dumps({"type": "config"}))
+        assert ws.receive_json()["model"] == DEFAULT_MODEL, "the stream keeps its model"
+
+
+def test_a_mismatched_default_model_is_said_at_once(fake):
+    fake.mismatched.add(DEFAULT_MODEL)
+    with make_client(fake) as client, client.websocket_connect("/ws") as ws:
+        hello(ws)
+        assert ws.receive_json()["code"] == ErrorCode.MODEL_MISMATCH
+        status = client.get("/readyz")
+    assert status.status_code == 503
+
+
+def test_a_model_not_ready_is_refused_as_not_ready(client, fake):
+    fake.not_ready.add("midas_dpt_beit_base_384")
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_text(json.dumps({"type": "config", "model": "midas_dpt_beit_base_384"}))
+        assert ws.receive_json()["code"] == ErrorCode.MODEL_NOT_READY
+
+
+def test_triton_down_means_unavailable_at_once_and_not_ready(client, fake):
+    fake.up = False
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        assert ws.receive_json()["code"] == ErrorCode.TRITON_UNAVAILABLE
+        ws.send_bytes(jpeg())
+        error, _ = answer(ws)
+        assert error["code"] == ErrorCode.TRITON_UNAVAILABLE
+    response = client.get("/readyz")
+    assert response.status_code == 503 and "unreachable" in response.json()["reason"]
+
+
+def test_the_connection_limit_refuses_with_busy_and_1013(fake):
+    with make_client(fake, max_connections=1) as client, client.websocket_connect("/ws") as first:
+        hello(first)
+        with client.websocket_connect("/ws") as second:
+            error = second.receive_json()
+            assert error["code"] == ErrorCode.BUSY and "limit of 1" in error["message"]
+            assert closed_with(second) == 1013
+        first.send_bytes(jpeg())
+        assert answer(first)[0]["type"] == "depth", "the first stream is untouched"
+
+
+def test_draining_closes_streams_1001_and_refuses_new_ones(client, fake):
+    app = client.app
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        client.portal.call(app.state.drain)
+        assert closed_with(ws) == 1001
+    with client.websocket_connect("/ws") as late:
+        error = late.receive_json()
+        assert error["code"] == ErrorCode.SHUTTING_DOWN and closed_with(late) == 1001
+    assert client.get("/readyz").status_code == 503
+
+
+def test_frames_that_cannot_finish_in_time_are_not_sent(fake):
+    """Two streams, one request in flight at a time: the second stream's frame would wait for
+    the first (0.6 s) and then need 0.6 s itself, past its 1 s deadline: it is dropped unsent."""
+    fake.delay_s = 0.6
+    with make_client(fake, request_timeout_s=1.0) as client:
+        with client.websocket_connect("/ws") as a, client.websocket_connect("/ws") as b:
+            hello(a), hello(b)
+            a.send_bytes(jpeg())
+            assert answer(a)[0]["type"] == "depth"  # the bridge now knows the model's time
+            calls = fake.calls["infer"]
+            a.send_bytes(jpeg())
+            time.sleep(0.05)
+            b.send_bytes(jpeg())
+            assert answer(a)[0]["type"] == "depth"
+            time.sleep(0.3)
+            b.send_text(json.dumps({"type": "config"}))
+            accounts = b.receive_json()
+        assert (accounts["received"], accounts["dropped"]) == (1, 1)
+        assert fake.calls["infer"] == calls + 1, "the expired frame never reached Triton"
+        assert "depthstream_frames_expired_total 1.0" in client.get("/metrics").text
+
+
+def test_requests_in_flight_to_triton_are_bounded_by_the_models_instances(fake):
+    fake.delay_s = 0.2
+    with make_client(fake) as client:
+        sockets = [client.websocket_connect("/ws") for _ in range(4)]
+        streams = [s.__enter__() for s in sockets]
+        try:
+            for ws in streams:
+                hello(ws)
+                ws.send_bytes(jpeg())
+            headers = [answer(ws)[0] for ws in streams]
+        finally:
+            for s in sockets:
+                s.__exit__(None, None, None)
+    assert all(h["type"] == "depth" for h in headers), "every stream served in turn"
+    assert fake.most_in_flight == 1, "one instance: one request in flight, the others wait in the bridge"
+
+
+def test_rate_limit_drops_and_counts(fake):
+    with make_client(fake, max_fps=1) as client, client.websocket_connect("/ws") as ws:
+        hello(ws)
+        for _ in range(4):
+            ws.send_bytes(jpeg())
+        messages = [ws.receive_json() for _ in range(2)]
+        codes = [m.get("code") for m in messages if m["type"] == "error"]
+        assert ErrorCode.RATE_LIMITED in codes
+
+
+@pytest.mark.parametrize(
+    "data,code",
+    [
+        (b"not an image", ErrorCode.UNSUPPORTED_FORMAT),
+        (png_header(MAX_IMAGE_SIDE + 1, 2), ErrorCode.IMAGE_TOO_LARGE),
+        (png_header(1, 1), ErrorCode.IMAGE_TOO_SMALL),
+        (jpeg()[:-50], ErrorCode.BAD_IMAGE),
+    ],
+)
+def test_bad_frames_get_their_code_and_never_reach_triton(client, fake, data, code):
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_bytes(data)
+        error, _ = answer(ws)
+    assert error["code"] == code and "infer" not in fake.calls
+
+
+@pytest.mark.parametrize(
+    "text,code",
+    [
+        ("{", ErrorCode.BAD_JSON),
+        ('{"type": "hello"}', ErrorCode.UNKNOWN_TYPE),
+        ('{"type": "config", "fps": 3}', ErrorCode.UNKNOWN_FIELD),
+        ('{"type": "config", "model": "resnet"}', ErrorCode.UNKNOWN_MODEL),
+        ('{"type": "config", "colormap": "jet3"}', ErrorCode.UNKNOWN_COLORMAP),
+    ],
+)
+def test_bad_control_messages_get_their_code(client, text, code):
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_text(text)
+        assert ws.receive_json()["code"] == code
+
+
+def test_a_foreign_origin_is_refused_1008(client):
+    with client.websocket_connect("/ws", headers={"origin": "http://evil.example"}) as ws:
+        assert ws.receive_json()["code"] == ErrorCode.FORBIDDEN_ORIGIN
+        assert closed_with(ws) == 1008
+
+
+def test_the_token_guards_the_stream_and_the_api(fake):
+    token = "t" * 20
+    with make_client(fake, token=token) as client:
+        with client.websocket_connect("/ws") as ws:
+            assert ws.receive_json()["code"] == ErrorCode.UNAUTHORIZED
+            assert closed_with(ws) == 1008
+        assert client.get("/api/models").status_code == 401
+        assert client.get("/api/models", headers={"authorization": f"Bearer {token}"}).status_code == 200
+        with client.websocket_connect(f"/ws?token={token}") as ws:
+            hello(ws)
+
+
+def test_api_models_is_cached_and_honours_the_default_colormap(fake):
+    with make_client(fake, default_colormap="turbo") as client:
+        first = client.get("/api/models").json()
+        calls = dict(fake.calls)
+        second = client.get("/api/models").json()
+    assert first == second and first["default_colormap"] == "turbo"
+    assert fake.calls == calls, f"served from the cache (refreshed every {MODEL_LIST_TTL_S:g} s)"
+    assert {m["name"] for m in first["models"]} >= {"depth_anything_v2_small", "midas_dpt_beit_base_384"}
+
+
+def test_a_client_gone_mid_frame_leaves_the_bridge_serving(client, fake):
+    fake.delay_s = 0.3
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_bytes(jpeg())
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_bytes(jpeg())
+        assert answer(ws)[0]["type"] == "depth"
+    assert "depthstream_connections 0.0" in client.get("/metrics").text
+
+
+def test_random_weights_are_reported(fake):
+    fake.random_weights = True
+    with make_client(fake) as client, client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_bytes(jpeg())
+        header, _ = answer(ws)
+    assert header["random_weights"] is True
+
+
+def test_disconnect_is_clean(client):
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.close()
+        ws.receive_json()

@@ -1,0 +1,50 @@
+"""The packages form a stack: nothing imports back up (the README's layout section says why)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("depthstream", "export", "serving", "bridge", "client", "bench")
+# what each package may import from the others
+ALLOWED = {
+    "depthstream": set(),
+    "export": {"depthstream"},
+    "serving": {"depthstream"},
+    "bridge": {"depthstream"},
+    "client": {"depthstream", "bridge"},  # colorizing, as the page does
+    "bench": {"depthstream", "export", "serving", "bridge"},
+}
+EXCEPTIONS = {
+    "serving/demo.py": {"bridge"},  # the demo starts the bridge beside Triton
+    "bridge/client.py": {"client"},  # where users called the client; a forwarder, not in the image
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names & set(PACKAGES)
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_import_runs_back_up(package):
+    for path in sorted((ROOT / package).rglob("*.py")):
+        relative = path.relative_to(ROOT).as_posix()
+        allowed = ALLOWED[package] | {package} | EXCEPTIONS.get(relative, set())
+        assert imported_packages(path) <= allowed, f"{relative} imports {imported_packages(path) - allowed}"
+
+
+def test_the_bridge_image_carries_only_what_the_bridge_runs():
+    dockerfile = (ROOT / "deploy" / "bridge.Dockerfile").read_text()
+    copied = {line.split()[1].rstrip("/") for line in dockerfile.splitlines() if line.startswith("COPY ")}
+    assert copied == {"deploy/requirements-bridge.txt", "depthstream", "bridge", "web"}
+    assert "bridge/client.py" in (ROOT / ".dockerignore").read_text().split()
