@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from bridge.metrics import BridgeMetrics
+from depthstream.model_config import parse
 from export import flavours
-from export.configs import parse
 from tests.test_configs import check_common
 
 ROOT = Path(__file__).resolve().parent.parent
