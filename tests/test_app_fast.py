@@ -326,3 +326,38 @@ def test_random_weights_are_reported(fake):
         ws.send_bytes(jpeg())
         header, _ = answer(ws)
     assert header["random_weights"] is True
+
+
+def test_once_triton_is_known_down_frames_fail_fast_without_a_call(client, fake):
+    fake.failure = triton_error("UNAVAILABLE", "failed to connect to all addresses")
+    fake.up = False  # the probe finds it down too
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.receive_json()  # the start-up check already says unavailable
+        ws.send_bytes(jpeg())
+        assert answer(ws)[0]["code"] == ErrorCode.TRITON_UNAVAILABLE
+        calls = fake.calls.get("infer", 0)
+        ws.send_bytes(jpeg())
+        assert answer(ws)[0]["code"] == ErrorCode.TRITON_UNAVAILABLE
+    assert fake.calls.get("infer", 0) == calls, "no request to a Triton known to be down"
+
+
+def test_latest_frame_wins_and_every_frame_is_accounted_for(client, fake):
+    fake.delay_s = 0.2
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        for _ in range(6):
+            ws.send_bytes(jpeg())
+        answered = [answer(ws)[0] for _ in range(2)]
+        ws.send_text(json.dumps({"type": "config"}))
+        accounts = ws.receive_json()
+    assert [h["seq"] for h in answered] == [0, 5], "the first, then the newest; the rest replaced"
+    assert accounts["received"] == 6 and accounts["dropped"] == 4
+
+
+def test_the_bridges_own_pixel_limit_applies_below_the_contracts(fake):
+    with make_client(fake, max_pixels=1000) as client, client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_bytes(jpeg(64, 48))
+        error, _ = answer(ws)
+    assert error["code"] == ErrorCode.IMAGE_TOO_LARGE and "limit is 1000" in error["message"]
