@@ -7,8 +7,8 @@ one bridge:
 1. alone: one client, to measure what one stream gets (Triton's capacity here) and the model's
    time;
 2. crowd: ``--clients`` clients (8) at ``--fps`` (10) for ``--duration-s`` (60);
-3. mixed: one client sending the costliest frame the contract accepts (4096x1638, at the
-   network input's ceiling and near the pixel limit) and three ordinary ones.
+3. mixed: one client sending the costliest frame the contract accepts (1920x768: the network
+   input's ceiling, with the most pixels beyond 2.5:1) and three ordinary ones.
 
 At the end of each phase every client asks the bridge for its accounts (a ``config`` message
 with no field), so ``answered + dropped + errors = sent`` is checked exactly, per client.
@@ -38,7 +38,7 @@ from depthstream.contract import DEFAULT_MODEL, MODELS
 from serving.triton import EmbeddedTriton
 
 SETTLE_S = 12.0  # after the last frame: longer than the bridge's deadline, so every frame has ended
-COSTLY = (1638, 4096)  # (height, width): the network's ceiling and most of the pixel limit
+COSTLY = (768, 1920)  # (height, width): the network's ceiling and most of the pixel limit
 
 
 async def camera(ws_url: str, model: str, frames: list[bytes], fps: float, duration_s: float) -> dict:

@@ -8,6 +8,8 @@ benchmarks) send none, and Origin is no protection against them anyway: that is 
 from __future__ import annotations
 
 import hmac
+import logging
+import re
 from urllib.parse import urlsplit
 
 from starlette.requests import HTTPConnection
@@ -40,3 +42,32 @@ def token_ok(connection: HTTPConnection, settings: BridgeSettings) -> bool:
     if not settings.token:
         return True
     return hmac.compare_digest(presented_token(connection).encode(), settings.token.encode())
+
+
+# ?token=... in a URL (uvicorn logs "WebSocket /ws?token=..." at info level), and bearer
+# credentials in headers (logged raw at uvicorn's trace level)
+_SECRETS = re.compile(r"(token=)[^&\s\"'\\]+|(bearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
+LOGGERS_THAT_SEE_REQUESTS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+
+
+def redact(text: str) -> str:
+    return _SECRETS.sub(lambda m: (m.group(1) or m.group(2)) + "<redacted>", text)
+
+
+class RedactSecrets(logging.Filter):
+    """A secret never reaches a log: the access token is replaced in every record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, ()
+        return True
+
+
+def redact_server_logs() -> None:
+    """Install the filter on every logger through which uvicorn reports requests (once)."""
+    for name in LOGGERS_THAT_SEE_REQUESTS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactSecrets) for f in logger.filters):
+            logger.addFilter(RedactSecrets())

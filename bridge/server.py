@@ -7,6 +7,7 @@ import signal
 
 import uvicorn
 
+from bridge.access import redact_server_logs
 from bridge.app import create_app
 from bridge.settings import BridgeSettings
 
@@ -43,7 +44,7 @@ def uvicorn_config(settings: BridgeSettings) -> uvicorn.Config:
     # ws="websockets-sansio": the websockets library's own protocol, which enforces the size
     # limit (close 1009) and is not the deprecated legacy API; no per-message compression:
     # frames are already JPEG, and deflate costs CPU and memory (and invites zip bombs).
-    return uvicorn.Config(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
@@ -53,3 +54,5 @@ def uvicorn_config(settings: BridgeSettings) -> uvicorn.Config:
         log_level=settings.log_level,
         timeout_graceful_shutdown=settings.drain_timeout_s + 2,
     )
+    redact_server_logs()  # after uvicorn configured its loggers: ?token=... never reaches a log
+    return config

@@ -18,7 +18,15 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from bridge.colorize import COLORMAPS, DEFAULT_COLORMAP, colorize, to_uint16
-from depthstream.contract import DEFAULT_MODEL, INPUT_DTYPE, INPUT_NAME, MODELS, OUTPUT_NAME
+from depthstream.contract import (
+    DEFAULT_MODEL,
+    INPUT_DTYPE,
+    INPUT_NAME,
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE,
+    MODELS,
+    OUTPUT_NAME,
+)
 
 
 def infer(
@@ -41,6 +49,18 @@ def server_compute_ms(client: grpcclient.InferenceServerClient, model: str) -> t
     return stats.success.count, compute
 
 
+def fit_to_contract(rgb: np.ndarray) -> np.ndarray:
+    """Scale a photo larger than the contract allows (a side, the pixels) down to fit, keeping
+    its aspect: Triton refuses larger images, and the network sees at most 518x1288 anyway."""
+    height, width = rgb.shape[:2]
+    scale = min(1.0, MAX_IMAGE_SIDE / max(height, width), (MAX_IMAGE_PIXELS / (height * width)) ** 0.5)
+    if scale >= 1.0:
+        return rgb
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    print(f"note: {width}x{height} is beyond the model contract's limits; sending it at {size[0]}x{size[1]}")
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m client", description=__doc__)
     parser.add_argument("image", type=Path, help="a JPEG, PNG or WebP file")
@@ -57,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if rgb is None:
         print(f"error: cannot read {args.image} as an image", file=sys.stderr)
         return 2
+    rgb = fit_to_contract(rgb)
     out_dir = args.output_dir or args.image.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     client = grpcclient.InferenceServerClient(args.url)

@@ -27,10 +27,12 @@ RANDOM_WEIGHTS_MARKER = "RANDOM_WEIGHTS"
 # client of the embedded Triton, which refuses beyond these before running anything). The
 # network's own input is bounded inside the graph (Resize.max_aspect); these bound the work
 # done at the input's size: the uint8 -> float conversion, the resize in and the resize back.
-# Measured (make bench, worst case): with the ceiling, the costliest image is one at or beyond
-# 2.5:1 with the most pixels; these keep it within 3x the time of a 640x480 frame.
-MAX_IMAGE_PIXELS = 4096 * 2160  # per image: DCI 4K (UHD 3840x2160 and every webcam fit)
-MAX_IMAGE_SIDE = 4096  # either side, in pixels
+# Measured (make bench, worst case): with the ceiling, the costliest image is one beyond 2.5:1
+# with the most pixels. The ceiling alone costs ~2.7x a 640x480 frame (the official 518x1288 at
+# 2.5:1); every megapixel adds ~50 ms on 2 cores (conversion, resizes, gRPC), so 4096x1638 (DCI
+# 4K limits) reached 2.95-3.2x. Full HD keeps the worst case near the ceiling's own cost.
+MAX_IMAGE_PIXELS = 1920 * 1080  # per image: Full HD, either orientation
+MAX_IMAGE_SIDE = 1920  # either side, in pixels
 MIN_IMAGE_SIDE = 2  # the resize needs at least a 2x2 image to have a shape worth resizing
 
 
