@@ -15,6 +15,8 @@ BRIDGE_PORT ?= 8080
 # NGC Triton release matching the embedded tritonserver 2.51 (for `make triton` and plans)
 TRITON_IMAGE ?= nvcr.io/nvidia/tritonserver:24.10-py3
 PYTEST_ARGS ?=
+# Compose v2 (`docker compose`, Docker's plugin); Debian's v1 works the same: COMPOSE=docker-compose
+COMPOSE ?= docker compose
 BENCH_ARGS ?=
 
 # WEIGHTS= (hub download) | random (smoke mode) | DIR (a local checkpoint, with MODEL=name)
@@ -44,11 +46,17 @@ export: setup ## export the models to ONNX in model_repository/ (WEIGHTS=random|
 serve: setup ## run the embedded tritonserver (CPU) on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT)
 	$(PYTHON) -m serving --repository $(REPOSITORY)
 
-triton: ## print the docker run line for the NGC Triton container (GPU) serving model_repository/
-	@echo docker run --rm --gpus all --shm-size=1g \
+# the same restrictions as deploy/compose.yaml (tests/test_deploy.py compares them)
+TRITON_RESTRICTED := model-repository,shared-memory,logging,trace
+triton: ## print the docker run line for the NGC Triton container (GPU) serving model_repository/ (TRITON_ADMIN_KEY)
+	@key=$${TRITON_ADMIN_KEY:-$$($(PYTHON_SYSTEM) -c 'import secrets; print(secrets.token_hex(16))')}; \
+	echo docker run --rm --gpus all --shm-size=1g \
 	  -p 127.0.0.1:$(HTTP_PORT):8000 -p 127.0.0.1:$(GRPC_PORT):8001 -p 127.0.0.1:$(METRICS_PORT):8002 \
-	  -v $(abspath $(REPOSITORY)):/models $(TRITON_IMAGE) \
-	  tritonserver --model-repository=/models --model-control-mode=none --strict-readiness=true
+	  -v $(abspath $(REPOSITORY)):/models:ro $(TRITON_IMAGE) \
+	  tritonserver --model-repository=/models --model-control-mode=none --strict-readiness=true \
+	  --exit-on-error=true \
+	  --http-restricted-api=$(TRITON_RESTRICTED):admin-key=$$key \
+	  --grpc-restricted-protocol=$(TRITON_RESTRICTED):admin-key=$$key
 
 plans: ## build TensorRT plans with trtexec in the NGC container (GPU + Docker)
 	TRITON_IMAGE=$(TRITON_IMAGE) REPOSITORY=$(REPOSITORY) bash export/build_plans.sh
@@ -57,10 +65,10 @@ repository-cpu: setup ## the CPU flavour of model_repository/ for the NGC image 
 	$(PYTHON) -m export.flavours cpu --source $(REPOSITORY) --target model_repository_cpu
 
 up: ## start the NGC Triton container and the bridge with Docker Compose (GPU; TRITON_ADMIN_KEY, BRIDGE_TOKEN)
-	TRITON_IMAGE=$(TRITON_IMAGE) docker compose -p depthstream -f deploy/compose.yaml up -d --build
+	TRITON_IMAGE=$(TRITON_IMAGE) $(COMPOSE) -p depthstream -f deploy/compose.yaml up -d --build
 
 down: ## stop what `make up` started
-	docker compose -p depthstream -f deploy/compose.yaml down
+	$(COMPOSE) -p depthstream -f deploy/compose.yaml down
 
 demo: setup ## export (WEIGHTS=random for a smoke demo), run Triton + the bridge, open http://127.0.0.1:8080/
 	@$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS) || { \

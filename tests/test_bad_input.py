@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import struct
 import time
 import zlib
@@ -267,3 +268,21 @@ def test_flood_is_rate_limited_and_counted(triton):
     assert codes.count("rate_limited") == 1, "one clear error per second, not one per frame"
     assert answers[-1]["dropped"] >= flood - 5, "frames over the limit are dropped and counted"
     assert len(answers) + answers[-1]["dropped"] == flood + 1, "every frame answered or counted"
+
+
+@pytest.mark.parametrize("level", ["info", "debug", "trace"])
+def test_the_token_never_reaches_a_log(triton, capfd, level):
+    settings = bridge_settings(triton.settings.grpc_url, token=TOKEN, log_level=level)
+    with RunningBridge(settings) as running:
+        logging.getLogger("uvicorn.error").setLevel(level.upper() if level != "trace" else 5)
+        with open_stream(f"{running.ws_url}?token={TOKEN}") as ws:
+            assert answered_by(ws, GOOD_JPEG) == "ok"
+        with open_stream(running.ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+            assert answered_by(ws, GOOD_JPEG) == "ok"
+        from tests.test_bridge import get
+
+        assert get(f"{running.url}/api/models?token={TOKEN}")[0] == 200
+    logged = capfd.readouterr()
+    text = logged.out + logged.err
+    assert "WebSocket /ws?token=<redacted>" in text, "the access line is logged, redacted"
+    assert TOKEN not in text

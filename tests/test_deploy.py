@@ -154,3 +154,47 @@ def test_cpu_flavour_conforms(tiny_repository, tmp_path):
         assert config.backend == "onnxruntime" and not config.HasField("optimization")
         assert [g.kind for g in config.instance_group] == [config.instance_group[0].KIND_CPU]
         assert (path.parent / "1" / "model.onnx").stat().st_size > 0
+
+
+def ingress_routes(path: str, rules: list[dict]) -> bool:
+    """Whether an Ingress routes ``path`` (Kubernetes path semantics: Exact, or Prefix by
+    whole path elements)."""
+    for rule in rules:
+        for entry in rule["http"]["paths"]:
+            want = entry["path"]
+            if entry["pathType"] == "Exact" and path == want:
+                return True
+            if entry["pathType"] == "Prefix":
+                prefix = want.rstrip("/")
+                if prefix == "" or path == prefix or path.startswith(prefix + "/"):
+                    return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "cpu"])
+def test_the_ingress_routes_the_page_and_never_metrics(overlay):
+    rendered = subprocess.run(
+        [tool("kubectl"), "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    ingress = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Ingress")
+    rules = ingress["spec"]["rules"]
+    for path in ("/metrics", "/metrics/", "/healthz", "/readyz"):
+        assert not ingress_routes(path, rules), path
+    for path in ["/", "/ws", "/api/models", *(f"/{p.name}" for p in (ROOT / "web").iterdir())]:
+        assert ingress_routes(path, rules), path
+    assert not any("snippet" in key for key in ingress["metadata"].get("annotations", {}))
+
+
+def test_the_printed_docker_run_line_has_composes_restrictions():
+    line = subprocess.run(
+        ["make", "-s", "triton", "TRITON_ADMIN_KEY=k3y"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.split()
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())["services"]["triton"]["command"]
+    expected = [flag.replace("${TRITON_ADMIN_KEY:?set TRITON_ADMIN_KEY}", "k3y") for flag in compose[1:]]
+    server_flags = line[line.index("tritonserver") + 1 :]
+    assert sorted(server_flags) == sorted(expected)
+    assert any(part.endswith(":/models:ro") for part in line), "the models are mounted read-only"
+    assert all(p.startswith("127.0.0.1:") for p in (line[i + 1] for i, x in enumerate(line) if x == "-p"))

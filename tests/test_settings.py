@@ -110,3 +110,94 @@ def test_triton_settings_share_the_scheme():
         parse(TritonSettings, ["--grpc-port", "8000"], {})
     with pytest.raises(SettingsError, match="--grpc-port / GRPC_PORT"):
         parse(TritonSettings, [], {"GRPC_PORT": "99999"})
+
+
+# a valid value other than the default for every bridge setting
+OTHER_VALUES = {
+    "host": ("localhost", "localhost"),
+    "port": ("9100", 9100),
+    "triton_url": ("triton:9001", "triton:9001"),
+    "default_model": ("midas_dpt_beit_base_384", "midas_dpt_beit_base_384"),
+    "default_colormap": ("turbo", "turbo"),
+    "jpeg_quality": ("70", 70),
+    "request_timeout_s": ("3.5", 3.5),
+    "max_message_bytes": ("2048", 2048),
+    "max_pixels": ("1000", 1000),
+    "max_connections": ("3", 3),
+    "max_in_flight": ("2", 2),
+    "max_fps": ("5", 5.0),
+    "send_timeout_s": ("4", 4.0),
+    "drain_timeout_s": ("1", 1.0),
+    "allowed_origins": ("https://a.example", "https://a.example"),
+    "token": ("x" * 16, "x" * 16),
+    "allow_no_token": ("1", True),
+    "log_level": ("debug", "debug"),
+}
+
+
+def test_the_table_covers_every_setting():
+    import dataclasses
+
+    assert set(OTHER_VALUES) | {"web_dir"} == {f.name for f in dataclasses.fields(BridgeSettings)}
+
+
+@pytest.mark.parametrize("name", sorted(OTHER_VALUES))
+def test_every_variable_is_honoured_and_its_flag_wins(name):
+    raw, value = OTHER_VALUES[name]
+    variable = BridgeSettings.variable(name)
+    assert getattr(parse_settings([], environ={variable: raw}), name) == value
+    default = getattr(BridgeSettings(), name)
+    flag = f"--{name.replace('_', '-')}"
+    argv = [flag] if isinstance(default, bool) else [flag, str(default)]
+    if not isinstance(default, bool):
+        assert getattr(parse_settings(argv, environ={variable: raw}), name) == default, "the flag wins"
+
+
+@pytest.mark.parametrize(
+    "name,bad",
+    [
+        (name, bad)
+        for name, bads in {
+            "port": ["http", "0", "-1", "65536", "", "1e3"],
+            "jpeg_quality": ["0", "101", "nan", ""],
+            "request_timeout_s": ["0", "-1", "inf", "-inf", "nan", "soon"],
+            "max_message_bytes": ["0", "100", "x"],
+            "max_pixels": ["0", "-5", "99999999999"],
+            "max_connections": ["0", "-1"],
+            "max_in_flight": ["-1", "one"],
+            "max_fps": ["0", "nan", "inf"],
+            "send_timeout_s": ["0", "inf"],
+            "drain_timeout_s": ["-1", "nan"],
+            "default_model": ["", "resnet"],
+            "default_colormap": ["", "jet3"],
+            "triton_url": ["", "nohost", "a:b", "a:70000"],
+            "log_level": ["", "verbose", "bogus"],
+            "allow_no_token": ["maybe"],
+            "token": ["short"],
+            "host": [""],
+        }.items()
+        for bad in bads
+    ],
+)
+def test_every_bad_value_is_refused_naming_the_flag_and_the_variable(name, bad):
+    variable = BridgeSettings.variable(name)
+    for argv, environ in (([f"--{name.replace('_', '-')}", bad], {}), ([], {variable: bad})):
+        if bad == "" and argv:
+            continue  # an empty flag value is the same as the variable's
+        with pytest.raises(SettingsError) as error:
+            parse_settings(argv, environ=environ)
+        assert f"--{name.replace('_', '-')}" in str(error.value) and variable in str(error.value)
+
+
+def test_make_bridge_passes_the_variables_through(tmp_path):
+    import os
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "BRIDGE_TRITON_URL": "triton:9001", "BRIDGE_PORT": "9100"}
+    printed = subprocess.run(
+        ["make", "-s", "bridge", "PYTHON=echo"], cwd=root, env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert printed[printed.index("--triton-url") + 1] == "triton:9001"
+    assert printed[printed.index("--port") + 1] == "9100"
