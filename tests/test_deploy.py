@@ -198,3 +198,13 @@ def test_the_printed_docker_run_line_has_composes_restrictions():
     assert sorted(server_flags) == sorted(expected)
     assert any(part.endswith(":/models:ro") for part in line), "the models are mounted read-only"
     assert all(p.startswith("127.0.0.1:") for p in (line[i + 1] for i, x in enumerate(line) if x == "-p"))
+
+
+def test_make_bridge_passes_the_variables_through(tmp_path):
+    root = ROOT
+    env = {**os.environ, "BRIDGE_TRITON_URL": "triton:9001", "BRIDGE_PORT": "9100"}
+    printed = subprocess.run(
+        ["make", "-s", "bridge", "PYTHON=echo"], cwd=root, env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert printed[printed.index("--triton-url") + 1] == "triton:9001"
+    assert printed[printed.index("--port") + 1] == "9100"

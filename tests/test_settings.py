@@ -187,17 +187,3 @@ def test_every_bad_value_is_refused_naming_the_flag_and_the_variable(name, bad):
         with pytest.raises(SettingsError) as error:
             parse_settings(argv, environ=environ)
         assert f"--{name.replace('_', '-')}" in str(error.value) and variable in str(error.value)
-
-
-def test_make_bridge_passes_the_variables_through(tmp_path):
-    import os
-    import subprocess
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "BRIDGE_TRITON_URL": "triton:9001", "BRIDGE_PORT": "9100"}
-    printed = subprocess.run(
-        ["make", "-s", "bridge", "PYTHON=echo"], cwd=root, env=env, check=True, capture_output=True, text=True
-    ).stdout.split()
-    assert printed[printed.index("--triton-url") + 1] == "triton:9001"
-    assert printed[printed.index("--port") + 1] == "9100"
