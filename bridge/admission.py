@@ -40,7 +40,7 @@ class InFlightLimit:
         except asyncio.CancelledError:
             if turn.done() and not turn.cancelled():
                 self.release()  # granted just as the waiter went away: pass the turn on
-            else:
+            elif turn in self._waiters:
                 self._waiters.remove(turn)
             raise
 

@@ -177,12 +177,14 @@ async def stream(websocket: WebSocket) -> None:
         await refuse(websocket, *refused)
         return
     state = state_of(websocket)
-    await websocket.accept()
+    # counted before the first await: a burst of handshakes cannot all pass the limit
     session = StreamSession(websocket, state.pool, state.settings, state.metrics)
     state.sessions.add(session)
     state.metrics.connections.inc()
-    tasks = [asyncio.create_task(receive(websocket, session)), asyncio.create_task(session.run_worker())]
+    tasks: list[asyncio.Task] = []
     try:
+        await websocket.accept()
+        tasks = [asyncio.create_task(receive(websocket, session)), asyncio.create_task(session.run_worker())]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             error = task.exception()
@@ -201,7 +203,8 @@ async def stream(websocket: WebSocket) -> None:
             task.cancel()  # cancels a gRPC call in flight too
         # wait, not gather: gather turned a cancellation of this handler into a stray
         # CancelledError about 1 time in 10 (seen with Starlette's TestClient)
-        await asyncio.wait(tasks)
+        if tasks:
+            await asyncio.wait(tasks)
 
 
 async def receive(websocket: WebSocket, session: StreamSession) -> None:

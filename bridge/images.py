@@ -100,7 +100,9 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     """Encoded image -> RGB uint8 [H, W, 3] (gray, alpha and 16-bit are converted)."""
     _, width, height = sniff(data)
     check_size(width, height, max_pixels)
-    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB)
+    # as stored, not rotated by an EXIF orientation tag: the size checked above is the stored one,
+    # and the depth must line up with the pixels the client sent
+    rgb = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
     if rgb is None:
         raise ProtocolError(ErrorCode.BAD_IMAGE, "the image could not be decoded (corrupt or truncated)")
     if rgb.shape[1] != width or rgb.shape[0] != height:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -136,6 +137,19 @@ class TritonGateway:
         self.limit = InFlightLimit(max_in_flight or 1)
         self._expected_s: dict[str, float] = {}
 
+    async def servers_behind(self) -> int:
+        """How many Triton servers this endpoint spreads over: the addresses a ``dns:///`` name
+        resolves to (a Kubernetes headless Service: one per pod, round-robin), else 1. The
+        bound on requests in flight grows with them, so more pods take more work."""
+        if not self.url.startswith("dns:///"):
+            return 1
+        host, _, port = self.url.removeprefix("dns:///").rpartition(":")
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+        except OSError:
+            return 1
+        return max(1, len({info[4][0] for info in infos}))
+
     def expected_s(self, model: str) -> float:
         """Recent time of one inference of ``model`` here (0 until one has been answered)."""
         return self._expected_s.get(model, 0.0)
@@ -206,7 +220,7 @@ class TritonGateway:
             log.error("model %s does not match the contract: %s", name, "; ".join(problems))
             return ModelInfo(name, ready=False, problem="served model does not match the contract")
         if self.auto_capacity:
-            self.limit.set_capacity(capacity_of(config))
+            self.limit.set_capacity(capacity_of(config) * await self.servers_behind())
         return ModelInfo(name, ready=True, random_weights=is_random_weights(config))
 
     async def models(self) -> list[ModelInfo]:

@@ -2,7 +2,8 @@
 
 An example for users who talk to Triton themselves: it sends the raw RGB pixels (preprocessing
 is inside the model), writes a colorized PNG and a 16-bit PNG of the depth at the photo's own
-size, and prints the round trip and the server's own compute time.
+size (a photo beyond the model contract's limits is first scaled down to fit, and its depth
+comes back at that size), and prints the round trip and the server's own compute time.
 """
 
 from __future__ import annotations

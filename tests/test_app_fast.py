@@ -361,3 +361,42 @@ def test_the_bridges_own_pixel_limit_applies_below_the_contracts(fake):
         ws.send_bytes(jpeg(64, 48))
         error, _ = answer(ws)
     assert error["code"] == ErrorCode.IMAGE_TOO_LARGE and "limit is 1000" in error["message"]
+
+
+def test_the_in_flight_bound_grows_with_the_servers_behind_a_dns_name(fake):
+    """A headless Service resolves to one address per Triton pod: each can take its share."""
+    import asyncio
+    import socket
+    from unittest import mock
+
+    from bridge.triton import TritonGateway
+
+    async def scenario() -> int:
+        gateway = TritonGateway("dns:///triton:8001", 10.0, client=fake)
+        addresses = [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (f"10.0.0.{i}", 8001)) for i in range(3)]
+        with mock.patch.object(
+            asyncio.get_running_loop(), "getaddrinfo", mock.AsyncMock(return_value=addresses)
+        ):
+            await gateway.model_info(DEFAULT_MODEL)
+        return gateway.limit.capacity
+
+    assert asyncio.run(scenario()) == 3, "one instance per pod, three pods"
+
+
+def test_a_burst_of_handshakes_cannot_pass_the_connection_limit(fake):
+    import threading
+
+    results: list[str] = []
+    with make_client(fake, max_connections=2) as client:
+
+        def connect() -> None:
+            with client.websocket_connect("/ws") as ws:
+                results.append(ws.receive_json()["type"])
+                time.sleep(0.3)
+
+        threads = [threading.Thread(target=connect) for _ in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert results.count("hello") == 2 and results.count("error") == 3

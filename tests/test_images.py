@@ -137,3 +137,17 @@ def test_header_and_data_must_agree():
 def test_encode_jpeg_round_trips():
     bgr = cv2.cvtColor(photo(64, 48), cv2.COLOR_RGB2BGR)
     assert cv2.imdecode(np.frombuffer(encode_jpeg(bgr, 80), np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
+
+
+def test_an_exif_rotated_jpeg_decodes_as_stored():
+    """A phone photo with an orientation tag: decoded as stored, at its header's size."""
+    from io import BytesIO
+
+    from PIL import Image
+
+    image = Image.fromarray(photo(60, 40))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    buffer = BytesIO()
+    image.save(buffer, "JPEG", exif=exif.tobytes())
+    assert decode(buffer.getvalue(), MAX_PIXELS).shape == (40, 60, 3)
