@@ -21,10 +21,14 @@ for model_dir in "$REPOSITORY"/*/; do
   [ -f "$model_dir/1/model.onnx" ] || continue
   mkdir -p "$TARGET/$name/1"
   echo "building $TARGET/$name/1/model.plan (FP16, profile $MIN_SHAPE .. $OPT_SHAPE .. $MAX_SHAPE)"
-  docker run --rm --gpus all -v "$(realpath "$REPOSITORY")":/src:ro -v "$(realpath "$TARGET")":/dst \
+  if ! docker run --rm --gpus all -v "$(realpath "$REPOSITORY")":/src:ro -v "$(realpath "$TARGET")":/dst \
     "$TRITON_IMAGE" /usr/src/tensorrt/bin/trtexec \
       --onnx="/src/$name/1/model.onnx" --saveEngine="/dst/$name/1/model.plan" --fp16 \
-      --minShapes=IMAGE:"$MIN_SHAPE" --optShapes=IMAGE:"$OPT_SHAPE" --maxShapes=IMAGE:"$MAX_SHAPE"
+      --minShapes=IMAGE:"$MIN_SHAPE" --optShapes=IMAGE:"$OPT_SHAPE" --maxShapes=IMAGE:"$MAX_SHAPE"; then
+    rm -rf "${TARGET:?}/$name"  # no half-built model left behind for Triton to trip on
+    echo "make plans: building $name failed (is this a GPU machine with the NVIDIA Container Toolkit?)" >&2
+    exit 1
+  fi
 done
 "$PYTHON" -m export.flavours tensorrt_plan --source "$REPOSITORY" --target "$TARGET"
 echo "serve with: docker run --gpus all -v $(realpath "$TARGET"):/models $TRITON_IMAGE tritonserver --model-repository=/models"

@@ -208,3 +208,28 @@ def test_make_bridge_passes_the_variables_through(tmp_path):
     ).stdout.split()
     assert printed[printed.index("--triton-url") + 1] == "triton:9001"
     assert printed[printed.index("--port") + 1] == "9100"
+
+
+def test_a_failed_plan_build_leaves_no_model_directory(tmp_path):
+    """`make plans` where Docker cannot build (no GPU): an error, and nothing half-built left."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "docker").write_text("#!/bin/sh\necho 'could not select device driver' >&2\nexit 125\n")
+    (fake_bin / "docker").chmod(0o755)
+    source = tmp_path / "repo" / "depth_anything_v2_small" / "1"
+    source.mkdir(parents=True)
+    (source / "model.onnx").write_bytes(b"not really a model")
+    target = tmp_path / "plans"
+    result = subprocess.run(
+        ["bash", str(ROOT / "export" / "build_plans.sh")],
+        env={
+            **os.environ,
+            "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}",
+            "REPOSITORY": str(tmp_path / "repo"),
+            "TARGET": str(target),
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "failed" in result.stderr
+    assert not (target / "depth_anything_v2_small").exists()

@@ -20,3 +20,17 @@ def test_python_example_runs(triton, tmp_path, monkeypatch):
     exec(block.replace("127.0.0.1:8001", triton.settings.grpc_url), namespace)  # noqa: S102
     assert namespace["depth"].shape == (200, 320)
     namespace["client"].close()
+
+
+def test_the_configuration_table_lists_every_bridge_setting():
+    import dataclasses
+
+    from bridge.settings import BridgeSettings
+
+    text = README.read_text()
+    rows = set(re.findall(r"^\| `--([a-z-]+)` / `(BRIDGE_[A-Z_]+)` \|", text, re.M))
+    expected = {
+        (f.name.replace("_", "-"), BridgeSettings.variable(f.name))
+        for f in dataclasses.fields(BridgeSettings)
+    }
+    assert rows == expected
