@@ -52,12 +52,15 @@ def original_eager(spec: ModelSpec, network, frames: list[np.ndarray]) -> Result
 
 
 def onnxruntime_direct(spec: ModelSpec, onnx_path: Path, frames: list[np.ndarray]) -> Result:
-    """ONNX Runtime on the exported model, in-process: the floor for this model on this CPU."""
+    """ONNX Runtime on the exported model, in-process, with the settings the served model uses
+    (serving.python_backend_model.session_options: no CPU arena, which bounds memory for a few
+    percent of speed): the floor for this model on this CPU, so the stack's rows measure the
+    stack's own cost."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = os.cpu_count() or 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    from serving.python_backend_model import session_options
+
+    options = session_options(os.cpu_count() or 1)
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
     def one(rgb: np.ndarray) -> np.ndarray:

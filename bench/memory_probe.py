@@ -6,7 +6,6 @@ after a large request says little about the next one. Imports only what the serv
 """
 
 import os
-import resource
 import sys
 
 import numpy as np
@@ -22,7 +21,13 @@ def peak_mb(onnx_path: str, height: int, width: int, batch: int) -> float:
     image = np.zeros((1, height, width, 3), np.uint8)
     for _ in range(batch):  # as the served model runs a batch: one image at a time
         session.run(["DEPTH"], {"IMAGE": image})
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child of a large process (make bench,
+    # with PyTorch loaded) would report its parent's size
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 if __name__ == "__main__":

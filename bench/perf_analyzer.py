@@ -58,7 +58,8 @@ def measured_requests(profile: Path) -> tuple[int, float]:
     """Requests perf_analyzer completed and the seconds they spanned, counted from its own
     per-request export (every trial), not derived from its rate. (-1, nan) if it wrote none."""
     try:
-        experiments = json.loads(profile.read_text())["experiments"]
+        # the export embeds the raw input bytes: not all of it is UTF-8
+        experiments = json.loads(profile.read_bytes().decode(errors="replace"))["experiments"]
     except (OSError, ValueError, KeyError):
         return -1, float("nan")
     requests = [r for e in experiments for r in e.get("requests", []) if r.get("response_timestamps")]
