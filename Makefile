@@ -82,7 +82,7 @@ bridge: setup ## run only the bridge (Triton already running; BRIDGE_* variables
 bench: setup ## benchmark every approach side by side (BENCH_ARGS=--quick for a smoke run)
 	$(PYTHON) -m bench --repository $(REPOSITORY) $(BENCH_ARGS)
 
-soak: setup ## 8 camera-like clients for 60 s against the full stack; reports drops, errors, p99, memory
+soak: setup ## overload: one client alone, 8 at 10 fps for 60 s, then costly + ordinary; checks its goals
 	$(PYTHON) -m bench.soak --repository $(REPOSITORY)
 
 test: setup ## run the test suite (unit, integration with real Triton and uvicorn, browser)
