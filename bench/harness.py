@@ -10,29 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from serving.triton import TritonSettings
+from serving.triton import TritonSettings, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def server_settings(repository: Path, workdir: Path, **options) -> TritonSettings:
     """An embedded Triton of the benchmark's own, on free ports."""
-    return TritonSettings(
-        repository=repository,
-        workdir=workdir,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        **options,
-    )
+    return TritonSettings.on_free_ports(repository, workdir, **options)
 
 
 def gpus() -> list[str]:

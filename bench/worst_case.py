@@ -28,7 +28,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from bench.frames import stream
-from bench.harness import Bridge, machine, server_settings
+from bench.harness import ROOT, Bridge, machine, server_settings
 from depthstream.contract import (
     CHECKPOINTS,
     INPUT_NAME,
@@ -41,7 +41,6 @@ from depthstream.contract import (
 )
 from serving.triton import EmbeddedTriton
 
-ROOT = Path(__file__).resolve().parent.parent
 TIME_GOAL, MEMORY_GOAL = 3.0, 2.5
 BASELINE = (480, 640)
 BEGIN, END = "<!-- worst-case:begin -->", "<!-- worst-case:end -->"

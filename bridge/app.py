@@ -264,7 +264,6 @@ def create_app(settings: BridgeSettings, client_factory: Callable | None = None)
     )
     app.state.depthstream = AppState(settings, BridgeMetrics(), client_factory)
     app.state.drain = lambda: drain(app)
-    app.state.metrics = app.state.depthstream.metrics
     return app
 
 

@@ -43,10 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     supervisor.start()
     while not stop["requested"] and supervisor.is_alive():
         time.sleep(0.2)
-    supervisor.stop()
-    supervisor.join()
-    log.info("stopping tritonserver")
-    server.stop()
+    supervisor.shutdown()
     return 1 if supervisor.gave_up else 0
 
 

@@ -56,10 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         run_until_stopped(server)
     finally:
-        supervisor.stop()
-        supervisor.join()
-        log.info("stopping tritonserver")
-        triton.stop()
+        supervisor.shutdown()
     return 1 if supervisor.gave_up else 0
 
 

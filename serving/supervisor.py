@@ -67,6 +67,13 @@ class TritonSupervisor(threading.Thread):
     def stop(self) -> None:
         self._stopping.set()
 
+    def shutdown(self) -> None:
+        """Stop watching, then stop Triton (Ctrl-C, SIGTERM, or after giving up)."""
+        self.stop()
+        self.join()
+        log.info("stopping tritonserver")
+        self.server.stop()
+
     def run(self) -> None:
         failures, up_since = 0, time.monotonic()
         while not self._stopping.wait(0.2):

@@ -77,6 +77,18 @@ class TritonSettings(Settings):
                 f"must differ; got {ports}"
             )
 
+    @classmethod
+    def on_free_ports(cls, repository: Path, workdir: Path, **options) -> TritonSettings:
+        """An embedded Triton of its own (tests, benchmarks), on ports the OS says are free."""
+        return cls(
+            repository=repository,
+            workdir=workdir,
+            http_port=free_port(),
+            grpc_port=free_port(),
+            metrics_port=free_port(),
+            **options,
+        )
+
     @property
     def ports(self) -> dict[str, int]:
         return {"HTTP": self.http_port, "gRPC": self.grpc_port, "metrics": self.metrics_port}
@@ -88,6 +100,12 @@ class TritonSettings(Settings):
     @property
     def http_url(self) -> str:
         return f"http://{self.host}:{self.http_port}"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _pytriton_dirs() -> tuple[Path, Path]:

@@ -51,15 +51,7 @@ def tiny_repository(tiny_checkpoints, tmp_path_factory) -> Path:
 
 
 def triton_settings(repository: Path, workdir: Path, **overrides) -> TritonSettings:
-    return TritonSettings(
-        repository=repository,
-        workdir=workdir,
-        http_port=free_port(),
-        grpc_port=free_port(),
-        metrics_port=free_port(),
-        threads=1,
-        **overrides,
-    )
+    return TritonSettings.on_free_ports(repository, workdir, threads=1, **overrides)
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,16 @@ def tool(name: str) -> str:
     return path
 
 
+def render(overlay: str) -> str:
+    """The overlay as the cluster would receive it (kubectl kustomize)."""
+    return subprocess.run(
+        [tool("kubectl"), "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+
 @pytest.mark.parametrize("path", sorted(DEPLOY.rglob("*.yaml")), ids=lambda p: str(p.relative_to(DEPLOY)))
 def test_every_yaml_parses(path):
     documents = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
@@ -40,12 +50,7 @@ def test_every_yaml_parses(path):
 
 @pytest.mark.parametrize("overlay", ["gpu", "cpu"])
 def test_overlay_renders_and_validates_against_kubernetes_schemas(overlay):
-    rendered = subprocess.run(
-        [tool("kubectl"), "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    rendered = render(overlay)
     resources = [d for d in yaml.safe_load_all(rendered) if d]
     kinds = sorted(r["kind"] for r in resources)
     assert kinds == [
@@ -173,12 +178,7 @@ def ingress_routes(path: str, rules: list[dict]) -> bool:
 
 @pytest.mark.parametrize("overlay", ["gpu", "cpu"])
 def test_the_ingress_routes_the_page_and_never_metrics(overlay):
-    rendered = subprocess.run(
-        [tool("kubectl"), "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
+    rendered = render(overlay)
     ingress = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Ingress")
     rules = ingress["spec"]["rules"]
     for path in ("/metrics", "/metrics/", "/healthz", "/readyz"):
