@@ -31,8 +31,7 @@ log = logging.getLogger(__name__)
 class Frame:
     seq: int
     data: bytes
-    received_at: float  # perf_counter: for the timings
-    monotonic_at: float  # monotonic: for the deadline
+    received_at: float  # time.perf_counter(): for the timings and the deadline
 
 
 def _ms_since(start: float) -> float:
@@ -153,7 +152,7 @@ class StreamSession:
             return
         if self.pending is not None:
             self._count_dropped()
-        self.pending = Frame(seq, data, time.perf_counter(), time.monotonic())
+        self.pending = Frame(seq, data, time.perf_counter())
         self.wakeup.set()
 
     async def on_control(self, text: str) -> None:
@@ -211,7 +210,7 @@ class StreamSession:
                 frame, self.pending = self.pending, None
                 if frame is None:
                     return
-                deadline = frame.monotonic_at + self.settings.request_timeout_s
+                deadline = frame.received_at + self.settings.request_timeout_s
                 if not turn.can_finish_by(deadline):
                     self._count_dropped()  # it would answer after its deadline: nobody reads it
                     self.metrics.frames_expired.inc()

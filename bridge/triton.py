@@ -251,7 +251,7 @@ class TritonGateway:
         batch = rgb[None]
         tensor = grpcclient.InferInput(INPUT_NAME, list(batch.shape), INPUT_DTYPE)
         tensor.set_data_from_numpy(batch)
-        started = time.monotonic()
+        started = time.perf_counter()
         try:
             result = await self.client.infer(
                 model,
@@ -270,7 +270,7 @@ class TritonGateway:
             shape = None if depth is None else depth.shape
             log.error("%s returned shape %s for a %s frame", model, shape, rgb.shape)
             raise BadOutput(f"{model} returned a wrongly shaped depth map")
-        self._observe(model, time.monotonic() - started)
+        self._observe(model, time.perf_counter() - started)
         return depth[0]
 
 
@@ -285,15 +285,15 @@ class Turn:
 
     def can_finish_by(self, deadline: float) -> bool:
         """False when the model's recent time says the answer would come after ``deadline``
-        (monotonic): sending it would only make Triton run a frame nobody reads. A model slower
+        (time.perf_counter()): sending it would only make Triton run a frame nobody reads. A model slower
         than the whole deadline is still tried, so the client hears ``timeout``."""
         expected = self.gateway.expected_s(self.model)
         if expected >= self.gateway.request_timeout_s:
             return True
-        return time.monotonic() + expected <= deadline
+        return time.perf_counter() + expected <= deadline
 
     async def infer(self, rgb: np.ndarray, deadline: float) -> np.ndarray:
-        self.started = time.monotonic()
+        self.started = time.perf_counter()
         try:
             depth = await self.gateway.infer(self.model, rgb, max(deadline - self.started, 0.001))
         except TritonTimeout:
@@ -308,7 +308,7 @@ class Turn:
         """How long Triton is likely still busy with a request that was abandoned mid-run."""
         if self.started is None or self.finished:
             return 0.0
-        return max(0.0, self.gateway.expected_s(self.model) - (time.monotonic() - self.started))
+        return max(0.0, self.gateway.expected_s(self.model) - (time.perf_counter() - self.started))
 
 
 def capacity_of(config: model_config_pb2.ModelConfig) -> int:
