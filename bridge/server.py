@@ -10,6 +10,7 @@ import uvicorn
 from bridge.access import redact_server_logs
 from bridge.app import create_app
 from bridge.settings import BridgeSettings
+from bridge.websocket_protocol import DrainingCloseProtocol
 
 
 class DrainingServer(uvicorn.Server):
@@ -41,14 +42,15 @@ def build_server(settings: BridgeSettings) -> DrainingServer:
 
 
 def uvicorn_config(settings: BridgeSettings) -> uvicorn.Config:
-    # ws="websockets-sansio": the websockets library's own protocol, which enforces the size
-    # limit (close 1009) and is not the deprecated legacy API; no per-message compression:
+    # The websockets library's sans-I/O protocol (not the deprecated legacy API) enforces the
+    # size limit (close 1009); DrainingCloseProtocol makes sure the client reads that close.
+    # No per-message compression:
     # frames are already JPEG, and deflate costs CPU and memory (and invites zip bombs).
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        ws="websockets-sansio",
+        ws=DrainingCloseProtocol,
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,
         log_level=settings.log_level,

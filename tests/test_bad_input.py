@@ -178,31 +178,61 @@ def read_frame(sock) -> tuple[int, bytes]:
     return first & 0x0F, exactly(length)
 
 
-def test_oversize_message_closes_1009(strict_bridge):
-    """Announce a 2 MiB frame (the limit is 1 MiB) and send none of it: the server refuses it
-    from the header alone. (Sending the payload too races the server's close against a reset.)"""
+def websocket_handshake(port: int):
+    """A raw socket past the WebSocket handshake: the test writes frames byte by byte."""
     import base64
     import os
     import socket
 
-    with socket.create_connection(("127.0.0.1", strict_bridge.settings.port), timeout=10) as sock:
-        key = base64.b64encode(os.urandom(16)).decode()
-        sock.sendall(
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{strict_bridge.settings.port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        response = b""
-        while b"\r\n\r\n" not in response:
-            response += sock.recv(4096)
-        assert response.startswith(b"HTTP/1.1 101")
-        sock.sendall(bytes([0x82, 0x80 | 127]) + struct.pack(">Q", 2 * 1024 * 1024) + os.urandom(4))
-        while True:
-            opcode, payload = read_frame(sock)
-            if opcode == 0x8:
-                break
-    assert struct.unpack(">H", payload[:2])[0] == 1009
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(4096)
+    assert response.startswith(b"HTTP/1.1 101")
+    return sock
+
+
+def close_code_after(sock) -> int:
+    while True:
+        opcode, payload = read_frame(sock)
+        if opcode == 0x8:
+            return struct.unpack(">H", payload[:2])[0]
+
+
+OVERSIZE_ATTEMPTS = 12
+
+
+def test_a_whole_oversize_message_closes_1009_every_time(strict_bridge):
+    """A client that writes a whole 2 MiB frame (the limit is 1 MiB) and only then reads must
+    see the 1009, every time: the server reads and discards the rest before closing, instead of
+    closing under the client's feet (which resets the connection and loses the close frame)."""
+    import os
+
+    limit = strict_bridge.settings.max_message_bytes
+    payload = os.urandom(2 * limit)
+    frame = bytes([0x82, 0x80 | 127]) + struct.pack(">Q", len(payload)) + os.urandom(4) + payload
+    codes = []
+    for _ in range(OVERSIZE_ATTEMPTS):
+        with websocket_handshake(strict_bridge.settings.port) as sock:
+            sock.sendall(frame)  # raises ConnectionResetError / BrokenPipeError if cut off
+            codes.append(close_code_after(sock))
+    assert codes == [1009] * OVERSIZE_ATTEMPTS
     with open_stream(strict_bridge.ws_url) as fresh:
         assert answered_by(fresh, GOOD_JPEG) == "ok"
+
+
+def test_an_announced_oversize_message_closes_1009(strict_bridge):
+    """The header alone is enough: the server refuses a frame it has not received yet."""
+    import os
+
+    with websocket_handshake(strict_bridge.settings.port) as sock:
+        sock.sendall(bytes([0x82, 0x80 | 127]) + struct.pack(">Q", 2 * 1024 * 1024) + os.urandom(4))
+        assert close_code_after(sock) == 1009
 
 
 def test_foreign_origin_is_refused(strict_bridge):
