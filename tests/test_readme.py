@@ -34,3 +34,16 @@ def test_the_configuration_table_lists_every_bridge_setting():
         for f in dataclasses.fields(BridgeSettings)
     }
     assert rows == expected
+
+
+def test_figures_quoted_in_prose_match_the_generated_tables():
+    """The bench block is written by `make bench`; a figure quoted from it elsewhere must follow
+    it, and every generated table says on what machine it was measured."""
+    text = README.read_text()
+    bench = text.split("<!-- bench:begin -->")[1].split("<!-- bench:end -->")[0]
+    worst = text.split("<!-- worst-case:begin -->")[1].split("<!-- worst-case:end -->")[0]
+    for block in (bench, worst):
+        assert re.search(r"[Mm]easured by `make bench` on \d+ cores \(", block)
+    fps, name = re.search(r"fastest Depth-Anything-V2 preset .*?\| ([\d.]+) fps \((\w+)\)", bench).groups()
+    quoted = re.search(r"pick `(\w+)` in the page: ([\d.]+) frames/s end to\s+end", text)
+    assert quoted.groups() == (name, f"{float(fps):.1f}")
