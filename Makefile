@@ -32,13 +32,19 @@ export HTTP_PORT GRPC_PORT METRICS_PORT
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+# ONNXRUNTIME=auto: onnxruntime-gpu (CUDA and cuDNN from pip) where nvidia-smi lists a GPU, else
+# onnxruntime; ONNXRUNTIME=cpu|gpu forces one (depthstream/accelerator.py)
+ONNXRUNTIME ?= auto
+$(VENV)/.installed: requirements.txt requirements-dev.txt depthstream/accelerator.py
 	test -x $(PYTHON) || $(PYTHON_SYSTEM) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
-	$(PYTHON) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	ONNXRUNTIME=$(ONNXRUNTIME) $(PYTHON_SYSTEM) -m depthstream.accelerator requirements requirements.txt $(VENV)/requirements.txt
+	@# the CPU and GPU builds share the `onnxruntime` module: never both
+	$(PYTHON) -m pip uninstall --quiet --yes onnxruntime onnxruntime-gpu 2>/dev/null || true
+	$(PYTHON) -m pip install --quiet -r $(VENV)/requirements.txt -r requirements-dev.txt
 	touch $@
 
-setup: $(VENV)/.installed ## create .venv with the pinned dependencies
+setup: $(VENV)/.installed ## create .venv with the pinned dependencies (ONNX Runtime's GPU build on NVIDIA machines)
 
 export: setup ## export the models to ONNX in model_repository/ (WEIGHTS=random|DIR, MODEL=name)
 	$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS)

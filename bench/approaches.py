@@ -52,16 +52,15 @@ def original_eager(spec: ModelSpec, network, frames: list[np.ndarray]) -> Result
 
 
 def onnxruntime_direct(spec: ModelSpec, onnx_path: Path, frames: list[np.ndarray]) -> Result:
-    """ONNX Runtime on the exported model, in-process, with the settings the served model uses
-    (serving.python_backend_model.session_options: no CPU arena, which bounds memory for a few
-    percent of speed): the floor for this model on this CPU, so the stack's rows measure the
-    stack's own cost."""
-    import onnxruntime as ort
+    """ONNX Runtime on the exported model, in-process, with the settings and the execution
+    provider the served model uses (depthstream.runtime: no CPU arena, which bounds memory for a
+    few percent of speed; a GPU where there is one): the floor for this model on this machine,
+    so the stack's rows measure the stack's own cost."""
+    from depthstream import runtime
 
-    from serving.python_backend_model import session_options
-
-    options = session_options(os.cpu_count() or 1)
-    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    session, warning = runtime.open_session(onnx_path, runtime.wanted_providers(), os.cpu_count() or 1)
+    if warning:
+        print(f"bench: {warning}")
 
     def one(rgb: np.ndarray) -> np.ndarray:
         return session.run([OUTPUT_NAME], {INPUT_NAME: rgb[None]})[0]

@@ -9,15 +9,12 @@ import os
 import sys
 
 import numpy as np
-import onnxruntime as ort
 
-from serving.python_backend_model import session_options
+from depthstream.runtime import open_session
 
 
 def peak_mb(onnx_path: str, height: int, width: int, batch: int) -> float:
-    session = ort.InferenceSession(
-        onnx_path, session_options(os.cpu_count() or 1), providers=["CPUExecutionProvider"]
-    )
+    session, _ = open_session(onnx_path, ["CPUExecutionProvider"], os.cpu_count() or 1)  # host memory
     image = np.zeros((1, height, width, 3), np.uint8)
     for _ in range(batch):  # as the served model runs a batch: one image at a time
         session.run(["DEPTH"], {"IMAGE": image})

@@ -32,6 +32,24 @@ def is_random_weights(config: mc.ModelConfig) -> bool:
     return param is not None and param.string_value == "true"
 
 
+# Written into the served (embedded) config by serving.repository, read by the bridge: this
+# model's speed on the machine that serves it (depthstream.runtime measures it).
+MS_PER_FRAME_PARAM = "depthstream_ms_per_frame"
+MEASURED_ON_PARAM = "depthstream_speed_measured_on"
+
+
+def served_speed(config: mc.ModelConfig) -> tuple[float, str] | None:
+    """(ms per 640x480 frame, where it was measured) as the serving machine recorded it, or None."""
+    try:
+        ms = float(config.parameters[MS_PER_FRAME_PARAM].string_value)
+    except (KeyError, ValueError):
+        return None
+    machine = (
+        config.parameters[MEASURED_ON_PARAM].string_value if MEASURED_ON_PARAM in config.parameters else ""
+    )
+    return (ms, machine) if ms > 0 else None
+
+
 def tensors(config: mc.ModelConfig) -> tuple[list, list]:
     """A config's inputs and outputs in the contract's form (Triton datatype, batch dim first)."""
     batch = (-1,) if config.max_batch_size > 0 else ()

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import torch
 
+from depthstream import runtime
 from depthstream.contract import CHECKPOINTS, ModelSpec, Precision, variants_of
-from export import configs, quantize
+from export import configs, quantize, report
 from export.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from export.graph import FusedDepthModel, make_exportable
 from export.images import parity_images, photograph, resized
 from export.onnx_export import OPSET, ParityError, check_parity, export
+from export.report import Progress, Row
 from export.repository import (
     ONNX_FILE,
     VERSION,
@@ -29,6 +31,7 @@ from export.repository import (
     StagedModel,
     code_fingerprint,
     is_up_to_date,
+    read_manifest,
     weights_fingerprint,
 )
 
@@ -68,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="INT8 twins: only where faster than FP32 here (auto), always, or never",
     )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show the libraries' own logs (quantizer, tracer, ONNX Runtime)",
+    )
     args = parser.parse_args(argv)
     if args.weights is not None and args.model == "all":
         parser.error("--weights DIR holds one checkpoint: name it with --model")
@@ -93,87 +101,141 @@ def wanted_manifest(spec: ModelSpec, args: argparse.Namespace) -> Manifest:
     )
 
 
+def network_input(spec: ModelSpec) -> str:
+    if spec.resize.keep_aspect:
+        return f"{spec.resize.size} (sides <= {spec.resize.max_side})"
+    return f"{spec.resize.size}x{spec.resize.size}"
+
+
 class Exporter:
     """Exports the variants of one checkpoint, loading the checkpoint at most once."""
 
-    def __init__(self, checkpoint: ModelSpec, args: argparse.Namespace) -> None:
+    def __init__(self, checkpoint: ModelSpec, args: argparse.Namespace, progress: Progress) -> None:
         self.base = checkpoint
         self.args = args
+        self.progress = progress
+        self.providers = runtime.wanted_providers()
         self._loaded: LoadedCheckpoint | None = None
 
     def checkpoint(self) -> LoadedCheckpoint:
         if self._loaded is None:
+            self.progress.step(self.base.name, "loading the checkpoint")
             self._loaded = load_checkpoint(self.base, self.args.weights, self.args.random_weights)
             make_exportable(self._loaded.model)
         return self._loaded
 
-    def run(self) -> None:
-        for spec in variants_of(self.base.name):
-            if spec.precision == Precision.INT8 and self.args.int8 == "never":
-                continue
-            wanted = wanted_manifest(spec, self.args)
-            if not self.args.force and is_up_to_date(self.args.output / spec.name, wanted):
-                log.info("%s: up to date in %s (use --force to export again)", spec.name, self.args.output)
-                continue
-            started = time.perf_counter()
-            with StagedModel(self.args.output, spec.name) as staged:
-                if spec.precision == Precision.INT8:
-                    extra = self.quantized(spec, staged)
-                    if extra is None:
-                        continue  # not committed: StagedModel discards it
-                else:
-                    extra = self.traced(spec, staged)
-                random_weights = self.args.random_weights
-                staged.write_config(configs.to_text(configs.onnxruntime_config(spec, random_weights)))
-                seconds = round(time.perf_counter() - started, 1)
-                staged.write_manifest(
-                    dataclasses.replace(
-                        wanted, torch=torch.__version__, onnx_opset=OPSET, export_seconds=seconds, **extra
+    def specs(self) -> list[ModelSpec]:
+        return [
+            spec
+            for spec in variants_of(self.base.name)
+            if not (spec.precision == Precision.INT8 and self.args.int8 == "never")
+        ]
+
+    def run(self) -> list[Row]:
+        return [self.one(spec) for spec in self.specs()]
+
+    def one(self, spec: ModelSpec) -> Row:
+        model_dir = self.args.output / spec.name
+        wanted = wanted_manifest(spec, self.args)
+        if not self.args.force and is_up_to_date(model_dir, wanted):
+            self.progress.finish(spec.name, "up to date (--force exports it again)")
+            return self.row(spec, read_manifest(model_dir) or wanted, model_dir, "up to date")
+        started = time.perf_counter()
+        with StagedModel(self.args.output, spec.name) as staged:
+            if spec.precision == Precision.INT8:
+                extra = self.quantized(spec, staged)
+                if isinstance(extra, str):  # not faster: not committed, StagedModel discards it
+                    self.progress.finish(spec.name, f"INT8 dropped: {extra}")
+                    return Row(
+                        spec.name,
+                        network_input(spec),
+                        "-",
+                        None,
+                        f"dropped: {extra}",
+                        "",
+                        wanted.random_weights,
+                        "not written",
                     )
-                )
-                final = staged.commit()
-            log.info("%s: wrote %s in %.1f s %s", spec.name, final, seconds, extra)
-            if random_weights:
-                log.warning("%s: RANDOM WEIGHTS: this model's depth is MEANINGLESS (smoke mode)", spec.name)
+            else:
+                extra = self.traced(spec, staged)
+            self.progress.step(spec.name, "timing a 640x480 frame")
+            self.record_speed(staged.path)
+            staged.write_config(configs.to_text(configs.onnxruntime_config(spec, self.args.random_weights)))
+            seconds = round(time.perf_counter() - started, 1)
+            manifest = dataclasses.replace(
+                wanted, torch=torch.__version__, onnx_opset=OPSET, export_seconds=seconds, **extra
+            )
+            staged.write_manifest(manifest)
+            final = staged.commit()
+        self.progress.finish(spec.name, f"written in {seconds:.1f} s")
+        return self.row(spec, manifest, final, "exported")
+
+    def record_speed(self, model_dir: Path) -> None:
+        speed, warning = runtime.measure(model_dir / VERSION / ONNX_FILE, self.providers)
+        if warning:
+            log.warning("%s", warning)
+        runtime.record_speed(model_dir, speed)
+
+    def row(self, spec: ModelSpec, manifest: Manifest, model_dir: Path, status: str) -> Row:
+        if spec.precision == Precision.INT8:
+            parity = f"{manifest.parity_error:.1e} vs FP32"
+            int8 = f"kept: {manifest.int8_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
+        else:
+            parity, int8 = f"{manifest.parity_error:.1e} vs PyTorch", "-"
+        return Row(
+            spec.name,
+            network_input(spec),
+            parity,
+            runtime.speed_here(model_dir, self.providers).ms,
+            int8,
+            str(model_dir),
+            manifest.random_weights,
+            status,
+        )
 
     def traced(self, spec: ModelSpec, staged: StagedModel) -> dict:
         fused = FusedDepthModel(self.checkpoint().model, spec).eval()
-        log.info("%s: exporting ONNX (opset %d, network input %d)", spec.name, OPSET, spec.resize.size)
+        self.progress.step(spec.name, f"tracing to ONNX (opset {OPSET}, network input {spec.resize.size})")
         export(fused, staged.onnx_path, resized(photograph("astronaut"), 640, 480))
-        log.info("%s: checking ONNX Runtime against PyTorch on photographs", spec.name)
+        self.progress.step(spec.name, "checking ONNX Runtime against PyTorch on photographs")
         return {"parity_error": check_parity(fused, staged.onnx_path, parity_images())}
 
-    def quantized(self, spec: ModelSpec, staged: StagedModel) -> dict | None:
+    def quantized(self, spec: ModelSpec, staged: StagedModel) -> dict | str:
+        """The manifest's INT8 fields, or why the INT8 twin is not offered."""
         fp32_path = self.args.output / spec.fp32_twin / VERSION / ONNX_FILE
-        log.info("%s: quantizing %s to INT8", spec.name, fp32_path)
+        self.progress.step(spec.name, "quantizing to INT8")
         quantize.quantize(fp32_path, staged.onnx_path)
+        self.progress.step(spec.name, "checking INT8 against FP32")
         error = quantize.error_vs_fp32(fp32_path, staged.onnx_path, parity_images())
-        frame = resized(photograph("astronaut"), 640, 480)
-        fp32_ms, int8_ms = quantize.median_ms(fp32_path, frame), quantize.median_ms(staged.onnx_path, frame)
-        log.info(
-            "%s: INT8 %.0f ms vs FP32 %.0f ms at 640x480, error %.2e of range",
-            spec.name,
-            int8_ms,
-            fp32_ms,
-            error,
-        )
+        self.progress.step(spec.name, "timing INT8 against FP32")
+        fp32_ms = runtime.measure(fp32_path, self.providers)[0].ms
+        int8_ms = runtime.measure(staged.onnx_path, self.providers)[0].ms
         if self.args.int8 == "auto" and int8_ms >= fp32_ms:
-            log.info("%s: INT8 is not faster here; not offered", spec.name)
             shutil.rmtree(self.args.output / spec.name, ignore_errors=True)  # an older, faster-then twin
-            return None
-        return {"parity_error": error, "fp32_ms": round(fp32_ms, 1), "int8_ms": round(int8_ms, 1)}
+            return f"not faster here ({int8_ms:.0f} vs {fp32_ms:.0f} ms FP32)"
+        return {"parity_error": error, "fp32_ms": fp32_ms, "int8_ms": int8_ms}
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
+    report.quiet_third_parties(args.verbose)
     names = list(CHECKPOINTS) if args.model == "all" else [args.model]
+    if args.random_weights:
+        print("export: RANDOM WEIGHTS (smoke mode): the real architectures, MEANINGLESS depth")
+    progress = Progress(0)
+    exporters = [Exporter(CHECKPOINTS[name], args, progress) for name in names]
+    progress.total = sum(len(exporter.specs()) for exporter in exporters)
+    rows: list[Row] = []
     try:
-        for name in names:
-            Exporter(CHECKPOINTS[name], args).run()
+        for exporter in exporters:
+            rows += exporter.run()
     except (CheckpointError, ParityError, quantize.QuantizationError) as exc:
-        log.error("%s", exc)
+        print(f"\nexport: error: {exc}", file=sys.stderr)
         return 2
+    machine = runtime.machine_description(exporters[0].providers[0])
+    print(
+        f"\n{report.render(rows)}\n\nms/frame: the model alone on one 640x480 frame, as served, on {machine}."
+    )
     return 0
 
 

@@ -6,8 +6,6 @@ of the DPT head stay FP32, where ConvInteger is slower than FP32 on CPU.
 
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +13,6 @@ import onnxruntime as ort
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from export.onnx_export import relative_error, run_onnx
-
-log = logging.getLogger(__name__)
 
 # INT8 changes the numbers; refuse a quantized model that is off by more than this fraction of
 # the FP32 model's depth range (real and random weights measured 1-3%).
@@ -33,15 +29,10 @@ def quantize(fp32_path: Path, int8_path: Path) -> None:
     )
 
 
-def session(path: Path, threads: int | None = None) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def error_vs_fp32(fp32_path: Path, int8_path: Path, images: list[np.ndarray]) -> float:
-    fp32, int8 = session(fp32_path), session(int8_path)
+    fp32, int8 = (
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32_path, int8_path)
+    )
     worst = 0.0
     for image in images:
         worst = max(worst, relative_error(run_onnx(int8, image[None]), run_onnx(fp32, image[None])))
@@ -50,14 +41,3 @@ def error_vs_fp32(fp32_path: Path, int8_path: Path, images: list[np.ndarray]) ->
             f"INT8 differs from FP32 by {worst:.1%} of the range (limit {INT8_TOLERANCE:.0%})"
         )
     return worst
-
-
-def median_ms(path: Path, image: np.ndarray, repeats: int = 3) -> float:
-    model = session(path)
-    run_onnx(model, image[None])  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run_onnx(model, image[None])
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times))

@@ -19,26 +19,9 @@ import os
 import time
 
 import numpy as np
-import onnxruntime as ort
+import triton_python_backend_utils as pb_utils
 
-try:
-    import triton_python_backend_utils as pb_utils
-except ImportError:  # outside Triton: only session_options is of use (the benchmark's memory probe)
-    pb_utils = None
-
-
-def session_options(threads):
-    """ONNX Runtime's settings for every served model (the benchmark measures with these too)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # No CPU arena: it keeps the largest request's peak allocated for good and grows in powers
-    # of two (measured, Depth Anything at its 518x1288 ceiling: peak 1.78 GB with it, 1.53 GB
-    # without; 2.9x the peak of a 640x480 frame with it, 2.4x without), for ~5-10% of speed.
-    options.enable_cpu_mem_arena = False
-    return options
+from depthstream.runtime import open_session  # on the stub's PYTHONPATH (serving.triton.server_env)
 
 
 def _error_code(name):
@@ -61,8 +44,13 @@ class TritonPythonModel:
         # a slower machine on purpose (tests and drills of overload): seconds added to each run
         self.extra_s = float(params.get("simulated_extra_ms") or 0) / 1e3
 
-        options = session_options(int(params.get("intra_op_threads") or os.cpu_count() or 1))
-        self.session = ort.InferenceSession(params["onnx_path"], options, providers=["CPUExecutionProvider"])
+        threads = int(params.get("intra_op_threads") or os.cpu_count() or 1)
+        providers = (params.get("providers") or "CPUExecutionProvider").split(",")
+        self.session, fallback = open_session(params["onnx_path"], providers, threads)
+        logger = pb_utils.Logger
+        if fallback:
+            logger.log_warn(f"{self.model_name}: {fallback}")
+        logger.log_info(f"{self.model_name}: ONNX Runtime runs it on {self.session.get_providers()[0]}")
         names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
         if names != ([self.input_name], [self.output_name]):
             raise pb_utils.TritonModelException(

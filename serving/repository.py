@@ -1,4 +1,4 @@
-"""The embedded CPU flavour of a model repository, for nvidia-pytriton's ``tritonserver``.
+"""The embedded flavour of a model repository, for nvidia-pytriton's ``tritonserver``.
 
 Each production model (onnxruntime backend, from ``make export``) becomes a Python-backend
 model that runs the same ``model.onnx`` with ONNX Runtime (``python_backend_model.py``).
@@ -13,9 +13,16 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from depthstream import model_config
+from depthstream import model_config, runtime
 from depthstream.contract import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
-from depthstream.model_config import CONFIG_FILE, ONNX_FILE, VERSION, exported_models
+from depthstream.model_config import (
+    CONFIG_FILE,
+    MEASURED_ON_PARAM,
+    MS_PER_FRAME_PARAM,
+    ONNX_FILE,
+    VERSION,
+    exported_models,
+)
 
 MODEL_PY = Path(__file__).with_name("python_backend_model.py")
 
@@ -30,8 +37,10 @@ def embedded_config(
     threads: int | None = None,
     dynamic_batching: bool = False,
     simulated_extra_ms: int = 0,
+    providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    speed: runtime.Speed | None = None,
 ) -> mc.ModelConfig:
-    """The Python-backend (CPU) twin of a production config, running ``onnx_path``.
+    """The Python-backend twin of a production config, running ``onnx_path``.
 
     Without the dynamic batcher by default, as measured by `make bench` on 2 cores: batches of
     four 640x480 frames ran at 1.1 frames/s against 1.9 one at a time, and the batcher's bounded
@@ -59,6 +68,11 @@ def embedded_config(
     config.parameters["min_image_side"].string_value = str(MIN_IMAGE_SIDE)
     if simulated_extra_ms:
         config.parameters["simulated_extra_ms"].string_value = str(simulated_extra_ms)
+    # ONNX Runtime's execution providers, best first (depthstream.accelerator chose them)
+    config.parameters["providers"].string_value = ",".join(providers)
+    if speed is not None:  # for the bridge's choice of a default model
+        config.parameters[MS_PER_FRAME_PARAM].string_value = f"{speed.ms + simulated_extra_ms:.1f}"
+        config.parameters[MEASURED_ON_PARAM].string_value = speed.machine
     return config
 
 
@@ -69,8 +83,10 @@ def generate(
     threads: int | None = None,
     dynamic_batching: bool = False,
     simulated_extra_ms: int = 0,  # a slower machine on purpose, for tests and overload drills
+    device: str = "auto",
 ) -> list[str]:
-    """Write the embedded flavour of ``repository`` into ``target`` (replacing it)."""
+    """Write the embedded flavour of ``repository`` into ``target`` (replacing it), with each
+    model's speed on this machine (measured once per machine and recorded beside the model)."""
     available = exported_models(repository)
     hint = "run `make export` (or `make export WEIGHTS=random` for a smoke test) first"
     if not available:
@@ -79,12 +95,16 @@ def generate(
     if missing:
         raise EmptyRepositoryError(f"{repository} lacks {', '.join(missing)}; {hint}")
     names = models or available
+    providers = tuple(runtime.wanted_providers(device))
     shutil.rmtree(target, ignore_errors=True)
     for name in names:
         source = repository / name
         production = model_config.parse((source / CONFIG_FILE).read_text())
         onnx_path = str((source / VERSION / ONNX_FILE).resolve())
-        embedded = embedded_config(production, onnx_path, threads, dynamic_batching, simulated_extra_ms)
+        speed = runtime.speed_here(source, list(providers), threads)
+        embedded = embedded_config(
+            production, onnx_path, threads, dynamic_batching, simulated_extra_ms, providers, speed
+        )
         version_dir = target / name / VERSION
         version_dir.mkdir(parents=True)
         header = f"# Embedded CPU flavour, generated from {source / CONFIG_FILE} by serving.repository; do not edit.\n"

@@ -22,11 +22,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from depthstream.accelerator import DEVICES
 from depthstream.contract import MODELS
 from depthstream.settings import Settings, SettingsError, setting
 from serving.repository import EmptyRepositoryError, generate
 
 log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parent.parent  # holds the depthstream package
 
 RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
 
@@ -53,6 +55,9 @@ class TritonSettings(Settings):
     threads: int | None = setting(None, help="ONNX Runtime intra-op threads per model; empty: all cores")
     dynamic_batching: bool = setting(False, help="keep the production batcher (serving.repository)")
     simulated_extra_ms: int = setting(0, help="added to every model run: a slower machine, for drills")
+    device: str = setting(
+        "auto", help="auto (a GPU where ONNX Runtime's GPU build finds one), cpu, cuda or tensorrt"
+    )
     ready_timeout_s: float = setting(120.0, help="how long to wait for every model to be ready")
     admin_key: str = setting(flag=False, default_factory=lambda: secrets.token_hex(16))
 
@@ -67,6 +72,7 @@ class TritonSettings(Settings):
                 ("models", set(self.models) <= set(MODELS), f"models of the contract ({', '.join(MODELS)})"),
                 ("threads", self.threads is None or self.threads >= 1, "at least 1 (or empty: all cores)"),
                 ("simulated_extra_ms", self.simulated_extra_ms >= 0, "zero or more"),
+                ("device", self.device in DEVICES, f"one of {', '.join(DEVICES)}"),
                 ("ready_timeout_s", self.ready_timeout_s > 0, "positive"),
             ]
         )
@@ -152,12 +158,13 @@ def prepare_backends(workdir: Path) -> Path:
 
 
 def server_env() -> dict[str, str]:
-    """LD_LIBRARY_PATH for Triton's bundled libraries; PYTHONPATH so the stub finds numpy and ORT."""
+    """LD_LIBRARY_PATH for Triton's bundled libraries; PYTHONPATH so the stub finds numpy, ORT and
+    the depthstream package (its session settings and providers)."""
     _, libs = _pytriton_dirs()
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH")]))
     site = sysconfig.get_paths()["purelib"]
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [site, env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [site, str(ROOT), env.get("PYTHONPATH")]))
     # the stub also looks for this interpreter's environment through PATH (as pytriton does)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
@@ -225,6 +232,7 @@ class EmbeddedTriton:
                 s.threads,
                 s.dynamic_batching,
                 s.simulated_extra_ms,
+                s.device,
             )
         except EmptyRepositoryError as exc:
             raise TritonStartError(str(exc)) from None

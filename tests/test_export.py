@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
+import re
 
 import cv2
 import numpy as np
@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForDepthEstimation
 
-from depthstream import model_config
+from depthstream import model_config, runtime
 from depthstream.contract import (
     DEPTH_ANYTHING_V2_SMALL,
     MIDAS_DPT_BEIT_BASE_384,
@@ -157,25 +157,25 @@ def test_midas_network_size_is_fixed():
 # --- the command line ------------------------------------------------------------------------
 
 
-def run_export(caplog, *args: str) -> tuple[int, str]:
-    caplog.clear()
-    with caplog.at_level(logging.INFO):
-        code = main(list(args))
-    return code, caplog.text
+def run_export(capsys, *args: str) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out + captured.err
 
 
-def test_offline_without_weights_names_both_ways_out(tmp_path, caplog, monkeypatch):
+def test_offline_without_weights_names_both_ways_out(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    code, text = run_export(caplog, "--output", str(tmp_path / "repo"))
+    code, text = run_export(capsys, "--output", str(tmp_path / "repo"))
     assert code == 2
     assert "--weights DIR" in text and "--random-weights" in text
     assert "Traceback" not in text
     assert not (tmp_path / "repo").exists() or not any((tmp_path / "repo").iterdir())
 
 
-def test_missing_weights_directory_is_a_clear_error(tmp_path, caplog):
+def test_missing_weights_directory_is_a_clear_error(tmp_path, capsys):
     code, text = run_export(
-        caplog,
+        capsys,
         "--model",
         "depth_anything_v2_small",
         "--weights",
@@ -186,9 +186,9 @@ def test_missing_weights_directory_is_a_clear_error(tmp_path, caplog):
     assert code == 2 and "no such directory" in text
 
 
-def test_wrong_architecture_is_refused(tiny_checkpoints, tmp_path, caplog):
+def test_wrong_architecture_is_refused(tiny_checkpoints, tmp_path, capsys):
     code, text = run_export(
-        caplog,
+        capsys,
         "--model",
         "midas_dpt_beit_base_384",
         "--weights",
@@ -212,35 +212,35 @@ def midas_export_args(checkpoints, output) -> list[str]:
     return ["--model", name, "--weights", str(checkpoints[name]), "--output", str(output), "--int8", "never"]
 
 
-def test_up_to_date_model_is_skipped_unless_forced(tiny_checkpoints, tmp_path, caplog):
+def test_up_to_date_model_is_skipped_unless_forced(tiny_checkpoints, tmp_path, capsys):
     args = midas_export_args(tiny_checkpoints, tmp_path / "repo")
-    assert run_export(caplog, *args)[0] == 0
+    assert run_export(capsys, *args)[0] == 0
     onnx_file = tmp_path / "repo" / "midas_dpt_beit_base_384" / "1" / "model.onnx"
     first = onnx_file.stat().st_mtime_ns
-    code, text = run_export(caplog, *args)
+    code, text = run_export(capsys, *args)
     assert code == 0 and "up to date" in text and onnx_file.stat().st_mtime_ns == first
-    code, text = run_export(caplog, *args, "--force")
+    code, text = run_export(capsys, *args, "--force")
     assert code == 0 and "up to date" not in text and onnx_file.stat().st_mtime_ns != first
 
 
-def test_failed_parity_leaves_previous_model_and_no_debris(tiny_checkpoints, tmp_path, caplog, monkeypatch):
+def test_failed_parity_leaves_previous_model_and_no_debris(tiny_checkpoints, tmp_path, capsys, monkeypatch):
     repo = tmp_path / "repo"
     args = midas_export_args(tiny_checkpoints, repo)
-    assert run_export(caplog, *args)[0] == 0
+    assert run_export(capsys, *args)[0] == 0
     before = (repo / "midas_dpt_beit_base_384" / MANIFEST).read_text()
     monkeypatch.setattr(onnx_export, "PARITY_TOLERANCE", 0.0)  # every export now "differs"
-    code, text = run_export(caplog, *args, "--force")
+    code, text = run_export(capsys, *args, "--force")
     assert code == 2 and "refusing to write" in text
     assert sorted(p.name for p in repo.iterdir()) == ["midas_dpt_beit_base_384"]
     assert (repo / "midas_dpt_beit_base_384" / MANIFEST).read_text() == before
 
 
-def test_random_weights_are_recorded_for_bridge_and_page(tmp_path, caplog, monkeypatch):
+def test_random_weights_are_recorded_for_bridge_and_page(tmp_path, capsys, monkeypatch):
     from export import architectures
 
     monkeypatch.setattr(architectures, "build_full_size", architectures.build_tiny)  # seconds, not minutes
     code, text = run_export(
-        caplog,
+        capsys,
         "--model",
         "depth_anything_v2_small",
         "--random-weights",
@@ -254,3 +254,65 @@ def test_random_weights_are_recorded_for_bridge_and_page(tmp_path, caplog, monke
     assert read_manifest(model_dir).random_weights
     assert model_config.is_random_weights(model_config.parse((model_dir / "config.pbtxt").read_text()))
     assert json.loads((model_dir / MANIFEST).read_text())["source"] == "random"
+
+
+def summary_rows(output: str) -> dict[str, list[str]]:
+    """The summary table's rows by model, cells split on the table's column gaps."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["model", "network", "input"])
+    table = lines[start : lines.index("", start)]
+    assert set(table[1]) <= {"-", " "}
+    return {line.split()[0]: re.split(r"\s{2,}", line.strip()) for line in table[2:]}
+
+
+def test_the_summary_table_says_what_was_written_how_exact_and_how_fast(tiny_checkpoints, tmp_path, capsys):
+    repo = tmp_path / "repo"
+    name = "midas_dpt_beit_base_384"
+    args = [
+        "--model",
+        name,
+        "--weights",
+        str(tiny_checkpoints[name]),
+        "--output",
+        str(repo),
+        "--int8",
+        "always",
+    ]
+    code, output = run_export(capsys, *args)
+    assert code == 0
+    rows = summary_rows(output)
+    assert sorted(rows) == [name, f"{name}_int8"]
+    for model, cells in rows.items():
+        model_dir = repo / model
+        manifest = read_manifest(model_dir)
+        (recorded,) = runtime.read_speeds(model_dir).values()  # measured here, as served
+        network, parity, ms, int8, written, weights = cells[1:]
+        assert network == "384x384"
+        assert parity.startswith(f"{manifest.parity_error:.1e} vs ")
+        assert float(ms) == pytest.approx(recorded, abs=0.5)
+        assert written == f"{model_dir} (exported)" and weights == "checkpoint"
+        assert int8 == (
+            "-" if model == name else f"kept: {manifest.int8_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
+        )
+    assert "Quantization parameters" not in output and "Ignore MatMul" not in output  # the quantizer is quiet
+    code, again = run_export(capsys, *args)
+    assert code == 0 and all(cells[5].endswith("(up to date)") for cells in summary_rows(again).values())
+
+
+def test_an_int8_twin_that_is_not_faster_is_dropped_and_the_table_says_why(
+    tiny_checkpoints, tmp_path, capsys, monkeypatch
+):
+    name = "midas_dpt_beit_base_384"
+    args = ["--model", name, "--weights", str(tiny_checkpoints[name]), "--output", str(tmp_path / "repo")]
+    real_measure = runtime.measure
+
+    def int8_slower(path, providers, threads=None):
+        speed, warning = real_measure(path, providers, threads)
+        return runtime.Speed(speed.ms + 1000 if "int8" in str(path) else speed.ms, speed.machine), warning
+
+    monkeypatch.setattr(runtime, "measure", int8_slower)
+    code, output = run_export(capsys, *args)
+    assert code == 0
+    cells = summary_rows(output)[f"{name}_int8"]
+    assert cells[4].startswith("dropped: not faster here") and cells[5] == "not written"
+    assert not (tmp_path / "repo" / f"{name}_int8").exists()

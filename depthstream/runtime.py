@@ -1,0 +1,199 @@
+"""How every served model runs in ONNX Runtime, and how fast it runs on this machine.
+
+One place for the session settings (the embedded Triton, the export's timings and the
+benchmark all use them), the execution providers with their fallback, and the speed record
+that each exported model keeps per machine (``speed.json`` beside ``config.pbtxt``): the bridge
+picks the page's default model from it.
+
+ONNX Runtime is imported inside the functions: the bridge imports this package without it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from depthstream import accelerator
+from depthstream.contract import INPUT_NAME, MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, OUTPUT_NAME
+
+log = logging.getLogger(__name__)
+
+SPEED_FILE = "speed.json"
+SPEED_FRAME = (480, 640)  # height, width: the frame every speed is measured on
+SPEED_REPEATS = 3
+
+
+def session_options(threads: int):
+    """ONNX Runtime's settings for every served model (the benchmark measures with these too)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # No CPU arena: it keeps the largest request's peak allocated for good and grows in powers
+    # of two (measured, Depth Anything at its 518x1288 ceiling: peak 1.78 GB with it, 1.53 GB
+    # without; 2.9x the peak of a 640x480 frame with it, 2.4x without), for ~5-10% of speed.
+    options.enable_cpu_mem_arena = False
+    return options
+
+
+def provider_options(provider: str, cache_dir: Path) -> dict:
+    """Options that keep a GPU provider's cost per new input shape bounded (not measured here:
+    the machines this was built on have no GPU)."""
+    if provider == accelerator.CUDA:
+        # heuristic convolution algorithms: no exhaustive search for every new frame size; the
+        # arena grows by what is asked, not in powers of two
+        return {"cudnn_conv_algo_search": "HEURISTIC", "arena_extend_strategy": "kSameAsRequested"}
+    if provider == accelerator.TENSORRT:
+        # one engine for the contract's whole range of shapes, built once and cached: without a
+        # profile, TensorRT builds a new engine for every new frame size
+        low, high = MIN_IMAGE_SIDE, MAX_IMAGE_SIDE
+        return {
+            "trt_fp16_enable": "True",
+            "trt_engine_cache_enable": "True",
+            "trt_engine_cache_path": str(cache_dir),
+            "trt_profile_min_shapes": f"{INPUT_NAME}:1x{low}x{low}x3",
+            "trt_profile_opt_shapes": f"{INPUT_NAME}:1x{SPEED_FRAME[0]}x{SPEED_FRAME[1]}x3",
+            "trt_profile_max_shapes": f"{INPUT_NAME}:{MAX_BATCH_SIZE}x{high}x{high}x3",
+        }
+    return {}
+
+
+def wanted_providers(device: str = "auto") -> list[str]:
+    import onnxruntime as ort
+
+    return accelerator.providers_for(device, ort.get_available_providers(), accelerator.tensorrt_present())
+
+
+def _preload_gpu_libraries(providers: list[str]) -> None:
+    """onnxruntime-gpu finds pip's CUDA and cuDNN libraries only once they are loaded."""
+    import onnxruntime as ort
+
+    if providers[0] != accelerator.CPU and hasattr(ort, "preload_dlls"):
+        try:
+            ort.preload_dlls()
+        except Exception as exc:  # noqa: BLE001 - a missing library shows as the fallback below
+            log.debug("preloading the CUDA libraries failed: %s", exc)
+
+
+def fallback_warning(path: Path | str, wanted: list[str], running: list[str], why: list[str]) -> str | None:
+    """The warning to give when the first provider asked for is not the one that runs."""
+    if running[:1] == wanted[:1]:
+        return None
+    reason = "; ".join(why) or (
+        "ONNX Runtime's messages above say why: a missing CUDA/cuDNN/TensorRT library or a driver too old"
+    )
+    return (
+        f"{wanted[0]} could not start, running on {running[0] if running else 'nothing'} instead "
+        f"(much slower): {reason}. `make setup` installs ONNX Runtime's GPU build where nvidia-smi "
+        "lists a GPU"
+    )
+
+
+def open_session(path: Path | str, providers: list[str], threads: int, cache_dir: Path | None = None):
+    """(session, warning or None): a session on the best of ``providers`` that starts."""
+    import onnxruntime as ort
+
+    _preload_gpu_libraries(providers)
+    cache = cache_dir or Path(path).parent / "trt_cache"
+    options = [provider_options(provider, cache) for provider in providers]
+    with warnings.catch_warnings(record=True) as caught:  # "not in available provider names"
+        warnings.simplefilter("always")
+        session = ort.InferenceSession(
+            str(path), session_options(threads), providers=providers, provider_options=options
+        )
+    why = [str(warning.message) for warning in caught]
+    return session, fallback_warning(path, providers, session.get_providers(), why)
+
+
+def machine_description(provider: str, threads: int | None = None) -> str:
+    """Who measured a speed, and how: a record measured elsewhere (or otherwise) is stale here."""
+    import onnxruntime as ort
+
+    device = f"{os.cpu_count()} x {accelerator.cpu_name()}, {threads or os.cpu_count()} threads"
+    if provider != accelerator.CPU:
+        device += f", {', '.join(accelerator.nvidia_gpus()) or 'no GPU listed'}"
+    return f"{device}, {provider}, onnxruntime {ort.__version__}"
+
+
+def median_ms(session, frame: np.ndarray, repeats: int = SPEED_REPEATS) -> float:
+    batch = frame[None]
+    session.run([OUTPUT_NAME], {INPUT_NAME: batch})  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times))
+
+
+@dataclass(frozen=True)
+class Speed:
+    ms: float  # median milliseconds per 640x480 frame, the model alone, as served here
+    machine: str  # machine_description() of where it was measured
+
+
+def speed_frame() -> np.ndarray:
+    """A deterministic 640x480 RGB frame (the speed does not depend on the content)."""
+    height, width = SPEED_FRAME
+    rows = np.linspace(0, 255, height, dtype=np.float32)[:, None]
+    cols = np.linspace(0, 255, width, dtype=np.float32)[None, :]
+    gray = ((rows + cols) / 2).astype(np.uint8)
+    return np.stack([gray, np.flipud(gray), np.fliplr(gray)], axis=-1)
+
+
+def measure(onnx_path: Path, providers: list[str], threads: int | None = None) -> tuple[Speed, str | None]:
+    """(this model's speed here, the fallback warning if any), with the served settings."""
+    threads = threads or os.cpu_count() or 1
+    session, warning = open_session(onnx_path, providers, threads)
+    running = session.get_providers()[0]
+    return Speed(round(median_ms(session, speed_frame()), 1), machine_description(running, threads)), warning
+
+
+def speed_here(model_dir: Path, providers: list[str], threads: int | None = None) -> Speed:
+    """This machine's recorded speed for a model; measured (and recorded) when there is none."""
+    from depthstream.model_config import ONNX_FILE, VERSION
+
+    recorded = recorded_speed(model_dir, machine_description(providers[0], threads))
+    if recorded is not None:
+        return recorded
+    log.info("%s: no speed recorded for this machine; timing a 640x480 frame", model_dir.name)
+    speed, warning = measure(model_dir / VERSION / ONNX_FILE, providers, threads)
+    if warning:
+        log.warning("%s", warning)
+    if not record_speed(model_dir, speed):
+        log.warning("%s: read-only, its speed here is not recorded (measured again next start)", model_dir)
+    return speed
+
+
+def read_speeds(model_dir: Path) -> dict[str, float]:
+    """machine description -> ms, as recorded beside the model."""
+    try:
+        records = json.loads((model_dir / SPEED_FILE).read_text())
+        return {str(machine): float(ms) for machine, ms in records.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}
+
+
+def record_speed(model_dir: Path, speed: Speed) -> bool:
+    """Add this machine's speed to the model's record; False when the repository is read-only."""
+    records = read_speeds(model_dir) | {speed.machine: speed.ms}
+    try:
+        (model_dir / SPEED_FILE).write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+    except OSError:
+        return False
+    return True
+
+
+def recorded_speed(model_dir: Path, machine: str) -> Speed | None:
+    ms = read_speeds(model_dir).get(machine)
+    return None if ms is None else Speed(ms, machine)
