@@ -26,6 +26,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from bridge import protocol
 from bridge.access import origin_allowed, token_ok
 from bridge.colorize import COLORMAPS
+from bridge.default_model import AUTO, LIVE_FPS, DefaultChoice, choose_default, estimated_fps
 from bridge.metrics import BridgeMetrics
 from bridge.pool import TritonPool
 from bridge.protocol import ErrorCode
@@ -75,6 +76,13 @@ def state_of(connection: HTTPConnection) -> AppState:
     return connection.app.state.depthstream
 
 
+async def default_choice(state: AppState, gateway: TritonGateway) -> DefaultChoice:
+    """The model streams start on: configured, or chosen from the served models' speeds."""
+    if state.settings.default_model != AUTO:
+        return choose_default([], state.settings.default_model)
+    return choose_default(await state.catalog.get(gateway))
+
+
 def describe(name: str) -> dict:
     spec = MODELS[name]
     return {
@@ -109,7 +117,7 @@ async def readyz(request: Request) -> Response:
     if gateway is None:
         reason = f"model server at {state.settings.triton_url} is unreachable or not ready"
         return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
-    info = await gateway.model_info(state.settings.default_model)
+    info = await gateway.model_info((await default_choice(state, gateway)).model)
     if not info.ready:
         return JSONResponse(
             {"status": "not ready", "reason": f"{info.name}: {info.problem}"}, status_code=503
@@ -126,15 +134,22 @@ async def api_models(request: Request) -> Response:
             "ready": info.ready,
             "random_weights": info.random_weights,
             "problem": info.problem,
+            # the model alone on one 640x480 frame where it is served, and the page's rate from it
+            "ms_per_frame": info.ms_per_frame,
+            "estimated_fps": estimated_fps(info.ms_per_frame),
+            "measured_on": info.measured_on,
         }
         for info in await state.catalog.get(gateway)
         # an optional preset or INT8 twin that this repository does not serve is left out
         if info.ready or info.name in CHECKPOINTS
     ]
+    choice = await default_choice(state, gateway)
     return JSONResponse(
         {
             "models": models,
-            "default_model": state.settings.default_model,
+            "default_model": choice.model,
+            "default_reason": choice.reason,
+            "live_fps": LIVE_FPS,
             "colormaps": list(COLORMAPS),
             "default_colormap": state.settings.default_colormap,
         }
@@ -184,6 +199,7 @@ async def stream(websocket: WebSocket) -> None:
     tasks: list[asyncio.Task] = []
     try:
         await websocket.accept()
+        session.model = (await default_choice(state, session.gateway)).model
         tasks = [asyncio.create_task(receive(websocket, session)), asyncio.create_task(session.run_worker())]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:

@@ -22,7 +22,7 @@ from bridge.pool import TritonPool
 from bridge.protocol import ErrorCode, ProtocolError
 from bridge.settings import BridgeSettings
 from bridge.triton import BadOutput, TritonError, TritonUnavailable
-from depthstream.contract import MODELS
+from depthstream.contract import DEFAULT_MODEL, MODELS
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class StreamSession:
         self.gateway = pool.assign()
         self.settings = settings
         self.metrics = metrics
-        self.model = settings.default_model
+        self.model = DEFAULT_MODEL  # the app sets its choice (bridge.default_model) before start()
         self.colormap = settings.default_colormap
         self.random_weights = False
         self.smoother = RangeSmoother()

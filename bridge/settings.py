@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bridge.colorize import COLORMAPS, DEFAULT_COLORMAP
-from depthstream.contract import DEFAULT_MODEL, MAX_IMAGE_PIXELS, MODELS
+from depthstream.contract import MAX_IMAGE_PIXELS, MODELS
 from depthstream.settings import Settings, SettingsError, parse
 
 __all__ = ["BridgeSettings", "SettingsError", "parse_settings"]
@@ -24,7 +24,9 @@ class BridgeSettings(Settings):
     host: str = "127.0.0.1"
     port: int = 8080
     triton_url: str = "127.0.0.1:8001"  # Triton's gRPC endpoint(s), comma-separated
-    default_model: str = DEFAULT_MODEL
+    # the model a stream starts on; auto: the most accurate one that runs live on the serving
+    # machine, judged from the speeds recorded with the models (bridge/default_model.py)
+    default_model: str = "auto"
     default_colormap: str = DEFAULT_COLORMAP
     jpeg_quality: int = 80
     request_timeout_s: float = 10.0  # per-inference deadline on the gRPC call
@@ -71,7 +73,11 @@ class BridgeSettings(Settings):
                 ),
                 ("max_connections", self.max_connections >= 1, "at least 1"),
                 ("max_in_flight", self.max_in_flight >= 0, "0 (from the model's config) or more"),
-                ("default_model", self.default_model in MODELS, f"one of {', '.join(MODELS)}"),
+                (
+                    "default_model",
+                    self.default_model in ("auto", *MODELS),
+                    f"auto or one of {', '.join(MODELS)}",
+                ),
                 ("default_colormap", self.default_colormap in COLORMAPS, f"one of {', '.join(COLORMAPS)}"),
                 (
                     "triton_url",

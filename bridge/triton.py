@@ -25,7 +25,7 @@ from depthstream.contract import (
     OUTPUT_NAME,
     contract_violations,
 )
-from depthstream.model_config import is_random_weights
+from depthstream.model_config import is_random_weights, served_speed
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,8 @@ class ModelInfo:
     ready: bool
     random_weights: bool = False
     problem: str | None = None  # why it is not usable, when it is not
+    ms_per_frame: float | None = None  # the model alone, one 640x480 frame, where it is served
+    measured_on: str = ""  # that machine, as the serving side described it
 
 
 def _classify(exc: InferenceServerException, model: str) -> TritonError:
@@ -221,7 +223,10 @@ class TritonGateway:
             return ModelInfo(name, ready=False, problem="served model does not match the contract")
         if self.auto_capacity:
             self.limit.set_capacity(capacity_of(config) * await self.servers_behind())
-        return ModelInfo(name, ready=True, random_weights=is_random_weights(config))
+        ms, machine = served_speed(config) or (None, "")
+        return ModelInfo(
+            name, ready=True, random_weights=is_random_weights(config), ms_per_frame=ms, measured_on=machine
+        )
 
     async def models(self) -> list[ModelInfo]:
         if not await self.server_ready():

@@ -191,6 +191,16 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _variants()}
 DEFAULT_MODEL = DEPTH_ANYTHING_V2_SMALL.name
 
 
+def accuracy_rank(spec: ModelSpec) -> tuple:
+    """Sort key, most accurate first: the larger network input, then FP32 before its INT8 twin,
+    then Depth Anything V2 before MiDaS (its paper's zero-shot relative-depth results)."""
+    return (
+        -spec.resize.size,
+        spec.precision != Precision.FP32,
+        spec.checkpoint != DEPTH_ANYTHING_V2_SMALL.name,
+    )
+
+
 def variants_of(checkpoint: str) -> list[ModelSpec]:
     """The served models built from one checkpoint, FP32 before INT8."""
     specs = [spec for spec in MODELS.values() if spec.checkpoint == checkpoint]

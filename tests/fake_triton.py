@@ -18,6 +18,7 @@ from depthstream.contract import (
     OUTPUT_NAME,
     RANDOM_WEIGHTS_MARKER,
 )
+from depthstream.model_config import MEASURED_ON_PARAM, MS_PER_FRAME_PARAM
 
 
 def triton_error(status: str, message: str = "") -> InferenceServerException:
@@ -32,6 +33,7 @@ class FakeTriton:
         self.not_ready: set[str] = set()
         self.mismatched: set[str] = set()  # models whose metadata breaks the contract
         self.random_weights = False
+        self.ms_per_frame: dict[str, float] = {}  # speeds "recorded" by the serving side, per model
         self.failure: InferenceServerException | None = None  # raised by infer
         self.output = None  # callable (batch) -> array, instead of a gradient at the input's size
         self.delay_s = 0.0
@@ -66,6 +68,11 @@ class FakeTriton:
         config = mc.ModelConfig(name=name, max_batch_size=4)
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
         config.parameters[RANDOM_WEIGHTS_MARKER].string_value = "true" if self.random_weights else "false"
+        if name in self.ms_per_frame:
+            config.parameters[MS_PER_FRAME_PARAM].string_value = str(self.ms_per_frame[name])
+            config.parameters[
+                MEASURED_ON_PARAM
+            ].string_value = "2 x Test CPU, 2 threads, CPUExecutionProvider"
         return SimpleNamespace(config=config)
 
     async def infer(self, model, inputs, outputs=None, timeout=None, client_timeout=None, **_):

@@ -176,12 +176,21 @@ def test_the_python_backend_model_logs_its_provider_and_the_fallback(tiny_reposi
     assert f"{model}: ONNX Runtime runs it on {CPU}" in text
 
 
-def test_a_record_from_another_machine_is_stale_here(tiny_repository):
-    model_dir = tiny_repository / "depth_anything_v2_small_252"
+def test_a_record_from_another_machine_is_stale_here(tiny_repository, tmp_path):
+    """A repository exported on one machine and served on another is timed again where it is
+    served, and the served config carries this machine's figure."""
+    from serving.repository import generate
+
+    model = "depth_anything_v2_small_252"
+    model_dir = tiny_repository / model
     (model_dir / runtime.SPEED_FILE).unlink(missing_ok=True)
-    elsewhere = runtime.Speed(5.0, "16 x another CPU, 16 threads, CPUExecutionProvider, onnxruntime 1.32.0")
+    elsewhere = runtime.Speed(5000.0, "16 x another CPU, 16 threads, CPUExecutionProvider, onnxruntime 1.32.0")
     assert runtime.record_speed(model_dir, elsewhere)
-    here = runtime.speed_here(model_dir, [CPU], threads=1)  # measured now: the record is not ours
-    assert here.machine != elsewhere.machine and here.ms > 0
-    assert runtime.read_speeds(model_dir) == {elsewhere.machine: 5.0, here.machine: here.ms}
-    assert runtime.speed_here(model_dir, [CPU], threads=1) == here  # and now it is recorded
+    generate(tiny_repository, tmp_path / "served", [model], threads=1, simulated_extra_ms=7)
+    here = runtime.recorded_speed(model_dir, runtime.machine_description(CPU, 1))
+    assert here is not None and here.ms != elsewhere.ms
+    assert runtime.read_speeds(model_dir) == {elsewhere.machine: 5000.0, here.machine: here.ms}
+    config = parse((tmp_path / "served" / model / CONFIG_FILE).read_text())
+    # what the bridge reads: this machine's time, plus the slowdown asked for
+    assert float(config.parameters[MS_PER_FRAME_PARAM].string_value) == pytest.approx(here.ms + 7, abs=0.1)
+    assert runtime.speed_here(model_dir, [CPU], threads=1) == here  # recorded: not timed again

@@ -142,8 +142,9 @@ def test_a_model_that_breaks_the_contract_is_refused_as_mismatch(client, fake):
 
 
 def test_a_mismatched_default_model_is_said_at_once(fake):
+    """A configured default is used as it is, and its problem said at once."""
     fake.mismatched.add(DEFAULT_MODEL)
-    with make_client(fake) as client, client.websocket_connect("/ws") as ws:
+    with make_client(fake, default_model=DEFAULT_MODEL) as client, client.websocket_connect("/ws") as ws:
         hello(ws)
         assert ws.receive_json()["code"] == ErrorCode.MODEL_MISMATCH
         status = client.get("/readyz")

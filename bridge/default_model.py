@@ -1,0 +1,61 @@
+"""Which model a stream starts on: the most accurate one this machine runs live.
+
+"Live" is at least ``LIVE_FPS`` answered frames per second end to end, estimated from the
+model's own time per 640x480 frame as measured on the machine that serves it (recorded with
+the model, passed to Triton's config by ``serving.repository``) times ``STACK_FACTOR``, the
+full stack's time over the model's own as `make bench` measured it on the build machine
+(1.0-1.35x across the models: JPEG, gRPC, Triton and colorizing on the same two cores).
+``BRIDGE_DEFAULT_MODEL`` set to a model name wins over all of this.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bridge.triton import ModelInfo
+from depthstream.contract import DEFAULT_MODEL, MODELS, accuracy_rank
+
+AUTO = "auto"
+LIVE_FPS = 5.0
+STACK_FACTOR = 1.35
+
+
+def estimated_fps(ms_per_frame: float | None) -> float | None:
+    """Frames per second end to end, from the model's own time per frame."""
+    if not ms_per_frame:
+        return None
+    return 1000.0 / (ms_per_frame * STACK_FACTOR)
+
+
+@dataclass(frozen=True)
+class DefaultChoice:
+    model: str
+    reason: str
+
+
+def choose_default(models: list[ModelInfo], configured: str = AUTO) -> DefaultChoice:
+    if configured != AUTO:
+        return DefaultChoice(configured, f"{configured}: set by BRIDGE_DEFAULT_MODEL / --default-model.")
+    ready = sorted((info for info in models if info.ready), key=lambda info: accuracy_rank(MODELS[info.name]))
+    if not ready:
+        return DefaultChoice(DEFAULT_MODEL, f"{DEFAULT_MODEL}: the reference model (none is ready yet).")
+    timed = [info for info in ready if info.ms_per_frame]
+    if not timed:
+        best = ready[0].name
+        return DefaultChoice(
+            best, f"{best}: the most accurate model served; the server recorded no speeds to judge from."
+        )
+    live = [info for info in timed if estimated_fps(info.ms_per_frame) >= LIVE_FPS]
+    if live:
+        best = live[0]
+        return DefaultChoice(
+            best.name,
+            f"{best.name}: the most accurate model that runs live here "
+            f"(~{estimated_fps(best.ms_per_frame):.0f} frames/s, live is >= {LIVE_FPS:.0f}).",
+        )
+    fastest = min(timed, key=lambda info: info.ms_per_frame)
+    return DefaultChoice(
+        fastest.name,
+        f"{fastest.name}: no model runs live here (>= {LIVE_FPS:.0f} frames/s); this is the fastest "
+        f"(~{estimated_fps(fastest.ms_per_frame):.1f} frames/s).",
+    )

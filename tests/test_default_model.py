@@ -1,0 +1,103 @@
+"""The page starts live: the model a stream starts on, chosen from the speeds the serving side
+recorded on its own machine (fast machine, slow machine, nothing recorded, explicit override),
+carried through a real config to the bridge's API and the stream."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from starlette.testclient import TestClient
+
+from bridge.app import create_app
+from bridge.default_model import LIVE_FPS, STACK_FACTOR, choose_default, estimated_fps
+from bridge.settings import BridgeSettings
+from bridge.triton import ModelInfo
+from depthstream.contract import DEFAULT_MODEL, MODELS
+from tests.fake_triton import FakeTriton
+
+# ms per 640x480 frame, the model alone, as the build machine measured them (make bench, 2 cores)
+BUILD_MACHINE = {
+    "depth_anything_v2_small": 605,
+    "depth_anything_v2_small_int8": 394,
+    "depth_anything_v2_small_364": 200,
+    "depth_anything_v2_small_364_int8": 133,
+    "depth_anything_v2_small_252": 85,
+    "depth_anything_v2_small_252_int8": 54,
+    "midas_dpt_beit_base_384": 585,
+    "midas_dpt_beit_base_384_int8": 404,
+}
+LIVE_MS = 1000 / (LIVE_FPS * STACK_FACTOR)  # the slowest model time that is still live
+
+
+def served(speeds: dict[str, float | None], not_ready: frozenset[str] = frozenset()) -> list[ModelInfo]:
+    return [ModelInfo(name, ready=name not in not_ready, ms_per_frame=speeds.get(name)) for name in MODELS]
+
+
+def test_a_fast_machine_starts_on_the_reference_model():
+    gpu_like = {name: 8.0 for name in MODELS}
+    choice = choose_default(served(gpu_like))
+    assert choice.model == DEFAULT_MODEL and "runs live here" in choice.reason
+
+
+def test_the_build_machine_starts_on_the_most_accurate_live_preset():
+    choice = choose_default(served(BUILD_MACHINE))
+    assert choice.model == "depth_anything_v2_small_364_int8"  # 133 ms: ~5.6 frames/s end to end
+    assert "~6 frames/s" in choice.reason and f">= {LIVE_FPS:.0f}" in choice.reason
+
+
+def test_a_slower_machine_steps_down_to_what_is_live_there():
+    slower = {name: ms * 1.4 for name, ms in BUILD_MACHINE.items()}  # 528 ms against 1.4 s: machines differ
+    assert choose_default(served(slower)).model == "depth_anything_v2_small_252"
+
+
+def test_when_nothing_is_live_the_fastest_is_picked_and_the_page_is_told():
+    crawling = {name: ms * 20 for name, ms in BUILD_MACHINE.items()}
+    choice = choose_default(served(crawling))
+    assert choice.model == "depth_anything_v2_small_252_int8" and "no model runs live here" in choice.reason
+
+
+def test_accuracy_comes_before_speed_at_the_threshold():
+    at_the_line = {name: LIVE_MS for name in MODELS}
+    assert choose_default(served(at_the_line)).model == DEFAULT_MODEL
+    just_over = {**at_the_line, DEFAULT_MODEL: LIVE_MS + 1}
+    assert choose_default(served(just_over)).model == "depth_anything_v2_small_int8"
+
+
+def test_models_not_ready_or_without_a_record_are_judged_as_such():
+    choice = choose_default(served(BUILD_MACHINE, not_ready=frozenset({"depth_anything_v2_small_364_int8"})))
+    assert choice.model == "depth_anything_v2_small_252"
+    unrecorded = choose_default(served({}))  # e.g. the NGC container: no speeds in its configs
+    assert unrecorded.model == DEFAULT_MODEL and "no speeds" in unrecorded.reason
+
+
+def test_an_explicit_default_wins():
+    choice = choose_default(served(BUILD_MACHINE), "midas_dpt_beit_base_384")
+    assert choice.model == "midas_dpt_beit_base_384" and "BRIDGE_DEFAULT_MODEL" in choice.reason
+
+
+def test_estimates():
+    assert estimated_fps(None) is None and estimated_fps(0) is None
+    assert estimated_fps(100) == pytest.approx(1000 / (100 * STACK_FACTOR))
+
+
+@pytest.mark.parametrize("configured", ["auto", "midas_dpt_beit_base_384"])
+def test_the_api_and_a_new_stream_follow_the_choice(configured):
+    fake = FakeTriton()
+    fake.ms_per_frame = dict(BUILD_MACHINE)
+    app = create_app(
+        BridgeSettings(triton_url="fake:8001", default_model=configured), client_factory=lambda url: fake
+    )
+    expected = "depth_anything_v2_small_364_int8" if configured == "auto" else configured
+    with TestClient(app) as client:
+        info = client.get("/api/models").json()
+        assert info["default_model"] == expected and expected in info["default_reason"]
+        assert info["live_fps"] == LIVE_FPS
+        by_name = {model["name"]: model for model in info["models"]}
+        assert by_name["depth_anything_v2_small_252_int8"]["ms_per_frame"] == 54
+        assert by_name["depth_anything_v2_small_252_int8"]["estimated_fps"] == pytest.approx(
+            estimated_fps(54)
+        )
+        assert "Test CPU" in by_name["depth_anything_v2_small"]["measured_on"]
+        with client.websocket_connect("/ws") as ws:
+            assert json.loads(ws.receive_text())["model"] == expected
