@@ -51,7 +51,7 @@ def choose_default(models: list[ModelInfo], configured: str = AUTO) -> DefaultCh
         return DefaultChoice(
             best.name,
             f"{best.name}: the most accurate model that runs live here "
-            f"(~{estimated_fps(best.ms_per_frame):.0f} frames/s, live is >= {LIVE_FPS:.0f}).",
+            f"(~{estimated_fps(best.ms_per_frame):.1f} frames/s end to end; live is >= {LIVE_FPS:.0f}).",
         )
     fastest = min(timed, key=lambda info: info.ms_per_frame)
     return DefaultChoice(

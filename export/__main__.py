@@ -72,6 +72,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="INT8 twins: only where faster than FP32 here (auto), always, or never",
     )
     parser.add_argument(
+        "--brief", action="store_true", help="one line instead of the table when every model is up to date"
+    )
+    parser.add_argument(
         "--verbose",
         action="store_true",
         help="show the libraries' own logs (quantizer, tracer, ONNX Runtime)",
@@ -138,7 +141,8 @@ class Exporter:
         model_dir = self.args.output / spec.name
         wanted = wanted_manifest(spec, self.args)
         if not self.args.force and is_up_to_date(model_dir, wanted):
-            self.progress.finish(spec.name, "up to date (--force exports it again)")
+            if not self.args.brief:
+                self.progress.finish(spec.name, "up to date (--force exports it again)")
             return self.row(spec, read_manifest(model_dir) or wanted, model_dir, "up to date")
         started = time.perf_counter()
         with StagedModel(self.args.output, spec.name) as staged:
@@ -188,7 +192,6 @@ class Exporter:
             parity,
             runtime.speed_here(model_dir, self.providers).ms,
             int8,
-            str(model_dir),
             manifest.random_weights,
             status,
         )
@@ -232,9 +235,13 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ParityError, quantize.QuantizationError) as exc:
         print(f"\nexport: error: {exc}", file=sys.stderr)
         return 2
+    if args.brief and all(row.status == "up to date" for row in rows):
+        print(f"export: {len(rows)} models up to date in {args.output} (`make export` shows the table)")
+        return 0
     machine = runtime.machine_description(exporters[0].providers[0])
     print(
-        f"\n{report.render(rows)}\n\nms/frame: the model alone on one 640x480 frame, as served, on {machine}."
+        f"\n{report.render(rows)}\n\nWritten to {args.output}/<model>/ (config.pbtxt, {VERSION}/{ONNX_FILE}, "
+        f"{runtime.SPEED_FILE}). ms/frame: the model alone on one 640x480 frame, as served, on {machine}."
     )
     return 0
 

@@ -88,7 +88,7 @@ def load_checkpoint(spec: ModelSpec, weights: Path | None, random_weights: bool)
     if random_weights:
         from export.architectures import random_weights_model
 
-        log.warning(
+        log.info(  # `python -m export` says it once, above its progress
             "%s: RANDOM WEIGHTS (--random-weights): a smoke model whose depth is MEANINGLESS",
             spec.name,
         )

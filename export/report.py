@@ -40,19 +40,17 @@ class Row:
     parity: str  # e.g. "2.3e-05 vs PyTorch", "1.8e-02 vs FP32"
     ms_here: float | None  # median ms per 640x480 frame on this machine, as served
     int8: str  # "-" for FP32; "kept: ..." / "dropped: ..." for INT8
-    written: str  # the model's directory, or "" when not written
     random_weights: bool
-    status: str  # "exported", "up to date", "dropped"
+    status: str  # "exported", "up to date", "not written"
 
 
-HEADERS = ("model", "network input", "parity error", "ms/frame here", "INT8", "written to", "weights")
+HEADERS = ("model", "network input", "parity error", "ms/frame here", "INT8", "status", "weights")
 
 
 def cells(row: Row) -> tuple[str, ...]:
     ms = "-" if row.ms_here is None else f"{row.ms_here:.0f}"
     weights = "RANDOM" if row.random_weights else "checkpoint"
-    written = f"{row.written} ({row.status})" if row.written else row.status
-    return (row.model, row.network_input, row.parity, ms, row.int8, written, weights)
+    return (row.model, row.network_input, row.parity, ms, row.int8, row.status, weights)
 
 
 def render(rows: list[Row]) -> str:

@@ -17,8 +17,12 @@ from pathlib import Path
 
 import cv2
 
+from bridge.default_model import choose_default
 from bridge.server import build_server, run_until_stopped
-from bridge.settings import parse_settings
+from bridge.settings import BridgeSettings, parse_settings
+from bridge.triton import ModelInfo
+from depthstream import model_config
+from depthstream.model_config import CONFIG_FILE
 from depthstream.settings import SettingsError, parse
 from serving.supervisor import TritonSupervisor
 from serving.triton import EmbeddedTriton, TritonSettings
@@ -27,8 +31,35 @@ log = logging.getLogger("demo")
 TRITON_LOG = Path("build/tritonserver.log")
 
 
+def served_models(triton: EmbeddedTriton) -> list[ModelInfo]:
+    """The served models as the bridge will see them (speeds, random weights), from the
+    configs the embedded Triton was started with."""
+    infos = []
+    for name in triton.models:
+        config = model_config.parse((triton.served_repository / name / CONFIG_FILE).read_text())
+        ms, machine = model_config.served_speed(config) or (None, "")
+        infos.append(ModelInfo(name, True, model_config.is_random_weights(config), None, ms, machine))
+    return infos
+
+
+def start_up_lines(settings: BridgeSettings, triton: EmbeddedTriton) -> list[str]:
+    """What a person needs once everything is up: where to open it, what runs, how to stop it."""
+    infos = served_models(triton)
+    choice = choose_default(infos, settings.default_model)
+    machines = sorted({info.measured_on for info in infos if info.measured_on})
+    lines = [
+        f"depthstream is live: open http://{settings.host}:{settings.port}/",
+        f"  Triton serves {len(infos)} models on gRPC {triton.settings.grpc_url} (its log: {TRITON_LOG})",
+        f"  measured on: {'; '.join(machines) or 'not recorded'}",
+        f"  the page opens on {choice.reason}",
+    ]
+    if any(info.random_weights for info in infos):
+        lines.append("  RANDOM WEIGHTS: a smoke demo, the depth is meaningless (the page says so too)")
+    lines.append("  Ctrl-C stops both.")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     parser = argparse.ArgumentParser(prog="python -m serving.demo", description=__doc__)
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     args, bridge_argv = parser.parse_known_args(argv)
@@ -39,6 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # a demo's terminal shows what matters (warnings, errors), not a line per request, unless asked
+    asked = "--log-level" in bridge_argv or "BRIDGE_LOG_LEVEL" in os.environ
+    if not asked:
+        settings = replace(settings, log_level="warning")
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     TRITON_LOG.parent.mkdir(parents=True, exist_ok=True)
     triton = EmbeddedTriton(triton_settings, log_path=TRITON_LOG)
     if not triton.start_or_report():
@@ -49,11 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     cv2.setNumThreads(1)
     try:
         server = build_server(settings)
-        print(
-            f"\n  depthstream is live: open http://{settings.host}:{settings.port}/ "
-            f"(Triton gRPC {triton_settings.grpc_url}, its log in {TRITON_LOG}). Ctrl-C stops it.\n",
-            flush=True,
-        )
+        print("\n" + "\n".join(start_up_lines(settings, triton)) + "\n", flush=True)
         run_until_stopped(server)
     finally:
         supervisor.shutdown()

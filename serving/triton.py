@@ -219,11 +219,16 @@ class EmbeddedTriton:
         self.process: subprocess.Popen | None = None
         self.models: list[str] = []
 
+    @property
+    def served_repository(self) -> Path:
+        """The embedded flavour Triton serves, generated from the exported models at start."""
+        return self.settings.workdir / "model_repository"
+
     def start(self) -> EmbeddedTriton:
 
         s = self.settings
         check_ports_free(s)
-        repository = s.workdir / "model_repository"
+        repository = self.served_repository
         try:
             self.models = generate(
                 s.repository,

@@ -184,7 +184,9 @@ def test_a_record_from_another_machine_is_stale_here(tiny_repository, tmp_path):
     model = "depth_anything_v2_small_252"
     model_dir = tiny_repository / model
     (model_dir / runtime.SPEED_FILE).unlink(missing_ok=True)
-    elsewhere = runtime.Speed(5000.0, "16 x another CPU, 16 threads, CPUExecutionProvider, onnxruntime 1.32.0")
+    elsewhere = runtime.Speed(
+        5000.0, "16 x another CPU, 16 threads, CPUExecutionProvider, onnxruntime 1.32.0"
+    )
     assert runtime.record_speed(model_dir, elsewhere)
     generate(tiny_repository, tmp_path / "served", [model], threads=1, simulated_extra_ms=7)
     here = runtime.recorded_speed(model_dir, runtime.machine_description(CPU, 1))

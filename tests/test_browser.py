@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 
@@ -72,6 +73,15 @@ def test_camera_to_depth_live_switch_model_and_stop(page, record_property):
     options = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
     assert set(options) == set(MODELS)
     assert page.input_value("#model") == "depth_anything_v2_small"
+    # the tiny test models run live on any machine: the page opens on the most accurate, says why,
+    # and shows each model's speed measured where Triton serves it
+    assert page.inner_text("#model-why").startswith(
+        "Starts on depth_anything_v2_small: the most accurate model that runs live here (~"
+    )
+    labels = page.eval_on_selector_all("#model option", "os => os.map(o => [o.textContent, o.title])")
+    for text, title in labels:
+        assert re.search(r" — ~[\d.]+ fps", text), text
+        assert re.match(r"the model alone: \d+ ms per 640×480 frame, measured on \d+ x ", title), title
     page.click("#start")
     started = time.monotonic()
     wait_for_frames(page, 5)

@@ -286,17 +286,18 @@ def test_the_summary_table_says_what_was_written_how_exact_and_how_fast(tiny_che
         model_dir = repo / model
         manifest = read_manifest(model_dir)
         (recorded,) = runtime.read_speeds(model_dir).values()  # measured here, as served
-        network, parity, ms, int8, written, weights = cells[1:]
+        network, parity, ms, int8, status, weights = cells[1:]
         assert network == "384x384"
         assert parity.startswith(f"{manifest.parity_error:.1e} vs ")
         assert float(ms) == pytest.approx(recorded, abs=0.5)
-        assert written == f"{model_dir} (exported)" and weights == "checkpoint"
+        assert status == "exported" and weights == "checkpoint"
         assert int8 == (
             "-" if model == name else f"kept: {manifest.int8_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
         )
+    assert f"Written to {repo}/<model>/" in output
     assert "Quantization parameters" not in output and "Ignore MatMul" not in output  # the quantizer is quiet
     code, again = run_export(capsys, *args)
-    assert code == 0 and all(cells[5].endswith("(up to date)") for cells in summary_rows(again).values())
+    assert code == 0 and all(cells[5] == "up to date" for cells in summary_rows(again).values())
 
 
 def test_an_int8_twin_that_is_not_faster_is_dropped_and_the_table_says_why(

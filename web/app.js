@@ -15,7 +15,7 @@ const ui = {
   start: $("start"), stop: $("stop"), save: $("save"), video: $("video"), still: $("still"),
   depth: $("depth"), fps: $("fps"), latency: $("latency"), dropped: $("dropped"), frames: $("frames"),
   depthModel: $("depth-model"), banner: $("banner"), bannerRandom: $("banner-random"),
-  status: $("status"), sourceLabel: $("source-label"),
+  status: $("status"), sourceLabel: $("source-label"), modelWhy: $("model-why"),
 };
 
 const state = {
@@ -32,6 +32,12 @@ function showBanner(text, kind = "error") {
   ui.banner.className = `banner ${kind === "error" ? "" : kind}`;
   ui.banner.hidden = !text;
 }
+// "~16 fps": frames per second end to end, estimated from the model's speed on the serving machine
+function speedLabel(model) {
+  const fps = model.estimated_fps;
+  if (!fps) return "";
+  return ` — ~${fps >= 10 ? Math.round(fps) : fps.toFixed(1)} fps`;
+}
 function setStatus(text) { ui.status.textContent = text; }
 function inFlight() { return state.sentSeq - state.answeredSeq; }
 
@@ -46,10 +52,12 @@ async function loadModels() {
     const info = await response.json();
     ui.model.replaceChildren(...info.models.map((m) => {
       state.models[m.name] = m;
-      const option = new Option(`${m.title}${m.random_weights ? " (random weights)" : ""}${m.ready ? "" : " (not ready)"}`, m.name);
+      const option = new Option(`${m.title}${speedLabel(m)}${m.random_weights ? " (random weights)" : ""}${m.ready ? "" : " (not ready)"}`, m.name);
       option.disabled = !m.ready;
+      if (m.ms_per_frame) option.title = `the model alone: ${Math.round(m.ms_per_frame)} ms per 640×480 frame, measured on ${m.measured_on}`;
       return option;
     }));
+    ui.modelWhy.textContent = info.default_reason ? `Starts on ${info.default_reason}` : "";
     const firstReady = info.models.find((m) => m.ready);
     ui.model.value = state.models[info.default_model]?.ready ? info.default_model : (firstReady?.name ?? info.default_model);
     ui.model.disabled = false;
