@@ -156,7 +156,6 @@ class Exporter:
                         "-",
                         None,
                         f"dropped: {extra}",
-                        "",
                         wanted.random_weights,
                         "not written",
                     )
