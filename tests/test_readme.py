@@ -45,5 +45,5 @@ def test_figures_quoted_in_prose_match_the_generated_tables():
     for block in (bench, worst):
         assert re.search(r"[Mm]easured by `make bench` on \d+ cores \(", block)
     fps, name = re.search(r"fastest Depth-Anything-V2 preset .*?\| ([\d.]+) fps \((\w+)\)", bench).groups()
-    quoted = re.search(r"pick `(\w+)` in the page: ([\d.]+) frames/s end to\s+end", text)
+    quoted = re.search(r"`(\w+)` reaches ([\d.]+) frames/s end to\s+end", text)
     assert quoted.groups() == (name, f"{float(fps):.1f}")
