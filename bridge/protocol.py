@@ -1,14 +1,16 @@
 """The WebSocket wire protocol (documented in the README).
 
 Client -> server
-  text:   JSON control, ``{"type": "config", "model": "...", "colormap": "..."}``; every field
-          optional; unknown types, fields or values are refused with an error message.
+  text:   JSON control, ``{"type": "config", "model": "...", "colormap": "...", "output": "..."}``;
+          every field optional; unknown types, fields or values are refused with an error message.
   binary: one encoded image (JPEG, PNG or WebP) per message.
 Server -> client
   text:   ``{"type": "hello", ...}`` once on connect; ``{"type": "config", ...}`` after each
-          accepted control message, with the stream's ``received`` and ``dropped`` counts; for every answered frame ``{"type": "depth", "seq": N, ...}``
-          immediately followed by one binary message: the colorized depth as JPEG at the frame's
-          size; ``{"type": "error", "code": "...", "message": "...", "seq": N?}`` on errors.
+          accepted control message, with the stream's ``received`` and ``dropped`` counts; for
+          every answered frame ``{"type": "depth", "seq": N, "binary": [...], ...}`` immediately
+          followed by the binary messages it lists: the colorized depth as JPEG and/or the raw
+          depth (``uint16le``, with ``raw.min``/``raw.max``), at the frame's size;
+          ``{"type": "error", "code": "...", "message": "...", "seq": N?}`` on errors.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_FIELD = "unknown_field"
     UNKNOWN_MODEL = "unknown_model"
     UNKNOWN_COLORMAP = "unknown_colormap"
+    UNKNOWN_OUTPUT = "unknown_output"
     BAD_IMAGE = "bad_image"
     UNSUPPORTED_FORMAT = "unsupported_format"
     IMAGE_TOO_LARGE = "image_too_large"
@@ -80,10 +83,17 @@ class ProtocolError(Exception):
         self.message = message
 
 
+# What each answered frame carries, in this order after its JSON header: the colorized JPEG, the
+# raw depth (bridge/raw_depth.py), or both.
+OUTPUTS = {"color": ("jpeg",), "raw": ("uint16le",), "both": ("jpeg", "uint16le")}
+DEFAULT_OUTPUT = "color"
+
+
 @dataclass(frozen=True)
 class ConfigUpdate:
     model: str | None = None
     colormap: str | None = None
+    output: str | None = None
 
 
 def _choice(value: Any, field: str, allowed: dict, code: ErrorCode) -> str:
@@ -110,19 +120,19 @@ def parse_control(text: str) -> ConfigUpdate:
         raise ProtocolError(
             ErrorCode.UNKNOWN_TYPE, f"unknown message type {str(kind)[:32]!r}; the only one is 'config'"
         )
-    unknown = sorted(set(message) - {"type", "model", "colormap"})
+    unknown = sorted(set(message) - {"type", "model", "colormap", "output"})
     if unknown:
         raise ProtocolError(
             ErrorCode.UNKNOWN_FIELD,
-            f"unknown field(s) {', '.join(unknown)[:64]}; config takes model and colormap",
+            f"unknown field(s) {', '.join(unknown)[:64]}; config takes model, colormap and output",
         )
-    model = message.get("model")
-    colormap = message.get("colormap")
+    model, colormap, output = message.get("model"), message.get("colormap"), message.get("output")
     return ConfigUpdate(
         model=None if model is None else _choice(model, "model", MODELS, ErrorCode.UNKNOWN_MODEL),
         colormap=None
         if colormap is None
         else _choice(colormap, "colormap", COLORMAPS, ErrorCode.UNKNOWN_COLORMAP),
+        output=None if output is None else _choice(output, "output", OUTPUTS, ErrorCode.UNKNOWN_OUTPUT),
     )
 
 
@@ -145,16 +155,20 @@ def depth_message(
     width: int,
     height: int,
     random_weights: bool,
+    output: str = DEFAULT_OUTPUT,
+    raw: dict | None = None,
 ) -> str:
-    return dump(
-        {
-            "type": "depth",
-            "seq": seq,
-            "model": model,
-            "dropped": dropped,
-            "timings_ms": {stage: round(ms, 2) for stage, ms in timings_ms.items()},
-            "width": width,
-            "height": height,
-            "random_weights": random_weights,
-        }
-    )
+    body = {
+        "type": "depth",
+        "seq": seq,
+        "model": model,
+        "dropped": dropped,
+        "timings_ms": {stage: round(ms, 2) for stage, ms in timings_ms.items()},
+        "width": width,
+        "height": height,
+        "random_weights": random_weights,
+        "binary": list(OUTPUTS[output]),  # the binary messages that follow, in order
+    }
+    if raw is not None:
+        body["raw"] = raw
+    return dump(body)

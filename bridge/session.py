@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.websockets import WebSocket
 
-from bridge import images, protocol
+from bridge import images, protocol, raw_depth
 from bridge.colorize import COLORMAPS, NoFiniteDepth, RangeSmoother, colorize
 from bridge.metrics import BridgeMetrics
 from bridge.pool import TritonPool
@@ -71,6 +71,7 @@ class StreamSession:
         self.metrics = metrics
         self.model = DEFAULT_MODEL  # the app sets its choice (bridge.default_model) before start()
         self.colormap = settings.default_colormap
+        self.output = protocol.DEFAULT_OUTPUT
         self.random_weights = False
         self.smoother = RangeSmoother()
         self.next_seq = 0
@@ -115,6 +116,8 @@ class StreamSession:
                     "model": self.model,
                     "colormap": self.colormap,
                     "colormaps": list(COLORMAPS),
+                    "output": self.output,
+                    "outputs": list(protocol.OUTPUTS),
                     "max_message_bytes": self.settings.max_message_bytes,
                     "max_pixels": self.settings.max_pixels,
                     "error_codes": protocol.error_guide(),
@@ -173,12 +176,15 @@ class StreamSession:
             self.smoother.reset()  # another model, another depth scale
         if update.colormap is not None:
             self.colormap = update.colormap
+        if update.output is not None:
+            self.output = update.output
         await self.send_text(
             protocol.dump(
                 {
                     "type": "config",
                     "model": self.model,
                     "colormap": self.colormap,
+                    "output": self.output,
                     "random_weights": self.random_weights,
                     # the stream's accounts so far: a config message with no field asks for them
                     "received": self.next_seq,
@@ -203,7 +209,7 @@ class StreamSession:
     async def process_latest(self) -> None:
         """Wait for a turn at Triton, then take the newest frame: while this stream waits behind
         the others, newer frames replace older ones here, never in Triton's queue."""
-        model, colormap = self.model, self.colormap
+        model, colormap, output = self.model, self.colormap, self.output
         frame: Frame | None = None
         try:
             async with self.gateway.turn(model) as turn:
@@ -222,7 +228,7 @@ class StreamSession:
                 start = time.perf_counter()
                 depth = await turn.infer(rgb, deadline)
                 timings["infer"] = _ms_since(start)
-            jpeg = await asyncio.to_thread(self.render, depth, colormap, timings)
+            binaries, raw = await asyncio.to_thread(self.render, depth, colormap, output, timings)
         except ProtocolError as exc:
             self.metrics.frames_rejected.labels(exc.code).inc()
             await self.send_error(exc.code, exc.message, frame.seq)
@@ -242,24 +248,45 @@ class StreamSession:
             return
         timings["total"] = _ms_since(frame.received_at)
         header = protocol.depth_message(
-            frame.seq, model, timings, self.dropped, rgb.shape[1], rgb.shape[0], self.random_weights
+            frame.seq,
+            model,
+            timings,
+            self.dropped,
+            rgb.shape[1],
+            rgb.shape[0],
+            self.random_weights,
+            output,
+            raw,
         )
-        await self._send(header, jpeg)  # the JSON and its JPEG go out as an adjacent pair
+        await self._send(header, *binaries)  # the JSON and its binaries go out adjacent
         self.metrics.frames_answered.labels(model).inc()
         self.metrics.observe(timings)
 
-    def render(self, depth: np.ndarray, colormap: str, timings: dict[str, float]) -> bytes:
-        """Colorize and encode (in a worker thread); refuses NaN/Inf-only output."""
-        start = time.perf_counter()
-        try:
-            bgr = colorize(depth, colormap, self.smoother, require_finite=True)
-        except NoFiniteDepth:
-            raise BadOutput("the model returned no finite depth for this frame") from None
-        timings["colorize"] = _ms_since(start)
-        start = time.perf_counter()
-        jpeg = images.encode_jpeg(bgr, self.settings.jpeg_quality)
-        timings["encode"] = _ms_since(start)
-        return jpeg
+    def render(
+        self, depth: np.ndarray, colormap: str, output: str, timings: dict[str, float]
+    ) -> tuple[list[bytes], dict | None]:
+        """(binary messages in the protocol's order, the raw header or None), in a worker thread;
+        refuses NaN/Inf-only output."""
+        binaries: list[bytes] = []
+        raw = None
+        if not np.isfinite(depth).any():
+            raise BadOutput("the model returned no finite depth for this frame")
+        if "jpeg" in protocol.OUTPUTS[output]:
+            start = time.perf_counter()
+            try:
+                bgr = colorize(depth, colormap, self.smoother, require_finite=True)
+            except NoFiniteDepth:
+                raise BadOutput("the model returned no finite depth for this frame") from None
+            timings["colorize"] = _ms_since(start)
+            start = time.perf_counter()
+            binaries.append(images.encode_jpeg(bgr, self.settings.jpeg_quality))
+            timings["encode"] = _ms_since(start)
+        if raw_depth.ENCODING in protocol.OUTPUTS[output]:
+            start = time.perf_counter()
+            payload, raw = raw_depth.encode(depth)
+            binaries.append(payload)
+            timings["raw"] = _ms_since(start)
+        return binaries, raw
 
     def close(self) -> None:
         self.pool.release(self.gateway)

@@ -4,11 +4,17 @@ An example for users who talk to Triton themselves: it sends the raw RGB pixels 
 is inside the model), writes a colorized PNG and a 16-bit PNG of the depth at the photo's own
 size (a photo beyond the model contract's limits is first scaled down to fit, and its depth
 comes back at that size), and prints the round trip and the server's own compute time.
+
+Given a video file or a folder of images instead, it writes a depth video (or a folder of depth
+images), side by side with the input with ``--side-by-side``, the raw depth of every frame with
+``--raw-dir``, with batches and several requests in flight (client/frames.py), a progress bar
+and a final line with frames per second.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from pathlib import Path
@@ -19,12 +25,12 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from bridge.colorize import COLORMAPS, DEFAULT_COLORMAP, colorize, to_uint16
+from client import frames
 from depthstream.contract import (
     DEFAULT_MODEL,
     INPUT_DTYPE,
     INPUT_NAME,
-    MAX_IMAGE_PIXELS,
-    MAX_IMAGE_SIDE,
+    MAX_BATCH_SIZE,
     MODELS,
     OUTPUT_NAME,
 )
@@ -51,29 +57,81 @@ def server_compute_ms(client: grpcclient.InferenceServerClient, model: str) -> t
 
 
 def fit_to_contract(rgb: np.ndarray) -> np.ndarray:
-    """Scale a photo larger than the contract allows (a side, the pixels) down to fit, keeping
-    its aspect: Triton refuses larger images, and the network sees at most 518x1288 anyway."""
-    height, width = rgb.shape[:2]
-    scale = min(1.0, MAX_IMAGE_SIDE / max(height, width), (MAX_IMAGE_PIXELS / (height * width)) ** 0.5)
-    if scale >= 1.0:
-        return rgb
-    size = (max(1, int(width * scale)), max(1, int(height * scale)))
-    print(f"note: {width}x{height} is beyond the model contract's limits; sending it at {size[0]}x{size[1]}")
-    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+    """A photo larger than the contract allows, scaled down to fit (with a note saying so)."""
+    fitted = frames.fit_to_contract(rgb)
+    if fitted.shape != rgb.shape:
+        print(
+            f"note: {rgb.shape[1]}x{rgb.shape[0]} is beyond the model contract's limits; "
+            f"sending it at {fitted.shape[1]}x{fitted.shape[0]}"
+        )
+    return fitted
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m client", description=__doc__)
-    parser.add_argument("image", type=Path, help="a JPEG, PNG or WebP file")
+    parser.add_argument("image", type=Path, help="a JPEG, PNG or WebP file; a video; or a folder of images")
     parser.add_argument("--model", choices=list(MODELS), default=DEFAULT_MODEL)
     parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address")
     parser.add_argument("--colormap", choices=list(COLORMAPS), default=DEFAULT_COLORMAP)
-    parser.add_argument("--output-dir", type=Path, default=None, help="default: beside the image")
-    return parser.parse_args(argv)
+    parser.add_argument("--output-dir", type=Path, default=None, help="one image: default beside the image")
+    many = parser.add_argument_group("a video or a folder")
+    many.add_argument(
+        "--output",
+        type=Path,
+        help="the depth video (default INPUT.MODEL.mp4) or folder (default INPUT.MODEL/)",
+    )
+    many.add_argument("--side-by-side", action="store_true", help="the input beside its depth")
+    many.add_argument(
+        "--raw-dir", type=Path, help="also write each frame's raw depth (16-bit PNG + ranges.json)"
+    )
+    many.add_argument(
+        "--batch", type=int, default=MAX_BATCH_SIZE, help="frames per request (capped by the model)"
+    )
+    many.add_argument("--in-flight", type=int, default=2, help="requests in flight at once")
+    args = parser.parse_args(argv)
+    if args.batch < 1 or args.in_flight < 1:
+        parser.error("--batch and --in-flight must be at least 1")
+    return args
+
+
+def run_many(args: argparse.Namespace) -> int:
+    """A video or a folder of images: many frames, in batches, several requests in flight."""
+    suffix = ".mp4" if frames.is_video(args.image) else ""
+    output = args.output or args.image.with_name(f"{args.image.name}.{args.model}{suffix}")
+    job = frames.Job(
+        args.image,
+        output,
+        args.model,
+        args.url,
+        args.colormap,
+        args.side_by_side,
+        args.raw_dir,
+        args.batch,
+        args.in_flight,
+    )
+    try:
+        outcome = asyncio.run(frames.run(job))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except InferenceServerException as exc:
+        print(f"error: Triton at {args.url}: {exc.message()}", file=sys.stderr)
+        return 1
+    raw = f", raw depth in {args.raw_dir}" if args.raw_dir else ""
+    print(
+        f"{outcome.frames} frames in {outcome.seconds:.1f} s: {outcome.fps:.2f} frames/s "
+        f"({args.model}, batches of {outcome.batch}, {outcome.in_flight} in flight) -> {output}{raw}"
+    )
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if not args.image.exists():
+        print(f"error: {args.image} does not exist", file=sys.stderr)
+        return 2
+    if args.image.is_dir() or frames.is_video(args.image):
+        return run_many(args)
     rgb = cv2.imread(str(args.image), cv2.IMREAD_COLOR_RGB)
     if rgb is None:
         print(f"error: cannot read {args.image} as an image", file=sys.stderr)

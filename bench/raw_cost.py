@@ -1,0 +1,112 @@
+"""What raw depth costs on the stream, per 640x480 frame: bytes on the wire and the bridge's time
+to encode them, for the encoding the bridge uses (``uint16le``) against the ones it could have
+used (zlib over the same bytes, a 16-bit PNG), beside the default colorized JPEG.
+
+``python -m bench.raw_cost`` (also part of ``make bench``) writes bench/results/raw_cost.json and
+the README's table. The depth is the reference model's on a real photograph (its random weights
+in smoke mode: a noisier map, which compresses worse than a real one).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from bench.frames import stream
+from bench.harness import ROOT, machine
+from bench.report import replace_between
+from bridge import images, raw_depth
+from bridge.colorize import RangeSmoother, colorize
+from depthstream import runtime
+from depthstream.contract import DEFAULT_MODEL, INPUT_NAME, OUTPUT_NAME
+from depthstream.model_config import ONNX_FILE, VERSION
+
+BEGIN, END = "<!-- raw-depth:begin -->", "<!-- raw-depth:end -->"
+REPEATS = 20
+
+
+def reference_depth(repository: Path) -> np.ndarray:
+    (frame,) = stream(640, 480, 1)
+    onnx = repository / DEFAULT_MODEL / VERSION / ONNX_FILE
+    session, _ = runtime.open_session(onnx, runtime.wanted_providers(), os.cpu_count() or 1)
+    return session.run([OUTPUT_NAME], {INPUT_NAME: frame[None]})[0][0]
+
+
+def median_ms(work) -> tuple[float, bytes]:
+    times, out = [], b""
+    for _ in range(REPEATS):
+        start = time.perf_counter()
+        out = work()
+        times.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(times)), out
+
+
+def encodings(depth: np.ndarray) -> dict:
+    def jpeg() -> bytes:
+        return images.encode_jpeg(colorize(depth, "inferno", RangeSmoother()), 80)
+
+    def uint16le() -> bytes:
+        return raw_depth.encode(depth)[0]
+
+    def zlib_1() -> bytes:
+        return zlib.compress(raw_depth.encode(depth)[0], 1)
+
+    def png16() -> bytes:
+        payload, header = raw_depth.encode(depth)
+        q = np.frombuffer(payload, "<u2").reshape(header["height"], header["width"])
+        ok, data = cv2.imencode(".png", q, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        assert ok
+        return data.tobytes()
+
+    rows = {}
+    for name, work in (
+        ("colorized JPEG (the default)", jpeg),
+        ("raw uint16le (sent)", uint16le),
+        ("raw, zlib level 1", zlib_1),
+        ("raw, 16-bit PNG", png16),
+    ):
+        ms, data = median_ms(work)
+        rows[name] = {"bytes": len(data), "ms": round(ms, 2)}
+    return rows
+
+
+def markdown(where: str, rows: dict) -> str:
+    lines = [
+        f"Raw depth per 640x480 frame, measured by `make bench` on {where}: bytes on the wire, and the "
+        f"bridge's time to encode them (median of {REPEATS}; `raw` in `timings_ms`).",
+        "",
+        "| encoding | bytes per frame | bridge ms per frame |",
+        "| --- | --- | --- |",
+    ]
+    lines += [f"| {name} | {row['bytes']:,} | {row['ms']:.2f} |" for name, row in rows.items()]
+    return "\n".join(lines)
+
+
+def run(repository: Path, output: Path, where: str, readme: Path | None) -> dict:
+    rows = encodings(reference_depth(repository))
+    report = {"machine": where, "frame": "640x480", "encodings": rows}
+    (output / "raw_cost.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(where, rows)
+    if readme is not None:
+        replace_between(readme, BEGIN, END, table)
+    print(table)
+    return report
+
+
+def main() -> int:
+    repository = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "model_repository"
+    output = ROOT / "bench" / "results"
+    output.mkdir(parents=True, exist_ok=True)
+    run(repository, output, machine(), ROOT / "README.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

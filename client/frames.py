@@ -1,0 +1,243 @@
+"""Many frames through Triton: a video file or a folder of images in, depth out.
+
+Uses Triton well: the frames go in batches (up to the model's ``max_batch_size``) with several
+requests in flight at once (tritonclient's asyncio gRPC client), so that reading, colorizing
+and writing overlap with inference. At most ``in_flight x batch`` frames are held at once, and
+results are written in order. Writes a colorized depth video (or one PNG per image), side by
+side with the input if asked, and on request the raw depth of every frame as a 16-bit PNG with
+the numbers that map it back (``ranges.json``: ``depth = min + q * (max - min) / 65535``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tritonclient.grpc.aio as grpcaio
+from tqdm import tqdm
+
+from bridge import raw_depth
+from bridge.colorize import RangeSmoother, colorize
+from depthstream.contract import (
+    INPUT_DTYPE,
+    INPUT_NAME,
+    MAX_BATCH_SIZE,
+    MAX_IMAGE_PIXELS,
+    MAX_IMAGE_SIDE,
+    OUTPUT_NAME,
+)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    output: Path  # the depth video, or the folder of depth images
+    model: str
+    url: str
+    colormap: str
+    side_by_side: bool = False
+    raw_dir: Path | None = None
+    batch: int = MAX_BATCH_SIZE  # capped by the model's max_batch_size
+    in_flight: int = 2
+    timeout_s: float = 60.0
+
+
+@dataclass
+class Outcome:
+    frames: int = 0
+    seconds: float = 0.0
+    batch: int = 1
+    in_flight: int = 1
+    ranges: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds else 0.0
+
+
+def fit_to_contract(rgb: np.ndarray) -> np.ndarray:
+    """Scale an image larger than the contract allows (a side, the pixels) down to fit, keeping
+    its aspect: Triton refuses larger images, and the network sees at most 518x1288 anyway."""
+    height, width = rgb.shape[:2]
+    scale = min(1.0, MAX_IMAGE_SIDE / max(height, width), (MAX_IMAGE_PIXELS / (height * width)) ** 0.5)
+    if scale >= 1.0:
+        return rgb
+    size = (max(1, int(width * scale)), max(1, int(height * scale)))
+    return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
+
+
+def is_video(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES
+
+
+def read_video(path: Path) -> tuple[Iterator[tuple[str, np.ndarray]], int, float]:
+    """(frames as (name, RGB), frame count or 0 when unknown, frames per second)."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise ValueError(f"cannot open {path} as a video")
+    count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+
+    def frames() -> Iterator[tuple[str, np.ndarray]]:
+        index = 0
+        try:
+            while True:
+                ok, bgr = capture.read()
+                if not ok:
+                    return
+                yield f"{index:06d}", fit_to_contract(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+                index += 1
+        finally:
+            capture.release()
+
+    return frames(), count, fps
+
+
+def read_folder(path: Path) -> tuple[Iterator[tuple[str, np.ndarray]], int]:
+    files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{path} holds no image ({', '.join(sorted(IMAGE_SUFFIXES))})")
+
+    def frames() -> Iterator[tuple[str, np.ndarray]]:
+        for file in files:
+            rgb = cv2.imread(str(file), cv2.IMREAD_COLOR_RGB)
+            if rgb is None:
+                raise ValueError(f"cannot read {file} as an image")
+            yield file.stem, fit_to_contract(rgb)
+
+    return frames(), len(files)
+
+
+def batches(frames: Iterator[tuple[str, np.ndarray]], size: int) -> Iterator[list[tuple[str, np.ndarray]]]:
+    """Consecutive frames of the same shape, at most ``size`` at a time (a folder mixes sizes)."""
+    batch: list[tuple[str, np.ndarray]] = []
+    for item in frames:
+        if batch and (len(batch) == size or batch[0][1].shape != item[1].shape):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+class Writer:
+    """Writes results in order: a video, or a PNG per image; raw depth on request."""
+
+    def __init__(self, job: Job, fps: float, video: bool) -> None:
+        self.job = job
+        self.fps = fps
+        self.video = video
+        self.smoother = RangeSmoother() if video else None  # a video's colors stay steady
+        self.writer: cv2.VideoWriter | None = None
+        self.ranges: dict[str, list[float]] = {}
+        if not video:
+            job.output.mkdir(parents=True, exist_ok=True)
+        if job.raw_dir is not None:
+            job.raw_dir.mkdir(parents=True, exist_ok=True)
+
+    def write(self, name: str, rgb: np.ndarray, depth: np.ndarray) -> None:
+        picture = colorize(depth, self.job.colormap, self.smoother)
+        if self.job.side_by_side:
+            picture = np.hstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), picture])
+        if self.video:
+            if self.writer is None:
+                height, width = picture.shape[:2]
+                self.writer = cv2.VideoWriter(
+                    str(self.job.output), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height)
+                )
+                if not self.writer.isOpened():
+                    raise ValueError(f"cannot write a video to {self.job.output}")
+            self.writer.write(picture)
+        else:
+            cv2.imwrite(str(self.job.output / f"{name}.png"), picture)
+        if self.job.raw_dir is not None:
+            payload, header = raw_depth.encode(depth)
+            q = np.frombuffer(payload, "<u2").reshape(header["height"], header["width"])
+            cv2.imwrite(str(self.job.raw_dir / f"{name}.png"), q)
+            self.ranges[name] = [header["min"], header["max"]]
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+        if self.job.raw_dir is not None:
+            note = "depth = min + q * (max - min) / 65535, q the 16-bit PNG's value"
+            (self.job.raw_dir / "ranges.json").write_text(
+                json.dumps({"encoding": note, "frames": self.ranges}, indent=1) + "\n"
+            )
+
+
+async def model_batch_limit(client: grpcaio.InferenceServerClient, model: str) -> int:
+    config = (await client.get_model_config(model, as_json=True))["config"]
+    return max(1, int(config.get("max_batch_size", 0) or 1))
+
+
+async def infer_batch(
+    client: grpcaio.InferenceServerClient, model: str, images: np.ndarray, timeout_s: float
+) -> np.ndarray:
+    request = grpcaio.InferInput(INPUT_NAME, list(images.shape), INPUT_DTYPE)
+    request.set_data_from_numpy(images)
+    result = await client.infer(
+        model, [request], outputs=[grpcaio.InferRequestedOutput(OUTPUT_NAME)], client_timeout=timeout_s
+    )
+    return result.as_numpy(OUTPUT_NAME)
+
+
+async def run(job: Job, quiet: bool = False) -> Outcome:
+    video = is_video(job.source)
+    if video:
+        frames, count, fps = read_video(job.source)
+    else:
+        (frames, count), fps = read_folder(job.source), 0.0
+    writer = Writer(job, fps, video)
+    client = grpcaio.InferenceServerClient(job.url)
+    outcome = Outcome()
+    try:
+        outcome.batch = min(job.batch, await model_batch_limit(client, job.model))
+        outcome.in_flight = job.in_flight
+        places = asyncio.Semaphore(job.in_flight)  # at most in_flight x batch frames held
+        bar = tqdm(total=count or None, unit="frame", disable=quiet, desc=job.model)
+
+        async def one(batch: list[tuple[str, np.ndarray]]) -> tuple[list, np.ndarray]:
+            try:
+                images = np.stack([rgb for _, rgb in batch])
+                return batch, await infer_batch(client, job.model, images, job.timeout_s)
+            finally:
+                places.release()
+
+        started = time.perf_counter()
+        pending: asyncio.Queue = asyncio.Queue()
+
+        async def produce() -> None:
+            source = batches(frames, outcome.batch)
+            while True:
+                await places.acquire()
+                batch = await asyncio.to_thread(next, source, None)
+                if batch is None:
+                    places.release()
+                    break
+                pending.put_nowait(asyncio.create_task(one(batch)))
+            pending.put_nowait(None)
+
+        producer = asyncio.create_task(produce())
+        while (task := await pending.get()) is not None:
+            batch, depths = await task  # in order: the oldest request first
+            for (name, rgb), depth in zip(batch, depths, strict=True):
+                await asyncio.to_thread(writer.write, name, rgb, depth)
+            outcome.frames += len(batch)
+            bar.update(len(batch))
+        await producer
+        outcome.seconds = time.perf_counter() - started
+        bar.close()
+    finally:
+        writer.close()
+        await client.close()
+    outcome.ranges = writer.ranges
+    return outcome

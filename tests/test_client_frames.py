@@ -1,0 +1,117 @@
+"""The direct client on many frames: a short video and a folder of images end to end, against
+the real embedded Triton with the tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from client import __main__ as direct_client
+from client import frames
+from tests.helpers import photo
+
+MODEL = "depth_anything_v2_small_252"
+FRAMES = 9  # not a multiple of the batch: the last batch is short
+
+
+def write_video(path, count: int = FRAMES, size: tuple[int, int] = (96, 64)) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, size)
+    assert writer.isOpened()
+    for i in range(count):
+        frame = np.roll(photo(size[0], size[1], "chelsea"), 4 * i, axis=1)
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+
+
+def read_video(path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
+    out = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return out
+        out.append(frame)
+
+
+def test_a_video_becomes_a_side_by_side_depth_video_with_raw_depth(triton, tmp_path, capsys):
+    video = tmp_path / "walk.mp4"
+    write_video(video)
+    raw_dir = tmp_path / "raw"
+    code = direct_client.main(
+        [
+            str(video),
+            "--model",
+            MODEL,
+            "--url",
+            triton.settings.grpc_url,
+            "--side-by-side",
+            "--raw-dir",
+            str(raw_dir),
+        ]
+    )
+    assert code == 0
+    out = read_video(tmp_path / f"walk.mp4.{MODEL}.mp4")
+    assert len(out) == FRAMES and out[0].shape == (64, 192, 3)  # input | depth
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert (
+        line.startswith(f"{FRAMES} frames in ") and "frames/s" in line and "batches of 4, 2 in flight" in line
+    )
+
+    # the raw depth of a frame is what Triton returns for that frame, within the 16-bit step
+    ranges = json.loads((raw_dir / "ranges.json").read_text())["frames"]
+    assert sorted(ranges) == [f"{i:06d}" for i in range(FRAMES)]
+    capture = cv2.VideoCapture(str(video))
+    for _ in range(5):
+        ok, bgr = capture.read()
+    assert ok
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    client = grpcclient.InferenceServerClient(triton.settings.grpc_url)
+    request = grpcclient.InferInput("IMAGE", [1, *rgb.shape], "UINT8")
+    request.set_data_from_numpy(rgb[None])
+    direct = client.infer(MODEL, [request]).as_numpy("DEPTH")[0]
+    client.close()
+    low, high = ranges["000004"]
+    q = cv2.imread(str(raw_dir / "000004.png"), cv2.IMREAD_UNCHANGED)
+    assert q.dtype == np.uint16 and q.shape == (64, 96)
+    depth = low + q * ((high - low) / 65535)
+    assert np.abs(depth - direct).max() <= (high - low) / 65535 / 2 + 1e-6 * max(1.0, abs(high))
+
+
+def test_a_folder_of_images_of_several_sizes(triton, tmp_path, capsys):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for name, (w, h) in {"a": (80, 60), "b": (80, 60), "c": (50, 70)}.items():
+        cv2.imwrite(str(folder / f"{name}.png"), cv2.cvtColor(photo(w, h, "coffee"), cv2.COLOR_RGB2BGR))
+    (folder / "notes.txt").write_text("not an image")
+    code = direct_client.main(
+        [str(folder), "--model", MODEL, "--url", triton.settings.grpc_url, "--batch", "1"]
+    )
+    assert code == 0
+    out = folder.with_name(f"shots.{MODEL}")
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
+    assert cv2.imread(str(out / "c.png")).shape == (70, 50, 3)
+    assert "3 frames in" in capsys.readouterr().out
+
+
+def test_batches_never_mix_sizes_and_respect_the_cap():
+    items = [(str(i), np.zeros((2 + (i >= 5), 2, 3), np.uint8)) for i in range(8)]
+    shapes = [[rgb.shape for _, rgb in batch] for batch in frames.batches(iter(items), 3)]
+    assert [len(batch) for batch in shapes] == [3, 2, 3]
+    assert all(len(set(batch)) == 1 for batch in shapes)
+
+
+def test_bad_inputs_are_clear_errors(triton, tmp_path, capsys):
+    missing = direct_client.main([str(tmp_path / "nowhere.mp4"), "--url", triton.settings.grpc_url])
+    (tmp_path / "empty").mkdir()
+    empty = direct_client.main([str(tmp_path / "empty"), "--url", triton.settings.grpc_url])
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    broken = direct_client.main([str(tmp_path / "broken.mp4"), "--url", triton.settings.grpc_url])
+    err = capsys.readouterr().err
+    assert (missing, empty, broken) == (2, 2, 2)
+    assert "does not exist" in err and "holds no image" in err and "cannot open" in err
+    with pytest.raises(SystemExit):
+        direct_client.main([str(tmp_path / "empty"), "--in-flight", "0"])
