@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import approaches, perf_analyzer, report, worst_case
+from bench import approaches, perf_analyzer, raw_cost, report, worst_case
 from bench.frames import jpegs, stream
 from bench.harness import ROOT, Bridge, machine, server_settings
 from bench.measure import Result, rss_mb
@@ -294,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_readme:
         report.update_readme(ROOT / "README.md", table)
     print(table)
+
+    # raw depth on the stream: bytes and the bridge's time per frame (bench/raw_cost.py)
+    raw_cost.run(args.repository, args.output, where, None if args.no_readme else ROOT / "README.md")
 
     # 5: the worst case the contract's limits allow, per model (bench/worst_case.py)
     worst_case.run(

@@ -24,9 +24,9 @@ from bench.harness import ROOT, machine
 from bench.report import replace_between
 from bridge import images, raw_depth
 from bridge.colorize import RangeSmoother, colorize
-from depthstream import runtime
+from depthstream import model_config, runtime
 from depthstream.contract import DEFAULT_MODEL, INPUT_NAME, OUTPUT_NAME
-from depthstream.model_config import ONNX_FILE, VERSION
+from depthstream.model_config import CONFIG_FILE, ONNX_FILE, VERSION
 
 BEGIN, END = "<!-- raw-depth:begin -->", "<!-- raw-depth:end -->"
 REPEATS = 20
@@ -77,10 +77,16 @@ def encodings(depth: np.ndarray) -> dict:
     return rows
 
 
-def markdown(where: str, rows: dict) -> str:
+def markdown(where: str, rows: dict, random_weights: bool) -> str:
+    content = (
+        "the reference model's depth of a photograph, with random weights (smoke mode: a noisy map "
+        "that compresses worse than a real one; the raw size does not depend on it)"
+        if random_weights
+        else "the reference model's depth of a photograph"
+    )
     lines = [
         f"Raw depth per 640x480 frame, measured by `make bench` on {where}: bytes on the wire, and the "
-        f"bridge's time to encode them (median of {REPEATS}; `raw` in `timings_ms`).",
+        f"bridge's time to encode them (median of {REPEATS}; `raw` in `timings_ms`), on {content}.",
         "",
         "| encoding | bytes per frame | bridge ms per frame |",
         "| --- | --- | --- |",
@@ -91,9 +97,11 @@ def markdown(where: str, rows: dict) -> str:
 
 def run(repository: Path, output: Path, where: str, readme: Path | None) -> dict:
     rows = encodings(reference_depth(repository))
-    report = {"machine": where, "frame": "640x480", "encodings": rows}
+    config = model_config.parse((repository / DEFAULT_MODEL / CONFIG_FILE).read_text())
+    random_weights = model_config.is_random_weights(config)
+    report = {"machine": where, "frame": "640x480", "random_weights": random_weights, "encodings": rows}
     (output / "raw_cost.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(where, rows)
+    table = markdown(where, rows, random_weights)
     if readme is not None:
         replace_between(readme, BEGIN, END, table)
     print(table)
