@@ -205,3 +205,43 @@ async def full_stack(
         bridge_ms_p50=round(float(np.median(bridge)), 2),
         bridge_ms_p95=round(float(np.percentile(bridge, 95)), 2),
     )
+
+
+def video_client(
+    url: str,
+    spec: ModelSpec,
+    frames: list[np.ndarray],
+    workdir: Path,
+    batch: int,
+    in_flight: int,
+    server_pid: int,
+) -> Result:
+    """The direct client on a video file (client/frames.py): decoding, colorizing and writing the
+    depth video included, as a user runs it; one request at a time, or batches with several in flight."""
+    import cv2
+
+    from client import frames as many
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    video = workdir / f"{_size(frames)}.mp4"
+    if not video.exists():
+        writer = cv2.VideoWriter(
+            str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (frames[0].shape[1], frames[0].shape[0])
+        )
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        writer.release()
+    job = many.Job(
+        video, workdir / f"{spec.name}.depth.mp4", spec.name, url, "inferno", batch=batch, in_flight=in_flight
+    )
+    cpu0 = cpu_now(server_pid)
+    outcome = asyncio.run(many.run(job, quiet=True))
+    label = (
+        "direct client, video: one at a time"
+        if batch == in_flight == 1
+        else (f"direct client, video: batches of {outcome.batch}, {in_flight} in flight")
+    )
+    per_frame = [outcome.seconds / max(outcome.frames, 1)] * outcome.frames  # throughput, not latency
+    return summarize(
+        label, spec.name, _size(frames), in_flight, per_frame, outcome.seconds, cpu_now(server_pid) - cpu0
+    )

@@ -30,7 +30,6 @@ from depthstream.contract import (
     DEFAULT_MODEL,
     INPUT_DTYPE,
     INPUT_NAME,
-    MAX_BATCH_SIZE,
     MODELS,
     OUTPUT_NAME,
 )
@@ -85,11 +84,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--raw-dir", type=Path, help="also write each frame's raw depth (16-bit PNG + ranges.json)"
     )
     many.add_argument(
-        "--batch", type=int, default=MAX_BATCH_SIZE, help="frames per request (capped by the model)"
+        "--batch",
+        type=int,
+        default=None,
+        help="frames per request, capped by the model (default: what pays for it)",
     )
     many.add_argument("--in-flight", type=int, default=2, help="requests in flight at once")
     args = parser.parse_args(argv)
-    if args.batch < 1 or args.in_flight < 1:
+    if (args.batch is not None and args.batch < 1) or args.in_flight < 1:
         parser.error("--batch and --in-flight must be at least 1")
     return args
 

@@ -58,7 +58,9 @@ def test_a_video_becomes_a_side_by_side_depth_video_with_raw_depth(triton, tmp_p
     assert len(out) == FRAMES and out[0].shape == (64, 192, 3)  # input | depth
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert (
-        line.startswith(f"{FRAMES} frames in ") and "frames/s" in line and "batches of 4, 2 in flight" in line
+        line.startswith(f"{FRAMES} frames in ")
+        and "frames/s" in line
+        and "batches of 1, 2 in flight" in line  # the embedded flavour: one frame a request
     )
 
     # the raw depth of a frame is what Triton returns for that frame, within the 16-bit step
@@ -95,6 +97,35 @@ def test_a_folder_of_images_of_several_sizes(triton, tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png", "c.png"]
     assert cv2.imread(str(out / "c.png")).shape == (70, 50, 3)
     assert "3 frames in" in capsys.readouterr().out
+
+
+def test_batches_where_the_model_runs_them(triton, tmp_path, capsys):
+    """Asked for, a batch is capped by the model's max_batch_size and really sent as one request."""
+    video = tmp_path / "clip.mp4"
+    write_video(video, count=6)
+    args = [
+        str(video),
+        "--model",
+        MODEL,
+        "--url",
+        triton.settings.grpc_url,
+        "--batch",
+        "16",
+        "--in-flight",
+        "1",
+    ]
+    before = requests_and_executions(triton, MODEL)
+    assert direct_client.main(args) == 0
+    after = requests_and_executions(triton, MODEL)
+    assert "batches of 4, 1 in flight" in capsys.readouterr().out
+    assert (after[0] - before[0], after[1] - before[1]) == (6, 2)  # 6 frames in 2 requests: 4 + 2
+
+
+def requests_and_executions(triton, model: str) -> tuple[int, int]:
+    client = grpcclient.InferenceServerClient(triton.settings.grpc_url)
+    stats = client.get_inference_statistics(model).model_stats[0]
+    client.close()
+    return stats.inference_count, stats.execution_count
 
 
 def test_batches_never_mix_sizes_and_respect_the_cap():
