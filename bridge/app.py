@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge import protocol
 from bridge.access import origin_allowed, token_ok
-from bridge.colorize import COLORMAPS
+from bridge.colorize import COLORMAPS, colormap_stops
 from bridge.default_model import AUTO, LIVE_FPS, DefaultChoice, choose_default, estimated_fps
 from bridge.metrics import BridgeMetrics
 from bridge.pool import TritonPool
@@ -151,6 +151,8 @@ async def api_models(request: Request) -> Response:
             "default_reason": choice.reason,
             "live_fps": LIVE_FPS,
             "colormaps": list(COLORMAPS),
+            # each colormap from far to near, for the page's colorbar
+            "colormap_stops": {name: colormap_stops(name) for name in COLORMAPS},
             "default_colormap": state.settings.default_colormap,
         }
     )

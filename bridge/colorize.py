@@ -78,6 +78,13 @@ def apply_colormap(gray: np.ndarray, colormap: str) -> np.ndarray:
     return cv2.applyColorMap(gray, code)
 
 
+def colormap_stops(colormap: str, count: int = 16) -> list[str]:
+    """The colormap from far (0) to near (255) as ``count`` CSS colors, for the page's colorbar."""
+    ramp = np.linspace(0, 255, count).astype(np.uint8)[None, :]
+    bgr = apply_colormap(ramp, colormap)[0]
+    return [f"#{r:02x}{g:02x}{b:02x}" for b, g, r in bgr]
+
+
 class NoFiniteDepth(ValueError):
     """Every depth value is NaN or infinite."""
 

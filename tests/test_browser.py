@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import time
@@ -18,7 +19,11 @@ CHROMIUM_ARGS = [
     "--use-fake-device-for-media-stream",  # a synthetic camera (a moving test pattern)
     "--use-fake-ui-for-media-stream",  # allow the camera without a prompt
     "--no-sandbox",
+    # WebGL for the 3D view without a GPU: ANGLE on SwiftShader, Chromium's software renderer
+    # (explicitly: Chromium is retiring the automatic fallback to it)
     "--disable-gpu",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
     "--disable-quic",
     "--no-first-run",
     # this machine has no internet: no background connections
@@ -120,3 +125,120 @@ def test_camera_to_depth_live_switch_model_and_stop(page, record_property):
     assert frames(page) == stopped_at, "frames kept arriving after Stop"
     assert page.inner_text("#status") == "stopped"
     assert page.is_hidden("#banner")
+
+
+def canvas_lit_fraction(png: bytes) -> float:
+    """The share of a screenshot's pixels that are not (near) black."""
+    import cv2
+    import numpy as np
+
+    image = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE)
+    return float((image > 16).mean())
+
+
+def test_3d_view_draws_the_stream_and_the_page_stays_responsive(page, record_property):
+    """WebGL in headless Chromium (SwiftShader): the point cloud draws every frame, orbits with the
+    mouse, and the page's main thread keeps up (the longest gap between animation frames)."""
+    page.wait_for_selector("#model:not([disabled])")
+    page.select_option("#model", "depth_anything_v2_small_252")
+    page.click("#toggle-3d")
+    assert page.is_visible("#view3d") and page.is_hidden("#depth")
+    page.click("#start")
+    page.wait_for_function(
+        "Number(document.getElementById('view3d').dataset.frames || 0) >= 10", timeout=90_000
+    )
+    # the main thread while the cloud updates: gaps between animation frames over 3 s
+    gaps = page.evaluate(
+        """() => new Promise((resolve) => {
+            const gaps = []; let last = performance.now(); const end = last + 3000;
+            function tick(now) { gaps.push(now - last); last = now; now < end ? requestAnimationFrame(tick) : resolve(gaps); }
+            requestAnimationFrame(tick); })"""
+    )
+    summary = page.evaluate("window.depthstream3d.summary()")
+    print(f"3D view: {summary}; longest animation-frame gap {max(gaps):.0f} ms over {len(gaps)} frames")
+    record_property("view3d", summary)
+    record_property("view3d_longest_gap_ms", round(max(gaps)))
+    assert summary["error"] is None and summary["points"] == 320 * 240
+    assert summary["frames"] >= 10 and summary["p50_ms"] > 0
+    assert max(gaps) < 1000, "the page froze while the 3D view updated"
+
+    ARTIFACTS.mkdir(exist_ok=True)  # the README's picture of the 3D view comes from here
+    page.screenshot(path=str(ARTIFACTS / "view3d.png"))
+    canvas = page.locator("#view3d canvas")
+    before = canvas.screenshot()
+    assert canvas_lit_fraction(before) > 0.2, "the point cloud does not draw"
+    page.click("#stop")
+    page.wait_for_timeout(1500)  # the last answers land
+    still = canvas.screenshot()
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2 + 150, box["y"] + box["height"] / 2 + 40, steps=10)
+    page.mouse.up()
+    assert canvas.screenshot() != still, "dragging does not orbit the view"
+
+
+def test_raw_depth_saved_by_the_page_is_what_triton_returns_for_that_frame(page, triton, tmp_path):
+    """Save raw depth writes a 16-bit PNG of the model's values: decoded with the numbers it
+    carries, it equals a direct gRPC inference of the very JPEG the page sent for that frame."""
+    import cv2
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from PIL import Image
+
+    from bridge import images
+
+    # every binary frame the page sends on its socket, in order: frame seq N is the N-th
+    page.add_init_script(
+        """const send = WebSocket.prototype.send; window.sentFrames = [];
+        WebSocket.prototype.send = function (data) {
+          if (typeof data !== "string") window.sentFrames.push(data);
+          return send.call(this, data); };"""
+    )
+    page.reload()  # the page and its socket again, now watched
+    page.wait_for_selector("#model:not([disabled])")
+    page.select_option("#model", "depth_anything_v2_small_252")
+    page.click("#start")
+    wait_for_frames(page, 3)
+    with page.expect_download(timeout=60_000) as saving:
+        page.click("#save-raw")
+    path = tmp_path / "depth16.png"
+    saving.value.save_as(path)
+    page.click("#stop")
+
+    q = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    text = Image.open(path).text
+    assert q.dtype == np.uint16 and q.shape == (480, 640)
+    low, high, seq = (
+        float(text["depthstream.min"]),
+        float(text["depthstream.max"]),
+        int(text["depthstream.seq"]),
+    )
+    assert (
+        text["depthstream.model"] == "depth_anything_v2_small_252" and "65535" in text["depthstream.mapping"]
+    )
+    depth = low + q * ((high - low) / 65535)
+
+    sent = page.evaluate(
+        """async (seq) => { const bytes = new Uint8Array(await new Blob([window.sentFrames[seq]]).arrayBuffer());
+           let text = ""; for (const b of bytes) text += String.fromCharCode(b); return btoa(text); }""",
+        seq,
+    )
+    rgb = images.decode(base64.b64decode(sent), 1920 * 1080)  # the frame as the bridge decoded it
+    client = grpcclient.InferenceServerClient(triton.settings.grpc_url)
+    request = grpcclient.InferInput("IMAGE", [1, *rgb.shape], "UINT8")
+    request.set_data_from_numpy(rgb[None])
+    direct = client.infer("depth_anything_v2_small_252", [request]).as_numpy("DEPTH")[0]
+    client.close()
+    assert (low, high) == (float(direct.min()), float(direct.max()))
+    assert np.abs(depth - direct).max() <= (high - low) / 65535 / 2 + 1e-6 * max(1.0, abs(high))
+
+
+def test_the_colorbar_follows_the_colormap(page):
+    page.wait_for_selector("#model:not([disabled])")
+    ramp = "document.getElementById('colorbar-ramp').style.background"
+    inferno = page.evaluate(ramp)
+    assert "linear-gradient" in inferno and page.inner_text("#colorbar-name") == "inferno"
+    page.select_option("#colormap", "turbo")
+    assert page.evaluate(ramp) != inferno and page.inner_text("#colorbar-name") == "turbo"
+    assert page.inner_text(".colorbar").startswith("far")

@@ -183,7 +183,9 @@ def test_the_ingress_routes_the_page_and_never_metrics(overlay):
     rules = ingress["spec"]["rules"]
     for path in ("/metrics", "/metrics/", "/healthz", "/readyz"):
         assert not ingress_routes(path, rules), path
-    for path in ["/", "/ws", "/api/models", *(f"/{p.name}" for p in (ROOT / "web").iterdir())]:
+    web = ROOT / "web"
+    files = [f"/{p.relative_to(web).as_posix()}" for p in web.rglob("*") if p.is_file()]
+    for path in ["/", "/ws", "/api/models", *files]:
         assert ingress_routes(path, rules), path
     assert not any("snippet" in key for key in ingress["metadata"].get("annotations", {}))
 

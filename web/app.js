@@ -16,6 +16,8 @@ const ui = {
   depth: $("depth"), fps: $("fps"), latency: $("latency"), dropped: $("dropped"), frames: $("frames"),
   depthModel: $("depth-model"), banner: $("banner"), bannerRandom: $("banner-random"),
   status: $("status"), sourceLabel: $("source-label"), modelWhy: $("model-why"),
+  saveRaw: $("save-raw"), toggle3d: $("toggle-3d"), view3d: $("view3d"),
+  colorbarRamp: $("colorbar-ramp"), colorbarName: $("colorbar-name"),
 };
 
 const state = {
@@ -24,6 +26,8 @@ const state = {
   source: "camera", // "camera" | "image" | "video"
   sentSeq: -1, answeredSeq: -1, sentAt: new Map(), pendingHeader: null, pausedUntil: 0,
   answeredTimes: [], framesShown: 0, models: {},
+  pendingBinaries: [], // the binary messages of the current answer (its header lists them)
+  view3d: false, rawSavePending: false, lastRaw: null, captures: new Map(), colormapStops: {},
 };
 const capture = document.createElement("canvas");
 
@@ -63,6 +67,8 @@ async function loadModels() {
     ui.model.disabled = false;
     ui.colormap.replaceChildren(...info.colormaps.map((c) => new Option(c, c)));
     ui.colormap.value = info.default_colormap;
+    state.colormapStops = info.colormap_stops ?? {};
+    showColorbar();
     if (!firstReady) showBanner("The model server has no model ready yet. Is Triton running? Retrying…");
     updateRandomBanner();
     return Boolean(firstReady);
@@ -91,7 +97,7 @@ function connect() {
     sendConfig();
     setStatus(state.running ? "streaming" : "connected");
   };
-  ws.onmessage = (event) => (typeof event.data === "string" ? onText(JSON.parse(event.data)) : onDepthImage(event.data));
+  ws.onmessage = (event) => (typeof event.data === "string" ? onText(JSON.parse(event.data)) : onBinary(event.data));
   ws.onclose = () => {
     state.connected = false;
     const delay = BACKOFF_MS[Math.min(state.reconnects, BACKOFF_MS.length - 1)];
@@ -103,10 +109,19 @@ function connect() {
   };
 }
 
+// raw depth costs 5x the bytes of the JPEG: asked for only while the 3D view is on or a save waits
+function wantedOutput() { return state.view3d || state.rawSavePending ? "both" : "color"; }
+
 function sendConfig() {
   if (state.ws?.readyState === WebSocket.OPEN) {
-    state.ws.send(JSON.stringify({ type: "config", model: ui.model.value, colormap: ui.colormap.value }));
+    state.ws.send(JSON.stringify({ type: "config", model: ui.model.value, colormap: ui.colormap.value, output: wantedOutput() }));
   }
+}
+
+function showColorbar() {
+  const stops = state.colormapStops[ui.colormap.value];
+  ui.colorbarRamp.style.background = stops ? `linear-gradient(to right, ${stops.join(", ")})` : "";
+  ui.colorbarName.textContent = ui.colormap.value;
 }
 
 function onText(message) {
@@ -121,6 +136,7 @@ function onText(message) {
       break;
     case "depth":
       state.pendingHeader = message;
+      state.pendingBinaries = [];
       break;
     case "error":
       onError(message);
@@ -139,10 +155,36 @@ function onError(message) {
   ui.banner.dataset.kind = codes.model.includes(message.code) ? "model" : "frame";
 }
 
-async function onDepthImage(buffer) {
+function onBinary(buffer) {
   const header = state.pendingHeader;
-  state.pendingHeader = null;
   if (!header) return;
+  state.pendingBinaries.push(buffer);
+  const kinds = header.binary ?? ["jpeg"];
+  if (state.pendingBinaries.length < kinds.length) return;
+  const binaries = state.pendingBinaries;
+  state.pendingHeader = null;
+  state.pendingBinaries = [];
+  const raw = kinds.indexOf("uint16le");
+  if (raw >= 0) onRawDepth(header, binaries[raw]);
+  const jpeg = kinds.indexOf("jpeg");
+  if (jpeg >= 0) onDepthImage(header, binaries[jpeg]);
+}
+
+function onRawDepth(header, buffer) {
+  state.lastRaw = { header, q: new Uint16Array(buffer) };
+  const rgba = state.captures.get(header.seq) ?? null;
+  for (const seq of state.captures.keys()) if (seq <= header.seq) state.captures.delete(seq);
+  if (state.view3d) {
+    window.dispatchEvent(new CustomEvent("depthstream:raw", { detail: { raw: header.raw, q: state.lastRaw.q, rgba } }));
+  }
+  if (state.rawSavePending) {
+    state.rawSavePending = false;
+    saveRawDepth();
+    sendConfig(); // back to what the view needs
+  }
+}
+
+async function onDepthImage(header, buffer) {
   state.answeredSeq = Math.max(state.answeredSeq, header.seq);
   const now = performance.now();
   const sent = state.sentAt.get(header.seq);
@@ -163,6 +205,7 @@ async function onDepthImage(buffer) {
   const span = (now - state.answeredTimes[0]) / 1000;
   ui.fps.textContent = state.answeredTimes.length > 1 && span > 0 ? ((state.answeredTimes.length - 1) / span).toFixed(1) : "0.0";
   ui.save.disabled = false;
+  ui.saveRaw.disabled = false;
   updateRandomBanner(header.random_weights);
   if (ui.banner.dataset.kind === "frame" || ui.banner.dataset.kind === "model") showBanner("");
 }
@@ -208,9 +251,12 @@ function sendFrame() {
   const scale = Math.min(1, w / srcW, h / srcH);
   capture.width = Math.max(2, Math.round(srcW * scale));
   capture.height = Math.max(2, Math.round(srcH * scale));
-  capture.getContext("2d").drawImage(element, 0, 0, capture.width, capture.height);
+  const context = capture.getContext("2d", { willReadFrequently: state.view3d });
+  context.drawImage(element, 0, 0, capture.width, capture.height);
   state.sentSeq += 1;
   const seq = state.sentSeq;
+  // the 3D view colors each point with the camera pixel its depth came from
+  if (state.view3d) state.captures.set(seq, context.getImageData(0, 0, capture.width, capture.height));
   state.sentAt.set(seq, performance.now());
   capture.toBlob((blob) => {
     if (blob && state.ws?.readyState === WebSocket.OPEN) state.ws.send(blob);
@@ -264,20 +310,104 @@ function useFile(file) {
 }
 
 function saveDepth() {
-  ui.depth.toBlob((blob) => {
-    const link = document.createElement("a");
-    link.href = URL.createObjectURL(blob);
-    link.download = `depth-${ui.depth.dataset.model || "frame"}-${Date.now()}.png`;
-    link.click();
-    setTimeout(() => URL.revokeObjectURL(link.href), 1000);
-  }, "image/png");
+  ui.depth.toBlob((blob) => download(blob, `depth-${ui.depth.dataset.model || "frame"}-${Date.now()}.png`), "image/png");
+}
+
+// --- raw depth: a 16-bit PNG of the model's values ---------------------------------------------
+const PNG_SIGNATURE = new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]);
+const CRC_TABLE = (() => {
+  const table = new Uint32Array(256);
+  for (let n = 0; n < 256; n++) {
+    let c = n;
+    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
+    table[n] = c >>> 0;
+  }
+  return table;
+})();
+
+function crc32(bytes) {
+  let c = 0xffffffff;
+  for (let i = 0; i < bytes.length; i++) c = CRC_TABLE[(c ^ bytes[i]) & 0xff] ^ (c >>> 8);
+  return (c ^ 0xffffffff) >>> 0;
+}
+
+function pngChunk(type, data) {
+  const out = new Uint8Array(12 + data.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, data.length);
+  out.set(new TextEncoder().encode(type), 4);
+  out.set(data, 8);
+  view.setUint32(8 + data.length, crc32(out.subarray(4, 8 + data.length)));
+  return out;
+}
+
+// 16-bit grayscale PNG (big-endian samples, no filter), zlib by the browser's CompressionStream;
+// tEXt chunks carry what maps the values back to the model's depth
+async function png16(width, height, q, texts) {
+  const header = new Uint8Array(13);
+  const hv = new DataView(header.buffer);
+  hv.setUint32(0, width);
+  hv.setUint32(4, height);
+  header[8] = 16; // bit depth; color type 0 (gray), no interlace
+  const rows = new Uint8Array(height * (1 + 2 * width));
+  const rv = new DataView(rows.buffer);
+  for (let y = 0; y < height; y++) {
+    const offset = y * (1 + 2 * width);
+    for (let x = 0; x < width; x++) rv.setUint16(offset + 1 + 2 * x, q[y * width + x]);
+  }
+  const zipped = await new Response(new Blob([rows]).stream().pipeThrough(new CompressionStream("deflate"))).arrayBuffer();
+  const text = Object.entries(texts).map(([key, value]) => pngChunk("tEXt", new TextEncoder().encode(`${key}\0${value}`)));
+  return new Blob([PNG_SIGNATURE, pngChunk("IHDR", header), ...text, pngChunk("IDAT", new Uint8Array(zipped)), pngChunk("IEND", new Uint8Array())], { type: "image/png" });
+}
+
+function download(blob, name) {
+  const link = document.createElement("a");
+  link.href = URL.createObjectURL(blob);
+  link.download = name;
+  link.click();
+  setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+}
+
+async function saveRawDepth() {
+  const { header, q } = state.lastRaw;
+  const raw = header.raw;
+  const blob = await png16(raw.width, raw.height, q, {
+    "depthstream.model": header.model,
+    "depthstream.seq": String(header.seq),
+    "depthstream.min": String(raw.min),
+    "depthstream.max": String(raw.max),
+    "depthstream.mapping": "depth = min + q * (max - min) / 65535 (relative inverse depth: larger is closer)",
+  });
+  download(blob, `depth16-${header.model}-${header.seq}.png`);
+}
+
+function requestRawSave() {
+  if (state.lastRaw && state.lastRaw.header.seq === state.answeredSeq) {
+    saveRawDepth();
+    return;
+  }
+  state.rawSavePending = true; // the next answer carries the raw depth
+  sendConfig();
+  if (!state.running) setStatus("press Start: the raw depth of the next frame will be saved");
+}
+
+function toggle3d() {
+  state.view3d = !state.view3d;
+  ui.toggle3d.setAttribute("aria-pressed", String(state.view3d));
+  ui.view3d.hidden = !state.view3d;
+  ui.depth.hidden = state.view3d;
+  state.captures.clear();
+  window.dispatchEvent(new CustomEvent("depthstream:view3d", { detail: { on: state.view3d } }));
+  sendConfig();
 }
 
 ui.start.addEventListener("click", start);
+ui.saveRaw.addEventListener("click", requestRawSave);
+ui.toggle3d.addEventListener("click", toggle3d);
 ui.stop.addEventListener("click", stop);
 ui.save.addEventListener("click", saveDepth);
 ui.model.addEventListener("change", () => { updateRandomBanner(); sendConfig(); });
-ui.colormap.addEventListener("change", sendConfig);
+ui.colormap.addEventListener("change", () => { showColorbar(); sendConfig(); });
 ui.file.addEventListener("change", () => ui.file.files[0] && useFile(ui.file.files[0]));
 
 (async function init() {
