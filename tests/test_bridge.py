@@ -105,6 +105,7 @@ def test_model_switch_mid_stream(bridge):
             "type": "config",
             "model": "midas_dpt_beit_base_384",
             "colormap": "turbo",
+            "output": "color",
             "random_weights": False,
             "received": 1,
             "dropped": 0,
