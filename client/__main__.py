@@ -99,7 +99,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_many(args: argparse.Namespace) -> int:
     """A video or a folder of images: many frames, in batches, several requests in flight."""
     suffix = ".mp4" if frames.is_video(args.image) else ""
-    output = args.output or args.image.with_name(f"{args.image.name}.{args.model}{suffix}")
+    source = args.image.resolve()  # `.` has no name to build on
+    output = args.output or source.with_name(f"{source.name}.{args.model}{suffix}")
     job = frames.Job(
         args.image,
         output,

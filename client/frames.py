@@ -75,7 +75,8 @@ def fit_to_contract(rgb: np.ndarray) -> np.ndarray:
 
 
 def is_video(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES
+    """A file that OpenCV cannot read as an image (TIFF, JPEG 2000, ... are images too)."""
+    return path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES and not cv2.haveImageReader(str(path))
 
 
 def read_video(path: Path) -> tuple[Iterator[tuple[str, np.ndarray]], int, float]:
@@ -210,38 +211,48 @@ async def run(job: Job, quiet: bool = False) -> Outcome:
     try:
         outcome.batch = await batch_size_for(client, job.model, job.batch)
         outcome.in_flight = job.in_flight
-        places = asyncio.Semaphore(job.in_flight)  # at most in_flight x batch frames held
+        # a place is taken when a batch is read and freed once it is written: at most
+        # in_flight x batch frames are held, however slow the writing
+        places = asyncio.Semaphore(job.in_flight)
+        pending: asyncio.Queue = asyncio.Queue()  # requests in order; a reading error; then None
         bar = tqdm(total=count or None, unit="frame", disable=quiet, desc=job.model)
 
         async def one(batch: list[tuple[str, np.ndarray]]) -> tuple[list, np.ndarray]:
-            try:
-                images = np.stack([rgb for _, rgb in batch])
-                return batch, await infer_batch(client, job.model, images, job.timeout_s)
-            finally:
-                places.release()
-
-        started = time.perf_counter()
-        pending: asyncio.Queue = asyncio.Queue()
+            images = np.stack([rgb for _, rgb in batch])
+            return batch, await infer_batch(client, job.model, images, job.timeout_s)
 
         async def produce() -> None:
-            source = batches(frames, outcome.batch)
-            while True:
-                await places.acquire()
-                batch = await asyncio.to_thread(next, source, None)
-                if batch is None:
-                    places.release()
-                    break
-                pending.put_nowait(asyncio.create_task(one(batch)))
-            pending.put_nowait(None)
+            try:
+                source = batches(frames, outcome.batch)
+                while True:
+                    await places.acquire()
+                    batch = await asyncio.to_thread(next, source, None)
+                    if batch is None:
+                        break
+                    pending.put_nowait(asyncio.create_task(one(batch)))
+            except Exception as exc:  # an unreadable image: the writer stops there and says why
+                pending.put_nowait(exc)
+            finally:
+                pending.put_nowait(None)
 
+        started = time.perf_counter()
         producer = asyncio.create_task(produce())
-        while (task := await pending.get()) is not None:
-            batch, depths = await task  # in order: the oldest request first
-            for (name, rgb), depth in zip(batch, depths, strict=True):
-                await asyncio.to_thread(writer.write, name, rgb, depth)
-            outcome.frames += len(batch)
-            bar.update(len(batch))
-        await producer
+        try:
+            while (item := await pending.get()) is not None:
+                if isinstance(item, Exception):
+                    raise item
+                batch, depths = await item  # in order: the oldest request first
+                for (name, rgb), depth in zip(batch, depths, strict=True):
+                    await asyncio.to_thread(writer.write, name, rgb, depth)
+                places.release()
+                outcome.frames += len(batch)
+                bar.update(len(batch))
+        finally:
+            producer.cancel()
+            while not pending.empty():  # on an error: requests still in flight are abandoned
+                item = pending.get_nowait()
+                if isinstance(item, asyncio.Task):
+                    item.cancel()
         outcome.seconds = time.perf_counter() - started
         bar.close()
     finally:

@@ -146,3 +146,44 @@ def test_bad_inputs_are_clear_errors(triton, tmp_path, capsys):
     assert "does not exist" in err and "holds no image" in err and "cannot open" in err
     with pytest.raises(SystemExit):
         direct_client.main([str(tmp_path / "empty"), "--in-flight", "0"])
+
+
+def test_one_unreadable_image_is_a_clear_error_not_a_hang(triton, tmp_path, capsys):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), cv2.cvtColor(photo(80, 60, "coffee"), cv2.COLOR_RGB2BGR))
+    (folder / "b.png").write_bytes(b"not a png at all")
+    code = direct_client.main([str(folder), "--model", MODEL, "--url", triton.settings.grpc_url])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot read" in err and "b.png" in err
+
+
+def test_frames_held_stay_bounded_however_slow_the_writing(triton, tmp_path, monkeypatch):
+    """Read but not yet written: never more than in_flight x batch frames (a slow disk, a long video)."""
+    import asyncio
+    import time
+
+    video = tmp_path / "long.mp4"
+    write_video(video, count=24)
+    counts = {"read": 0, "written": 0, "most_held": 0}
+    real_batches, real_write = frames.batches, frames.Writer.write
+
+    def counted_batches(source, size):
+        for batch in real_batches(source, size):
+            counts["read"] += len(batch)
+            counts["most_held"] = max(counts["most_held"], counts["read"] - counts["written"])
+            yield batch
+
+    def slow_write(self, name, rgb, depth):
+        time.sleep(0.05)
+        real_write(self, name, rgb, depth)
+        counts["written"] += 1
+
+    monkeypatch.setattr(frames, "batches", counted_batches)
+    monkeypatch.setattr(frames.Writer, "write", slow_write)
+    job = frames.Job(
+        video, tmp_path / "out.mp4", MODEL, triton.settings.grpc_url, "inferno", batch=2, in_flight=2
+    )
+    outcome = asyncio.run(frames.run(job, quiet=True))
+    assert outcome.frames == counts["written"] == 24
+    assert counts["most_held"] <= 2 * 2
