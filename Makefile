@@ -35,16 +35,19 @@ help: ## list the targets
 # ONNXRUNTIME=auto: onnxruntime-gpu (CUDA and cuDNN from pip) where nvidia-smi lists a GPU, else
 # onnxruntime; ONNXRUNTIME=cpu|gpu forces one (depthstream/accelerator.py)
 ONNXRUNTIME ?= auto
-$(VENV)/.installed: requirements.txt requirements-dev.txt depthstream/accelerator.py
+# the stamp names the choice: ONNXRUNTIME=cpu on an existing .venv installs again
+INSTALLED := $(VENV)/.installed-$(ONNXRUNTIME)
+$(INSTALLED): requirements.txt requirements-dev.txt depthstream/accelerator.py
 	test -x $(PYTHON) || $(PYTHON_SYSTEM) -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	ONNXRUNTIME=$(ONNXRUNTIME) $(PYTHON_SYSTEM) -m depthstream.accelerator requirements requirements.txt $(VENV)/requirements.txt
 	@# the CPU and GPU builds share the `onnxruntime` module: never both
 	$(PYTHON) -m pip uninstall --quiet --yes onnxruntime onnxruntime-gpu 2>/dev/null || true
 	$(PYTHON) -m pip install --quiet -r $(VENV)/requirements.txt -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
 	touch $@
 
-setup: $(VENV)/.installed ## create .venv with the pinned dependencies (ONNX Runtime's GPU build on NVIDIA machines)
+setup: $(INSTALLED) ## create .venv with the pinned dependencies (ONNX Runtime's GPU build on NVIDIA machines)
 
 export: setup ## export the models to ONNX in model_repository/ (WEIGHTS=random|DIR, MODEL=name)
 	$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS)

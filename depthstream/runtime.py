@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 SPEED_FILE = "speed.json"
 SPEED_FRAME = (480, 640)  # height, width: the frame every speed is measured on
-SPEED_REPEATS = 3
+SPEED_REPEATS = 5
 
 
 def session_options(threads: int):
@@ -104,7 +105,8 @@ def open_session(path: Path | str, providers: list[str], threads: int, cache_dir
     import onnxruntime as ort
 
     _preload_gpu_libraries(providers)
-    cache = cache_dir or Path(path).parent / "trt_cache"
+    # TensorRT's engines: never beside the exported model (the repository may be read-only)
+    cache = cache_dir or Path(tempfile.gettempdir()) / "depthstream-trt-cache"
     options = [provider_options(provider, cache) for provider in providers]
     with warnings.catch_warnings(record=True) as caught:  # "not in available provider names"
         warnings.simplefilter("always")
@@ -160,33 +162,40 @@ def measure(onnx_path: Path, providers: list[str], threads: int | None = None) -
 
 
 def speed_here(model_dir: Path, providers: list[str], threads: int | None = None) -> Speed:
-    """This machine's recorded speed for a model; measured (and recorded) when there is none."""
+    """This machine's recorded speed for a model; measured (and recorded) when there is none.
+
+    Recorded under what was asked (this machine, these threads, the first provider wanted), with
+    what really ran: a GPU provider that falls back is not timed again at every start."""
     from depthstream.model_config import ONNX_FILE, VERSION
 
-    recorded = recorded_speed(model_dir, machine_description(providers[0], threads))
+    key = machine_description(providers[0], threads)
+    recorded = recorded_speed(model_dir, key)
     if recorded is not None:
         return recorded
     log.info("%s: no speed recorded for this machine; timing a 640x480 frame", model_dir.name)
     speed, warning = measure(model_dir / VERSION / ONNX_FILE, providers, threads)
     if warning:
         log.warning("%s", warning)
-    if not record_speed(model_dir, speed):
+    if not record_speed(model_dir, key, speed):
         log.warning("%s: read-only, its speed here is not recorded (measured again next start)", model_dir)
     return speed
 
 
-def read_speeds(model_dir: Path) -> dict[str, float]:
-    """machine description -> ms, as recorded beside the model."""
+def read_speeds(model_dir: Path) -> dict[str, Speed]:
+    """What was asked (machine_description) -> the speed measured, as recorded beside the model."""
     try:
         records = json.loads((model_dir / SPEED_FILE).read_text())
-        return {str(machine): float(ms) for machine, ms in records.items()}
-    except (OSError, ValueError, TypeError, AttributeError):
+        return {
+            str(key): Speed(float(entry["ms"]), str(entry["measured_on"])) for key, entry in records.items()
+        }
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
         return {}
 
 
-def record_speed(model_dir: Path, speed: Speed) -> bool:
+def record_speed(model_dir: Path, key: str, speed: Speed) -> bool:
     """Add this machine's speed to the model's record; False when the repository is read-only."""
-    records = read_speeds(model_dir) | {speed.machine: speed.ms}
+    records = {k: {"ms": v.ms, "measured_on": v.machine} for k, v in read_speeds(model_dir).items()}
+    records[key] = {"ms": speed.ms, "measured_on": speed.machine}
     try:
         (model_dir / SPEED_FILE).write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
     except OSError:
@@ -194,6 +203,5 @@ def record_speed(model_dir: Path, speed: Speed) -> bool:
     return True
 
 
-def recorded_speed(model_dir: Path, machine: str) -> Speed | None:
-    ms = read_speeds(model_dir).get(machine)
-    return None if ms is None else Speed(ms, machine)
+def recorded_speed(model_dir: Path, key: str) -> Speed | None:
+    return read_speeds(model_dir).get(key)

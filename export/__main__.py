@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import shutil
 import sys
@@ -118,6 +119,7 @@ class Exporter:
         self.args = args
         self.progress = progress
         self.providers = runtime.wanted_providers()
+        self.measured_on = ""  # the machine and provider that really ran the timings
         self._loaded: LoadedCheckpoint | None = None
 
     def checkpoint(self) -> LoadedCheckpoint:
@@ -144,21 +146,19 @@ class Exporter:
             if not self.args.brief:
                 self.progress.finish(spec.name, "up to date (--force exports it again)")
             return self.row(spec, read_manifest(model_dir) or wanted, model_dir, "up to date")
+        dropped = None if self.args.force else self.dropped_before(spec, wanted)
+        if dropped is not None:  # judged on this machine from these weights and code already
+            if not self.args.brief:
+                self.progress.finish(spec.name, f"INT8 dropped before: {dropped} (--force judges it again)")
+            return self.dropped_row(spec, wanted, dropped, "up to date")
         started = time.perf_counter()
         with StagedModel(self.args.output, spec.name) as staged:
             if spec.precision == Precision.INT8:
                 extra = self.quantized(spec, staged)
                 if isinstance(extra, str):  # not faster: not committed, StagedModel discards it
                     self.progress.finish(spec.name, f"INT8 dropped: {extra}")
-                    return Row(
-                        spec.name,
-                        network_input(spec),
-                        "-",
-                        None,
-                        f"dropped: {extra}",
-                        wanted.random_weights,
-                        "not written",
-                    )
+                    self.remember_drop(spec, wanted, extra)
+                    return self.dropped_row(spec, wanted, extra, "not written")
             else:
                 extra = self.traced(spec, staged)
             self.progress.step(spec.name, "timing a 640x480 frame")
@@ -170,14 +170,52 @@ class Exporter:
             )
             staged.write_manifest(manifest)
             final = staged.commit()
+        self.drop_marker(spec).unlink(missing_ok=True)
         self.progress.finish(spec.name, f"written in {seconds:.1f} s")
         return self.row(spec, manifest, final, "exported")
+
+    # An INT8 twin that is not faster is not written; a marker beside the models remembers the
+    # verdict (for these weights, this code, this machine), so that the next run does not
+    # quantize and time it again. Dot-named: Triton and the serving side never see it.
+    def drop_marker(self, spec: ModelSpec) -> Path:
+        return self.args.output / f".dropped-{spec.name}.json"
+
+    def remember_drop(self, spec: ModelSpec, wanted: Manifest, reason: str) -> None:
+        verdict = {"manifest": dataclasses.asdict(wanted), "machine": self.machine_key(), "reason": reason}
+        self.drop_marker(spec).write_text(json.dumps(verdict, indent=2) + "\n")
+
+    def dropped_before(self, spec: ModelSpec, wanted: Manifest) -> str | None:
+        if spec.precision != Precision.INT8 or self.args.int8 != "auto":
+            return None
+        try:
+            verdict = json.loads(self.drop_marker(spec).read_text())
+            same = (
+                Manifest(**verdict["manifest"]).same_input(wanted)
+                and verdict["machine"] == self.machine_key()
+            )
+        except (OSError, ValueError, TypeError, KeyError):
+            return None
+        return str(verdict["reason"]) if same else None
+
+    def dropped_row(self, spec: ModelSpec, wanted: Manifest, reason: str, status: str) -> Row:
+        return Row(
+            spec.name, network_input(spec), "-", None, f"dropped: {reason}", wanted.random_weights, status
+        )
+
+    def machine_key(self) -> str:
+        return runtime.machine_description(self.providers[0])
 
     def record_speed(self, model_dir: Path) -> None:
         speed, warning = runtime.measure(model_dir / VERSION / ONNX_FILE, self.providers)
         if warning:
             log.warning("%s", warning)
-        runtime.record_speed(model_dir, speed)
+        runtime.record_speed(model_dir, self.machine_key(), speed)
+        self.measured_on = speed.machine
+
+    def speed_here(self, model_dir: Path) -> float:
+        speed = runtime.speed_here(model_dir, self.providers)
+        self.measured_on = speed.machine
+        return speed.ms
 
     def row(self, spec: ModelSpec, manifest: Manifest, model_dir: Path, status: str) -> Row:
         if spec.precision == Precision.INT8:
@@ -189,7 +227,7 @@ class Exporter:
             spec.name,
             network_input(spec),
             parity,
-            runtime.speed_here(model_dir, self.providers).ms,
+            self.speed_here(model_dir),
             int8,
             manifest.random_weights,
             status,
@@ -237,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.brief and all(row.status == "up to date" for row in rows):
         print(f"export: {len(rows)} models up to date in {args.output} (`make export` shows the table)")
         return 0
-    machine = runtime.machine_description(exporters[0].providers[0])
+    machine = next((e.measured_on for e in exporters if e.measured_on), "this machine")
     print(
         f"\n{report.render(rows)}\n\nWritten to {args.output}/<model>/ (config.pbtxt, {VERSION}/{ONNX_FILE}, "
         f"{runtime.SPEED_FILE}). ms/frame: the model alone on one 640x480 frame, as served, on {machine}."

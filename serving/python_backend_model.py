@@ -17,6 +17,7 @@ reason) are on Triton's metrics endpoint beside its own.
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
@@ -46,7 +47,8 @@ class TritonPythonModel:
 
         threads = int(params.get("intra_op_threads") or os.cpu_count() or 1)
         providers = (params.get("providers") or "CPUExecutionProvider").split(",")
-        self.session, fallback = open_session(params["onnx_path"], providers, threads)
+        cache = Path(params["trt_cache"]) if params.get("trt_cache") else None
+        self.session, fallback = open_session(params["onnx_path"], providers, threads, cache)
         logger = pb_utils.Logger
         if fallback:
             logger.log_warn(f"{self.model_name}: {fallback}")

@@ -39,6 +39,7 @@ def embedded_config(
     simulated_extra_ms: int = 0,
     providers: tuple[str, ...] = ("CPUExecutionProvider",),
     speed: runtime.Speed | None = None,
+    trt_cache: Path | None = None,
 ) -> mc.ModelConfig:
     """The Python-backend twin of a production config, running ``onnx_path``.
 
@@ -70,6 +71,8 @@ def embedded_config(
         config.parameters["simulated_extra_ms"].string_value = str(simulated_extra_ms)
     # ONNX Runtime's execution providers, best first (depthstream.accelerator chose them)
     config.parameters["providers"].string_value = ",".join(providers)
+    if trt_cache is not None:  # TensorRT's engines, kept across starts, out of the exported models
+        config.parameters["trt_cache"].string_value = str(trt_cache)
     if speed is not None:  # for the bridge's choice of a default model
         config.parameters[MS_PER_FRAME_PARAM].string_value = f"{speed.ms + simulated_extra_ms:.1f}"
         config.parameters[MEASURED_ON_PARAM].string_value = speed.machine
@@ -102,12 +105,15 @@ def generate(
         production = model_config.parse((source / CONFIG_FILE).read_text())
         onnx_path = str((source / VERSION / ONNX_FILE).resolve())
         speed = runtime.speed_here(source, list(providers), threads)
+        trt_cache = (target.parent / "trt_cache" / name).resolve()
         embedded = embedded_config(
-            production, onnx_path, threads, dynamic_batching, simulated_extra_ms, providers, speed
+            production, onnx_path, threads, dynamic_batching, simulated_extra_ms, providers, speed, trt_cache
         )
         version_dir = target / name / VERSION
         version_dir.mkdir(parents=True)
-        header = f"# Embedded CPU flavour, generated from {source / CONFIG_FILE} by serving.repository; do not edit.\n"
+        header = (
+            f"# Embedded flavour, generated from {source / CONFIG_FILE} by serving.repository; do not edit.\n"
+        )
         (target / name / CONFIG_FILE).write_text(model_config.to_text(embedded, header))
         shutil.copyfile(MODEL_PY, version_dir / "model.py")
     return names

@@ -12,7 +12,7 @@ import pytest
 
 from depthstream import accelerator, runtime
 from depthstream.accelerator import CPU, CUDA, TENSORRT
-from depthstream.model_config import CONFIG_FILE, MS_PER_FRAME_PARAM, parse
+from depthstream.model_config import CONFIG_FILE, MEASURED_ON_PARAM, MS_PER_FRAME_PARAM, parse
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,9 +148,20 @@ def test_the_embedded_triton_asks_for_the_gpu_and_records_where_it_ran(tiny_repo
     config = parse((tmp_path / "cuda" / model / CONFIG_FILE).read_text())
     assert config.parameters["providers"].string_value == f"{CUDA},{CPU}"
     assert any(CUDA in record.message and "could not start" in record.message for record in caplog.records)
-    # the speed is recorded for what really ran: the CPU
-    (machine,) = runtime.read_speeds(tiny_repository / model)
-    assert f"{CPU}," in machine and float(config.parameters[MS_PER_FRAME_PARAM].string_value) > 0
+    # recorded under what was asked (CUDA), saying what really ran (the CPU)
+    ((asked, speed),) = runtime.read_speeds(tiny_repository / model).items()
+    assert f"{CUDA}," in asked and f"{CPU}," in speed.machine
+    assert float(config.parameters[MS_PER_FRAME_PARAM].string_value) > 0
+    assert config.parameters[MEASURED_ON_PARAM].string_value == speed.machine
+    # so the next start does not time it again (nor the one after a fallback)
+    measured = []
+    real_measure = runtime.measure
+    runtime.measure = lambda *args, **kwargs: measured.append(args) or real_measure(*args, **kwargs)
+    try:
+        generate(tiny_repository, tmp_path / "again", [model], threads=1, device="cuda")
+    finally:
+        runtime.measure = real_measure
+    assert measured == []
 
 
 def test_the_python_backend_model_logs_its_provider_and_the_fallback(tiny_repository, tmp_path):
@@ -187,11 +198,14 @@ def test_a_record_from_another_machine_is_stale_here(tiny_repository, tmp_path):
     elsewhere = runtime.Speed(
         5000.0, "16 x another CPU, 16 threads, CPUExecutionProvider, onnxruntime 1.32.0"
     )
-    assert runtime.record_speed(model_dir, elsewhere)
+    assert runtime.record_speed(model_dir, elsewhere.machine, elsewhere)
     generate(tiny_repository, tmp_path / "served", [model], threads=1, simulated_extra_ms=7)
     here = runtime.recorded_speed(model_dir, runtime.machine_description(CPU, 1))
     assert here is not None and here.ms != elsewhere.ms
-    assert runtime.read_speeds(model_dir) == {elsewhere.machine: 5000.0, here.machine: here.ms}
+    assert runtime.read_speeds(model_dir) == {
+        elsewhere.machine: elsewhere,
+        runtime.machine_description(CPU, 1): here,
+    }
     config = parse((tmp_path / "served" / model / CONFIG_FILE).read_text())
     # what the bridge reads: this machine's time, plus the slowdown asked for
     assert float(config.parameters[MS_PER_FRAME_PARAM].string_value) == pytest.approx(here.ms + 7, abs=0.1)

@@ -127,6 +127,18 @@ def test_camera_to_depth_live_switch_model_and_stop(page, record_property):
     assert page.is_hidden("#banner")
 
 
+def green_share_of_lit(png: bytes) -> float:
+    """Of the lit pixels, the share that is clearly green: Chromium's fake camera is a green test
+    pattern, so a cloud colored by the camera is green, and one colored by depth alone is gray."""
+    import cv2
+    import numpy as np
+
+    b, g, r = cv2.split(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR).astype(int))
+    lit = (b + g + r) > 48
+    green = (g > r + 40) & (g > b + 40)
+    return float((green & lit).sum() / max(lit.sum(), 1))
+
+
 def canvas_lit_fraction(png: bytes) -> float:
     """The share of a screenshot's pixels that are not (near) black."""
     import cv2
@@ -167,6 +179,7 @@ def test_3d_view_draws_the_stream_and_the_page_stays_responsive(page, record_pro
     canvas = page.locator("#view3d canvas")
     before = canvas.screenshot()
     assert canvas_lit_fraction(before) > 0.2, "the point cloud does not draw"
+    assert green_share_of_lit(before) > 0.8, "the points do not take the camera's colors"
     page.click("#stop")
     page.wait_for_timeout(1500)  # the last answers land
     still = canvas.screenshot()

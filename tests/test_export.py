@@ -286,11 +286,11 @@ def test_the_summary_table_says_what_was_written_how_exact_and_how_fast(tiny_che
     for model, cells in rows.items():
         model_dir = repo / model
         manifest = read_manifest(model_dir)
-        (recorded,) = runtime.read_speeds(model_dir).values()  # measured here, as served
+        ((_, recorded),) = runtime.read_speeds(model_dir).items()  # measured here, as served
         network, parity, ms, int8, status, weights = cells[1:]
         assert network == "384x384"
         assert parity.startswith(f"{manifest.parity_error:.1e} vs ")
-        assert float(ms) == pytest.approx(recorded, abs=0.5)
+        assert float(ms) == pytest.approx(recorded.ms, abs=0.5)
         assert status == "exported" and weights == "checkpoint"
         assert int8 == (
             "-" if model == name else f"kept: {manifest.int8_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
@@ -319,3 +319,14 @@ def test_an_int8_twin_that_is_not_faster_is_dropped_and_the_table_says_why(
     cells = summary_rows(output)[f"{name}_int8"]
     assert cells[4].startswith("dropped: not faster here") and cells[5] == "not written"
     assert not (tmp_path / "repo" / f"{name}_int8").exists()
+    # the verdict is remembered: the next run neither quantizes nor times it again...
+    timed = []
+    monkeypatch.setattr(runtime, "measure", lambda *a, **k: timed.append(a) or int8_slower(*a, **k))
+    code, again = run_export(capsys, *args, "--brief")
+    assert code == 0 and timed == []
+    assert again.strip().endswith(
+        "models up to date in " + str(tmp_path / "repo") + " (`make export` shows the table)"
+    )
+    # ...until asked again
+    code, forced = run_export(capsys, *args, "--force")
+    assert code == 0 and summary_rows(forced)[f"{name}_int8"][5] == "not written" and timed

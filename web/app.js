@@ -30,6 +30,9 @@ const state = {
   view3d: false, rawSavePending: false, lastRaw: null, captures: new Map(), colormapStops: {},
 };
 const capture = document.createElement("canvas");
+// the 3D view's colors are read back from the CPU: a canvas made for that (its first getContext fixes it)
+const colorCapture = document.createElement("canvas");
+const MAX_CAPTURES = MAX_IN_FLIGHT + 1; // camera snapshots kept for answers still to come
 
 function showBanner(text, kind = "error") {
   ui.banner.textContent = text;
@@ -93,6 +96,7 @@ function connect() {
     state.connected = true;
     state.reconnects = 0;
     state.sentSeq = -1; state.answeredSeq = -1; state.sentAt.clear(); state.pendingHeader = null;
+    state.captures.clear(); state.lastRaw = null; // sequence numbers start again on a new socket
     if (ui.banner.dataset.kind === "network") showBanner("");
     sendConfig();
     setStatus(state.running ? "streaming" : "connected");
@@ -145,7 +149,10 @@ function onText(message) {
 }
 
 function onError(message) {
-  if (message.seq !== undefined) state.answeredSeq = Math.max(state.answeredSeq, message.seq);
+  if (message.seq !== undefined) {
+    state.answeredSeq = Math.max(state.answeredSeq, message.seq);
+    for (const seq of state.captures.keys()) if (seq <= message.seq) state.captures.delete(seq);
+  }
   const codes = state.errorCodes ?? { transient: [], model: [] }; // refusals come before hello
   if (codes.transient.includes(message.code)) {
     state.pausedUntil = performance.now() + PAUSE_AFTER_SERVER_ERROR_MS;
@@ -251,12 +258,18 @@ function sendFrame() {
   const scale = Math.min(1, w / srcW, h / srcH);
   capture.width = Math.max(2, Math.round(srcW * scale));
   capture.height = Math.max(2, Math.round(srcH * scale));
-  const context = capture.getContext("2d", { willReadFrequently: state.view3d });
-  context.drawImage(element, 0, 0, capture.width, capture.height);
+  capture.getContext("2d").drawImage(element, 0, 0, capture.width, capture.height);
   state.sentSeq += 1;
   const seq = state.sentSeq;
   // the 3D view colors each point with the camera pixel its depth came from
-  if (state.view3d) state.captures.set(seq, context.getImageData(0, 0, capture.width, capture.height));
+  if (state.view3d) {
+    colorCapture.width = capture.width;
+    colorCapture.height = capture.height;
+    const context = colorCapture.getContext("2d", { willReadFrequently: true });
+    context.drawImage(capture, 0, 0);
+    state.captures.set(seq, context.getImageData(0, 0, capture.width, capture.height));
+    while (state.captures.size > MAX_CAPTURES) state.captures.delete(state.captures.keys().next().value);
+  }
   state.sentAt.set(seq, performance.now());
   capture.toBlob((blob) => {
     if (blob && state.ws?.readyState === WebSocket.OPEN) state.ws.send(blob);
