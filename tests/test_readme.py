@@ -47,6 +47,9 @@ def test_figures_quoted_in_prose_match_the_generated_tables():
     fps, name = re.search(r"fastest Depth-Anything-V2 preset .*?\| ([\d.]+) fps \((\w+)\)", bench).groups()
     quoted = re.search(r"`(\w+)` reaches ([\d.]+) frames/s end to\s+end", text)
     assert quoted.groups() == (name, f"{float(fps):.1f}")
+    # the rows the prose points to are in the generated table
+    for approach in ("direct client, video: one at a time", "direct client, video: batches of"):
+        assert f"| {approach}" in bench, approach
 
 
 def test_the_raw_depth_example_reads_what_direct_grpc_returns(bridge, triton, tmp_path, monkeypatch):
