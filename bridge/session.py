@@ -16,7 +16,7 @@ import numpy as np
 from starlette.websockets import WebSocket
 
 from bridge import images, protocol, raw_depth
-from bridge.colorize import COLORMAPS, NoFiniteDepth, RangeSmoother, colorize
+from bridge.colorize import COLORMAPS, RangeSmoother, colorize
 from bridge.metrics import BridgeMetrics
 from bridge.pool import TritonPool
 from bridge.protocol import ErrorCode, ProtocolError
@@ -273,10 +273,7 @@ class StreamSession:
             raise BadOutput("the model returned no finite depth for this frame")
         if "jpeg" in protocol.OUTPUTS[output]:
             start = time.perf_counter()
-            try:
-                bgr = colorize(depth, colormap, self.smoother, require_finite=True)
-            except NoFiniteDepth:
-                raise BadOutput("the model returned no finite depth for this frame") from None
+            bgr = colorize(depth, colormap, self.smoother)  # finite values exist: checked above
             timings["colorize"] = _ms_since(start)
             start = time.perf_counter()
             binaries.append(images.encode_jpeg(bgr, self.settings.jpeg_quality))

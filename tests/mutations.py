@@ -29,6 +29,8 @@ FAST_TESTS = (
     "tests/test_colorize.py",
     "tests/test_resize.py",
     "tests/test_fingerprint.py",
+    "tests/test_raw_depth.py",
+    "tests/test_default_model.py",
 )
 
 
@@ -87,13 +89,13 @@ MUTATIONS = [
     Mutation(
         "in-flight bound ignores the model's instances",
         "bridge/triton.py",
-        "self.limit.set_capacity(capacity_of(config))",
+        "self.limit.set_capacity(capacity_of(config) * await self.servers_behind())",
         "self.limit.set_capacity(8)",
     ),
     Mutation(
         "frames sent past their deadline",
         "bridge/triton.py",
-        "return time.monotonic() + expected <= deadline",
+        "return time.perf_counter() + expected <= deadline",
         "return True",
     ),
     # the app's gates
@@ -140,8 +142,8 @@ MUTATIONS = [
     Mutation(
         "NaN depth sent as an image",
         "bridge/session.py",
-        'raise BadOutput("the model returned no finite depth for this frame") from None',
-        "return b''",
+        'raise BadOutput("the model returned no finite depth for this frame")',
+        "depth = np.nan_to_num(depth)",
     ),
     Mutation(
         "replaced frames not counted",
@@ -201,6 +203,36 @@ MUTATIONS = [
         '_CODE_GLOBS = ("export/graph.py",)',
     ),
     Mutation("bicubic kernel off", "export/resize.py", "CUBIC_A = -0.75", "CUBIC_A = -0.5"),
+    # raw depth on the stream
+    Mutation(
+        "raw depth by default", "bridge/protocol.py", 'DEFAULT_OUTPUT = "color"', 'DEFAULT_OUTPUT = "both"'
+    ),
+    Mutation(
+        "raw depth one level short",
+        "bridge/raw_depth.py",
+        "scale = LEVELS / span if span > 0 else 0.0",
+        "scale = (LEVELS - 1) / span if span > 0 else 0.0",
+    ),
+    Mutation(
+        "unknown output accepted",
+        "bridge/protocol.py",
+        'output=None if output is None else _choice(output, "output", OUTPUTS, ErrorCode.UNKNOWN_OUTPUT),',
+        "output=output,",
+    ),
+    # the page's default model
+    Mutation(
+        "live threshold ignored",
+        "bridge/default_model.py",
+        "live = [info for info in timed if estimated_fps(info.ms_per_frame) >= LIVE_FPS]",
+        "live = timed",
+    ),
+    Mutation(
+        "accuracy order reversed",
+        "depthstream/contract.py",
+        "        -spec.resize.size,\n        spec.precision != Precision.FP32,",
+        "        spec.resize.size,\n        spec.precision != Precision.FP32,",
+    ),
+    Mutation("explicit default ignored", "bridge/default_model.py", "if configured != AUTO:", "if False:"),
 ]
 
 
