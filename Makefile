@@ -40,11 +40,11 @@ INSTALLED := $(VENV)/.installed-$(ONNXRUNTIME)
 $(INSTALLED): requirements.txt requirements-dev.txt depthstream/accelerator.py
 	@echo "setup: installing the pinned dependencies into $(VENV) (the first time: a few minutes)"
 	@test -x $(PYTHON) || $(PYTHON_SYSTEM) -m venv $(VENV)
-	@$(PYTHON) -m pip install --quiet --upgrade pip
+	@$(PYTHON) -m pip install -qq --upgrade pip
 	@ONNXRUNTIME=$(ONNXRUNTIME) $(PYTHON_SYSTEM) -m depthstream.accelerator requirements requirements.txt $(VENV)/requirements.txt
 	@# the CPU and GPU builds share the `onnxruntime` module: never both
 	@$(PYTHON) -m pip uninstall --quiet --yes onnxruntime onnxruntime-gpu 2>/dev/null || true
-	@$(PYTHON) -m pip install --quiet -r $(VENV)/requirements.txt -r requirements-dev.txt
+	@$(PYTHON) -m pip install -qq -r $(VENV)/requirements.txt -r requirements-dev.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

@@ -23,7 +23,8 @@ def encode(depth: np.ndarray) -> tuple[bytes, dict]:
     low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
     span = high - low
     scale = LEVELS / span if span > 0 else 0.0
-    scaled = np.where(finite, depth - low, 0.0) * scale
+    # in float64: float32 arithmetic drifts past half a step near the top of the range
+    scaled = (np.where(finite, depth, low).astype(np.float64) - low) * scale
     quantized = np.rint(scaled).clip(0, LEVELS).astype("<u2")
     height, width = depth.shape
     return quantized.tobytes(), {
@@ -38,4 +39,4 @@ def encode(depth: np.ndarray) -> tuple[bytes, dict]:
 def decode(payload: bytes, header: dict) -> np.ndarray:
     """What a client does (the README's example): the float depth back from the message."""
     q = np.frombuffer(payload, "<u2").reshape(header["height"], header["width"])
-    return header["min"] + q.astype(np.float32) * np.float32((header["max"] - header["min"]) / LEVELS)
+    return header["min"] + q.astype(np.float64) * ((header["max"] - header["min"]) / LEVELS)

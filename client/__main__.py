@@ -69,7 +69,7 @@ def fit_to_contract(rgb: np.ndarray) -> np.ndarray:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m client", description=__doc__)
     parser.add_argument("image", type=Path, help="a JPEG, PNG or WebP file; a video; or a folder of images")
-    parser.add_argument("--model", choices=list(MODELS), default=DEFAULT_MODEL)
+    parser.add_argument("--model", choices=list(MODELS), default=DEFAULT_MODEL, help="default: %(default)s")
     parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address")
     parser.add_argument("--colormap", choices=list(COLORMAPS), default=DEFAULT_COLORMAP)
     parser.add_argument("--output-dir", type=Path, default=None, help="one image: default beside the image")
@@ -89,7 +89,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="frames per request, capped by the model (default: what pays for it)",
     )
-    many.add_argument("--in-flight", type=int, default=2, help="requests in flight at once")
+    many.add_argument(
+        "--in-flight", type=int, default=2, help="requests in flight at once (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
     if (args.batch is not None and args.batch < 1) or args.in_flight < 1:
         parser.error("--batch and --in-flight must be at least 1")

@@ -273,11 +273,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nexport: error: {exc}", file=sys.stderr)
         return 2
     if args.brief and all(row.status == "up to date" for row in rows):
-        print(f"export: {len(rows)} models up to date in {args.output} (`make export` shows the table)")
+        print(f"export: {len(rows)} models up to date in {args.output} (without --brief: the table)")
         return 0
     machine = next((e.measured_on for e in exporters if e.measured_on), "this machine")
     print(
-        f"\n{report.render(rows)}\n\nWritten to {args.output}/<model>/ (config.pbtxt, {VERSION}/{ONNX_FILE}, "
+        f"\n{report.render(rows)}\n\nEach model is in {args.output}/<model>/ (config.pbtxt, {VERSION}/{ONNX_FILE}, "
         f"{runtime.SPEED_FILE}). ms/frame: the model alone on one 640x480 frame, as served, on {machine}."
     )
     return 0

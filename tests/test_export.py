@@ -295,7 +295,7 @@ def test_the_summary_table_says_what_was_written_how_exact_and_how_fast(tiny_che
         assert int8 == (
             "-" if model == name else f"kept: {manifest.int8_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
         )
-    assert f"Written to {repo}/<model>/" in output
+    assert f"Each model is in {repo}/<model>/" in output
     assert "Quantization parameters" not in output and "Ignore MatMul" not in output  # the quantizer is quiet
     code, again = run_export(capsys, *args)
     assert code == 0 and all(cells[5] == "up to date" for cells in summary_rows(again).values())
@@ -325,7 +325,7 @@ def test_an_int8_twin_that_is_not_faster_is_dropped_and_the_table_says_why(
     code, again = run_export(capsys, *args, "--brief")
     assert code == 0 and timed == []
     assert again.strip().endswith(
-        "models up to date in " + str(tmp_path / "repo") + " (`make export` shows the table)"
+        "models up to date in " + str(tmp_path / "repo") + " (without --brief: the table)"
     )
     # ...until asked again
     code, forced = run_export(capsys, *args, "--force")
