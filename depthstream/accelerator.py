@@ -102,7 +102,7 @@ def _write_requirements(source: str, target: str, choice: str) -> int:
         found = gpus[0] if gpus else "none found; ONNXRUNTIME=gpu asked for it"
         print(f"setup: ONNX Runtime GPU build ({GPU_REQUIREMENT}); NVIDIA GPU: {found}", file=sys.stderr)
     else:
-        why = "ONNXRUNTIME=cpu" if choice == "cpu" else "no NVIDIA GPU (nvidia-smi lists none)"
+        why = "ONNXRUNTIME=cpu" if choice == "cpu" else "nvidia-smi lists no NVIDIA GPU"
         print(f"setup: ONNX Runtime CPU build ({why})", file=sys.stderr)
     return 0
 
