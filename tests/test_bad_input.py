@@ -226,6 +226,35 @@ def test_a_whole_oversize_message_closes_1009_every_time(strict_bridge):
         assert answered_by(fresh, GOOD_JPEG) == "ok"
 
 
+def test_refused_clients_draining_at_once_have_a_ceiling(strict_bridge, monkeypatch):
+    """Past MAX_DRAINING sockets draining at once, a refused client is cut off at once: it still
+    reads its 1009, but what it writes next is refused instead of read for seconds."""
+    import os
+    import time
+
+    from bridge import websocket_protocol
+
+    monkeypatch.setattr(websocket_protocol, "MAX_DRAINING", 1)
+    monkeypatch.setattr(websocket_protocol, "DRAIN_TIMEOUT_S", 10.0)
+    limit = strict_bridge.settings.max_message_bytes
+    header = bytes([0x82, 0x80 | 127]) + struct.pack(">Q", 2 * limit) + os.urandom(4)
+    port = strict_bridge.settings.port
+    with websocket_handshake(port) as first, websocket_handshake(port) as second:
+        first.sendall(header)
+        assert close_code_after(first) == 1009  # and now draining: the one place
+        second.sendall(header)
+        assert close_code_after(second) == 1009
+        first.sendall(os.urandom(limit))  # still read and discarded
+        with pytest.raises((ConnectionResetError, BrokenPipeError)):
+            for _ in range(100):
+                second.sendall(os.urandom(64 * 1024))
+                time.sleep(0.01)
+    deadline = time.monotonic() + 5
+    while websocket_protocol.DrainingCloseProtocol.draining and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert websocket_protocol.DrainingCloseProtocol.draining == 0, "a closed socket still counted"
+
+
 def test_an_announced_oversize_message_closes_1009(strict_bridge):
     """The header alone is enough: the server refuses a frame it has not received yet."""
     import os
