@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from depthstream import accelerator
 from serving.triton import TritonSettings, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,31 +21,14 @@ def server_settings(repository: Path, workdir: Path, **options) -> TritonSetting
     return TritonSettings.on_free_ports(repository, workdir, **options)
 
 
-def gpus() -> list[str]:
-    """The NVIDIA GPUs this machine has, as nvidia-smi names them (none: an empty list)."""
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
 def machine() -> str:
     """The machine a figure was measured on: cores, CPU, GPUs (looked up, never assumed), OS."""
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    found = gpus()
+    found = accelerator.gpu_names()
     gpu = f"{len(found)} GPU ({', '.join(found)})" if found else "no GPU"
-    return f"{os.cpu_count()} cores ({cpu}), {gpu}, {platform.system()} {platform.release().split('-')[0]}"
+    return (
+        f"{os.cpu_count()} cores ({accelerator.cpu_name()}), {gpu}, "
+        f"{platform.system()} {platform.release().split('-')[0]}"
+    )
 
 
 class Bridge:

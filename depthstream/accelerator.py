@@ -14,6 +14,7 @@ virtualenv exists (``python3 -m depthstream.accelerator requirements SRC DST``).
 from __future__ import annotations
 
 import ctypes.util
+import functools
 import importlib.util
 import os
 import re
@@ -43,6 +44,12 @@ def nvidia_gpus(run=subprocess.run) -> list[str]:
     if listed.returncode != 0:
         return []
     return [line.strip() for line in listed.stdout.splitlines() if line.startswith("GPU ")]
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_names() -> tuple[str, ...]:
+    """The GPUs' names (``NVIDIA H100 80GB HBM3``), looked up once per process."""
+    return tuple(re.sub(r"^GPU \d+: | \(UUID: [^)]*\)$", "", line) for line in nvidia_gpus())
 
 
 def wants_gpu_build(choice: str, gpus: list[str]) -> bool:

@@ -123,7 +123,7 @@ def machine_description(provider: str, threads: int | None = None) -> str:
 
     device = f"{os.cpu_count()} x {accelerator.cpu_name()}, {threads or os.cpu_count()} threads"
     if provider != accelerator.CPU:
-        device += f", {', '.join(accelerator.nvidia_gpus()) or 'no GPU listed'}"
+        device += f", {', '.join(accelerator.gpu_names()) or 'no GPU listed'}"
     return f"{device}, {provider}, onnxruntime {ort.__version__}"
 
 
