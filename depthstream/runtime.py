@@ -166,17 +166,21 @@ def speed_here(model_dir: Path, providers: list[str], threads: int | None = None
 
     Recorded under what was asked (this machine, these threads, the first provider wanted), with
     what really ran: a GPU provider that falls back is not timed again at every start."""
-    from depthstream.model_config import ONNX_FILE, VERSION
-
-    key = machine_description(providers[0], threads)
-    recorded = recorded_speed(model_dir, key)
+    recorded = recorded_speed(model_dir, machine_description(providers[0], threads))
     if recorded is not None:
         return recorded
     log.info("%s: no speed recorded for this machine; timing a 640x480 frame", model_dir.name)
+    return measure_and_record(model_dir, providers, threads)
+
+
+def measure_and_record(model_dir: Path, providers: list[str], threads: int | None = None) -> Speed:
+    """Time a model here and record it beside the model (saying why if a GPU provider fell back)."""
+    from depthstream.model_config import ONNX_FILE, VERSION
+
     speed, warning = measure(model_dir / VERSION / ONNX_FILE, providers, threads)
     if warning:
         log.warning("%s", warning)
-    if not record_speed(model_dir, key, speed):
+    if not record_speed(model_dir, machine_description(providers[0], threads), speed):
         log.warning("%s: read-only, its speed here is not recorded (measured again next start)", model_dir)
     return speed
 
