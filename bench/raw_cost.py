@@ -59,9 +59,7 @@ def encodings(depth: np.ndarray) -> dict:
         return zlib.compress(raw_depth.encode(depth)[0], 1)
 
     def png16() -> bytes:
-        payload, header = raw_depth.encode(depth)
-        q = np.frombuffer(payload, "<u2").reshape(header["height"], header["width"])
-        ok, data = cv2.imencode(".png", q, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        ok, data = cv2.imencode(".png", raw_depth.quantize(depth)[0], [cv2.IMWRITE_PNG_COMPRESSION, 1])
         assert ok
         return data.tobytes()
 

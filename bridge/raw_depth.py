@@ -11,29 +11,33 @@ from __future__ import annotations
 
 import numpy as np
 
+from bridge.colorize import NoFiniteDepth
+
 ENCODING = "uint16le"
 LEVELS = 65535
 
 
-def encode(depth: np.ndarray) -> tuple[bytes, dict]:
-    """(payload, header fields) for an [H, W] float depth. Non-finite pixels (a broken model)
-    are sent as ``min``; the caller refuses a depth with no finite value at all."""
+def quantize(depth: np.ndarray) -> tuple[np.ndarray, dict]:
+    """(uint16 [H, W] little-endian, header fields) for an [H, W] float depth. Non-finite pixels
+    (a broken model) become ``min``; a depth with no finite value at all is NoFiniteDepth."""
     finite = np.isfinite(depth)
     values = depth[finite]
-    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if values.size == 0:
+        raise NoFiniteDepth("no finite depth value")
+    low, high = float(values.min()), float(values.max())
     span = high - low
     scale = LEVELS / span if span > 0 else 0.0
     # in float64: float32 arithmetic drifts past half a step near the top of the range
     scaled = (np.where(finite, depth, low).astype(np.float64) - low) * scale
     quantized = np.rint(scaled).clip(0, LEVELS).astype("<u2")
     height, width = depth.shape
-    return quantized.tobytes(), {
-        "encoding": ENCODING,
-        "width": width,
-        "height": height,
-        "min": low,
-        "max": high,
-    }
+    return quantized, {"encoding": ENCODING, "width": width, "height": height, "min": low, "max": high}
+
+
+def encode(depth: np.ndarray) -> tuple[bytes, dict]:
+    """(payload, header fields): what the stream sends (see quantize)."""
+    quantized, header = quantize(depth)
+    return quantized.tobytes(), header
 
 
 def decode(payload: bytes, header: dict) -> np.ndarray:

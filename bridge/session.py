@@ -16,7 +16,7 @@ import numpy as np
 from starlette.websockets import WebSocket
 
 from bridge import images, protocol, raw_depth
-from bridge.colorize import COLORMAPS, RangeSmoother, colorize
+from bridge.colorize import COLORMAPS, NoFiniteDepth, RangeSmoother, colorize
 from bridge.metrics import BridgeMetrics
 from bridge.pool import TritonPool
 from bridge.protocol import ErrorCode, ProtocolError
@@ -269,20 +269,21 @@ class StreamSession:
         refuses NaN/Inf-only output."""
         binaries: list[bytes] = []
         raw = None
-        if not np.isfinite(depth).any():
-            raise BadOutput("the model returned no finite depth for this frame")
-        if "jpeg" in protocol.OUTPUTS[output]:
-            start = time.perf_counter()
-            bgr = colorize(depth, colormap, self.smoother)  # finite values exist: checked above
-            timings["colorize"] = _ms_since(start)
-            start = time.perf_counter()
-            binaries.append(images.encode_jpeg(bgr, self.settings.jpeg_quality))
-            timings["encode"] = _ms_since(start)
-        if raw_depth.ENCODING in protocol.OUTPUTS[output]:
-            start = time.perf_counter()
-            payload, raw = raw_depth.encode(depth)
-            binaries.append(payload)
-            timings["raw"] = _ms_since(start)
+        try:
+            if "jpeg" in protocol.OUTPUTS[output]:
+                start = time.perf_counter()
+                bgr = colorize(depth, colormap, self.smoother, require_finite=True)
+                timings["colorize"] = _ms_since(start)
+                start = time.perf_counter()
+                binaries.append(images.encode_jpeg(bgr, self.settings.jpeg_quality))
+                timings["encode"] = _ms_since(start)
+            if raw_depth.ENCODING in protocol.OUTPUTS[output]:
+                start = time.perf_counter()
+                payload, raw = raw_depth.encode(depth)
+                binaries.append(payload)
+                timings["raw"] = _ms_since(start)
+        except NoFiniteDepth:  # colorize and the raw encoding both refuse an all-NaN/Inf depth
+            raise BadOutput("the model returned no finite depth for this frame") from None
         return binaries, raw
 
     def close(self) -> None:

@@ -160,8 +160,7 @@ class Writer:
         else:
             cv2.imwrite(str(self.job.output / f"{name}.png"), picture)
         if self.job.raw_dir is not None:
-            payload, header = raw_depth.encode(depth)
-            q = np.frombuffer(payload, "<u2").reshape(header["height"], header["width"])
+            q, header = raw_depth.quantize(depth)
             cv2.imwrite(str(self.job.raw_dir / f"{name}.png"), q)
             self.ranges[name] = [header["min"], header["max"]]
 

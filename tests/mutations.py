@@ -142,8 +142,9 @@ MUTATIONS = [
     Mutation(
         "NaN depth sent as an image",
         "bridge/session.py",
-        'raise BadOutput("the model returned no finite depth for this frame")',
-        "depth = np.nan_to_num(depth)",
+        "except NoFiniteDepth:  # colorize and the raw encoding both refuse an all-NaN/Inf depth\n"
+        '            raise BadOutput("the model returned no finite depth for this frame") from None',
+        "except NoFiniteDepth:\n            return [b''], None",
     ),
     Mutation(
         "replaced frames not counted",

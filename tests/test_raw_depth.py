@@ -111,3 +111,13 @@ def test_a_flat_or_partly_broken_depth_still_encodes():
     assert (header["min"], header["max"]) == (1.0, 3.0)
     assert list(np.frombuffer(payload, "<u2")) == [0, 0, 65535, 0]
     np.testing.assert_allclose(raw_depth.decode(payload, header), [[1.0, 1.0], [3.0, 1.0]])
+
+
+def test_raw_only_still_refuses_a_depth_with_no_finite_value(client, fake):
+    fake.output = lambda shape: np.full(shape[:3], np.nan, np.float32)
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        configure(ws, output="raw")
+        ws.send_bytes(jpeg(64, 48))
+        reply = ws.receive_json()
+    assert reply["type"] == "error" and reply["code"] == "bad_output"
