@@ -151,7 +151,7 @@ function onText(message) {
 function onError(message) {
   if (message.seq !== undefined) {
     state.answeredSeq = Math.max(state.answeredSeq, message.seq);
-    for (const seq of state.captures.keys()) if (seq <= message.seq) state.captures.delete(seq);
+    forgetCaptures(message.seq);
   }
   const codes = state.errorCodes ?? { transient: [], model: [] }; // refusals come before hello
   if (codes.transient.includes(message.code)) {
@@ -177,10 +177,15 @@ function onBinary(buffer) {
   if (jpeg >= 0) onDepthImage(header, binaries[jpeg]);
 }
 
+// an answer (depth or error) for a frame: its camera snapshot and older ones are no longer needed
+function forgetCaptures(upToSeq) {
+  for (const seq of state.captures.keys()) if (seq <= upToSeq) state.captures.delete(seq);
+}
+
 function onRawDepth(header, buffer) {
   state.lastRaw = { header, q: new Uint16Array(buffer) };
   const rgba = state.captures.get(header.seq) ?? null;
-  for (const seq of state.captures.keys()) if (seq <= header.seq) state.captures.delete(seq);
+  forgetCaptures(header.seq);
   if (state.view3d) {
     window.dispatchEvent(new CustomEvent("depthstream:raw", { detail: { raw: header.raw, q: state.lastRaw.q, rgba } }));
   }
