@@ -202,7 +202,11 @@ async def stream(websocket: WebSocket) -> None:
     try:
         await websocket.accept()
         session.model = (await default_choice(state, session.gateway)).model
-        tasks = [asyncio.create_task(receive(websocket, session)), asyncio.create_task(session.run_worker())]
+        tasks = [
+            asyncio.create_task(receive(websocket, session)),
+            asyncio.create_task(session.run_worker()),
+            asyncio.create_task(session.run_notifier()),
+        ]
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             error = task.exception()

@@ -10,7 +10,10 @@ Server -> client
           every answered frame ``{"type": "depth", "seq": N, "binary": [...], ...}`` immediately
           followed by the binary messages it lists: the colorized depth as JPEG and/or the raw
           depth (``uint16le``, with ``raw.min``/``raw.max``), at the frame's size;
-          ``{"type": "error", "code": "...", "message": "...", "seq": N?}`` on errors.
+          ``{"type": "error", "code": "...", "message": "...", "seq": N?}`` on errors;
+          ``{"type": "dropped", "seqs": [[first, last], ...], "reasons": {...}, "dropped": total}``
+          for frames that will not be answered (bridge/notices.py). Every frame ends in exactly
+          one of: a depth answer, an error with its seq, a dropped notice.
 """
 
 from __future__ import annotations
@@ -147,6 +150,10 @@ def error_message(code: ErrorCode, message: str, seq: int | None = None) -> str:
     return dump(body)
 
 
+def dropped_message(ranges: list[list[int]], reasons: dict[str, int], total: int) -> str:
+    return dump({"type": "dropped", "seqs": ranges, "reasons": reasons, "dropped": total})
+
+
 def depth_message(
     seq: int,
     model: str,
@@ -157,11 +164,13 @@ def depth_message(
     random_weights: bool,
     output: str = DEFAULT_OUTPUT,
     raw: dict | None = None,
+    colormap: str | None = None,
 ) -> str:
     body = {
         "type": "depth",
         "seq": seq,
         "model": model,
+        "colormap": colormap,  # the one this JPEG is drawn with (a switch takes effect in order)
         "dropped": dropped,
         "timings_ms": {stage: round(ms, 2) for stage, ms in timings_ms.items()},
         "width": width,

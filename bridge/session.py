@@ -1,13 +1,15 @@
 """One WebSocket stream: latest frame wins, one inference in flight, stable colors.
 
 The receive loop never waits for inference: a frame that arrives while another is being
-processed waits in a single slot, and a newer frame replaces it (counted in ``dropped``).
+processed waits in a single slot, and a newer frame replaces it (counted in ``dropped``, and
+told to the client in a ``dropped`` notice: bridge/notices.py).
 Decode, colorize and encode run in worker threads, so the event loop never blocks on them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from starlette.websockets import WebSocket
 from bridge import images, protocol, raw_depth
 from bridge.colorize import COLORMAPS, NoFiniteDepth, RangeSmoother, colorize
 from bridge.metrics import BridgeMetrics
+from bridge.notices import DropNotices, DropReason
 from bridge.pool import TritonPool
 from bridge.protocol import ErrorCode, ProtocolError
 from bridge.settings import BridgeSettings
@@ -43,16 +46,18 @@ class SlowClient(Exception):
 
 
 class RateLimiter:
-    """Token bucket: ``rate`` frames per second on average, bursts up to one second's worth."""
+    """Token bucket: ``rate`` frames per second on average, bursts up to one second's worth (and
+    at least one frame: below 1 frame/s a bucket capped at the rate would never grant one)."""
 
     def __init__(self, rate: float) -> None:
         self.rate = rate
-        self.tokens = rate
+        self.burst = max(rate, 1.0)
+        self.tokens = self.burst
         self.updated = time.monotonic()
 
     def allow(self) -> bool:
         now = time.monotonic()
-        self.tokens = min(self.rate, self.tokens + (now - self.updated) * self.rate)
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
         self.updated = now
         if self.tokens >= 1:
             self.tokens -= 1
@@ -76,6 +81,7 @@ class StreamSession:
         self.smoother = RangeSmoother()
         self.next_seq = 0
         self.dropped = 0
+        self.notices = DropNotices()
         self.pending: Frame | None = None
         self.wakeup = asyncio.Event()
         self.idle = asyncio.Event()  # set while no frame is being processed
@@ -103,7 +109,22 @@ class StreamSession:
         await self._send(text)
 
     async def send_error(self, code: ErrorCode, message: str, seq: int | None = None) -> None:
-        await self.send_text(protocol.error_message(code, message, seq))
+        # dropped notices first: the client reads outcomes in the order frames were settled
+        await self._send(*self._notice(), protocol.error_message(code, message, seq))
+
+    def _notice(self) -> list[str]:
+        """The dropped notice due now (at most one), to go out ahead of an answer."""
+        taken = self.notices.take()
+        return [] if taken is None else [protocol.dropped_message(*taken, self.dropped)]
+
+    async def run_notifier(self) -> None:
+        """Tell the client about dropped frames, coalesced, until cancelled."""
+        while True:
+            await self.notices.pending.wait()
+            await asyncio.sleep(self.notices.due_in_s())
+            notice = self._notice()
+            if notice:
+                await self._send(*notice)
 
     # --- receiving -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -120,6 +141,10 @@ class StreamSession:
                     "outputs": list(protocol.OUTPUTS),
                     "max_message_bytes": self.settings.max_message_bytes,
                     "max_pixels": self.settings.max_pixels,
+                    # what paces a client: frames over max_fps are dropped; a frame older than
+                    # request_timeout_s when its turn comes is dropped (both told in notices)
+                    "max_fps": self.settings.max_fps,
+                    "request_timeout_s": self.settings.request_timeout_s,
                     "error_codes": protocol.error_guide(),
                 }
             )
@@ -138,23 +163,23 @@ class StreamSession:
         self.next_seq += 1
         self.metrics.frames_in.inc()
         if self.draining:
-            self._count_dropped()  # the server is going down: it takes no new work
+            self._count_dropped(seq, DropReason.SHUTTING_DOWN)  # the server takes no new work
             return
         if not self.limiter.allow():
-            self._count_dropped()
+            self._count_dropped(seq, DropReason.RATE_LIMITED)
             self.metrics.frames_rate_limited.inc()
             now = time.monotonic()
             if now - self.last_rate_error >= 1.0:
                 self.last_rate_error = now
+                # for people, about the stream (no seq): the frame itself is in a dropped notice
                 await self.send_error(
                     ErrorCode.RATE_LIMITED,
                     f"more than {self.settings.max_fps:g} frames per second: extra frames are dropped "
                     "(counted in 'dropped')",
-                    seq,
                 )
             return
         if self.pending is not None:
-            self._count_dropped()
+            self._count_dropped(self.pending.seq, DropReason.REPLACED)
         self.pending = Frame(seq, data, time.perf_counter())
         self.wakeup.set()
 
@@ -218,7 +243,8 @@ class StreamSession:
                     return
                 deadline = frame.received_at + self.settings.request_timeout_s
                 if not turn.can_finish_by(deadline):
-                    self._count_dropped()  # it would answer after its deadline: nobody reads it
+                    # it would answer after its deadline: nobody reads it
+                    self._count_dropped(frame.seq, DropReason.EXPIRED)
                     self.metrics.frames_expired.inc()
                     return
                 timings = {"queue": _ms_since(frame.received_at)}
@@ -257,8 +283,9 @@ class StreamSession:
             self.random_weights,
             output,
             raw,
+            colormap,
         )
-        await self._send(header, *binaries)  # the JSON and its binaries go out adjacent
+        await self._send(*self._notice(), header, *binaries)  # the JSON and its binaries adjacent
         self.metrics.frames_answered.labels(model).inc()
         self.metrics.observe(timings)
 
@@ -293,16 +320,19 @@ class StreamSession:
         """Shutting down: take no new frames, let the one in flight finish, then close."""
         self.draining = True
         if self.pending is not None:
+            self._count_dropped(self.pending.seq, DropReason.SHUTTING_DOWN)
             self.pending = None
-            self._count_dropped()
         try:
             async with asyncio.timeout(self.settings.drain_timeout_s):
                 await self.idle.wait()
         except TimeoutError:
             log.warning("a frame was still in flight after %.1f s of draining", self.settings.drain_timeout_s)
+        with contextlib.suppress(Exception):  # a client gone already has nothing to be told
+            await self._send(*self._notice())
         async with self.send_lock:
             await self.websocket.close(close_code)
 
-    def _count_dropped(self) -> None:
+    def _count_dropped(self, seq: int, reason: DropReason) -> None:
+        self.notices.add(seq, reason)
         self.dropped += 1
         self.metrics.frames_dropped.inc()

@@ -186,4 +186,4 @@ def test_health_ready_models_and_metrics(bridge):
 
 def test_page_is_served(bridge):
     status, html = get(f"{bridge.url}/")
-    assert status == 200 and 'id="start"' in html and "app.js" in html
+    assert status == 200 and 'id="start"' in html and "main.js" in html

@@ -1,8 +1,9 @@
 // depthstream 3D view: the current frame as a point cloud colored by the camera image, orbit
 // with the mouse (drag), zoom (wheel), pan (right drag). three.js r187, vendored (vendor/three/).
 //
-// app.js asks for the raw depth while the view is on and sends each frame as a
-// "depthstream:raw" event: {raw: {width, height, min, max}, q: Uint16Array, rgba: ImageData|null}.
+// main.js asks for the raw depth while the view is on and calls update() for each frame with
+// {raw: {width, height, min, max}, q: Uint16Array, rgba: ImageData|null}. Without WebGL, show()
+// says so once and every later call returns false at once (no renderer tried again per frame).
 // Each update's time (points rebuilt + drawn) is measured and kept in window.depthstream3d.
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
@@ -16,7 +17,7 @@ const container = document.getElementById("view3d");
 const stats = { frames: 0, times: [], error: null };
 window.depthstream3d = { stats, summary };
 
-let renderer = null, scene, camera, controls, geometry, points;
+let renderer = null, unavailable = null, scene, camera, controls, geometry, points;
 let gridWidth = 0, gridHeight = 0;
 
 function summary() {
@@ -27,11 +28,13 @@ function summary() {
 
 function setUp() {
   if (renderer) return true;
+  if (unavailable) return false;
   try {
     renderer = new THREE.WebGLRenderer({ antialias: false });
   } catch (err) {
+    unavailable = "The 3D view needs WebGL, which this browser does not offer (or has turned off).";
     stats.error = `WebGL is not available: ${err.message}`;
-    container.textContent = "The 3D view needs WebGL, which this browser does not offer.";
+    container.textContent = unavailable;
     return false;
   }
   renderer.setPixelRatio(Math.min(window.devicePixelRatio, 2));
@@ -110,9 +113,13 @@ function update({ raw, q, rgba }) {
   container.dataset.frames = String(stats.frames);
 }
 
-window.addEventListener("depthstream:view3d", (event) => {
-  if (event.detail.on && setUp()) resize();
-});
-window.addEventListener("depthstream:raw", (event) => {
-  if (setUp()) update(event.detail);
-});
+// turn the view on: {ok: true}, or {ok: false, reason} when this browser has no WebGL
+export function show() {
+  if (!setUp()) return { ok: false, reason: unavailable };
+  resize();
+  return { ok: true };
+}
+
+export function showFrame(detail) {
+  if (setUp()) update(detail);
+}

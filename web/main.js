@@ -1,0 +1,278 @@
+// depthstream page: camera (or a file) -> JPEG frames over a WebSocket -> colorized depth back.
+// This module wires the others: ui.js (elements, banner), connection.js (the socket and its
+// reconnect policy), accounting.js (every frame's outcome), capture.js (sources, pacing),
+// view2d.js, view3d.js, save.js. Wire protocol: see the README.
+import { ui, showBanner, clearBanner, setStatus, withToken } from "./ui.js";
+import { FrameBook } from "./accounting.js";
+import { Connection, retryDelayMs } from "./connection.js";
+import { Capture } from "./capture.js";
+import * as view2d from "./view2d.js";
+import * as view3d from "./view3d.js";
+import { saveColorized, saveRaw } from "./save.js";
+
+const PAUSE_AFTER_SERVER_ERROR_MS = 1000; // don't hammer a server that just said it can't
+const STALL_GRACE_MS = 5000; // beyond the server's own deadline, before the page gives up a socket
+
+const book = new FrameBook();
+const page = {
+  models: {}, errorCodes: { transient: [], model: [] }, stallMs: 15000, framesShown: 0,
+  pendingHeader: null, pendingBinaries: [], // an answer's JSON and the binaries it announced
+  view3d: false, lastRaw: null, rawSavePending: false, colorSavePending: false,
+};
+const connection = new Connection({ onOpen, onText, onBinary, onClosed });
+const capture = new Capture(book, (blob, snapshot) => {
+  if (connection.send(blob)) book.sent(snapshot);
+});
+window.depthstream = { connection, book }; // what the browser tests read
+
+// "~16 fps": frames per second end to end, estimated from the model's speed on the serving machine
+function speedLabel(model) {
+  const fps = model.estimated_fps;
+  if (!fps) return "";
+  return ` — ~${fps >= 10 ? Math.round(fps) : fps.toFixed(1)} fps`;
+}
+
+// --- models and colormaps from the bridge ------------------------------------------------------
+// "ok", "retry" (server unreachable or no model ready), or "refused" (needs the user: a token)
+async function loadModels() {
+  let response;
+  try {
+    response = await fetch(withToken("api/models"));
+  } catch (err) {
+    return "retry";
+  }
+  if (response.status === 401) {
+    const body = await response.json().catch(() => ({}));
+    const message = body.message ?? "an access token is required";
+    showBanner(`${message.charAt(0).toUpperCase()}${message.slice(1)}: open the page as …/?token=YOUR_TOKEN`, "refused", { label: "Try again", run: init });
+    return "refused";
+  }
+  if (!response.ok) return "retry";
+  const info = await response.json();
+  ui.model.replaceChildren(...info.models.map((m) => {
+    page.models[m.name] = m;
+    const option = new Option(`${m.title}${speedLabel(m)}${m.random_weights ? " (random weights)" : ""}${m.ready ? "" : " (not ready)"}`, m.name);
+    option.disabled = !m.ready;
+    if (m.ms_per_frame) option.title = `the model alone: ${Math.round(m.ms_per_frame)} ms per 640×480 frame, measured on ${m.measured_on}`;
+    return option;
+  }));
+  ui.modelWhy.textContent = info.default_reason ? `Starts on ${info.default_reason}` : "";
+  const firstReady = info.models.find((m) => m.ready);
+  ui.model.value = page.models[info.default_model]?.ready ? info.default_model : (firstReady?.name ?? info.default_model);
+  ui.model.disabled = false;
+  ui.colormap.replaceChildren(...info.colormaps.map((c) => new Option(c, c)));
+  ui.colormap.value = info.default_colormap;
+  view2d.setColormapStops(info.colormap_stops);
+  view2d.showColorbar();
+  updateRandomBanner();
+  return firstReady ? "ok" : "retry";
+}
+
+function updateRandomBanner(flag) {
+  ui.bannerRandom.hidden = !(flag ?? Boolean(page.models[ui.model.value]?.random_weights));
+}
+
+// --- the stream ----------------------------------------------------------------------------------
+function onOpen(hello) {
+  book.reset(); // sequence numbers start again on a new socket
+  page.pendingHeader = null;
+  page.errorCodes = hello.error_codes; // what each error code means, from the server
+  page.stallMs = hello.request_timeout_s * 1000 + STALL_GRACE_MS;
+  capture.pace(hello.max_fps);
+  clearBanner("network", "stall");
+  sendConfig();
+  setStatus(capture.running ? "streaming" : "connected");
+}
+
+function onClosed({ text, retryMs }) {
+  book.reset();
+  setStatus("disconnected");
+  if (retryMs === null) {
+    showBanner(`${text}.`, "refused", { label: "Try again", run: () => connection.connect() });
+  } else {
+    showBanner(`${text}; reconnecting in ${Math.max(1, Math.round(retryMs / 1000))} s…`, "network");
+  }
+}
+
+// raw depth costs 5x the bytes of the JPEG: asked for only while the 3D view is on or a save waits
+function wantedOutput() { return page.view3d || page.rawSavePending ? "both" : "color"; }
+
+function sendConfig() {
+  connection.send(JSON.stringify({ type: "config", model: ui.model.value, colormap: ui.colormap.value, output: wantedOutput() }));
+}
+
+function onText(message) {
+  switch (message.type) {
+    case "config":
+      updateRandomBanner(message.random_weights);
+      ui.depthModel.textContent = message.model;
+      clearBanner("model");
+      break;
+    case "depth":
+      page.pendingHeader = message;
+      page.pendingBinaries = [];
+      break;
+    case "dropped": // frames the server will not answer: settled, so the page never waits for them
+      book.settleRanges(message.seqs);
+      view2d.showStats({ dropped: message.dropped });
+      break;
+    case "error":
+      onError(message);
+      break;
+  }
+}
+
+function onError(message) {
+  if (message.seq !== undefined) book.settle(message.seq);
+  if (page.errorCodes.transient.includes(message.code)) {
+    capture.pausedUntil = performance.now() + PAUSE_AFTER_SERVER_ERROR_MS;
+  }
+  const text = message.message.charAt(0).toUpperCase() + message.message.slice(1);
+  showBanner(text, page.errorCodes.model.includes(message.code) ? "model" : "frame");
+}
+
+function onBinary(buffer) {
+  const header = page.pendingHeader;
+  if (!header) return;
+  page.pendingBinaries.push(buffer);
+  const kinds = header.binary ?? ["jpeg"];
+  if (page.pendingBinaries.length < kinds.length) return;
+  const binaries = page.pendingBinaries;
+  page.pendingHeader = null;
+  page.pendingBinaries = [];
+  const { sentAt, snapshot } = book.settle(header.seq);
+  book.answered();
+  connection.markServed();
+  const raw = kinds.indexOf("uint16le");
+  if (raw >= 0) onRawDepth(header, binaries[raw], snapshot);
+  const jpeg = kinds.indexOf("jpeg");
+  if (jpeg >= 0) onDepthImage(header, binaries[jpeg], sentAt);
+}
+
+function onRawDepth(header, buffer, snapshot) {
+  page.lastRaw = { header, q: new Uint16Array(buffer) };
+  if (page.view3d) view3d.showFrame({ raw: header.raw, q: page.lastRaw.q, rgba: snapshot ?? null });
+  if (page.rawSavePending) {
+    page.rawSavePending = false;
+    saveRaw(page.lastRaw);
+    sendConfig(); // back to what the view needs
+  }
+}
+
+async function onDepthImage(header, buffer, sentAt) {
+  const now = performance.now();
+  await view2d.drawDepth(header, buffer);
+  page.framesShown += 1;
+  view2d.showStats({
+    frames: page.framesShown,
+    dropped: header.dropped,
+    latencyMs: sentAt === undefined ? undefined : now - sentAt,
+    fps: capture.running ? book.fps() : undefined,
+  });
+  ui.depthModel.textContent = header.model;
+  ui.save.disabled = false;
+  ui.saveRaw.disabled = false;
+  updateRandomBanner(header.random_weights);
+  clearBanner("frame", "model", "stall");
+  if (page.colorSavePending && header.colormap === ui.colormap.value) {
+    page.colorSavePending = false;
+    saveColorized();
+  }
+}
+
+// --- the capture loop ------------------------------------------------------------------------------
+function loop(now) {
+  if (!capture.running) return;
+  if (connection.open && book.stalled(page.stallMs)) {
+    connection.abandon(); // nothing heard of any frame for longer than the server's deadline allows
+  } else if (connection.open) {
+    capture.tick(now);
+  }
+  requestAnimationFrame(loop);
+}
+
+async function start() {
+  if (capture.running) return;
+  if (!(await capture.start())) return;
+  ui.start.disabled = true;
+  ui.stop.disabled = false;
+  setStatus(connection.open ? "streaming" : "waiting for the server");
+  requestAnimationFrame(loop);
+}
+
+function stop() {
+  capture.stop();
+  ui.start.disabled = false;
+  ui.stop.disabled = true;
+  view2d.showStats({ fps: 0, latencyMs: null }); // nothing streams now
+  setStatus("stopped");
+}
+
+// --- saving and the 3D view -----------------------------------------------------------------------
+function requestColorSave() {
+  if (view2d.shown.colormap === ui.colormap.value) {
+    saveColorized();
+    return;
+  }
+  page.colorSavePending = true; // the colormap just changed: save the first frame drawn with it
+  if (!capture.running) setStatus("press Start: the next frame, in the new colormap, will be saved");
+}
+
+function requestRawSave() {
+  if (page.lastRaw && page.lastRaw.header.seq === view2d.shown.seq) {
+    saveRaw(page.lastRaw);
+    return;
+  }
+  page.rawSavePending = true; // the next answer carries the raw depth
+  sendConfig();
+  if (!capture.running) setStatus("press Start: the raw depth of the next frame will be saved");
+}
+
+function toggle3d() {
+  const on = !page.view3d;
+  ui.view3d.hidden = !on;
+  if (on) {
+    const shown = view3d.show();
+    if (!shown.ok) {
+      ui.view3d.hidden = true;
+      showBanner(shown.reason, "webgl");
+      return;
+    }
+  }
+  page.view3d = on;
+  capture.withSnapshots = on;
+  ui.toggle3d.setAttribute("aria-pressed", String(on));
+  ui.depth.hidden = on;
+  view2d.colormapApplies(!on);
+  sendConfig();
+}
+
+ui.start.addEventListener("click", start);
+ui.stop.addEventListener("click", stop);
+ui.save.addEventListener("click", requestColorSave);
+ui.saveRaw.addEventListener("click", requestRawSave);
+ui.toggle3d.addEventListener("click", toggle3d);
+ui.model.addEventListener("change", () => { updateRandomBanner(); sendConfig(); });
+ui.colormap.addEventListener("change", () => { view2d.showColorbar(); sendConfig(); });
+ui.file.addEventListener("change", () => {
+  if (!ui.file.files[0]) return;
+  stop();
+  capture.useFile(ui.file.files[0]);
+});
+ui.useCamera.addEventListener("click", () => { stop(); capture.useCamera(); });
+
+async function init() {
+  for (let failures = 1; ; failures++) {
+    const loaded = await loadModels();
+    if (loaded === "ok") break;
+    if (loaded === "refused") return; // the banner's button calls init again
+    const delay = retryDelayMs(failures);
+    const noModel = ui.model.options.length > 0 && !ui.model.disabled;
+    showBanner(noModel ? `The model server has no model ready yet. Is Triton running? Retrying in ${Math.round(delay / 1000)} s…`
+      : `Cannot reach the depthstream server; retrying in ${Math.round(delay / 1000)} s…`, "network");
+    await new Promise((resolve) => setTimeout(resolve, delay));
+  }
+  clearBanner("network");
+  connection.connect();
+}
+init();
