@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -114,6 +115,40 @@ def bridge_settings(triton_url: str, **overrides):
 def bridge(triton) -> RunningBridge:
     with RunningBridge(bridge_settings(triton.settings.grpc_url)) as running:
         yield running
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--use-fake-device-for-media-stream",  # a synthetic camera (a moving test pattern)
+    "--use-fake-ui-for-media-stream",  # allow the camera without a prompt
+    "--no-sandbox",
+    # WebGL for the 3D view without a GPU: ANGLE on SwiftShader, Chromium's software renderer
+    # (explicitly: Chromium is retiring the automatic fallback to it)
+    "--disable-gpu",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+    "--disable-quic",
+    "--no-first-run",
+    # this machine has no internet: no background connections
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium with a fake camera and WebGL on SwiftShader, for the whole session."""
+    from playwright import sync_api  # a requirement of the suite: missing, the tests fail
+
+    if not shutil.which(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import re
-import shutil
 import time
 
 import pytest
@@ -13,37 +12,6 @@ from depthstream.contract import MODELS
 from tests.conftest import ARTIFACTS
 
 pytestmark = pytest.mark.browser
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--use-fake-device-for-media-stream",  # a synthetic camera (a moving test pattern)
-    "--use-fake-ui-for-media-stream",  # allow the camera without a prompt
-    "--no-sandbox",
-    # WebGL for the 3D view without a GPU: ANGLE on SwiftShader, Chromium's software renderer
-    # (explicitly: Chromium is retiring the automatic fallback to it)
-    "--disable-gpu",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-quic",
-    "--no-first-run",
-    # this machine has no internet: no background connections
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-extensions",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium)")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -155,6 +123,8 @@ def test_3d_view_draws_the_stream_and_the_page_stays_responsive(page, record_pro
     page.select_option("#model", "depth_anything_v2_small_252")
     page.click("#toggle-3d")
     assert page.is_visible("#view3d") and page.is_hidden("#depth")
+    # points take the camera's colors: the colormap and its colorbar do not apply
+    assert page.is_hidden("#colorbar") and page.is_disabled("#colormap")
     page.click("#start")
     page.wait_for_function(
         "Number(document.getElementById('view3d').dataset.frames || 0) >= 10", timeout=90_000

@@ -9,7 +9,13 @@ import pytest
 
 from bridge.notices import MAX_RANGES, NOTICE_INTERVAL_S, DropNotices, DropReason, merged
 from bridge.session import RateLimiter
-from tests.test_app_fast import fake, hello, jpeg, make_client  # noqa: F401 (fake: a fixture)
+from tests.fake_triton import FakeTriton
+from tests.test_app_fast import hello, jpeg, make_client
+
+
+@pytest.fixture
+def fake() -> FakeTriton:
+    return FakeTriton()
 
 
 def test_ranges_merge_in_order_and_out_of_order():

@@ -166,7 +166,8 @@ async function onDepthImage(header, buffer, sentAt) {
   view2d.showStats({
     frames: page.framesShown,
     dropped: header.dropped,
-    latencyMs: sentAt === undefined ? undefined : now - sentAt,
+    // after Stop, answers still in flight are drawn but the live numbers stay cleared
+    latencyMs: sentAt === undefined || !capture.running ? undefined : now - sentAt,
     fps: capture.running ? book.fps() : undefined,
   });
   ui.depthModel.textContent = header.model;
