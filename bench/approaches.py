@@ -53,8 +53,8 @@ def original_eager(spec: ModelSpec, network, frames: list[np.ndarray]) -> Result
 
 def onnxruntime_direct(spec: ModelSpec, onnx_path: Path, frames: list[np.ndarray]) -> Result:
     """ONNX Runtime on the exported model, in-process, with the settings and the execution
-    provider the served model uses (depthstream.runtime: no CPU arena, which bounds memory for a
-    few percent of speed; a GPU where there is one): the floor for this model on this machine,
+    provider the served model uses (depthstream.runtime: the session and run options as served;
+    a GPU where there is one): the floor for this model on this machine,
     so the stack's rows measure the stack's own cost."""
     from depthstream import runtime
 
@@ -63,7 +63,7 @@ def onnxruntime_direct(spec: ModelSpec, onnx_path: Path, frames: list[np.ndarray
         print(f"bench: {warning}")
 
     def one(rgb: np.ndarray) -> np.ndarray:
-        return session.run([OUTPUT_NAME], {INPUT_NAME: rgb[None]})[0]
+        return runtime.infer(session, rgb[None])
 
     one(frames[0])
     return _timed("ONNX Runtime direct", spec.name, frames, one)

@@ -10,14 +10,14 @@ import sys
 
 import numpy as np
 
-from depthstream.runtime import open_session
+from depthstream.runtime import infer, open_session
 
 
 def peak_mb(onnx_path: str, height: int, width: int, batch: int) -> float:
     session, _ = open_session(onnx_path, ["CPUExecutionProvider"], os.cpu_count() or 1)  # host memory
     image = np.zeros((1, height, width, 3), np.uint8)
     for _ in range(batch):  # as the served model runs a batch: one image at a time
-        session.run(["DEPTH"], {"IMAGE": image})
+        infer(session, image)
     # VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child of a large process (make bench,
     # with PyTorch loaded) would report its parent's size
     with open("/proc/self/status") as status:

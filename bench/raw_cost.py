@@ -25,7 +25,7 @@ from bench.report import replace_between
 from bridge import images, raw_depth
 from bridge.colorize import RangeSmoother, colorize
 from depthstream import model_config, runtime
-from depthstream.contract import DEFAULT_MODEL, INPUT_NAME, OUTPUT_NAME
+from depthstream.contract import DEFAULT_MODEL
 from depthstream.model_config import CONFIG_FILE, ONNX_FILE, VERSION
 
 BEGIN, END = "<!-- raw-depth:begin -->", "<!-- raw-depth:end -->"
@@ -36,7 +36,7 @@ def reference_depth(repository: Path) -> np.ndarray:
     (frame,) = stream(640, 480, 1)
     onnx = repository / DEFAULT_MODEL / VERSION / ONNX_FILE
     session, _ = runtime.open_session(onnx, runtime.wanted_providers(), os.cpu_count() or 1)
-    return session.run([OUTPUT_NAME], {INPUT_NAME: frame[None]})[0][0]
+    return runtime.infer(session, frame[None])[0]
 
 
 def median_ms(work) -> tuple[float, bytes]:

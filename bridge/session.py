@@ -89,6 +89,9 @@ class StreamSession:
         self.send_lock = asyncio.Lock()
         self.limiter = RateLimiter(settings.max_fps)
         self.last_rate_error = 0.0
+        self.control_limiter = RateLimiter(settings.max_controls_per_s)
+        self.controls_refused = 0
+        self.last_control_error = 0.0
         self.draining = False
 
     # --- sending ---------------------------------------------------------------------------
@@ -184,6 +187,9 @@ class StreamSession:
         self.wakeup.set()
 
     async def on_control(self, text: str) -> None:
+        if not self.control_limiter.allow():
+            await self._refuse_control()
+            return
         try:
             update = protocol.parse_control(text)
         except ProtocolError as exc:
@@ -214,9 +220,23 @@ class StreamSession:
                     # the stream's accounts so far: a config message with no field asks for them
                     "received": self.next_seq,
                     "dropped": self.dropped,
+                    "controls_refused": self.controls_refused,
                 }
             )
         )
+
+    async def _refuse_control(self) -> None:
+        """Over the control-message ceiling: ignored, counted, said at most once a second."""
+        self.controls_refused += 1
+        self.metrics.control_rejected.labels(str(ErrorCode.RATE_LIMITED)).inc()
+        now = time.monotonic()
+        if now - self.last_control_error >= 1.0:
+            self.last_control_error = now
+            await self.send_error(
+                ErrorCode.RATE_LIMITED,
+                f"more than {self.settings.max_controls_per_s:g} control messages per second: extra "
+                "ones are ignored (counted in 'controls_refused')",
+            )
 
     # --- processing ------------------------------------------------------------------------
     async def run_worker(self) -> None:

@@ -37,6 +37,9 @@ class BridgeSettings(Settings):
     # latest replaces a stale one. 0: the served model's instances (x its batch when batching)
     max_in_flight: int = 0
     max_fps: float = 30.0  # frames per second per connection; more are dropped and counted
+    # control (config) messages per second per connection; more are refused and counted: a model
+    # switch costs Triton up to three metadata calls (cached per endpoint for a second)
+    max_controls_per_s: float = 5.0
     send_timeout_s: float = 10.0  # a client that reads nothing for this long is disconnected
     drain_timeout_s: float = 5.0  # on SIGTERM: time for in-flight frames before closing (1001)
     # Browsers' Origin header must be this server or one of these (comma-separated origins).
@@ -86,6 +89,7 @@ class BridgeSettings(Settings):
                 ),
                 ("web_dir", (self.web_dir / "index.html").is_file(), "a directory holding index.html"),
                 ("max_fps", self.max_fps > 0, "positive"),
+                ("max_controls_per_s", self.max_controls_per_s > 0, "positive"),
                 ("send_timeout_s", self.send_timeout_s > 0, "positive"),
                 ("drain_timeout_s", self.drain_timeout_s >= 0, "zero or more"),
                 (

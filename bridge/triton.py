@@ -33,6 +33,7 @@ HEALTH_TIMEOUT_S = 2.0
 EXPECTED_TIME_WEIGHT = 0.2  # of the newest answer in a model's running mean time
 PROBE_FIRST_DELAY_S = 0.25
 PROBE_MAX_DELAY_S = 5.0
+CHECKED_TTL_S = 1.0  # a model found ready is not asked about again for this long (model switches)
 
 
 class TritonError(Exception):
@@ -137,6 +138,8 @@ class TritonGateway:
         # 0: sized from the served model's config when first read (see capacity_of)
         self.auto_capacity = max_in_flight == 0
         self.limit = InFlightLimit(max_in_flight or 1)
+        self._capacities: dict[str, int] = {}  # each model read so far: requests it runs at once
+        self._checked: dict[str, tuple[float, ModelInfo]] = {}  # ready models, when last read
         self._expected_s: dict[str, float] = {}
 
     async def servers_behind(self) -> int:
@@ -222,7 +225,10 @@ class TritonGateway:
             log.error("model %s does not match the contract: %s", name, "; ".join(problems))
             return ModelInfo(name, ready=False, problem="served model does not match the contract")
         if self.auto_capacity:
-            self.limit.set_capacity(capacity_of(config) * await self.servers_behind())
+            # the endpoint's bound is the smallest served model's: the same whatever was read
+            # last (a /readyz or /api/models call must not change admission)
+            self._capacities[name] = capacity_of(config)
+            self.limit.set_capacity(min(self._capacities.values()) * await self.servers_behind())
         ms, machine = served_speed(config) or (None, "")
         return ModelInfo(
             name, ready=True, random_weights=is_random_weights(config), ms_per_frame=ms, measured_on=machine
@@ -237,8 +243,12 @@ class TritonGateway:
         """Raise unless ``name`` is ready and conforms (at start-up and on every model switch)."""
         if not self.available:
             raise TritonUnavailable("the model server is unavailable; retrying")
+        checked_at, info = self._checked.get(name, (-float("inf"), None))
+        if info is not None and time.monotonic() - checked_at < CHECKED_TTL_S:
+            return info  # however many streams switch, a model costs Triton 3 calls a second at most
         info = await self.model_info(name)
         if info.ready:
+            self._checked[name] = (time.monotonic(), info)
             return info
         if info.problem == "served model does not match the contract":
             raise ModelMismatch(f"{name}: {info.problem}")

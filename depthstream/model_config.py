@@ -40,9 +40,11 @@ MEASURED_ON_PARAM = "depthstream_speed_measured_on"
 
 def served_speed(config: mc.ModelConfig) -> tuple[float, str] | None:
     """(ms per 640x480 frame, where it was measured) as the serving machine recorded it, or None."""
+    if MS_PER_FRAME_PARAM not in config.parameters:  # indexing a protobuf map would insert it
+        return None
     try:
         ms = float(config.parameters[MS_PER_FRAME_PARAM].string_value)
-    except (KeyError, ValueError):
+    except ValueError:
         return None
     machine = (
         config.parameters[MEASURED_ON_PARAM].string_value if MEASURED_ON_PARAM in config.parameters else ""

@@ -31,8 +31,20 @@ SPEED_FRAME = (480, 640)  # height, width: the frame every speed is measured on
 SPEED_REPEATS = 5
 
 
+# What changes a timing besides the machine: part of every speed record's key, so a figure taken
+# under other session settings is never served (bump it when the settings below change).
+SESSION_SETTINGS = "cpu arena, no memory pattern, arena shrunk after each run"
+
+
 def session_options(threads: int):
-    """ONNX Runtime's settings for every served model (the benchmark measures with these too)."""
+    """ONNX Runtime's settings for every served model (the benchmark measures with these too).
+
+    Chosen by measurement (the cold-shapes issue, DA-V2-S, 2 cores; bench's cold worst case
+    repeats it): with no CPU arena and the memory pattern on (the old settings), the first run at
+    every new input shape paid 2-3x a warm one: the pattern is planned per shape on that first
+    run, and each of its allocations went to the system. With the arena on and the pattern off, a
+    new shape costs what a known one does; shrinking the arena after every run (``run_options``)
+    gives its memory back, so the peak stays that of the request in hand, not the largest seen."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -40,11 +52,30 @@ def session_options(threads: int):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # No CPU arena: it keeps the largest request's peak allocated for good and grows in powers
-    # of two (measured, Depth Anything at its 518x1288 ceiling: peak 1.78 GB with it, 1.53 GB
-    # without; 2.9x the peak of a 640x480 frame with it, 2.4x without), for ~5-10% of speed.
-    options.enable_cpu_mem_arena = False
+    options.enable_cpu_mem_arena = True
+    options.enable_mem_pattern = False
     return options
+
+
+_RUN_OPTIONS = None
+
+
+def run_options():
+    """Per-run settings for every served run: the CPU arena shrinks back after each run (a
+    per-run option: every place that runs a served session must pass it; use ``infer``)."""
+    global _RUN_OPTIONS
+    if _RUN_OPTIONS is None:
+        import onnxruntime as ort
+
+        options = ort.RunOptions()
+        options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        _RUN_OPTIONS = options
+    return _RUN_OPTIONS
+
+
+def infer(session, batch: np.ndarray) -> np.ndarray:
+    """One served run: uint8 [N, H, W, 3] -> depth [N, H, W], with the served run options."""
+    return session.run([OUTPUT_NAME], {INPUT_NAME: batch}, run_options())[0]
 
 
 def provider_options(provider: str, cache_dir: Path) -> dict:
@@ -124,16 +155,16 @@ def machine_description(provider: str, threads: int | None = None) -> str:
     device = f"{os.cpu_count()} x {accelerator.cpu_name()}, {threads or os.cpu_count()} threads"
     if provider != accelerator.CPU:
         device += f", {', '.join(accelerator.gpu_names()) or 'no GPU listed'}"
-    return f"{device}, {provider}, onnxruntime {ort.__version__}"
+    return f"{device}, {provider}, onnxruntime {ort.__version__}, {SESSION_SETTINGS}"
 
 
 def median_ms(session, frame: np.ndarray, repeats: int = SPEED_REPEATS) -> float:
     batch = frame[None]
-    session.run([OUTPUT_NAME], {INPUT_NAME: batch})  # warm-up
+    infer(session, batch)  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        session.run([OUTPUT_NAME], {INPUT_NAME: batch})
+        infer(session, batch)
         times.append((time.perf_counter() - start) * 1e3)
     return float(np.median(times))
 

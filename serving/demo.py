@@ -59,6 +59,12 @@ def start_up_lines(settings: BridgeSettings, triton: EmbeddedTriton) -> list[str
     return lines
 
 
+def log_level_asked(bridge_argv: list[str]) -> bool:
+    """``--log-level debug``, ``--log-level=debug`` or BRIDGE_LOG_LEVEL."""
+    flag = any(arg == "--log-level" or arg.startswith("--log-level=") for arg in bridge_argv)
+    return flag or "BRIDGE_LOG_LEVEL" in os.environ
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m serving.demo", description=__doc__)
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
@@ -71,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     # a demo's terminal shows what matters (warnings, errors), not a line per request, unless asked
-    asked = "--log-level" in bridge_argv or "BRIDGE_LOG_LEVEL" in os.environ
+    asked = log_level_asked(bridge_argv)
     if not asked:
         settings = replace(settings, log_level="warning")
     logging.basicConfig(

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from depthstream.runtime import open_session  # on the stub's PYTHONPATH (serving.triton.server_env)
+from depthstream.runtime import infer, open_session  # on the stub's PYTHONPATH (serving.triton.server_env)
 
 
 def _error_code(name):
@@ -96,7 +96,7 @@ class TritonPythonModel:
             if self.extra_s:
                 time.sleep(self.extra_s)
             try:
-                depth = self.session.run([self.output_name], {self.input_name: item[None]})[0]
+                depth = infer(self.session, item[None])  # with the served run options
             except Exception as exc:  # ONNX Runtime failures become this request's error
                 return self._error(f"inference failed: {exc}", "INTERNAL")
             self.runs.increment(1)

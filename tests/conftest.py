@@ -138,9 +138,10 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
-    """Headless Chromium with a fake camera and WebGL on SwiftShader, for the whole session."""
+    """Headless Chromium with a fake camera and WebGL on SwiftShader, for one test module (the
+    Playwright sync API keeps an event loop running while it is open: asyncio.run would fail)."""
     from playwright import sync_api  # a requirement of the suite: missing, the tests fail
 
     if not shutil.which(CHROMIUM):

@@ -37,6 +37,7 @@ class FakeTriton:
         self.failure: InferenceServerException | None = None  # raised by infer
         self.output = None  # callable (batch) -> array, instead of a gradient at the input's size
         self.delay_s = 0.0
+        self.instances: dict[str, int] = {}  # instance count per model (default 1)
         self.calls: dict[str, int] = {}
         self.in_flight = 0
         self.most_in_flight = 0
@@ -66,7 +67,7 @@ class FakeTriton:
     async def get_model_config(self, name, client_timeout=None):
         self._count("get_model_config")
         config = mc.ModelConfig(name=name, max_batch_size=4)
-        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
+        config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=self.instances.get(name, 1))
         config.parameters[RANDOM_WEIGHTS_MARKER].string_value = "true" if self.random_weights else "false"
         if name in self.ms_per_frame:
             config.parameters[MS_PER_FRAME_PARAM].string_value = str(self.ms_per_frame[name])

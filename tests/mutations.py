@@ -89,7 +89,7 @@ MUTATIONS = [
     Mutation(
         "in-flight bound ignores the model's instances",
         "bridge/triton.py",
-        "self.limit.set_capacity(capacity_of(config) * await self.servers_behind())",
+        "self.limit.set_capacity(min(self._capacities.values()) * await self.servers_behind())",
         "self.limit.set_capacity(8)",
     ),
     Mutation(

@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from bridge.app import MODEL_LIST_TTL_S, create_app
 from bridge.protocol import ErrorCode
 from bridge.settings import BridgeSettings
-from depthstream.contract import DEFAULT_MODEL, MAX_IMAGE_SIDE
+from depthstream.contract import DEFAULT_MODEL, MAX_IMAGE_SIDE, MODELS
 from tests.fake_triton import FakeTriton, triton_error
 
 
@@ -386,6 +386,25 @@ def test_the_in_flight_bound_grows_with_the_servers_behind_a_dns_name(fake):
         return gateway.limit.capacity
 
     assert asyncio.run(scenario()) == 3, "one instance per pod, three pods"
+
+
+def test_reading_models_does_not_change_admission(fake):
+    """The in-flight bound is the smallest served model's, whatever order models are read in."""
+    import asyncio
+
+    from bridge.triton import TritonGateway
+
+    other = next(name for name in MODELS if name != DEFAULT_MODEL)
+    fake.instances = {DEFAULT_MODEL: 1, other: 3}
+
+    async def capacity_after(order: list[str]) -> int:
+        gateway = TritonGateway("triton:8001", 10.0, client=fake)
+        for name in order:
+            await gateway.model_info(name)
+        return gateway.limit.capacity
+
+    assert asyncio.run(capacity_after([DEFAULT_MODEL, other])) == 1
+    assert asyncio.run(capacity_after([other, DEFAULT_MODEL, other])) == 1, "the last read does not win"
 
 
 def test_a_burst_of_handshakes_cannot_pass_the_connection_limit(fake):

@@ -106,3 +106,30 @@ def test_the_rate_limit_drops_and_counts_each_frame(fake):
         result = outcomes(ws, 4)
     assert list(result["settled"].values()).count("dropped") == 3
     assert result["settled"][0] == "answered"
+
+
+def test_control_messages_have_a_ceiling_counted_and_said_once(fake):
+    """A flood of model switches: at most max_controls_per_s are applied, the rest refused and
+    counted, one error a second, and Triton asked about each model at most once a second."""
+    other = "midas_dpt_beit_base_384"
+    with make_client(fake, max_controls_per_s=5) as client, client.websocket_connect("/ws") as ws:
+        hello(ws)
+        calls_before = fake.calls.get("get_model_config", 0)
+        started = time.monotonic()
+        for i in range(60):
+            model = other if i % 2 else "depth_anything_v2_small"
+            ws.send_text(f'{{"type": "config", "model": "{model}", "colormap": "turbo"}}')
+        time.sleep(0.2)
+        # a later one is applied again once the bucket refills
+        ws.send_text('{"type": "config"}')
+        messages = []
+        while not (messages and messages[-1]["type"] == "config" and messages[-1].get("controls_refused", 0) > 0):
+            messages.append(ws.receive_json())
+        elapsed = time.monotonic() - started
+    acks = [m for m in messages if m["type"] == "config"]
+    errors = [m for m in messages if m["type"] == "error"]
+    refused = acks[-1]["controls_refused"]
+    assert len(acks) + refused == 61, "every control message applied or counted"
+    assert len(acks) <= 5 + 5 * elapsed + 1 and refused >= 50
+    assert [e["code"] for e in errors] == ["rate_limited"], "said once, not per message"
+    assert fake.calls.get("get_model_config", 0) - calls_before <= 2 * (1 + elapsed), "cached switches"
