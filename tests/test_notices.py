@@ -123,7 +123,9 @@ def test_control_messages_have_a_ceiling_counted_and_said_once(fake):
         # a later one is applied again once the bucket refills
         ws.send_text('{"type": "config"}')
         messages = []
-        while not (messages and messages[-1]["type"] == "config" and messages[-1].get("controls_refused", 0) > 0):
+        while not (
+            messages and messages[-1]["type"] == "config" and messages[-1].get("controls_refused", 0) > 0
+        ):
             messages.append(ws.receive_json())
         elapsed = time.monotonic() - started
     acks = [m for m in messages if m["type"] == "config"]
