@@ -18,6 +18,8 @@ PYTEST_ARGS ?=
 # Compose v2 (`docker compose`, Docker's plugin); Debian's v1 works the same: COMPOSE=docker-compose
 COMPOSE ?= docker compose
 BENCH_ARGS ?=
+# more flags for `python -m export` (make export and make demo): --verbose, --force, --int8 never
+EXPORT_ARGS ?=
 
 # WEIGHTS= (hub download) | random (smoke mode) | DIR (a local checkpoint, with MODEL=name)
 ifeq ($(WEIGHTS),random)
@@ -50,8 +52,8 @@ $(INSTALLED): requirements.txt requirements-dev.txt depthstream/accelerator.py
 
 setup: $(INSTALLED) ## create .venv with the pinned dependencies (ONNX Runtime's GPU build on NVIDIA machines)
 
-export: setup ## export the models to ONNX in model_repository/ (WEIGHTS=random|DIR, MODEL=name)
-	$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS)
+export: setup ## export the models to ONNX in model_repository/ (WEIGHTS=random|DIR, MODEL=name, EXPORT_ARGS=--verbose)
+	$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS) $(EXPORT_ARGS)
 
 serve: setup ## run the embedded tritonserver (CPU) on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT)
 	$(PYTHON) -m serving --repository $(REPOSITORY)
@@ -81,7 +83,7 @@ down: ## stop what `make up` started
 	$(COMPOSE) -p depthstream -f deploy/compose.yaml down
 
 demo: setup ## export (WEIGHTS=random for a smoke demo), run Triton + the bridge, open http://127.0.0.1:8080/
-	@$(PYTHON) -m export --brief --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS) || { \
+	@$(PYTHON) -m export --brief --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS) $(EXPORT_ARGS) || { \
 	  echo; echo "make demo: no weights. \`make demo WEIGHTS=random\` runs a smoke demo (meaningless depth)," \
 	  "or point it at a checkpoint: make demo MODEL=<name> WEIGHTS=DIR"; exit 2; }
 	@$(PYTHON) -m serving.demo --repository $(REPOSITORY) --port $(BRIDGE_PORT)

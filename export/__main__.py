@@ -37,6 +37,8 @@ from export.repository import (
 )
 
 log = logging.getLogger("export")
+VERDICT_TTL_S = 7 * 24 * 3600  # a dropped INT8 twin is judged again after a week
+JUDGE_AGAIN = "judged again in a week; now: make export EXPORT_ARGS=--force"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -148,15 +150,15 @@ class Exporter:
             return self.row(spec, read_manifest(model_dir) or wanted, model_dir, "up to date")
         dropped = None if self.args.force else self.dropped_before(spec, wanted)
         if dropped is not None:  # judged on this machine from these weights and code already
-            if not self.args.brief:
-                self.progress.finish(spec.name, f"INT8 dropped before: {dropped} (--force judges it again)")
+            # said in --brief too (what make demo uses): a model the page will not offer
+            self.progress.finish(spec.name, f"INT8 dropped before: {dropped} ({JUDGE_AGAIN})")
             return self.dropped_row(spec, wanted, dropped, "up to date")
         started = time.perf_counter()
         with StagedModel(self.args.output, spec.name) as staged:
             if spec.precision == Precision.INT8:
                 extra = self.quantized(spec, staged)
                 if isinstance(extra, str):  # not faster: not committed, StagedModel discards it
-                    self.progress.finish(spec.name, f"INT8 dropped: {extra}")
+                    self.progress.finish(spec.name, f"INT8 dropped: {extra} ({JUDGE_AGAIN})")
                     self.remember_drop(spec, wanted, extra)
                     return self.dropped_row(spec, wanted, extra, "not written")
             else:
@@ -182,7 +184,12 @@ class Exporter:
         return self.args.output / f".dropped-{spec.name}.json"
 
     def remember_drop(self, spec: ModelSpec, wanted: Manifest, reason: str) -> None:
-        verdict = {"manifest": dataclasses.asdict(wanted), "machine": self.machine_key(), "reason": reason}
+        verdict = {
+            "manifest": dataclasses.asdict(wanted),
+            "machine": self.machine_key(),
+            "reason": reason,
+            "judged_at": time.time(),
+        }
         self.drop_marker(spec).write_text(json.dumps(verdict, indent=2) + "\n")
 
     def dropped_before(self, spec: ModelSpec, wanted: Manifest) -> str | None:
@@ -190,9 +197,12 @@ class Exporter:
             return None
         try:
             verdict = json.loads(self.drop_marker(spec).read_text())
+            # judged again on another machine (or settings), from other weights or code, or
+            # once the verdict is a week old: one unlucky timing does not decide for good
             same = (
                 Manifest(**verdict["manifest"]).same_input(wanted)
                 and verdict["machine"] == self.machine_key()
+                and time.time() - float(verdict["judged_at"]) < VERDICT_TTL_S
             )
         except (OSError, ValueError, TypeError, KeyError):
             return None
@@ -241,16 +251,32 @@ class Exporter:
         quantize.quantize(fp32_path, staged.onnx_path)
         self.progress.step(spec.name, "checking INT8 against FP32")
         error = quantize.error_vs_fp32(fp32_path, staged.onnx_path, parity_images())
-        self.progress.step(spec.name, "timing INT8 against FP32")
-        fp32_ms = runtime.measure(fp32_path, self.providers)[0].ms
-        int8 = runtime.measure(staged.onnx_path, self.providers)[0]
-        int8_ms = int8.ms
-        if self.args.int8 == "auto" and int8_ms >= fp32_ms:
+        self.progress.step(spec.name, "timing INT8 against FP32, interleaved")
+        fp32, int8 = self.timed_against_fp32(spec, staged.onnx_path)
+        if self.args.int8 == "auto" and int8.ms >= fp32.ms:
             shutil.rmtree(self.args.output / spec.name, ignore_errors=True)  # an older, faster-then twin
-            return f"not faster here ({int8_ms:.0f} vs {fp32_ms:.0f} ms FP32)"
+            return f"not faster here ({int8.ms:.0f} vs {fp32.ms:.0f} ms FP32)"
         runtime.record_speed(staged.path, self.machine_key(), int8)
         self.measured_on = int8.machine
-        return {"parity_error": error, "fp32_ms": fp32_ms, "int8_ms": int8_ms}
+        return {"parity_error": error, "fp32_ms": fp32.ms, "int8_ms": int8.ms}
+
+    def timed_against_fp32(self, spec: ModelSpec, int8_path: Path) -> tuple[runtime.Speed, runtime.Speed]:
+        """(FP32, INT8) timed interleaved. The FP32 model was timed on its own already: where the
+        two figures of one model disagree, something else used the machine; both are timed
+        again (at most twice more), and the FP32 model's record follows the figure kept."""
+        fp32_dir = self.args.output / spec.fp32_twin
+        recorded = runtime.recorded_speed(fp32_dir, self.machine_key())
+        for attempt in range(3):
+            (fp32, int8), _ = runtime.compare([fp32_dir / VERSION / ONNX_FILE, int8_path], self.providers)
+            if recorded is None or runtime.agree(recorded.ms, fp32.ms):
+                break
+            log.info(
+                "%s: FP32 timed at %.0f ms, earlier %.0f ms: the machine was busy; timing again (%d)",
+                spec.fp32_twin, fp32.ms, recorded.ms, attempt + 1,
+            )
+            recorded = fp32
+        runtime.record_speed(fp32_dir, self.machine_key(), fp32)
+        return fp32, int8
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,63 @@
+"""The served ONNX Runtime settings: the ones chosen for cold shapes, used by every served run,
+and part of every speed record's key (a figure taken under other settings is never served)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from depthstream import runtime
+from depthstream.accelerator import CPU
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_session_settings_are_the_ones_chosen():
+    options = runtime.session_options(2)
+    # a new input shape costs what a known one does: the arena on, no per-shape memory plan
+    assert options.enable_cpu_mem_arena and not options.enable_mem_pattern
+    assert (options.intra_op_num_threads, options.inter_op_num_threads) == (2, 1)
+    # and the arena gives its memory back after every run: the peak is the request in hand's
+    assert runtime.run_options().get_run_config_entry("memory.enable_memory_arena_shrinkage") == "cpu:0"
+
+
+def test_every_served_run_passes_the_run_options():
+    """Shrinkage is a per-run option: a place that calls session.run itself would serve with
+    another memory behaviour than the one measured. Only runtime.infer calls it (export's parity
+    checks open sessions of their own, not served ones)."""
+    offenders = []
+    for folder in ("bench", "serving", "depthstream", "bridge", "client"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if re.search(r"\bsession\.run\(", line) and path.name != "runtime.py":
+                    offenders.append(f"{path.relative_to(ROOT)}:{number}")
+    assert offenders == []
+    runtime_source = (ROOT / "depthstream" / "runtime.py").read_text()
+    assert runtime_source.count("session.run(") == 1 and "run_options())" in runtime_source
+
+
+def test_a_record_taken_under_other_session_settings_is_not_served(tiny_repository):
+    model_dir = tiny_repository / "depth_anything_v2_small_252"
+    (model_dir / runtime.SPEED_FILE).unlink(missing_ok=True)
+    key = runtime.machine_description(CPU, 1)
+    assert key.endswith(runtime.SESSION_SETTINGS)
+    old = key.removesuffix(f", {runtime.SESSION_SETTINGS}")  # what the old settings recorded
+    assert runtime.record_speed(model_dir, old, runtime.Speed(9999.0, old))
+    assert runtime.recorded_speed(model_dir, key) is None, "timed again under the settings served now"
+    fresh = runtime.speed_here(model_dir, [CPU], threads=1)
+    assert fresh.ms != 9999.0 and fresh.machine == key
+
+
+def test_a_served_run_gives_what_a_default_session_gives(tiny_repository):
+    """The settings change memory behaviour, not results."""
+    import onnxruntime as ort
+
+    onnx = tiny_repository / "depth_anything_v2_small_252" / "1" / "model.onnx"
+    served, _ = runtime.open_session(onnx, [CPU], 1)
+    plain = ort.InferenceSession(str(onnx), providers=[CPU])
+    for height, width in ((48, 64), (31, 97), (48, 64)):
+        batch = np.random.default_rng(height).integers(0, 255, (1, height, width, 3), dtype=np.uint8)
+        expected = plain.run(["DEPTH"], {"IMAGE": batch})[0]
+        np.testing.assert_allclose(runtime.infer(served, batch), expected, rtol=1e-5, atol=1e-6)
