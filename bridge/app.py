@@ -45,7 +45,8 @@ MODEL_LIST_TTL_S = 5.0  # /api/models answers from a list this fresh at most
 
 class ModelCatalog:
     """The served models as one Triton endpoint reports them: read concurrently, cached for
-    ``MODEL_LIST_TTL_S``, refreshed by one request at a time however many ask."""
+    ``MODEL_LIST_TTL_S``, refreshed by one request at a time however many ask; each model's
+    speed as observed on live traffic where it strays from the record (bridge/observed.py)."""
 
     def __init__(self, ttl_s: float = MODEL_LIST_TTL_S) -> None:
         self.ttl_s = ttl_s
@@ -58,7 +59,7 @@ class ModelCatalog:
             if time.monotonic() - self._read_at > self.ttl_s:
                 self._models = await gateway.models()
                 self._read_at = time.monotonic()
-            return self._models
+            return [gateway.observed.follow(info) for info in self._models]
 
 
 @dataclass
@@ -138,6 +139,8 @@ async def api_models(request: Request) -> Response:
             "ms_per_frame": info.ms_per_frame,
             "estimated_fps": estimated_fps(info.ms_per_frame),
             "measured_on": info.measured_on,
+            # set when the figure above follows live traffic: what was recorded
+            "recorded_ms": info.recorded_ms,
         }
         for info in await state.catalog.get(gateway)
         # an optional preset or INT8 twin that this repository does not serve is left out
@@ -201,6 +204,7 @@ async def stream(websocket: WebSocket) -> None:
     tasks: list[asyncio.Task] = []
     try:
         await websocket.accept()
+        session.ready_models = [info.name for info in await state.catalog.get(session.gateway) if info.ready]
         session.model = (await default_choice(state, session.gateway)).model
         tasks = [
             asyncio.create_task(receive(websocket, session)),
@@ -259,8 +263,10 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             log.info(
                 "model %s ready%s", info.name, " (RANDOM WEIGHTS: smoke model)" if info.random_weights else ""
             )
-        else:
+        elif info.name in CHECKPOINTS:
             log.warning("model %s: %s (Triton at %s)", info.name, info.problem, settings.triton_url)
+        else:  # an optional preset or INT8 twin (the export drops a twin that is not faster)
+            log.info("model %s: not served here (optional; `make export` says why)", info.name)
     yield
     await state.pool.close()
 

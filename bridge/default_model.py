@@ -51,11 +51,24 @@ def choose_default(models: list[ModelInfo], configured: str = AUTO) -> DefaultCh
         return DefaultChoice(
             best.name,
             f"{best.name}: the most accurate model that runs live here "
-            f"(~{estimated_fps(best.ms_per_frame):.1f} frames/s end to end; live is >= {LIVE_FPS:.0f}).",
+            f"(~{estimated_fps(best.ms_per_frame):.1f} frames/s end to end; live is >= {LIVE_FPS:.0f})"
+            f"{_observed_note(timed)}.",
         )
     fastest = min(timed, key=lambda info: info.ms_per_frame)
     return DefaultChoice(
         fastest.name,
         f"{fastest.name}: no model runs live here (>= {LIVE_FPS:.0f} frames/s); this is the fastest "
-        f"(~{estimated_fps(fastest.ms_per_frame):.1f} frames/s).",
+        f"(~{estimated_fps(fastest.ms_per_frame):.1f} frames/s){_observed_note(timed)}.",
     )
+
+
+def _observed_note(models: list[ModelInfo]) -> str:
+    """Which speeds follow live traffic instead of the record, said with the choice."""
+    followed = [info for info in models if info.recorded_ms is not None]
+    if not followed:
+        return ""
+    times = ", ".join(
+        f"{info.name} {info.ms_per_frame:.0f} ms a frame (recorded {info.recorded_ms:.0f})"
+        for info in followed
+    )
+    return f"; speeds as observed on live traffic now: {times}"

@@ -75,6 +75,7 @@ class StreamSession:
         self.settings = settings
         self.metrics = metrics
         self.model = DEFAULT_MODEL  # the app sets its choice (bridge.default_model) before start()
+        self.ready_models: list[str] = []  # what the server serves now (the app sets it too)
         self.colormap = settings.default_colormap
         self.output = protocol.DEFAULT_OUTPUT
         self.random_weights = False
@@ -137,6 +138,7 @@ class StreamSession:
                 {
                     "type": "hello",
                     "models": list(MODELS),
+                    "ready": self.ready_models,  # of those, the ones served now
                     "model": self.model,
                     "colormap": self.colormap,
                     "colormaps": list(COLORMAPS),

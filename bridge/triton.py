@@ -17,6 +17,7 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from bridge.admission import InFlightLimit
+from bridge.observed import ObservedTimes
 from bridge.protocol import ErrorCode
 from depthstream.contract import (
     INPUT_DTYPE,
@@ -79,6 +80,8 @@ class ModelInfo:
     problem: str | None = None  # why it is not usable, when it is not
     ms_per_frame: float | None = None  # the model alone, one 640x480 frame, where it is served
     measured_on: str = ""  # that machine, as the serving side described it
+    # set when ms_per_frame follows live traffic instead (bridge/observed.py): the record
+    recorded_ms: float | None = None
 
 
 def _classify(exc: InferenceServerException, model: str) -> TritonError:
@@ -141,6 +144,7 @@ class TritonGateway:
         self._capacities: dict[str, int] = {}  # each model read so far: requests it runs at once
         self._checked: dict[str, tuple[float, ModelInfo]] = {}  # ready models, when last read
         self._expected_s: dict[str, float] = {}
+        self.observed = ObservedTimes()  # recent inference times, for the page's estimates
 
     async def servers_behind(self) -> int:
         """How many Triton servers this endpoint spreads over: the addresses a ``dns:///`` name
@@ -160,6 +164,7 @@ class TritonGateway:
         return self._expected_s.get(model, 0.0)
 
     def _observe(self, model: str, seconds: float) -> None:
+        self.observed.add(model, seconds)
         old = self._expected_s.get(model)
         self._expected_s[model] = seconds if old is None else old + EXPECTED_TIME_WEIGHT * (seconds - old)
 

@@ -424,3 +424,18 @@ def test_a_burst_of_handshakes_cannot_pass_the_connection_limit(fake):
         for thread in threads:
             thread.join(10)
     assert results.count("hello") == 2 and results.count("error") == 3
+
+
+def test_hello_says_which_models_are_served_and_an_optional_one_missing_is_no_warning(fake, caplog):
+    import logging
+
+    twin = "depth_anything_v2_small_252_int8"
+    fake.not_ready = {twin}
+    with caplog.at_level(logging.INFO, logger="bridge.app"):
+        with make_client(fake) as client, client.websocket_connect("/ws") as ws:
+            greeting = hello(ws)
+    assert twin in greeting["models"] and twin not in greeting["ready"]
+    assert set(greeting["ready"]) == set(MODELS) - {twin}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not any(twin in message for message in warnings), warnings
+    assert any(twin in r.getMessage() and "not served here" in r.getMessage() for r in caplog.records)

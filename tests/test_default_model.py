@@ -101,3 +101,37 @@ def test_the_api_and_a_new_stream_follow_the_choice(configured):
         assert "Test CPU" in by_name["depth_anything_v2_small"]["measured_on"]
         with client.websocket_connect("/ws") as ws:
             assert json.loads(ws.receive_text())["model"] == expected
+
+
+def test_estimates_and_the_default_follow_live_traffic_and_come_back():
+    """The recorded 364 INT8 time is 133 ms; on live traffic it takes 500 ms (a busy machine):
+    the API's estimate and the default follow what is observed and say so; once frames run at the
+    recorded speed again, so do they."""
+    fake = FakeTriton()
+    fake.ms_per_frame = dict(BUILD_MACHINE)
+    app = create_app(BridgeSettings(triton_url="fake:8001"), client_factory=lambda url: fake)
+    busy_model = "depth_anything_v2_small_364_int8"
+
+    def stream_frames(ws, count: int) -> None:
+        from tests.test_app_fast import answer, jpeg
+
+        for _ in range(count):
+            ws.send_bytes(jpeg())
+            assert answer(ws)[0]["type"] == "depth"
+
+    with TestClient(app) as client:
+        assert client.get("/api/models").json()["default_model"] == busy_model
+        with client.websocket_connect("/ws") as ws:
+            assert json.loads(ws.receive_text())["model"] == busy_model
+            fake.delay_s = 0.5
+            stream_frames(ws, 6)
+            info = client.get("/api/models").json()
+            by_name = {model["name"]: model for model in info["models"]}
+            assert by_name[busy_model]["ms_per_frame"] >= 450 and by_name[busy_model]["recorded_ms"] == 133
+            assert info["default_model"] == "depth_anything_v2_small_252"
+            assert "observed on live traffic" in info["default_reason"]
+            fake.delay_s = 0.13
+            stream_frames(ws, 12)
+        info = client.get("/api/models").json()
+        assert info["default_model"] == busy_model and "observed" not in info["default_reason"]
+        assert {m["name"]: m for m in info["models"]}[busy_model]["recorded_ms"] is None

@@ -53,7 +53,8 @@ async function loadModels() {
     page.models[m.name] = m;
     const option = new Option(`${m.title}${speedLabel(m)}${m.random_weights ? " (random weights)" : ""}${m.ready ? "" : " (not ready)"}`, m.name);
     option.disabled = !m.ready;
-    if (m.ms_per_frame) option.title = `the model alone: ${Math.round(m.ms_per_frame)} ms per 640×480 frame, measured on ${m.measured_on}`;
+    if (m.recorded_ms) option.title = `observed on live traffic now: ${Math.round(m.ms_per_frame)} ms a frame (recorded: ${Math.round(m.recorded_ms)} ms on ${m.measured_on})`;
+    else if (m.ms_per_frame) option.title = `the model alone: ${Math.round(m.ms_per_frame)} ms per 640×480 frame, measured on ${m.measured_on}`;
     return option;
   }));
   ui.modelWhy.textContent = info.default_reason ? `Starts on ${info.default_reason}` : "";
