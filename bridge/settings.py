@@ -20,6 +20,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 @dataclass(frozen=True)
 class BridgeSettings(Settings):
     ENV_PREFIX = "BRIDGE_"
+    SECRETS = frozenset({"token"})
 
     host: str = "127.0.0.1"
     port: int = 8080

@@ -42,6 +42,7 @@ class Settings:
     """Base of every process's settings dataclass (``@dataclass(frozen=True)`` subclasses)."""
 
     ENV_PREFIX: ClassVar[str] = ""
+    SECRETS: ClassVar[frozenset[str]] = frozenset()  # never echoed in an error
 
     def __post_init__(self) -> None:
         self.validate()
@@ -51,7 +52,9 @@ class Settings:
 
     def require(self, name: str, ok: bool, requirement: str) -> None:
         if not ok:
-            raise SettingsError(f"{self.describe(name)} must be {requirement}; got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            shown = f"a value of {len(str(value))} characters" if name in self.SECRETS else repr(value)
+            raise SettingsError(f"{self.describe(name)} must be {requirement}; got {shown}")
 
     def require_all(self, checks: Iterable[tuple[str, bool, str]]) -> None:
         for name, ok, requirement in checks:

@@ -52,6 +52,8 @@ def start_up_lines(settings: BridgeSettings, triton: EmbeddedTriton) -> list[str
         f"  Triton serves {len(infos)} models on gRPC {triton.settings.grpc_url} (its log: {TRITON_LOG})",
         f"  measured on: {'; '.join(machines) or 'not recorded'}",
         f"  the page opens on {choice.reason}",
+        "  (estimates are for Triton and the bridge: a browser on this same machine shares its CPU",
+        "  and streams less; open the page from another machine for the full rate)",
     ]
     if any(info.random_weights for info in infos):
         lines.append("  RANDOM WEIGHTS: a smoke demo, the depth is meaningless (the page says so too)")

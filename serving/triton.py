@@ -44,6 +44,7 @@ class TritonSettings(Settings):
     as the Makefile passes them), then defaults."""
 
     ENV_PREFIX = "TRITON_"
+    SECRETS = frozenset({"admin_key"})
 
     repository: Path = setting(Path("model_repository"), env="MODEL_REPOSITORY", help="exported models")
     workdir: Path = setting(Path("build/embedded"), help="where the embedded flavour is generated")

@@ -189,3 +189,11 @@ def test_every_bad_value_is_refused_naming_the_flag_and_the_variable(name, bad):
         with pytest.raises(SettingsError) as error:
             parse_settings(argv, environ=environ)
         assert f"--{name.replace('_', '-')}" in str(error.value) and variable in str(error.value)
+
+
+def test_a_rejected_secret_is_not_echoed():
+    from depthstream.settings import SettingsError
+
+    with pytest.raises(SettingsError) as error:
+        BridgeSettings(token="short-secret").validate()
+    assert "short-secret" not in str(error.value) and "a value of 12 characters" in str(error.value)
