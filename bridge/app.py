@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
+from starlette import status
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
@@ -37,9 +38,6 @@ from depthstream.contract import CHECKPOINTS, INPUT_NAME, MODELS, OUTPUT_NAME
 
 log = logging.getLogger(__name__)
 
-CLOSE_GOING_AWAY = 1001
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_TRY_AGAIN_LATER = 1013
 MODEL_LIST_TTL_S = 5.0  # /api/models answers from a list this fresh at most
 
 
@@ -71,6 +69,13 @@ class AppState:
     sessions: set[StreamSession] = field(default_factory=set)
     draining: bool = False
     catalog: ModelCatalog = field(default_factory=ModelCatalog)
+
+    async def drain(self) -> None:
+        """Before the server closes connections (SIGTERM): finish in-flight frames, close 1001."""
+        self.draining = True
+        await asyncio.gather(
+            *(s.drain(status.WS_1001_GOING_AWAY) for s in list(self.sessions)), return_exceptions=True
+        )
 
 
 def state_of(connection: HTTPConnection) -> AppState:
@@ -179,15 +184,19 @@ def refusal(websocket: WebSocket) -> tuple[ErrorCode, str, int] | None:
     settings = state.settings
     if not origin_allowed(websocket, settings):
         log.warning("refused a WebSocket from origin %s", websocket.headers.get("origin"))
-        return ErrorCode.FORBIDDEN_ORIGIN, "this origin may not use the stream", CLOSE_POLICY_VIOLATION
+        return (
+            ErrorCode.FORBIDDEN_ORIGIN,
+            "this origin may not use the stream",
+            status.WS_1008_POLICY_VIOLATION,
+        )
     if not token_ok(websocket, settings):
         message = "a valid access token is required: open the page as .../?token=YOUR_TOKEN"
-        return ErrorCode.UNAUTHORIZED, message, CLOSE_POLICY_VIOLATION
+        return ErrorCode.UNAUTHORIZED, message, status.WS_1008_POLICY_VIOLATION
     if state.draining:
-        return ErrorCode.SHUTTING_DOWN, "the server is shutting down", CLOSE_GOING_AWAY
+        return ErrorCode.SHUTTING_DOWN, "the server is shutting down", status.WS_1001_GOING_AWAY
     if len(state.sessions) >= settings.max_connections:
         message = f"the server is at its limit of {settings.max_connections} streams; try later"
-        return ErrorCode.BUSY, message, CLOSE_TRY_AGAIN_LATER
+        return ErrorCode.BUSY, message, status.WS_1013_TRY_AGAIN_LATER
     return None
 
 
@@ -271,13 +280,6 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     await state.pool.close()
 
 
-async def drain(app: Starlette) -> None:
-    """Before the server closes connections (SIGTERM): finish in-flight frames, close 1001."""
-    state: AppState = app.state.depthstream
-    state.draining = True
-    await asyncio.gather(*(s.drain(CLOSE_GOING_AWAY) for s in list(state.sessions)), return_exceptions=True)
-
-
 def create_app(settings: BridgeSettings, client_factory: Callable | None = None) -> Starlette:
     routes = [
         Route("/healthz", healthz),
@@ -291,7 +293,6 @@ def create_app(settings: BridgeSettings, client_factory: Callable | None = None)
         routes=routes, lifespan=lifespan, middleware=[Middleware(TokenMiddleware, settings=settings)]
     )
     app.state.depthstream = AppState(settings, BridgeMetrics(), client_factory)
-    app.state.drain = lambda: drain(app)
     return app
 
 

@@ -18,7 +18,7 @@ class DrainingServer(uvicorn.Server):
     close each stream with 1001 (going away), as a client expects from a server going down."""
 
     async def shutdown(self, sockets=None) -> None:
-        await self.config.app.state.drain()
+        await self.config.app.state.depthstream.drain()
         await super().shutdown(sockets)
 
 

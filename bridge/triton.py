@@ -78,6 +78,7 @@ class ModelInfo:
     ready: bool
     random_weights: bool = False
     problem: str | None = None  # why it is not usable, when it is not
+    mismatch: bool = False  # served, but not as the contract says (not a matter of waiting)
     ms_per_frame: float | None = None  # the model alone, one 640x480 frame, where it is served
     measured_on: str = ""  # that machine, as the serving side described it
     # set when ms_per_frame follows live traffic instead (bridge/observed.py): the record
@@ -228,7 +229,9 @@ class TritonGateway:
         problems = contract_violations(name, *tensors)
         if problems:
             log.error("model %s does not match the contract: %s", name, "; ".join(problems))
-            return ModelInfo(name, ready=False, problem="served model does not match the contract")
+            return ModelInfo(
+                name, ready=False, problem="served model does not match the contract", mismatch=True
+            )
         if self.auto_capacity:
             # the endpoint's bound is the smallest served model's: the same whatever was read
             # last (a /readyz or /api/models call must not change admission)
@@ -255,7 +258,7 @@ class TritonGateway:
         if info.ready:
             self._checked[name] = (time.monotonic(), info)
             return info
-        if info.problem == "served model does not match the contract":
+        if info.mismatch:
             raise ModelMismatch(f"{name}: {info.problem}")
         if not await self.server_ready():
             raise TritonUnavailable("the model server is unavailable; retrying")

@@ -272,7 +272,10 @@ class Exporter:
                 break
             log.info(
                 "%s: FP32 timed at %.0f ms, earlier %.0f ms: the machine was busy; timing again (%d)",
-                spec.fp32_twin, fp32.ms, recorded.ms, attempt + 1,
+                spec.fp32_twin,
+                fp32.ms,
+                recorded.ms,
+                attempt + 1,
             )
             recorded = fp32
         runtime.record_speed(fp32_dir, self.machine_key(), fp32)

@@ -10,6 +10,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from starlette import status
 from starlette.testclient import TestClient
 
 from bridge.app import MODEL_LIST_TTL_S, create_app
@@ -180,7 +181,7 @@ def test_the_connection_limit_refuses_with_busy_and_1013(fake):
         with client.websocket_connect("/ws") as second:
             error = second.receive_json()
             assert error["code"] == ErrorCode.BUSY and "limit of 1" in error["message"]
-            assert closed_with(second) == 1013
+            assert closed_with(second) == status.WS_1013_TRY_AGAIN_LATER
         first.send_bytes(jpeg())
         assert answer(first)[0]["type"] == "depth", "the first stream is untouched"
 
@@ -189,11 +190,11 @@ def test_draining_closes_streams_1001_and_refuses_new_ones(client, fake):
     app = client.app
     with client.websocket_connect("/ws") as ws:
         hello(ws)
-        client.portal.call(app.state.drain)
-        assert closed_with(ws) == 1001
+        client.portal.call(app.state.depthstream.drain)
+        assert closed_with(ws) == status.WS_1001_GOING_AWAY
     with client.websocket_connect("/ws") as late:
         error = late.receive_json()
-        assert error["code"] == ErrorCode.SHUTTING_DOWN and closed_with(late) == 1001
+        assert error["code"] == ErrorCode.SHUTTING_DOWN and closed_with(late) == status.WS_1001_GOING_AWAY
     assert client.get("/readyz").status_code == 503
 
 
@@ -284,7 +285,7 @@ def test_bad_control_messages_get_their_code(client, text, code):
 def test_a_foreign_origin_is_refused_1008(client):
     with client.websocket_connect("/ws", headers={"origin": "http://evil.example"}) as ws:
         assert ws.receive_json()["code"] == ErrorCode.FORBIDDEN_ORIGIN
-        assert closed_with(ws) == 1008
+        assert closed_with(ws) == status.WS_1008_POLICY_VIOLATION
 
 
 def test_the_token_guards_the_stream_and_the_api(fake):
@@ -292,7 +293,7 @@ def test_the_token_guards_the_stream_and_the_api(fake):
     with make_client(fake, token=token) as client:
         with client.websocket_connect("/ws") as ws:
             assert ws.receive_json()["code"] == ErrorCode.UNAUTHORIZED
-            assert closed_with(ws) == 1008
+            assert closed_with(ws) == status.WS_1008_POLICY_VIOLATION
         assert client.get("/api/models").status_code == 401
         assert client.get("/api/models", headers={"authorization": f"Bearer {token}"}).status_code == 200
         with client.websocket_connect(f"/ws?token={token}") as ws:
@@ -431,9 +432,12 @@ def test_hello_says_which_models_are_served_and_an_optional_one_missing_is_no_wa
 
     twin = "depth_anything_v2_small_252_int8"
     fake.not_ready = {twin}
-    with caplog.at_level(logging.INFO, logger="bridge.app"):
-        with make_client(fake) as client, client.websocket_connect("/ws") as ws:
-            greeting = hello(ws)
+    with (
+        caplog.at_level(logging.INFO, logger="bridge.app"),
+        make_client(fake) as client,
+        client.websocket_connect("/ws") as ws,
+    ):
+        greeting = hello(ws)
     assert twin in greeting["models"] and twin not in greeting["ready"]
     assert set(greeting["ready"]) == set(MODELS) - {twin}
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]

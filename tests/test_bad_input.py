@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
+from starlette import status
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -221,7 +222,7 @@ def test_a_whole_oversize_message_closes_1009_every_time(strict_bridge):
         with websocket_handshake(strict_bridge.settings.port) as sock:
             sock.sendall(frame)  # raises ConnectionResetError / BrokenPipeError if cut off
             codes.append(close_code_after(sock))
-    assert codes == [1009] * OVERSIZE_ATTEMPTS
+    assert codes == [status.WS_1009_MESSAGE_TOO_BIG] * OVERSIZE_ATTEMPTS
     with open_stream(strict_bridge.ws_url) as fresh:
         assert answered_by(fresh, GOOD_JPEG) == "ok"
 
@@ -241,9 +242,9 @@ def test_refused_clients_draining_at_once_have_a_ceiling(strict_bridge, monkeypa
     port = strict_bridge.settings.port
     with websocket_handshake(port) as first, websocket_handshake(port) as second:
         first.sendall(header)
-        assert close_code_after(first) == 1009  # and now draining: the one place
+        assert close_code_after(first) == status.WS_1009_MESSAGE_TOO_BIG  # and now draining: the one place
         second.sendall(header)
-        assert close_code_after(second) == 1009
+        assert close_code_after(second) == status.WS_1009_MESSAGE_TOO_BIG
         first.sendall(os.urandom(limit))  # still read and discarded
         with pytest.raises((ConnectionResetError, BrokenPipeError)):
             for _ in range(100):
@@ -261,7 +262,7 @@ def test_an_announced_oversize_message_closes_1009(strict_bridge):
 
     with websocket_handshake(strict_bridge.settings.port) as sock:
         sock.sendall(bytes([0x82, 0x80 | 127]) + struct.pack(">Q", 2 * 1024 * 1024) + os.urandom(4))
-        assert close_code_after(sock) == 1009
+        assert close_code_after(sock) == status.WS_1009_MESSAGE_TOO_BIG
 
 
 def test_foreign_origin_is_refused(strict_bridge):
@@ -270,7 +271,7 @@ def test_foreign_origin_is_refused(strict_bridge):
         assert error["code"] == "forbidden_origin"
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
-    assert closed.value.rcvd.code == 1008
+    assert closed.value.rcvd.code == status.WS_1008_POLICY_VIOLATION
 
 
 def test_same_origin_and_configured_origin_are_allowed(triton):
@@ -293,7 +294,7 @@ def test_missing_or_wrong_token_is_refused(token_bridge, query):
         assert recv_json(ws)["code"] == "unauthorized"
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
-    assert closed.value.rcvd.code == 1008
+    assert closed.value.rcvd.code == status.WS_1008_POLICY_VIOLATION
     from tests.test_bridge import get
 
     assert get(f"{token_bridge.url}/api/models{query}")[0] == 401

@@ -14,6 +14,7 @@ import time
 
 import pytest
 import torch
+from starlette import status
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -171,7 +172,7 @@ def test_sigterm_finishes_in_flight_frames_and_closes_1001(triton):
             assert header["type"] == "depth" and header["seq"] == 0 and image.shape == (480, 640, 3)
             with pytest.raises(ConnectionClosed) as closed:
                 ws.recv(timeout=10)
-            assert closed.value.rcvd.code == 1001
+            assert closed.value.rcvd.code == status.WS_1001_GOING_AWAY
         assert process.wait(timeout=10) == 0
     finally:
         if process.poll() is None:
