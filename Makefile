@@ -86,7 +86,7 @@ demo: setup ## export (WEIGHTS=random for a smoke demo), run Triton + the bridge
 	@$(PYTHON) -m export --brief --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS) $(EXPORT_ARGS) || { \
 	  echo; echo "make demo: no weights. \`make demo WEIGHTS=random\` runs a smoke demo (meaningless depth)," \
 	  "or point it at a checkpoint: make demo MODEL=<name> WEIGHTS=DIR"; exit 2; }
-	@$(PYTHON) -m serving.demo --repository $(REPOSITORY) --port $(BRIDGE_PORT)
+	@$(PYTHON) -m demo --repository $(REPOSITORY) --port $(BRIDGE_PORT)
 
 bridge: setup ## run only the bridge (Triton already running; BRIDGE_* variables configure it)
 	$(PYTHON) -m bridge --port $${BRIDGE_PORT:-$(BRIDGE_PORT)} --triton-url $${BRIDGE_TRITON_URL:-127.0.0.1:$(GRPC_PORT)}

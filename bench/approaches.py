@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 
 from bench.measure import Result, cpu_seconds, summarize, tree_cpu_seconds
-from depthstream.contract import INPUT_DTYPE, INPUT_NAME, OUTPUT_NAME, ModelSpec
+from depthstream.contract import ModelSpec
+from depthstream.request import depth_request
 
 SELF = os.getpid()
 
@@ -94,9 +95,7 @@ async def _triton_grpc(
     client = grpcclient.InferenceServerClient(url)
 
     async def infer(rgb: np.ndarray) -> None:
-        tensor = grpcclient.InferInput(INPUT_NAME, [1, *rgb.shape], INPUT_DTYPE)
-        tensor.set_data_from_numpy(rgb[None])
-        await client.infer(spec.name, [tensor], outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)])
+        await client.infer(spec.name, **depth_request(rgb[None]))
 
     from tritonclient.utils import InferenceServerException
 

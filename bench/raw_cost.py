@@ -22,11 +22,12 @@ import numpy as np
 from bench.frames import stream
 from bench.harness import ROOT, machine
 from bench.report import replace_between
-from bridge import images, raw_depth
-from bridge.colorize import RangeSmoother, colorize
+from bridge import images
 from depthstream import model_config, runtime
 from depthstream.contract import DEFAULT_MODEL
 from depthstream.model_config import CONFIG_FILE, ONNX_FILE, VERSION
+from depthstream.render import raw_depth
+from depthstream.render.colorize import RangeSmoother, colorize
 
 BEGIN, END = "<!-- raw-depth:begin -->", "<!-- raw-depth:end -->"
 REPEATS = 20

@@ -34,14 +34,13 @@ from bench.frames import stream
 from bench.harness import ROOT, Bridge, machine, server_settings
 from depthstream.contract import (
     CHECKPOINTS,
-    INPUT_NAME,
     MAX_BATCH_SIZE,
     MAX_IMAGE_PIXELS,
     MAX_IMAGE_SIDE,
     MIN_IMAGE_SIDE,
     MODELS,
-    OUTPUT_NAME,
 )
+from depthstream.request import depth_request
 from serving.triton import EmbeddedTriton
 
 TIME_GOAL, MEMORY_GOAL = 3.0, 2.5
@@ -108,10 +107,9 @@ def image(height: int, width: int) -> np.ndarray:
 
 
 def timed_request_ms(client, model: str, pixels: np.ndarray) -> float:
-    tensor = grpcclient.InferInput(INPUT_NAME, list(pixels.shape), "UINT8")
-    tensor.set_data_from_numpy(pixels)
+    request = depth_request(pixels)
     start = time.perf_counter()
-    client.infer(model, [tensor], outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)])
+    client.infer(model, **request)
     return (time.perf_counter() - start) * 1e3
 
 

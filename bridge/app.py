@@ -26,7 +26,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge import protocol
 from bridge.access import origin_allowed, token_ok
-from bridge.colorize import COLORMAPS, colormap_stops
 from bridge.default_model import AUTO, LIVE_FPS, DefaultChoice, choose_default, estimated_fps
 from bridge.metrics import BridgeMetrics
 from bridge.pool import TritonPool
@@ -35,6 +34,7 @@ from bridge.session import SlowClient, StreamSession
 from bridge.settings import BridgeSettings
 from bridge.triton import ModelInfo, TritonGateway
 from depthstream.contract import CHECKPOINTS, INPUT_NAME, MODELS, OUTPUT_NAME
+from depthstream.render.colorize import COLORMAPS, colormap_stops
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.colorize import COLORMAPS
 from depthstream.contract import MODELS
+from depthstream.render.colorize import COLORMAPS
 
 MAX_CONTROL_BYTES = 4096
 
@@ -87,7 +87,7 @@ class ProtocolError(Exception):
 
 
 # What each answered frame carries, in this order after its JSON header: the colorized JPEG, the
-# raw depth (bridge/raw_depth.py), or both.
+# raw depth (depthstream/render/raw_depth.py), or both.
 OUTPUTS = {"color": ("jpeg",), "raw": ("uint16le",), "both": ("jpeg", "uint16le")}
 DEFAULT_OUTPUT = "color"
 

@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from starlette.websockets import WebSocket
 
-from bridge import images, protocol, raw_depth
-from bridge.colorize import COLORMAPS, NoFiniteDepth, RangeSmoother, colorize
+from bridge import images, protocol
 from bridge.metrics import BridgeMetrics
 from bridge.notices import DropNotices, DropReason
 from bridge.pool import TritonPool
@@ -26,6 +25,8 @@ from bridge.protocol import ErrorCode, ProtocolError
 from bridge.settings import BridgeSettings
 from bridge.triton import BadOutput, TritonError, TritonUnavailable
 from depthstream.contract import DEFAULT_MODEL, MODELS
+from depthstream.render import raw_depth
+from depthstream.render.colorize import COLORMAPS, NoFiniteDepth, RangeSmoother, colorize
 
 log = logging.getLogger(__name__)
 

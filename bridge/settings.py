@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from bridge.colorize import COLORMAPS, DEFAULT_COLORMAP
 from depthstream.contract import MAX_IMAGE_PIXELS, MODELS
+from depthstream.render.colorize import COLORMAPS, DEFAULT_COLORMAP
 from depthstream.settings import Settings, SettingsError, parse
 
 __all__ = ["BridgeSettings", "SettingsError", "parse_settings"]

@@ -20,13 +20,12 @@ from bridge.admission import InFlightLimit
 from bridge.observed import ObservedTimes
 from bridge.protocol import ErrorCode
 from depthstream.contract import (
-    INPUT_DTYPE,
-    INPUT_NAME,
     MODELS,
     OUTPUT_NAME,
     contract_violations,
 )
 from depthstream.model_config import is_random_weights, served_speed
+from depthstream.request import depth_request
 
 log = logging.getLogger(__name__)
 
@@ -271,15 +270,11 @@ class TritonGateway:
         if not self.available:
             raise TritonUnavailable("the model server is unavailable; retrying")
         timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
-        batch = rgb[None]
-        tensor = grpcclient.InferInput(INPUT_NAME, list(batch.shape), INPUT_DTYPE)
-        tensor.set_data_from_numpy(batch)
         started = time.perf_counter()
         try:
             result = await self.client.infer(
                 model,
-                [tensor],
-                outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)],
+                **depth_request(rgb[None]),
                 timeout=max(1, int(timeout_s * 1e6)),
                 client_timeout=timeout_s,
             )

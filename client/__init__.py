@@ -1,1 +1,1 @@
-"""The direct Triton gRPC client (``python -m client``; ``python -m bridge.client`` still works)."""
+"""The direct Triton gRPC client (``python -m client``)."""

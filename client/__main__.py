@@ -24,27 +24,22 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from bridge.colorize import COLORMAPS, DEFAULT_COLORMAP, colorize, to_uint16
 from client import frames
 from depthstream.contract import (
     DEFAULT_MODEL,
-    INPUT_DTYPE,
-    INPUT_NAME,
     MODELS,
     OUTPUT_NAME,
 )
+from depthstream.render import raw_depth
+from depthstream.render.colorize import COLORMAPS, DEFAULT_COLORMAP, colorize
+from depthstream.request import depth_request
 
 
 def infer(
     client: grpcclient.InferenceServerClient, model: str, rgb: np.ndarray, timeout_s: float = 30.0
 ) -> np.ndarray:
     """One RGB uint8 [H, W, 3] image in, depth float32 [H, W] out."""
-    batch = np.ascontiguousarray(rgb[None])
-    request = grpcclient.InferInput(INPUT_NAME, list(batch.shape), INPUT_DTYPE)
-    request.set_data_from_numpy(batch)
-    result = client.infer(
-        model, [request], outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)], client_timeout=timeout_s
-    )
+    result = client.infer(model, **depth_request(rgb[None]), client_timeout=timeout_s)
     return result.as_numpy(OUTPUT_NAME)[0]
 
 
@@ -159,13 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     color_path = out_dir / f"{args.image.stem}.{args.model}.png"
     raw_path = out_dir / f"{args.image.stem}.{args.model}.depth16.png"
     cv2.imwrite(str(color_path), colorize(depth, args.colormap))
-    cv2.imwrite(str(raw_path), to_uint16(depth))
+    raw_depth.write_png16(raw_path, depth, model=args.model)
     server_ms = (after[1] - before[1]) / 1e6 if after[0] > before[0] else float("nan")
     print(
         f"{args.model}: {rgb.shape[1]}x{rgb.shape[0]} -> depth {depth.shape[1]}x{depth.shape[0]}, "
         f"round trip {round_trip_ms:.1f} ms, server compute {server_ms:.1f} ms"
     )
-    print(f"wrote {color_path} and {raw_path} (16-bit, min-max scaled)")
+    print(f"wrote {color_path} and {raw_path} (16-bit; min, max and the mapping in its text chunks)")
     return 0
 
 

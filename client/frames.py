@@ -4,14 +4,13 @@ Uses Triton well: the frames go in batches (up to the model's ``max_batch_size``
 requests in flight at once (tritonclient's asyncio gRPC client), so that reading, colorizing
 and writing overlap with inference. At most ``in_flight x batch`` frames are held at once, and
 results are written in order. Writes a colorized depth video (or one PNG per image), side by
-side with the input if asked, and on request the raw depth of every frame as a 16-bit PNG with
-the numbers that map it back (``ranges.json``: ``depth = min + q * (max - min) / 65535``).
+side with the input if asked, and on request the raw depth of every frame as a 16-bit PNG whose
+text chunks carry the numbers that map it back (depthstream.render.raw_depth.write_png16).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,16 +21,15 @@ import numpy as np
 import tritonclient.grpc.aio as grpcaio
 from tqdm import tqdm
 
-from bridge import raw_depth
-from bridge.colorize import RangeSmoother, colorize
 from depthstream.contract import (
-    INPUT_DTYPE,
-    INPUT_NAME,
     MAX_BATCH_SIZE,
     MAX_IMAGE_PIXELS,
     MAX_IMAGE_SIDE,
     OUTPUT_NAME,
 )
+from depthstream.render import raw_depth
+from depthstream.render.colorize import RangeSmoother, colorize
+from depthstream.request import depth_request
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
@@ -138,7 +136,6 @@ class Writer:
         self.video = video
         self.smoother = RangeSmoother() if video else None  # a video's colors stay steady
         self.writer: cv2.VideoWriter | None = None
-        self.ranges: dict[str, list[float]] = {}
         if not video:
             job.output.mkdir(parents=True, exist_ok=True)
         if job.raw_dir is not None:
@@ -160,18 +157,11 @@ class Writer:
         else:
             cv2.imwrite(str(self.job.output / f"{name}.png"), picture)
         if self.job.raw_dir is not None:
-            q, header = raw_depth.quantize(depth)
-            cv2.imwrite(str(self.job.raw_dir / f"{name}.png"), q)
-            self.ranges[name] = [header["min"], header["max"]]
+            raw_depth.write_png16(self.job.raw_dir / f"{name}.png", depth, model=self.job.model, frame=name)
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.release()
-        if self.job.raw_dir is not None:
-            note = "depth = min + q * (max - min) / 65535, q the 16-bit PNG's value"
-            (self.job.raw_dir / "ranges.json").write_text(
-                json.dumps({"encoding": note, "frames": self.ranges}, indent=1) + "\n"
-            )
 
 
 async def batch_size_for(client: grpcaio.InferenceServerClient, model: str, wanted: int | None) -> int:
@@ -190,11 +180,7 @@ async def batch_size_for(client: grpcaio.InferenceServerClient, model: str, want
 async def infer_batch(
     client: grpcaio.InferenceServerClient, model: str, images: np.ndarray, timeout_s: float
 ) -> np.ndarray:
-    request = grpcaio.InferInput(INPUT_NAME, list(images.shape), INPUT_DTYPE)
-    request.set_data_from_numpy(images)
-    result = await client.infer(
-        model, [request], outputs=[grpcaio.InferRequestedOutput(OUTPUT_NAME)], client_timeout=timeout_s
-    )
+    result = await client.infer(model, **depth_request(images), client_timeout=timeout_s)
     return result.as_numpy(OUTPUT_NAME)
 
 

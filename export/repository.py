@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Everything that can shape an exported model: the whole build step (graph, resize kernel,
 # quantization, configs, ...) and the shared contract it builds from. Globbed, not listed by
 # hand: a list kept by hand missed resize.py and quantize.py.
+# depthstream/*.py only: depthstream/render/ (drawing depth) changes no exported model
 _CODE_GLOBS = ("export/*.py", "export/*.sh", "depthstream/*.py")
 
 

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("bridge", "client", "depthstream", "export", "serving", "web", "tests", "pyproject.toml")
+COPIED = ("bridge", "client", "demo", "depthstream", "export", "serving", "web", "tests", "pyproject.toml")
+TEST_TIMEOUT_S = 60  # one test hanging past this fails (pytest-timeout): a hang is a test failure
 # The fast suite: in-process, no Triton, no export (a few seconds each).
 FAST_TESTS = (
     "tests/test_app_fast.py",
@@ -31,6 +32,9 @@ FAST_TESTS = (
     "tests/test_fingerprint.py",
     "tests/test_raw_depth.py",
     "tests/test_default_model.py",
+    "tests/test_notices.py",
+    "tests/test_timing.py",
+    "tests/test_session_settings.py",
 )
 
 
@@ -210,7 +214,7 @@ MUTATIONS = [
     ),
     Mutation(
         "raw depth one level short",
-        "bridge/raw_depth.py",
+        "depthstream/render/raw_depth.py",
         "scale = LEVELS / span if span > 0 else 0.0",
         "scale = (LEVELS - 1) / span if span > 0 else 0.0",
     ),
@@ -234,16 +238,70 @@ MUTATIONS = [
         "        spec.resize.size,\n        spec.precision != Precision.FP32,",
     ),
     Mutation("explicit default ignored", "bridge/default_model.py", "if configured != AUTO:", "if False:"),
+    Mutation(
+        "dropped frames not told",
+        "bridge/session.py",
+        "        self.notices.add(seq, reason)\n",
+        "        pass\n",
+    ),
+    Mutation(
+        "no ceiling on control messages",
+        "bridge/session.py",
+        "if not self.control_limiter.allow():",
+        "if False:",
+    ),
+    Mutation(
+        "a rate below 1 frame/s never grants",
+        "bridge/session.py",
+        "self.burst = max(rate, 1.0)",
+        "self.burst = rate",
+    ),
+    Mutation(
+        "timings by the upper quartile",
+        "depthstream/runtime.py",
+        "np.percentile(times, 25)",
+        "np.percentile(times, 75)",
+    ),
+    Mutation(
+        "memory pattern back on",
+        "depthstream/runtime.py",
+        "options.enable_mem_pattern = False",
+        "options.enable_mem_pattern = True",
+    ),
+    Mutation(
+        "live traffic ignored",
+        "bridge/observed.py",
+        "if observed is None or not recorded or abs(observed - recorded) <= DEVIATION * recorded:",
+        "if True:",
+    ),
+    Mutation(
+        "the last model read sets admission",
+        "bridge/triton.py",
+        "min(self._capacities.values())",
+        "self._capacities[name]",
+    ),
 ]
 
 
 def run_tests(tree: Path, tests: list[str], timeout_s: float) -> tuple[bool, str]:
-    """(caught, summary): caught when pytest fails (or hangs)."""
-    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    """(caught, summary): caught when a test fails. A test that hangs fails by pytest-timeout
+    (TEST_TIMEOUT_S); a whole run that outlives ``timeout_s`` anyway is not counted as caught:
+    a suite that hangs has not said what is wrong."""
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        f"--timeout={TEST_TIMEOUT_S}",
+        *tests,
+    ]
     try:
         result = subprocess.run(command, cwd=tree, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        return True, "timed out"
+        return False, f"the suite hung past {timeout_s:.0f} s (not counted as caught)"
     lines = result.stdout.strip().splitlines()
     return result.returncode != 0, lines[-1] if lines else ""
 

@@ -8,6 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from depthstream import accelerator, runtime
@@ -210,3 +211,28 @@ def test_a_record_from_another_machine_is_stale_here(tiny_repository, tmp_path):
     # what the bridge reads: this machine's time, plus the slowdown asked for
     assert float(config.parameters[MS_PER_FRAME_PARAM].string_value) == pytest.approx(here.ms + 7, abs=0.1)
     assert runtime.speed_here(model_dir, [CPU], threads=1) == here  # recorded: not timed again
+
+
+def test_a_record_taken_under_other_session_settings_is_not_served(tiny_repository):
+    model_dir = tiny_repository / "depth_anything_v2_small_252"
+    (model_dir / runtime.SPEED_FILE).unlink(missing_ok=True)
+    key = runtime.machine_description(CPU, 1)
+    assert key.endswith(runtime.SESSION_SETTINGS)
+    old = key.removesuffix(f", {runtime.SESSION_SETTINGS}")  # what the old settings recorded
+    assert runtime.record_speed(model_dir, old, runtime.Speed(9999.0, old))
+    assert runtime.recorded_speed(model_dir, key) is None, "timed again under the settings served now"
+    fresh = runtime.speed_here(model_dir, [CPU], threads=1)
+    assert fresh.ms != 9999.0 and fresh.machine == key
+
+
+def test_a_served_run_gives_what_a_default_session_gives(tiny_repository):
+    """The settings change memory behaviour, not results."""
+    import onnxruntime as ort
+
+    onnx = tiny_repository / "depth_anything_v2_small_252" / "1" / "model.onnx"
+    served, _ = runtime.open_session(onnx, [CPU], 1)
+    plain = ort.InferenceSession(str(onnx), providers=[CPU])
+    for height, width in ((48, 64), (31, 97), (48, 64)):
+        batch = np.random.default_rng(height).integers(0, 255, (1, height, width, 3), dtype=np.uint8)
+        expected = plain.run(["DEPTH"], {"IMAGE": batch})[0]
+        np.testing.assert_allclose(runtime.infer(served, batch), expected, rtol=1e-5, atol=1e-6)

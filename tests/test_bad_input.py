@@ -142,8 +142,15 @@ def answered_by(ws, message: bytes | str) -> str:
     return "ok" if header["type"] == "depth" else header["code"]
 
 
-def test_there_are_at_least_thirty_cases():
-    assert len(CASES) >= 30 and len({case.name for case in CASES}) == len(CASES)
+def test_the_cases_cover_every_frame_error_code_and_the_closes():
+    """What the cases check, not how many there are: every error code a frame can earn, and the
+    closes a bad message can cause, are expected by at least one case."""
+    expected = {case.expect for case in CASES}
+    frame_codes = {"bad_image", "unsupported_format", "image_too_large", "image_too_small"}
+    control_codes = {"bad_json", "unknown_type", "unknown_field", "unknown_model", "unknown_colormap"}
+    control_codes |= {"message_too_large"}
+    assert frame_codes | control_codes <= expected, (frame_codes | control_codes) - expected
+    assert len({case.name for case in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])

@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.colorize import (
+from depthstream.render.colorize import (
     COLORMAPS,
     NoFiniteDepth,
     RangeSmoother,
     apply_colormap,
     colorize,
     to_uint8,
-    to_uint16,
 )
 
 
@@ -103,12 +102,25 @@ def test_smoother_follows_a_real_scene_change():
     assert abs(low - 10.0) < 0.1 and abs(high - 20.0) < 0.1
 
 
-def test_uint16_export_spans_the_full_range():
-    depth = scene(48, 64)
+def test_a_16_bit_png_gives_the_depth_back_with_what_maps_it(tmp_path):
+    """One encoder for every 16-bit output: quantize, with min and max in the PNG's text."""
+    import cv2
+    from PIL import Image
+
+    from depthstream.render import raw_depth
+
+    depth = scene(48, 64).astype(np.float32)
     depth[0, 0] = np.nan
-    raw = to_uint16(depth)
-    assert raw.dtype == np.uint16 and raw.max() == 65535 and raw.min() == 0
-    assert to_uint16(np.full((4, 4), np.nan, np.float32)).max() == 0
+    path = tmp_path / "d.png"
+    header = raw_depth.write_png16(path, depth, model="m")
+    q = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert q.dtype == np.uint16 and q.max() == 65535 and q.min() == 0
+    assert Image.open(path).text["depthstream.model"] == "m"
+    back = raw_depth.read_png16(path)
+    finite = np.isfinite(depth)
+    step = (header["max"] - header["min"]) / 65535
+    assert np.abs(back[finite] - depth[finite]).max() <= step / 2 * (1 + 1e-6)
+    assert (header["min"], header["max"]) == (float(np.nanmin(depth)), float(np.nanmax(depth)))
 
 
 def test_no_finite_depth_can_be_refused():

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bridge.protocol import (
+    OUTPUTS,
     ConfigUpdate,
     ErrorCode,
     ProtocolError,
@@ -16,6 +17,8 @@ from bridge.protocol import (
     error_message,
     parse_control,
 )
+from depthstream.contract import MODELS
+from depthstream.render.colorize import COLORMAPS
 
 
 @pytest.mark.parametrize(
@@ -85,15 +88,22 @@ json_values = st.recursive(
 )
 
 
+# every served name, every colormap and output, and anything else JSON can hold
+field_values = json_values | st.sampled_from([*MODELS, *COLORMAPS, *OUTPUTS])
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.dictionaries(st.sampled_from(["type", "model", "colormap", "extra"]), json_values))
+@given(st.dictionaries(st.sampled_from(["type", "model", "colormap", "output", "extra"]), field_values))
 def test_any_json_object_is_parsed_or_refused_cleanly(message):
     message.setdefault("type", "config")
     try:
         update = parse_control(json.dumps(message))
     except ProtocolError:
         return
-    assert update.model in (None, "depth_anything_v2_small", "midas_dpt_beit_base_384")
+    # accepted: exactly the values the message carried, each one the server knows
+    assert update.model == message.get("model") and update.model in (None, *MODELS)
+    assert update.colormap == message.get("colormap") and update.colormap in (None, *COLORMAPS)
+    assert update.output == message.get("output") and update.output in (None, *OUTPUTS)
 
 
 def test_server_messages_are_strict_json():

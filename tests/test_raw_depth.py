@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from bridge import raw_depth
 from bridge.app import create_app
 from bridge.settings import BridgeSettings
+from depthstream.render import raw_depth
 from tests.fake_triton import FakeTriton
 from tests.test_app_fast import hello, jpeg
 

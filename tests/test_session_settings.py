@@ -6,10 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import numpy as np
-
 from depthstream import runtime
-from depthstream.accelerator import CPU
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,28 +33,3 @@ def test_every_served_run_passes_the_run_options():
     assert offenders == []
     runtime_source = (ROOT / "depthstream" / "runtime.py").read_text()
     assert runtime_source.count("session.run(") == 1 and "run_options())" in runtime_source
-
-
-def test_a_record_taken_under_other_session_settings_is_not_served(tiny_repository):
-    model_dir = tiny_repository / "depth_anything_v2_small_252"
-    (model_dir / runtime.SPEED_FILE).unlink(missing_ok=True)
-    key = runtime.machine_description(CPU, 1)
-    assert key.endswith(runtime.SESSION_SETTINGS)
-    old = key.removesuffix(f", {runtime.SESSION_SETTINGS}")  # what the old settings recorded
-    assert runtime.record_speed(model_dir, old, runtime.Speed(9999.0, old))
-    assert runtime.recorded_speed(model_dir, key) is None, "timed again under the settings served now"
-    fresh = runtime.speed_here(model_dir, [CPU], threads=1)
-    assert fresh.ms != 9999.0 and fresh.machine == key
-
-
-def test_a_served_run_gives_what_a_default_session_gives(tiny_repository):
-    """The settings change memory behaviour, not results."""
-    import onnxruntime as ort
-
-    onnx = tiny_repository / "depth_anything_v2_small_252" / "1" / "model.onnx"
-    served, _ = runtime.open_session(onnx, [CPU], 1)
-    plain = ort.InferenceSession(str(onnx), providers=[CPU])
-    for height, width in ((48, 64), (31, 97), (48, 64)):
-        batch = np.random.default_rng(height).integers(0, 255, (1, height, width, 3), dtype=np.uint8)
-        expected = plain.run(["DEPTH"], {"IMAGE": batch})[0]
-        np.testing.assert_allclose(runtime.infer(served, batch), expected, rtol=1e-5, atol=1e-6)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bridge.colorize import NoFiniteDepth
+from depthstream.render.colorize import NoFiniteDepth
 
 ENCODING = "uint16le"
 LEVELS = 65535
@@ -44,3 +44,32 @@ def decode(payload: bytes, header: dict) -> np.ndarray:
     """What a client does (the README's example): the float depth back from the message."""
     q = np.frombuffer(payload, "<u2").reshape(header["height"], header["width"])
     return header["min"] + q.astype(np.float64) * ((header["max"] - header["min"]) / LEVELS)
+
+
+# --- the same 16-bit depth in a PNG file: the page's Save raw depth, the client, the video client
+PNG_MAPPING = "depth = min + q * (max - min) / 65535"
+
+
+def write_png16(path, depth: np.ndarray, **about: str) -> dict:
+    """A 16-bit grayscale PNG of ``depth`` (quantize) whose text chunks carry what maps it back
+    (``depthstream.min``, ``depthstream.max``, ``depthstream.mapping``, and ``about``'s keys as
+    ``depthstream.<key>``), as the page's Save raw depth writes it. Returns the header fields."""
+    from PIL import Image, PngImagePlugin  # Pillow: only the tools write files, not the bridge
+
+    quantized, header = quantize(depth)
+    info = PngImagePlugin.PngInfo()
+    texts = {"min": repr(header["min"]), "max": repr(header["max"]), "mapping": PNG_MAPPING, **about}
+    for key, value in texts.items():
+        info.add_text(f"depthstream.{key}", value)
+    Image.fromarray(quantized.astype(np.uint16)).save(path, pnginfo=info)
+    return header
+
+
+def read_png16(path) -> np.ndarray:
+    """The float depth back from a PNG written by ``write_png16`` (or the page's Save raw depth)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        low, high = float(image.text["depthstream.min"]), float(image.text["depthstream.max"])
+        q = np.asarray(image, dtype=np.uint16)
+    return low + q.astype(np.float64) * ((high - low) / LEVELS)

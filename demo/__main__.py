@@ -1,6 +1,6 @@
 """``make demo``: the embedded Triton (supervised) and the bridge together; Ctrl-C stops both.
 
-``python -m serving.demo [--repository DIR] [bridge flags]``: Triton's settings come from the
+``python -m demo [--repository DIR] [bridge flags]``: Triton's settings come from the
 environment (``HTTP_PORT``, ``GRPC_PORT``, ``METRICS_PORT``, ``TRITON_*``) and ``--repository``;
 every other flag is the bridge's. Both are validated before anything starts.
 """
@@ -68,7 +68,7 @@ def log_level_asked(bridge_argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m serving.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     args, bridge_argv = parser.parse_known_args(argv)
     try:

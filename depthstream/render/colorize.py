@@ -106,13 +106,3 @@ def colorize(
     else:
         low, high = observed or (0.0, 1.0)
     return apply_colormap(to_uint8(depth, low, high), colormap)
-
-
-def to_uint16(depth: np.ndarray) -> np.ndarray:
-    """Full-range 16-bit depth for saving (min-max of the finite values, guarded)."""
-    finite = depth[np.isfinite(depth)]
-    if finite.size == 0:
-        return np.zeros(depth.shape, np.uint16)
-    low, high = float(finite.min()), float(finite.max())
-    scaled = (np.nan_to_num(depth, nan=low, posinf=high, neginf=low) - low) / max(high - low, MIN_SPAN)
-    return np.clip(scaled * 65535.0 + 0.5, 0, 65535).astype(np.uint16)
