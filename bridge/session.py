@@ -23,12 +23,21 @@ from bridge.notices import DropNotices, DropReason
 from bridge.pool import TritonPool
 from bridge.protocol import ErrorCode, ProtocolError
 from bridge.settings import BridgeSettings
-from bridge.triton import BadOutput, TritonError, TritonUnavailable
+from bridge.triton import BadOutput, TritonError, TritonUnavailable, Turn
 from depthstream.contract import DEFAULT_MODEL, MODELS
 from depthstream.render import raw_depth
 from depthstream.render.colorize import COLORMAPS, NoFiniteDepth, RangeSmoother, colorize
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Request:
+    """What a frame is processed with: the stream's choices when its turn began."""
+
+    model: str
+    colormap: str
+    output: str
 
 
 @dataclass(frozen=True)
@@ -257,59 +266,89 @@ class StreamSession:
     async def process_latest(self) -> None:
         """Wait for a turn at Triton, then take the newest frame: while this stream waits behind
         the others, newer frames replace older ones here, never in Triton's queue."""
-        model, colormap, output = self.model, self.colormap, self.output
+        request = Request(self.model, self.colormap, self.output)
         frame: Frame | None = None
         try:
-            async with self.gateway.turn(model) as turn:
-                frame, self.pending = self.pending, None
+            async with self.gateway.turn(request.model) as turn:
+                frame = self._take_for(turn)
                 if frame is None:
                     return
-                deadline = frame.received_at + self.settings.request_timeout_s
-                if not turn.can_finish_by(deadline):
-                    # it would answer after its deadline: nobody reads it
-                    self._count_dropped(frame.seq, DropReason.EXPIRED)
-                    self.metrics.frames_expired.inc()
-                    return
-                timings = {"queue": _ms_since(frame.received_at)}
-                start = time.perf_counter()
-                rgb = await asyncio.to_thread(images.decode, frame.data, self.settings.max_pixels)
-                timings["decode"] = _ms_since(start)
-                start = time.perf_counter()
-                depth = await turn.infer(rgb, deadline)
-                timings["infer"] = _ms_since(start)
-            binaries, raw = await asyncio.to_thread(self.render, depth, colormap, output, timings)
-        except ProtocolError as exc:
-            self.metrics.frames_rejected.labels(exc.code).inc()
-            await self.send_error(exc.code, exc.message, frame.seq)
+                rgb, depth, timings = await self._infer(turn, frame)
+            binaries, raw = await asyncio.to_thread(
+                self.render, depth, request.colormap, request.output, timings
+            )
+        except (ProtocolError, TritonError) as exc:
+            await self._fail(frame, exc)
             return
-        except TritonUnavailable as exc:
+        await self._answer(frame, request, rgb, binaries, raw, timings)
+
+    def _take_for(self, turn: Turn) -> Frame | None:
+        """The frame in the slot, now that its turn came; None when there is none or when it
+        could not be answered within its deadline (dropped, and told)."""
+        frame, self.pending = self.pending, None
+        if frame is None:
+            return None
+        if not turn.can_finish_by(self._deadline(frame)):
+            # it would answer after its deadline: nobody reads it
+            self._count_dropped(frame.seq, DropReason.EXPIRED)
+            self.metrics.frames_expired.inc()
+            return None
+        return frame
+
+    def _deadline(self, frame: Frame) -> float:
+        return frame.received_at + self.settings.request_timeout_s
+
+    async def _infer(self, turn: Turn, frame: Frame) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+        """Decode (in a worker thread) and infer: (RGB, depth, timings so far)."""
+        timings = {"queue": _ms_since(frame.received_at)}
+        start = time.perf_counter()
+        rgb = await asyncio.to_thread(images.decode, frame.data, self.settings.max_pixels)
+        timings["decode"] = _ms_since(start)
+        start = time.perf_counter()
+        depth = await turn.infer(rgb, self._deadline(frame))
+        timings["infer"] = _ms_since(start)
+        return rgb, depth, timings
+
+    async def _fail(self, frame: Frame, exc: ProtocolError | TritonError) -> None:
+        """The frame's error, to the client with its seq, and counted; a Triton that went away
+        moves this stream to another endpoint where there is one."""
+        message = exc.message
+        if isinstance(exc, ProtocolError):
+            self.metrics.frames_rejected.labels(exc.code).inc()
+        else:
             self.metrics.frames_failed.labels(exc.code).inc()
+        if isinstance(exc, TritonUnavailable):
             moved = self.pool.move(self.gateway)
-            message = exc.message
             if moved is not None:
                 self.gateway = moved
                 message = "the model server went away; this stream moved to another one"
-            await self.send_error(exc.code, message, frame.seq)
-            return
-        except TritonError as exc:
-            self.metrics.frames_failed.labels(exc.code).inc()
-            await self.send_error(exc.code, exc.message, frame.seq)
-            return
+        await self.send_error(exc.code, message, frame.seq)
+
+    async def _answer(
+        self,
+        frame: Frame,
+        request: Request,
+        rgb: np.ndarray,
+        binaries: list[bytes],
+        raw: dict | None,
+        timings: dict[str, float],
+    ) -> None:
         timings["total"] = _ms_since(frame.received_at)
+        height, width = rgb.shape[:2]
         header = protocol.depth_message(
             frame.seq,
-            model,
+            request.model,
             timings,
             self.dropped,
-            rgb.shape[1],
-            rgb.shape[0],
+            width,
+            height,
             self.random_weights,
-            output,
+            request.output,
             raw,
-            colormap,
+            request.colormap,
         )
         await self._send(*self._notice(), header, *binaries)  # the JSON and its binaries adjacent
-        self.metrics.frames_answered.labels(model).inc()
+        self.metrics.frames_answered.labels(request.model).inc()
         self.metrics.observe(timings)
 
     def render(

@@ -140,8 +140,8 @@ MUTATIONS = [
     Mutation(
         "expired frames not counted",
         "bridge/session.py",
-        "self._count_dropped()  # it would answer after its deadline",
-        "pass  # it would answer after its deadline",
+        "            self._count_dropped(frame.seq, DropReason.EXPIRED)\n",
+        "            pass\n",
     ),
     Mutation(
         "NaN depth sent as an image",
@@ -153,7 +153,7 @@ MUTATIONS = [
     Mutation(
         "replaced frames not counted",
         "bridge/session.py",
-        "        if self.pending is not None:\n            self._count_dropped()\n        self.pending = Frame(",
+        "        if self.pending is not None:\n            self._count_dropped(self.pending.seq, DropReason.REPLACED)\n        self.pending = Frame(",
         "        self.pending = Frame(",
     ),
     # turns at Triton
