@@ -1,1 +1,2 @@
-"""depthstream bridge: browser <-> Triton, plus the shared model contract."""
+"""depthstream bridge: the browser's WebSocket <-> Triton's gRPC (the model contract is
+``depthstream.contract``; drawing depth is ``depthstream.render``)."""
