@@ -128,6 +128,22 @@ def measure_grpc(
     )
 
 
+def measure_cold(client, onnx_path: Path, model: str, height: int, width: int, count: int = 3) -> Cost:
+    """The first-time cost of a shape, steadier than one request: ``count`` shapes never seen,
+    the costliest's neighbours (width one pixel less each time: the same network input), one
+    request each, the median. Peak memory as for the shape itself (a fresh process is cold)."""
+    widths = (
+        [width - 1 - i for i in range(count)]
+        if width > MIN_IMAGE_SIDE + count
+        else [width + 1 + i for i in range(count)]
+    )
+    times = [timed_request_ms(client, model, image(height, w)[None].copy()) for w in widths]
+    net = MODELS[model].resize.network_size(height, width)
+    memory = peak_memory_mb(onnx_path, height, width, 1, 1)
+    median = statistics.median(times)
+    return Cost(model, "gRPC", height, width, 1, f"{net[1]}x{net[0]}", median, memory, median)
+
+
 def measure_new_shapes(client, model: str, count: int) -> Cost:
     """An attacker's stream: 640x480 with the width one pixel more on every request, so each
     request is a shape the server has never seen; the median time of ``count`` of them."""
@@ -183,8 +199,12 @@ def search(triton: EmbeddedTriton, repository: Path, ws_url: str, quick: bool, p
                 grid.append(measure_grpc(client, onnx_path, model, height, width, 1, 1))
                 if progress:
                     progress(grid[-1])
-            # every grid shape was new to the server when first sent: the cold ranking
-            worst_cold = max(grid, key=lambda c: c.first_ms)
+            # every grid shape was new to the server when first sent: the cold ranking, then the
+            # costliest's first-time cost again, on neighbours never seen (one request is noisy)
+            ranked = max(grid, key=lambda c: c.first_ms)
+            worst_cold = measure_cold(
+                client, onnx_path, model, ranked.height, ranked.width, 1 if quick else 3
+            )
             base_cold = next(c for c in grid if (c.height, c.width) == BASELINE)
             attacker = measure_new_shapes(client, model, 5 if quick else 10)
             # the baseline warm, and the costliest measured again with repeats
@@ -215,7 +235,9 @@ def search(triton: EmbeddedTriton, repository: Path, ws_url: str, quick: bool, p
                 "grid": [asdict(c) for c in grid],
                 "rows": [
                     _row("gRPC, 640x480 the first time", base_cold, base, cold=True),
-                    _row("gRPC, costliest shape the first time", worst_cold, base, cold=True),
+                    _row(
+                        "gRPC, costliest shape the first time (median of 3 new)", worst_cold, base, cold=True
+                    ),
                     _row("gRPC, a new shape every request (median)", attacker, base, memory=False),
                     _row("gRPC, costliest time (warm)", worst_time, base),
                     _row("gRPC, costliest memory", worst_memory, base),
