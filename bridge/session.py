@@ -104,11 +104,19 @@ class StreamSession:
         self.controls_refused = 0
         self.last_control_error = 0.0
         self.draining = False
+        self.closed = False  # by drain(): nothing is sent after the close
+        self.random_weights_of: dict[str, bool] = {}  # per model checked, for each answer's header
 
     # --- sending ---------------------------------------------------------------------------
-    async def _send(self, *messages: str | bytes) -> None:
-        """Send messages back to back; a client that reads nothing for long is cut off."""
+    async def _send(self, *messages: str | bytes, notice: bool = False) -> None:
+        """Send messages back to back; a client that reads nothing for long is cut off. With
+        ``notice``, the dropped notice due now goes first, taken under the lock: notices reach
+        the client in the order frames were settled, and its running total never goes back."""
         async with self.send_lock:
+            if self.closed:
+                return
+            if notice:
+                messages = (*self._notice(), *messages)
             try:
                 async with asyncio.timeout(self.settings.send_timeout_s):
                     for message in messages:
@@ -124,7 +132,7 @@ class StreamSession:
 
     async def send_error(self, code: ErrorCode, message: str, seq: int | None = None) -> None:
         # dropped notices first: the client reads outcomes in the order frames were settled
-        await self._send(*self._notice(), protocol.error_message(code, message, seq))
+        await self._send(protocol.error_message(code, message, seq), notice=True)
 
     def _notice(self) -> list[str]:
         """The dropped notice due now (at most one), to go out ahead of an answer."""
@@ -136,9 +144,7 @@ class StreamSession:
         while True:
             await self.notices.pending.wait()
             await asyncio.sleep(self.notices.due_in_s())
-            notice = self._notice()
-            if notice:
-                await self._send(*notice)
+            await self._send(notice=True)
 
     # --- receiving -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -166,6 +172,7 @@ class StreamSession:
         )
         try:
             self.random_weights = (await self.gateway.check_model(self.model)).random_weights
+            self.random_weights_of[self.model] = self.random_weights
         except TritonError as exc:
             await self.send_error(exc.code, exc.message)
 
@@ -216,6 +223,7 @@ class StreamSession:
                 await self.send_error(exc.code, exc.message)
                 return
             self.model, self.random_weights = update.model, info.random_weights
+            self.random_weights_of[update.model] = info.random_weights
             self.smoother.reset()  # another model, another depth scale
         if update.colormap is not None:
             self.colormap = update.colormap
@@ -266,10 +274,11 @@ class StreamSession:
     async def process_latest(self) -> None:
         """Wait for a turn at Triton, then take the newest frame: while this stream waits behind
         the others, newer frames replace older ones here, never in Triton's queue."""
-        request = Request(self.model, self.colormap, self.output)
         frame: Frame | None = None
         try:
-            async with self.gateway.turn(request.model) as turn:
+            async with self.gateway.turn(self.model) as turn:
+                # the stream's choices when its turn begins (the model: the one the turn runs)
+                request = Request(turn.model, self.colormap, self.output)
                 frame = self._take_for(turn)
                 if frame is None:
                     return
@@ -342,12 +351,12 @@ class StreamSession:
             self.dropped,
             width,
             height,
-            self.random_weights,
+            self.random_weights_of.get(request.model, False),
             request.output,
             raw,
             request.colormap,
         )
-        await self._send(*self._notice(), header, *binaries)  # the JSON and its binaries adjacent
+        await self._send(header, *binaries, notice=True)  # the JSON and its binaries adjacent
         self.metrics.frames_answered.labels(request.model).inc()
         self.metrics.observe(timings)
 
@@ -390,8 +399,9 @@ class StreamSession:
         except TimeoutError:
             log.warning("a frame was still in flight after %.1f s of draining", self.settings.drain_timeout_s)
         with contextlib.suppress(Exception):  # a client gone already has nothing to be told
-            await self._send(*self._notice())
+            await self._send(notice=True)
         async with self.send_lock:
+            self.closed = True
             await self.websocket.close(close_code)
 
     def _count_dropped(self, seq: int, reason: DropReason) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -54,7 +54,6 @@ class Outcome:
     seconds: float = 0.0
     batch: int = 1
     in_flight: int = 1
-    ranges: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def fps(self) -> float:
@@ -243,5 +242,4 @@ async def run(job: Job, quiet: bool = False) -> Outcome:
     finally:
         writer.close()
         await client.close()
-    outcome.ranges = writer.ranges
     return outcome

@@ -67,11 +67,11 @@ def render(rows: list[Row]) -> str:
 class Progress:
     """One line per model: rewritten in place on a terminal, printed once when done otherwise."""
 
-    def __init__(self, total: int, stream: TextIO = sys.stdout) -> None:
+    def __init__(self, total: int, stream: TextIO | None = None) -> None:
         self.total = total
         self.done = 0
-        self.stream = stream
-        self.live = stream.isatty()
+        self.stream = stream or sys.stdout  # the one at call time (a test may have replaced it)
+        self.live = self.stream.isatty()
 
     def step(self, model: str, what: str) -> None:
         if self.live:

@@ -113,7 +113,10 @@ def bridge_settings(triton_url: str, **overrides):
 
 @pytest.fixture(scope="session")
 def bridge(triton) -> RunningBridge:
-    with RunningBridge(bridge_settings(triton.settings.grpc_url)) as running:
+    """The bridge most tests stream through. Its default model is set: the automatic choice
+    depends on the tiny models' speed on this machine (tests/test_default_model.py tests it)."""
+    settings = bridge_settings(triton.settings.grpc_url, default_model="depth_anything_v2_small")
+    with RunningBridge(settings) as running:
         yield running
 
 

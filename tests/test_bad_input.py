@@ -112,6 +112,7 @@ CASES = [
     ),
     Case("model name that is a number", '{"type": "config", "model": 3}', "unknown_model"),
     Case("unknown colormap", '{"type": "config", "colormap": "hotdog"}', "unknown_colormap"),
+    Case("unknown output", '{"type": "config", "output": "depth"}', "unknown_output"),
     Case(
         "oversize control message", json.dumps({"type": "config", "model": "x" * 5000}), "message_too_large"
     ),
@@ -142,13 +143,13 @@ def answered_by(ws, message: bytes | str) -> str:
     return "ok" if header["type"] == "depth" else header["code"]
 
 
-def test_the_cases_cover_every_frame_error_code_and_the_closes():
-    """What the cases check, not how many there are: every error code a frame can earn, and the
-    closes a bad message can cause, are expected by at least one case."""
+def test_the_cases_cover_every_frame_and_control_error_code():
+    """What the cases check, not how many there are: every error code a bad frame or a bad
+    control message can earn is expected by at least one case (the closes: tests below)."""
     expected = {case.expect for case in CASES}
     frame_codes = {"bad_image", "unsupported_format", "image_too_large", "image_too_small"}
     control_codes = {"bad_json", "unknown_type", "unknown_field", "unknown_model", "unknown_colormap"}
-    control_codes |= {"message_too_large"}
+    control_codes |= {"unknown_output", "message_too_large"}
     assert frame_codes | control_codes <= expected, (frame_codes | control_codes) - expected
     assert len({case.name for case in CASES}) == len(CASES)
 

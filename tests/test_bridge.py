@@ -109,6 +109,7 @@ def test_model_switch_mid_stream(bridge):
             "random_weights": False,
             "received": 1,
             "dropped": 0,
+            "controls_refused": 0,
         }
         ws.send(jpeg(320, 240))
         second, image = next_answer(ws)

@@ -83,8 +83,8 @@ def test_every_frame_sent_too_fast_has_exactly_one_outcome(fake, max_fps):
     with make_client(fake, max_fps=max_fps) as client, client.websocket_connect("/ws") as ws:
         hello(ws)
         started = time.monotonic()
-        for seq in range(sent):
-            ws.send_bytes(b"not an image" if seq == 30 else jpeg())
+        for seq in range(sent):  # the last one is bad: it is never replaced, so it reaches its turn
+            ws.send_bytes(b"not an image" if seq == sent - 1 else jpeg())
         result = outcomes(ws, sent)
         elapsed = time.monotonic() - started
         ws.send_text('{"type": "config"}')
@@ -92,7 +92,9 @@ def test_every_frame_sent_too_fast_has_exactly_one_outcome(fake, max_fps):
         while accounts["type"] != "config":
             accounts = ws.receive_json()
     kinds = list(result["settled"].values())
-    assert kinds.count("error") <= 1 and kinds.count("dropped") > 0 and kinds.count("answered") > 0
+    # at 5 frames/s the bad last frame is over the limit (dropped); at 1000 it earns its error
+    assert kinds.count("error") == (1 if max_fps > 100 else 0)
+    assert kinds.count("dropped") > 0 and kinds.count("answered") > 0
     assert accounts["received"] == sent and accounts["dropped"] == kinds.count("dropped")
     assert result["notices"] <= result["answers"] + elapsed / NOTICE_INTERVAL_S + 2
     assert result["notices"] < kinds.count("dropped"), "coalesced, not one per frame"
@@ -133,5 +135,6 @@ def test_control_messages_have_a_ceiling_counted_and_said_once(fake):
     refused = acks[-1]["controls_refused"]
     assert len(acks) + refused == 61, "every control message applied or counted"
     assert len(acks) <= 5 + 5 * elapsed + 1 and refused >= 50
-    assert [e["code"] for e in errors] == ["rate_limited"], "said once, not per message"
+    codes = [e["code"] for e in errors]
+    assert set(codes) == {"rate_limited"} and len(codes) <= 1 + elapsed, "said once a second, not per message"
     assert fake.calls.get("get_model_config", 0) - calls_before <= 2 * (1 + elapsed), "cached switches"

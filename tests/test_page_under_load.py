@@ -178,8 +178,9 @@ def test_the_page_keeps_its_turn_under_overload_and_recovers_when_it_ends(
         assert page_rate >= statistics.median(other_rates) / 2, "the page gets its turn like the others"
         assert recovered >= 0.7 * alone, "back at its full rate within 2 s of the load leaving"
         assert page.inner_text("#status") == "streaming" and banner(page) == ""
-        books = page.evaluate("window.depthstream.book.outstanding")
-        assert books <= 8, "frames are settled: answered, dropped (told) or refused"
+        page.click("#stop")
+        # every frame the page sent got its outcome: answered, dropped (told) or refused
+        page.wait_for_function("window.depthstream.book.outstanding === 0", timeout=15_000)
 
 
 def test_a_full_server_is_shown_in_its_own_words_and_not_stormed(browser, triton, record_property):

@@ -28,11 +28,15 @@ export class Capture {
     this.encoding = false; // one JPEG encode at a time: frames leave in order
     this.pausedUntil = 0;
     this.clockMs = SEND_CLOCK_MS;
+    this.minGapMs = 0; // never faster than the server's max_fps, whatever the answers allow
     this.withSnapshots = false; // the 3D view colors each point with the camera pixel it came from
   }
 
   // the server's max_fps: never send faster than it takes
-  pace(maxFps) { this.clockMs = Math.max(SEND_CLOCK_MS, maxFps ? 1000 / maxFps : 0); }
+  pace(maxFps) {
+    this.minGapMs = maxFps ? (1000 / maxFps) * 1.05 : 0; // 5% under the limit: no rate_limited
+    this.clockMs = Math.max(SEND_CLOCK_MS, this.minGapMs);
+  }
 
   size() {
     const [w, h] = ui.resolution.value.split("x").map(Number);
@@ -115,7 +119,9 @@ export class Capture {
     if (!this.running || this.encoding || now < this.pausedUntil) return false;
     const unanswered = this.book.outstanding;
     if (unanswered >= MAX_OUTSTANDING) return false;
-    return unanswered < MAX_IN_FLIGHT || now - this.book.lastSentAt >= this.clockMs;
+    const since = now - this.book.lastSentAt;
+    if (since < this.minGapMs) return false;
+    return unanswered < MAX_IN_FLIGHT || since >= this.clockMs;
   }
 
   // one frame: drawn at the capture size, JPEG-encoded, then sent (seq taken when it leaves)

@@ -47,6 +47,11 @@ export class Connection {
 
   connect() {
     clearTimeout(this.retryTimer);
+    if (this.ws) { // never two sockets: an old one is let go quietly
+      this.ws.onclose = null;
+      this.ws.onmessage = null;
+      this.ws.close();
+    }
     const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${location.pathname.replace(/[^/]*$/, "")}ws`;
     const ws = new WebSocket(withToken(url));
     this.attempts += 1;

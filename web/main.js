@@ -11,6 +11,7 @@ import * as view3d from "./view3d.js";
 import { saveColorized, saveRaw } from "./save.js";
 
 const PAUSE_AFTER_SERVER_ERROR_MS = 1000; // don't hammer a server that just said it can't
+const CONFIG_GAP_MS = 250; // the server takes at most 5 control messages a second: send the latest
 const STALL_GRACE_MS = 5000; // beyond the server's own deadline, before the page gives up a socket
 
 const book = new FrameBook();
@@ -77,6 +78,8 @@ function updateRandomBanner(flag) {
 function onOpen(hello) {
   book.reset(); // sequence numbers start again on a new socket
   page.pendingHeader = null;
+  page.lastRaw = null;
+  view2d.forgetShown();
   page.errorCodes = hello.error_codes; // what each error code means, from the server
   page.stallMs = hello.request_timeout_s * 1000 + STALL_GRACE_MS;
   capture.pace(hello.max_fps);
@@ -98,13 +101,26 @@ function onClosed({ text, retryMs }) {
 // raw depth costs 5x the bytes of the JPEG: asked for only while the 3D view is on or a save waits
 function wantedOutput() { return page.view3d || page.rawSavePending ? "both" : "color"; }
 
+// the latest choice, at most one message per CONFIG_GAP_MS (scrolling a select with the arrow keys
+// fires a change per option: the ones in between are never sent)
+let configTimer = null;
+let lastConfigAt = -Infinity;
 function sendConfig() {
+  clearTimeout(configTimer);
+  const wait = lastConfigAt + CONFIG_GAP_MS - performance.now();
+  if (wait > 0) {
+    configTimer = setTimeout(sendConfig, wait);
+    return;
+  }
+  lastConfigAt = performance.now();
   connection.send(JSON.stringify({ type: "config", model: ui.model.value, colormap: ui.colormap.value, output: wantedOutput() }));
 }
 
 function onText(message) {
   switch (message.type) {
     case "config":
+      // a reply to an older choice (or one the server refused): the latest goes out again
+      if (message.model !== ui.model.value || message.colormap !== ui.colormap.value) sendConfig();
       updateRandomBanner(message.random_weights);
       ui.depthModel.textContent = message.model;
       clearBanner("model");
@@ -125,6 +141,7 @@ function onText(message) {
 
 function onError(message) {
   if (message.seq !== undefined) book.settle(message.seq);
+  else if (message.code === "rate_limited") sendConfig(); // a refused control message: send the latest again
   if (page.errorCodes.transient.includes(message.code)) {
     capture.pausedUntil = performance.now() + PAUSE_AFTER_SERVER_ERROR_MS;
   }
@@ -162,7 +179,7 @@ function onRawDepth(header, buffer, snapshot) {
 
 async function onDepthImage(header, buffer, sentAt) {
   const now = performance.now();
-  await view2d.drawDepth(header, buffer);
+  if (!(await view2d.drawDepth(header, buffer))) return; // a newer frame was drawn meanwhile
   page.framesShown += 1;
   view2d.showStats({
     frames: page.framesShown,

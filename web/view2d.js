@@ -19,8 +19,16 @@ export function colormapApplies(applies) {
   ui.colormap.title = applies ? "" : "the 3D view colors each point with the camera's pixel";
 }
 
+// a new socket numbers its frames from 0 again
+export function forgetShown() { shown = { model: null, colormap: null, seq: -1 }; }
+
+// false when a newer frame was drawn while this one decoded (decoding is asynchronous)
 export async function drawDepth(header, jpeg) {
   const bitmap = await createImageBitmap(new Blob([jpeg], { type: "image/jpeg" }));
+  if (header.seq < shown.seq) {
+    bitmap.close();
+    return false;
+  }
   ui.depth.width = bitmap.width;
   ui.depth.height = bitmap.height;
   ui.depth.getContext("2d").drawImage(bitmap, 0, 0);
@@ -28,6 +36,7 @@ export async function drawDepth(header, jpeg) {
   shown = { model: header.model, colormap: header.colormap, seq: header.seq };
   ui.depth.dataset.model = header.model;
   ui.depth.dataset.colormap = header.colormap ?? "";
+  return true;
 }
 
 export function showStats({ frames, dropped, latencyMs, fps }) {

@@ -1,9 +1,9 @@
 // depthstream 3D view: the current frame as a point cloud colored by the camera image, orbit
 // with the mouse (drag), zoom (wheel), pan (right drag). three.js r187, vendored (vendor/three/).
 //
-// main.js asks for the raw depth while the view is on and calls update() for each frame with
+// main.js asks for the raw depth while the view is on and calls showFrame() for each frame with
 // {raw: {width, height, min, max}, q: Uint16Array, rgba: ImageData|null}. Without WebGL, show()
-// says so once and every later call returns false at once (no renderer tried again per frame).
+// returns {ok: false, reason} and no renderer is tried again (not per frame either).
 // Each update's time (points rebuilt + drawn) is measured and kept in window.depthstream3d.
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
