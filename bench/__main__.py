@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from bench import approaches, perf_analyzer, raw_cost, report, worst_case
 from bench.frames import jpegs, stream
+from bench.goals import goals
 from bench.harness import ROOT, Bridge, machine, server_settings
 from bench.measure import Result, rss_mb
 from depthstream.contract import CHECKPOINTS, DEFAULT_MODEL, MODELS, accuracy_rank
@@ -94,104 +95,6 @@ def perf_analyzer_results(url: str, frame, args: BenchSettings) -> list[Result]:
         for name in CHECKPOINTS
         for level in args.levels
     ]
-
-
-def goals(results: list[Result]) -> list[dict]:
-    def find(approach: str, model: str, size: str = "640x480", concurrency: int = 1) -> Result | None:
-        return next(
-            (
-                r
-                for r in results
-                if r.approach.startswith(approach)
-                and r.model == model
-                and r.size == size
-                and r.concurrency == concurrency
-            ),
-            None,
-        )
-
-    out = []
-    for name in CHECKPOINTS:
-        ort_r, full, eager = find("ONNX Runtime", name), find("full stack", name), find("original", name)
-        if ort_r and full:
-            ratio = full.fps / ort_r.fps
-            out.append(
-                {
-                    "goal": f"{name}: full stack (1 client) >= 90% of ONNX Runtime direct",
-                    "measured": f"{ratio:.0%} ({full.fps:.2f} vs {ort_r.fps:.2f} fps)",
-                    "met": ratio >= 0.9,
-                }
-            )
-        if eager and full:
-            ratio = full.fps / eager.fps
-            out.append(
-                {
-                    "goal": f"{name}: full stack >= 1.5x the original approach",
-                    "measured": f"{ratio:.2f}x ({full.fps:.2f} vs {eager.fps:.2f} fps)",
-                    "met": ratio >= 1.5,
-                }
-            )
-    bridge = [
-        r.extra["bridge_ms_p50"]
-        for r in results
-        if r.approach.startswith("full stack") and r.size == "640x480" and r.concurrency == 1
-    ]
-    if bridge:
-        worst = max(bridge)
-        out.append(
-            {
-                "goal": "bridge's own work (decode + colorize + encode) <= 5 ms per 640x480 frame",
-                "measured": f"p50 {worst:.1f} ms (worst model)",
-                "met": worst <= 5,
-            }
-        )
-    fastest = max(
-        (
-            r
-            for r in results
-            if r.approach.startswith("full stack")
-            and r.size == "640x480"
-            and r.concurrency == 1
-            and MODELS[r.model].checkpoint == "depth_anything_v2_small"
-        ),
-        key=lambda r: r.fps,
-        default=None,
-    )
-    if fastest:
-        out.append(
-            {
-                "goal": "fastest Depth-Anything-V2 preset >= 8 frames/s end to end",
-                "measured": f"{fastest.fps:.2f} fps ({fastest.model})",
-                "met": fastest.fps >= 8,
-            }
-        )
-    # the video client's pipelining pays where the client's own work (decode, colorize, write) is
-    # a visible share of a frame: the fastest preset; the reference model's row is reported as is
-    video = [r for r in results if r.approach.startswith("direct client, video: batches")]
-    fastest_video = max(video, key=lambda r: r.fps, default=None)
-    alone = fastest_video and find("direct client, video: one at a time", fastest_video.model)
-    if fastest_video and alone:
-        out.append(
-            {
-                "goal": f"{fastest_video.model}: video client (its defaults) >= 1.05x one request at a time",
-                "measured": f"{fastest_video.fps / alone.fps:.2f}x ({fastest_video.fps:.2f} vs {alone.fps:.2f} fps)",
-                "met": fastest_video.fps >= 1.05 * alone.fps,
-            }
-        )
-    for r in results:
-        if r.approach.startswith("full stack") and r.concurrency == 8:
-            growth = r.extra.get("bridge_rss_growth_mb", float("nan"))
-            single = find("full stack", r.model)
-            # bounded: latest frame wins, so each client waits at most for the 8 streams' turns
-            bound = 2 * r.concurrency * single.p50_ms if single else float("inf")
-            out.append(
-                {
-                    "goal": f"{r.model}: 8 clients, p99 bounded and bridge memory flat",
-                    "measured": f"p99 {r.p99_ms:.0f} ms (bound {bound:.0f}), RSS +{growth:.1f} MB",
-                    "met": r.p99_ms <= bound and growth < 50,
-                }
-            )
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,133 @@
+"""The goals `make bench` checks, each measured side by side in one run: one small function per
+goal, each returning its rows ({goal, measured, met}); ``goals`` gives them all, in order."""
+
+from __future__ import annotations
+
+from bench.measure import Result
+from depthstream.contract import CHECKPOINTS, MODELS
+
+SIZE = "640x480"
+
+
+def find(results: list[Result], approach: str, model: str, concurrency: int = 1) -> Result | None:
+    return next(
+        (
+            r
+            for r in results
+            if r.approach.startswith(approach)
+            and r.model == model
+            and r.size == SIZE
+            and r.concurrency == concurrency
+        ),
+        None,
+    )
+
+
+def row(goal: str, measured: str, met: bool) -> dict:
+    return {"goal": goal, "measured": measured, "met": met}
+
+
+def stack_against_the_model(results: list[Result]) -> list[dict]:
+    """Per reference model: the full stack (one client) >= 90% of ONNX Runtime direct, and >= 1.5x
+    the original approach (PyTorch eager)."""
+    out = []
+    for name in CHECKPOINTS:
+        direct, full = find(results, "ONNX Runtime", name), find(results, "full stack", name)
+        eager = find(results, "original", name)
+        if direct and full:
+            ratio = full.fps / direct.fps
+            out.append(
+                row(
+                    f"{name}: full stack (1 client) >= 90% of ONNX Runtime direct",
+                    f"{ratio:.0%} ({full.fps:.2f} vs {direct.fps:.2f} fps)",
+                    ratio >= 0.9,
+                )
+            )
+        if eager and full:
+            ratio = full.fps / eager.fps
+            out.append(
+                row(
+                    f"{name}: full stack >= 1.5x the original approach",
+                    f"{ratio:.2f}x ({full.fps:.2f} vs {eager.fps:.2f} fps)",
+                    ratio >= 1.5,
+                )
+            )
+    return out
+
+
+def one_client_full_stack(results: list[Result]) -> list[Result]:
+    return [
+        r for r in results if r.approach.startswith("full stack") and r.size == SIZE and r.concurrency == 1
+    ]
+
+
+def bridge_work(results: list[Result]) -> list[dict]:
+    bridge = [r.extra["bridge_ms_p50"] for r in one_client_full_stack(results)]
+    if not bridge:
+        return []
+    worst = max(bridge)
+    return [
+        row(
+            "bridge's own work (decode + colorize + encode) <= 5 ms per 640x480 frame",
+            f"p50 {worst:.1f} ms (worst model)",
+            worst <= 5,
+        )
+    ]
+
+
+def fastest_preset(results: list[Result]) -> list[dict]:
+    candidates = [
+        r for r in one_client_full_stack(results) if MODELS[r.model].checkpoint == "depth_anything_v2_small"
+    ]
+    fastest = max(candidates, key=lambda r: r.fps, default=None)
+    if fastest is None:
+        return []
+    return [
+        row(
+            "fastest Depth-Anything-V2 preset >= 8 frames/s end to end",
+            f"{fastest.fps:.2f} fps ({fastest.model})",
+            fastest.fps >= 8,
+        )
+    ]
+
+
+def video_client(results: list[Result]) -> list[dict]:
+    """The video client's pipelining pays where the client's own work (decode, colorize, write)
+    is a visible share of a frame: the fastest preset; the reference model's row is as is."""
+    video = [r for r in results if r.approach.startswith("direct client, video: batches")]
+    fastest = max(video, key=lambda r: r.fps, default=None)
+    alone = fastest and find(results, "direct client, video: one at a time", fastest.model)
+    if not (fastest and alone):
+        return []
+    return [
+        row(
+            f"{fastest.model}: video client (its defaults) >= 1.05x one request at a time",
+            f"{fastest.fps / alone.fps:.2f}x ({fastest.fps:.2f} vs {alone.fps:.2f} fps)",
+            fastest.fps >= 1.05 * alone.fps,
+        )
+    ]
+
+
+def many_clients(results: list[Result]) -> list[dict]:
+    """8 clients: latest frame wins, so each waits at most for the 8 streams' turns."""
+    out = []
+    for r in results:
+        if r.approach.startswith("full stack") and r.concurrency == 8:
+            growth = r.extra.get("bridge_rss_growth_mb", float("nan"))
+            single = find(results, "full stack", r.model)
+            bound = 2 * r.concurrency * single.p50_ms if single else float("inf")
+            out.append(
+                row(
+                    f"{r.model}: 8 clients, p99 bounded and bridge memory flat",
+                    f"p99 {r.p99_ms:.0f} ms (bound {bound:.0f}), RSS +{growth:.1f} MB",
+                    r.p99_ms <= bound and growth < 50,
+                )
+            )
+    return out
+
+
+GOALS = (stack_against_the_model, bridge_work, fastest_preset, video_client, many_clients)
+
+
+def goals(results: list[Result]) -> list[dict]:
+    return [goal_row for goal in GOALS for goal_row in goal(results)]

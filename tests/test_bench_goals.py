@@ -1,0 +1,63 @@
+"""make bench's goals, checked on made-up results: each goal met and missed where it should be
+(the benchmark itself takes too long for the suite)."""
+
+from __future__ import annotations
+
+from bench.goals import goals
+from bench.measure import Result
+
+DA, DA252, MIDAS = "depth_anything_v2_small", "depth_anything_v2_small_252", "midas_dpt_beit_base_384"
+
+
+def result(
+    approach: str, model: str, fps: float, concurrency: int = 1, p99_ms: float = 0.0, **extra
+) -> Result:
+    p50 = 1000 / fps
+    return Result(
+        approach, model, "640x480", concurrency, 10, 10 / fps, fps, p50, p50, p99_ms or p50, 0.0, extra
+    )
+
+
+def by_goal(results: list[Result]) -> dict[str, bool]:
+    return {row["goal"]: row["met"] for row in goals(results)}
+
+
+def run(full_da: float, fastest: float, bridge_ms: float, video: float, p99_ms: float, growth_mb: float):
+    return [
+        result("ONNX Runtime direct", DA, 2.0),
+        result("original: PyTorch eager", DA, 1.0),
+        result("full stack (WebSocket + bridge + Triton)", DA, full_da, bridge_ms_p50=bridge_ms),
+        result("ONNX Runtime direct", MIDAS, 1.0),
+        result("full stack (WebSocket + bridge + Triton)", MIDAS, 0.95, bridge_ms_p50=2.0),
+        result("full stack (WebSocket + bridge + Triton)", DA252, fastest, bridge_ms_p50=2.0),
+        result("direct client, video: batches", DA252, video),
+        result("direct client, video: one at a time", DA252, 10.0),
+        result(
+            "full stack (WebSocket + bridge + Triton)",
+            DA,
+            full_da,
+            concurrency=8,
+            p99_ms=p99_ms,
+            bridge_rss_growth_mb=growth_mb,
+        ),
+    ]
+
+
+def test_every_goal_met():
+    met = by_goal(run(full_da=1.9, fastest=12.0, bridge_ms=3.0, video=11.0, p99_ms=4000, growth_mb=5))
+    assert len(met) == 7 and all(met.values()), met
+
+
+def test_each_goal_missed_where_it_should_be():
+    missed = by_goal(run(full_da=1.7, fastest=7.0, bridge_ms=6.0, video=10.2, p99_ms=9000, growth_mb=80))
+    assert not missed[f"{DA}: full stack (1 client) >= 90% of ONNX Runtime direct"]
+    assert missed[f"{DA}: full stack >= 1.5x the original approach"]  # 1.7 >= 1.5
+    assert missed[f"{MIDAS}: full stack (1 client) >= 90% of ONNX Runtime direct"]
+    assert not missed["bridge's own work (decode + colorize + encode) <= 5 ms per 640x480 frame"]
+    assert not missed["fastest Depth-Anything-V2 preset >= 8 frames/s end to end"]
+    assert not missed[f"{DA252}: video client (its defaults) >= 1.05x one request at a time"]
+    assert not missed[f"{DA}: 8 clients, p99 bounded and bridge memory flat"]
+
+
+def test_missing_results_give_no_goal_rows():
+    assert goals([]) == []
