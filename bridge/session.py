@@ -88,7 +88,6 @@ class StreamSession:
         self.ready_models: list[str] = []  # what the server serves now (the app sets it too)
         self.colormap = settings.default_colormap
         self.output = protocol.DEFAULT_OUTPUT
-        self.random_weights = False
         self.smoother = RangeSmoother()
         self.next_seq = 0
         self.dropped = 0
@@ -99,10 +98,9 @@ class StreamSession:
         self.idle.set()
         self.send_lock = asyncio.Lock()
         self.limiter = RateLimiter(settings.max_fps)
-        self.last_rate_error = 0.0
         self.control_limiter = RateLimiter(settings.max_controls_per_s)
         self.controls_refused = 0
-        self.last_control_error = 0.0
+        self.last_said: dict[str, float] = {}  # a throttled error's key -> when it was last said
         self.draining = False
         self.closed = False  # by drain(): nothing is sent after the close
         self.random_weights_of: dict[str, bool] = {}  # per model checked, for each answer's header
@@ -133,6 +131,19 @@ class StreamSession:
     async def send_error(self, code: ErrorCode, message: str, seq: int | None = None) -> None:
         # dropped notices first: the client reads outcomes in the order frames were settled
         await self._send(protocol.error_message(code, message, seq), notice=True)
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether the stream's current model carries random weights (as last checked)."""
+        return self.random_weights_of.get(self.model, False)
+
+    async def _say_once_a_second(self, key: str, code: ErrorCode, message: str) -> None:
+        """An error for people about the stream (no seq), at most once a second per ``key``:
+        what it reports is counted anyway, so a flood does not get one message per item."""
+        now = time.monotonic()
+        if now - self.last_said.get(key, -float("inf")) >= 1.0:
+            self.last_said[key] = now
+            await self.send_error(code, message)
 
     def _notice(self) -> list[str]:
         """The dropped notice due now (at most one), to go out ahead of an answer."""
@@ -171,8 +182,7 @@ class StreamSession:
             )
         )
         try:
-            self.random_weights = (await self.gateway.check_model(self.model)).random_weights
-            self.random_weights_of[self.model] = self.random_weights
+            self.random_weights_of[self.model] = (await self.gateway.check_model(self.model)).random_weights
         except TritonError as exc:
             await self.send_error(exc.code, exc.message)
 
@@ -190,15 +200,13 @@ class StreamSession:
         if not self.limiter.allow():
             self._count_dropped(seq, DropReason.RATE_LIMITED)
             self.metrics.frames_rate_limited.inc()
-            now = time.monotonic()
-            if now - self.last_rate_error >= 1.0:
-                self.last_rate_error = now
-                # for people, about the stream (no seq): the frame itself is in a dropped notice
-                await self.send_error(
-                    ErrorCode.RATE_LIMITED,
-                    f"more than {self.settings.max_fps:g} frames per second: extra frames are dropped "
-                    "(counted in 'dropped')",
-                )
+            # for people, about the stream: the frame itself is in a dropped notice
+            await self._say_once_a_second(
+                "frames",
+                ErrorCode.RATE_LIMITED,
+                f"more than {self.settings.max_fps:g} frames per second: extra frames are dropped "
+                "(counted in 'dropped')",
+            )
             return
         if self.pending is not None:
             self._count_dropped(self.pending.seq, DropReason.REPLACED)
@@ -222,7 +230,7 @@ class StreamSession:
                 self.metrics.control_rejected.labels(exc.code).inc()
                 await self.send_error(exc.code, exc.message)
                 return
-            self.model, self.random_weights = update.model, info.random_weights
+            self.model = update.model
             self.random_weights_of[update.model] = info.random_weights
             self.smoother.reset()  # another model, another depth scale
         if update.colormap is not None:
@@ -249,14 +257,12 @@ class StreamSession:
         """Over the control-message ceiling: ignored, counted, said at most once a second."""
         self.controls_refused += 1
         self.metrics.control_rejected.labels(str(ErrorCode.RATE_LIMITED)).inc()
-        now = time.monotonic()
-        if now - self.last_control_error >= 1.0:
-            self.last_control_error = now
-            await self.send_error(
-                ErrorCode.RATE_LIMITED,
-                f"more than {self.settings.max_controls_per_s:g} control messages per second: extra "
-                "ones are ignored (counted in 'controls_refused')",
-            )
+        await self._say_once_a_second(
+            "controls",
+            ErrorCode.RATE_LIMITED,
+            f"more than {self.settings.max_controls_per_s:g} control messages per second: extra "
+            "ones are ignored (counted in 'controls_refused')",
+        )
 
     # --- processing ------------------------------------------------------------------------
     async def run_worker(self) -> None:

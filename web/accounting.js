@@ -43,9 +43,9 @@ export class FrameBook {
   }
 
   settleRanges(ranges) {
-    for (const [first, last] of ranges) {
-      for (const seq of [...this.sentAt.keys()]) if (seq >= first && seq <= last) this.settle(seq);
-      for (const seq of [...this.snapshots.keys()]) if (seq >= first && seq <= last) this.snapshots.delete(seq);
+    // a snapshot exists only for a frame still in sentAt: settle() forgets both
+    for (const seq of [...this.sentAt.keys()]) {
+      if (ranges.some(([first, last]) => seq >= first && seq <= last)) this.settle(seq);
     }
     this.lastHeardAt = performance.now();
   }
