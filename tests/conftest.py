@@ -55,6 +55,15 @@ def triton_settings(repository: Path, workdir: Path, **overrides) -> TritonSetti
     return TritonSettings.on_free_ports(repository, workdir, threads=1, **overrides)
 
 
+def slowed_triton(repository: Path, workdir: Path, slow_ms: int, name: str) -> EmbeddedTriton:
+    """A tritonserver serving the reference Depth Anything model only, each run ``slow_ms``
+    slower: a slow machine, on purpose (use it as a context manager)."""
+    settings = triton_settings(
+        repository, workdir, models=("depth_anything_v2_small",), simulated_extra_ms=slow_ms
+    )
+    return EmbeddedTriton(settings, log_path=ARTIFACTS / f"tritonserver-{name}.log")
+
+
 @pytest.fixture(scope="session")
 def triton(tiny_repository, tmp_path_factory) -> EmbeddedTriton:
     """A real tritonserver serving both tiny models, for the whole session."""

@@ -29,7 +29,7 @@ from depthstream.contract import (
     MIN_IMAGE_SIDE,
 )
 from serving.triton import EmbeddedTriton
-from tests.conftest import ARTIFACTS, RunningBridge, bridge_settings, triton_settings
+from tests.conftest import RunningBridge, bridge_settings, slowed_triton
 from tests.helpers import photo
 from tests.test_bad_input import png
 from tests.test_bridge import jpeg, next_answer, recv_json
@@ -135,10 +135,7 @@ SLOW_MS = 400  # each run of the tiny model takes this long: a slow machine, on 
 
 @pytest.fixture(scope="module")
 def slow_triton(tiny_repository, tmp_path_factory):
-    settings = triton_settings(
-        tiny_repository, tmp_path_factory.mktemp("slow"), models=(DA.name,), simulated_extra_ms=SLOW_MS
-    )
-    with EmbeddedTriton(settings, log_path=ARTIFACTS / "tritonserver-slow.log") as server:
+    with slowed_triton(tiny_repository, tmp_path_factory.mktemp("slow"), SLOW_MS, "slow") as server:
         yield server
 
 

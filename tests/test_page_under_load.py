@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 
 from depthstream.contract import MODELS
 from serving.triton import EmbeddedTriton
-from tests.conftest import ARTIFACTS, RunningBridge, bridge_settings, triton_settings
+from tests.conftest import ARTIFACTS, RunningBridge, bridge_settings, slowed_triton, triton_settings
 from tests.test_bridge import jpeg
 
 pytestmark = pytest.mark.browser
@@ -38,10 +38,7 @@ window.fetch = (url, ...rest) => { if (String(url).includes("api/models")) windo
 
 @pytest.fixture(scope="module")
 def slow_triton(tiny_repository, tmp_path_factory):
-    settings = triton_settings(
-        tiny_repository, tmp_path_factory.mktemp("slow-page"), models=(DA.name,), simulated_extra_ms=SLOW_MS
-    )
-    with EmbeddedTriton(settings, log_path=ARTIFACTS / "tritonserver-slow-page.log") as server:
+    with slowed_triton(tiny_repository, tmp_path_factory.mktemp("slow-page"), SLOW_MS, "slow-page") as server:
         yield server
 
 
