@@ -77,11 +77,11 @@ class ModelInfo:
     ready: bool
     random_weights: bool = False
     problem: str | None = None  # why it is not usable, when it is not
-    mismatch: bool = False  # served, but not as the contract says (not a matter of waiting)
     ms_per_frame: float | None = None  # the model alone, one 640x480 frame, where it is served
     measured_on: str = ""  # that machine, as the serving side described it
     # set when ms_per_frame follows live traffic instead (bridge/observed.py): the record
     recorded_ms: float | None = None
+    mismatch: bool = False  # served, but not as the contract says (not a matter of waiting)
 
 
 def _classify(exc: InferenceServerException, model: str) -> TritonError:

@@ -38,7 +38,15 @@ def served_models(triton: EmbeddedTriton) -> list[ModelInfo]:
     for name in triton.models:
         config = model_config.parse((triton.served_repository / name / CONFIG_FILE).read_text())
         ms, machine = model_config.served_speed(config) or (None, "")
-        infos.append(ModelInfo(name, True, model_config.is_random_weights(config), None, ms, machine))
+        infos.append(
+            ModelInfo(
+                name,
+                ready=True,
+                random_weights=model_config.is_random_weights(config),
+                ms_per_frame=ms,
+                measured_on=machine,
+            )
+        )
     return infos
 
 
