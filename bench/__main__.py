@@ -14,7 +14,7 @@ import asyncio
 import logging
 import subprocess
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from tqdm import tqdm
@@ -97,6 +97,143 @@ def perf_analyzer_results(url: str, frame, args: BenchSettings) -> list[Result]:
     ]
 
 
+@dataclass
+class Plan:
+    """What one run measures: the models found, the frames, and where each result goes."""
+
+    args: BenchSettings
+    presets: list[str]
+    fastest: str
+    sizes: dict[str, list]
+    video_frames: list
+    encoded: dict[str, list[bytes]]
+    results: list[Result] = field(default_factory=list)
+    bar: tqdm | None = None
+
+    @classmethod
+    def of(cls, args: BenchSettings, models: list[str]) -> Plan:
+        presets = [
+            n for n in models if n not in CHECKPOINTS and MODELS[n].checkpoint == "depth_anything_v2_small"
+        ]
+        sizes = {"640x480": stream(640, 480, args.frames), "1280x720": stream(1280, 720, args.frames)}
+        return cls(
+            args=args,
+            presets=presets,
+            fastest=sorted(presets, key=lambda n: accuracy_rank(MODELS[n]))[-1] if presets else DEFAULT_MODEL,
+            sizes=sizes,
+            video_frames=stream(640, 480, 3 * args.frames),  # a short video for the direct client
+            encoded={size: jpegs(frames) for size, frames in sizes.items()},
+        )
+
+    @property
+    def steps(self) -> int:
+        per_checkpoint = 2 * len(self.sizes) + 3 * len(self.args.levels) + 3
+        return len(CHECKPOINTS) * per_checkpoint + 2 * len(self.presets) + 4
+
+    def onnx(self, name: str) -> Path:
+        return self.args.repository / name / VERSION / ONNX_FILE
+
+    def record(self, result: Result) -> None:
+        self.results.append(result)
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{result.model} {result.approach[:20]} {result.fps:.2f} fps")
+            self.bar.update()
+
+
+def measure_in_process(plan: Plan) -> None:
+    """1 and 2: PyTorch eager and ONNX Runtime direct, one frame at a time."""
+    for name in CHECKPOINTS:
+        network = load_network(plan.args.repository, name)
+        for frames in plan.sizes.values():
+            plan.record(approaches.original_eager(MODELS[name], network, frames))
+            plan.record(approaches.onnxruntime_direct(MODELS[name], plan.onnx(name), frames))
+        del network
+    for name in plan.presets:
+        plan.record(approaches.onnxruntime_direct(MODELS[name], plan.onnx(name), plan.sizes["640x480"]))
+
+
+def measure_triton_grpc(plan: Plan, url: str, pid: int, batching: bool) -> None:
+    """3: tritonclient over gRPC at each concurrency."""
+    for name in CHECKPOINTS:
+        for level in plan.args.levels:
+            plan.record(
+                approaches.triton_grpc(
+                    url, MODELS[name], plan.sizes["640x480"], level, plan.args.duration_s, pid, batching
+                )
+            )
+
+
+def measure_video_client(plan: Plan, url: str, pid: int) -> None:
+    """The direct client on a video file: one request at a time against batches in flight."""
+    for name in (DEFAULT_MODEL, plan.fastest):
+        for batch, in_flight in ((1, 1), (None, 2)):  # one at a time; the client's defaults
+            workdir = ROOT / "build" / "bench" / "video"
+            plan.record(
+                approaches.video_client(url, MODELS[name], plan.video_frames, workdir, batch, in_flight, pid)
+            )
+
+
+def measure_full_stack(plan: Plan, url: str, triton_pid: int) -> None:
+    """4: WebSocket clients through a real bridge: one client per model and size, eight per checkpoint."""
+    bridge = Bridge(url)
+    pids = (triton_pid, bridge.process.pid)
+    duration_s = plan.args.duration_s
+    try:
+        for name in [*CHECKPOINTS, *plan.presets]:
+            for size in ["640x480", "1280x720"] if name in CHECKPOINTS else ["640x480"]:
+                one_client = approaches.full_stack(
+                    bridge.ws_url, MODELS[name], plan.encoded[size], size, 1, duration_s, pids
+                )
+                plan.record(asyncio.run(one_client))
+            if name in CHECKPOINTS:
+                before = rss_mb(bridge.process.pid)
+                streams = approaches.full_stack(
+                    bridge.ws_url, MODELS[name], plan.encoded["640x480"], "640x480", 8, duration_s * 2, pids
+                )
+                result = asyncio.run(streams)
+                after = rss_mb(bridge.process.pid)
+                result.extra["bridge_rss_mb"] = [round(before, 1), round(after, 1)]
+                result.extra["bridge_rss_growth_mb"] = round(after - before, 1)
+                plan.record(result)
+    finally:
+        bridge.stop()
+
+
+def measure_servers(plan: Plan) -> None:
+    """3 and 4: the shipped CPU configuration (no dynamic batching) with every client, then the
+    production batcher (bounded queue) over gRPC for comparison."""
+    args = plan.args
+    for batching in (False, True):
+        settings = server_settings(args.repository, ROOT / "build" / "bench", dynamic_batching=batching)
+        with EmbeddedTriton(settings, log_path=args.output / "tritonserver.log") as triton:
+            pid = triton.process.pid
+            measure_triton_grpc(plan, settings.grpc_url, pid, batching)
+            if batching:
+                continue
+            measure_video_client(plan, settings.grpc_url, pid)
+            for result in perf_analyzer_results(settings.grpc_url, plan.sizes["640x480"][0], args):
+                plan.record(result)
+            measure_full_stack(plan, settings.grpc_url, pid)
+
+
+def write_reports(args: BenchSettings, results: list[Result]) -> None:
+    """bench.json, bench.png, bench.md and the README's table; then the raw-depth and worst-case runs."""
+    where = machine()
+    achieved = goals(results)
+    report.write_json(args.output / "bench.json", where, results, achieved)
+    report.plot(args.output / "bench.png", where, results)
+    table = report.markdown(where, results, achieved)
+    (args.output / "bench.md").write_text(table + "\n")
+    readme = None if args.no_readme else ROOT / "README.md"
+    if readme is not None:
+        report.update_readme(readme, table)
+    print(table)
+    # raw depth on the stream: bytes and the bridge's time per frame (bench/raw_cost.py)
+    raw_cost.run(args.repository, args.output, where, readme)
+    # 5: the worst case the contract's limits allow, per model (bench/worst_case.py)
+    worst_case.run(args.repository, args.output, ROOT / "build" / "worst-case", where, args.quick, readme)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     try:
@@ -109,136 +246,11 @@ def main(argv: list[str] | None = None) -> int:
     if not all(name in models for name in CHECKPOINTS):
         print(f"error: {args.repository} lacks exported models; run `make export` first", file=sys.stderr)
         return 2
-    presets = [
-        n for n in models if n not in CHECKPOINTS and MODELS[n].checkpoint == "depth_anything_v2_small"
-    ]
-    fastest = sorted(presets, key=lambda n: accuracy_rank(MODELS[n]))[-1] if presets else DEFAULT_MODEL
-    sizes = {"640x480": stream(640, 480, args.frames), "1280x720": stream(1280, 720, args.frames)}
-    video_frames = stream(640, 480, 3 * args.frames)  # a short video for the direct client
-    encoded = {size: jpegs(frames) for size, frames in sizes.items()}
-    results: list[Result] = []
-    steps = len(CHECKPOINTS) * (2 * len(sizes) + 3 * len(args.levels) + 3) + 2 * len(presets) + 4
-    bar = tqdm(total=steps, desc="bench", unit="run")
-
-    def record(result: Result) -> None:
-        results.append(result)
-        bar.set_postfix_str(f"{result.model} {result.approach[:20]} {result.fps:.2f} fps")
-        bar.update()
-
-    # 1 and 2: in-process, one frame at a time
-    for name in CHECKPOINTS:
-        network = load_network(args.repository, name)
-        for frames in sizes.values():
-            record(approaches.original_eager(MODELS[name], network, frames))
-            record(
-                approaches.onnxruntime_direct(
-                    MODELS[name], args.repository / name / VERSION / ONNX_FILE, frames
-                )
-            )
-        del network
-    for name in presets:
-        record(
-            approaches.onnxruntime_direct(
-                MODELS[name], args.repository / name / VERSION / ONNX_FILE, sizes["640x480"]
-            )
-        )
-
-    # 3 and 4: servers; the shipped CPU configuration (no dynamic batching) with the full stack,
-    # then the production batcher (bounded queue) for comparison
-    for batching in (False, True):
-        settings = server_settings(args.repository, ROOT / "build" / "bench", dynamic_batching=batching)
-        with EmbeddedTriton(settings, log_path=args.output / "tritonserver.log") as triton:
-            pid = triton.process.pid
-            for name in CHECKPOINTS:
-                for level in args.levels:
-                    record(
-                        approaches.triton_grpc(
-                            settings.grpc_url,
-                            MODELS[name],
-                            sizes["640x480"],
-                            level,
-                            args.duration_s,
-                            pid,
-                            batching,
-                        )
-                    )
-            if batching:
-                continue
-            # the direct client on a video file: one request at a time against batches in flight
-            for name in (DEFAULT_MODEL, fastest):
-                for batch, in_flight in ((1, 1), (None, 2)):  # one at a time; the client's defaults
-                    record(
-                        approaches.video_client(
-                            settings.grpc_url,
-                            MODELS[name],
-                            video_frames,
-                            ROOT / "build" / "bench" / "video",
-                            batch,
-                            in_flight,
-                            pid,
-                        )
-                    )
-            for result in perf_analyzer_results(settings.grpc_url, sizes["640x480"][0], args):
-                record(result)
-            bridge = Bridge(settings.grpc_url)
-            try:
-                for name in [*CHECKPOINTS, *presets]:
-                    size_list = ["640x480", "1280x720"] if name in CHECKPOINTS else ["640x480"]
-                    for size in size_list:
-                        one_client = approaches.full_stack(
-                            bridge.ws_url,
-                            MODELS[name],
-                            encoded[size],
-                            size,
-                            1,
-                            args.duration_s,
-                            (pid, bridge.process.pid),
-                        )
-                        record(asyncio.run(one_client))
-                    if name in CHECKPOINTS:
-                        before = rss_mb(bridge.process.pid)
-                        streams = approaches.full_stack(
-                            bridge.ws_url,
-                            MODELS[name],
-                            encoded["640x480"],
-                            "640x480",
-                            8,
-                            args.duration_s * 2,
-                            (pid, bridge.process.pid),
-                        )
-                        result = asyncio.run(streams)
-                        result.extra["bridge_rss_mb"] = [
-                            round(before, 1),
-                            round(rss_mb(bridge.process.pid), 1),
-                        ]
-                        result.extra["bridge_rss_growth_mb"] = round(rss_mb(bridge.process.pid) - before, 1)
-                        record(result)
-            finally:
-                bridge.stop()
-    bar.close()
-
-    where = machine()
-    achieved = goals(results)
-    report.write_json(args.output / "bench.json", where, results, achieved)
-    report.plot(args.output / "bench.png", where, results)
-    table = report.markdown(where, results, achieved)
-    (args.output / "bench.md").write_text(table + "\n")
-    if not args.no_readme:
-        report.update_readme(ROOT / "README.md", table)
-    print(table)
-
-    # raw depth on the stream: bytes and the bridge's time per frame (bench/raw_cost.py)
-    raw_cost.run(args.repository, args.output, where, None if args.no_readme else ROOT / "README.md")
-
-    # 5: the worst case the contract's limits allow, per model (bench/worst_case.py)
-    worst_case.run(
-        args.repository,
-        args.output,
-        ROOT / "build" / "worst-case",
-        where,
-        args.quick,
-        None if args.no_readme else ROOT / "README.md",
-    )
+    plan = Plan.of(args, models)
+    with tqdm(total=plan.steps, desc="bench", unit="run") as plan.bar:
+        measure_in_process(plan)
+        measure_servers(plan)
+    write_reports(args, plan.results)
     return 0
 
 

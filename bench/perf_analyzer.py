@@ -86,33 +86,16 @@ def run(
     report = workdir / f"{model}-c{concurrency}.csv"
     profile = workdir / f"{model}-c{concurrency}.json"
     profile.unlink(missing_ok=True)
-    subprocess.run(
-        [
-            str(binary),
-            "-m",
-            model,
-            "-u",
-            url,
-            "-i",
-            "grpc",
-            "-b",
-            "1",
-            f"--shape=IMAGE:{frame.shape[0]},{frame.shape[1]},3",
-            f"--input-data={data}",
-            f"--concurrency-range={concurrency}:{concurrency}",
-            f"--measurement-interval={window_ms}",
-            "--stability-percentage=50",
-            "--max-trials=4",
-            "-f",
-            str(report),
-            f"--profile-export-file={profile}",
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    args = [
+        *("-m", model, "-u", url, "-i", "grpc", "-b", "1"),
+        f"--shape=IMAGE:{frame.shape[0]},{frame.shape[1]},3",
+        f"--input-data={data}",
+        f"--concurrency-range={concurrency}:{concurrency}",
+        f"--measurement-interval={window_ms}",
+        *("--stability-percentage=50", "--max-trials=4"),
+        *("-f", str(report), f"--profile-export-file={profile}"),
+    ]
+    subprocess.run([str(binary), *args], check=True, env=env, capture_output=True, text=True, timeout=600)
     with report.open() as handle:
         row = next(csv.DictReader(handle))
     fps = float(row["Inferences/Second"])

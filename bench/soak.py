@@ -28,6 +28,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -43,47 +44,77 @@ SETTLE_S = 12.0  # after the last frame: longer than the bridge's deadline, so e
 COSTLY = (768, 1920)  # (height, width): the network's ceiling and most of the pixel limit
 
 
+@dataclass
+class CameraLog:
+    """What one camera saw: each answer's latency and timings, and every error by code."""
+
+    sent_at: dict[int, float] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    answered_seqs: list[int] = field(default_factory=list)
+    infer_ms: list[float] = field(default_factory=list)
+    bridge_ms: list[float] = field(
+        default_factory=list
+    )  # from the bridge's receipt of the frame to its answer
+    errors: Counter[str] = field(default_factory=Counter)
+    frame_errors: int = 0
+
+    def take(self, body: dict) -> None:
+        if body["type"] == "depth":
+            self.latencies.append(time.perf_counter() - self.sent_at[body["seq"]])
+            self.answered_seqs.append(body["seq"])
+            self.infer_ms.append(body["timings_ms"]["infer"])
+            self.bridge_ms.append(body["timings_ms"]["total"])
+        elif body["type"] == "error":
+            self.errors[body["code"]] += 1
+            # a rate-limited frame is also counted in "dropped"
+            if "seq" in body and body["code"] != "rate_limited":
+                self.frame_errors += 1
+
+    def summary(self, accounts: dict) -> dict:
+        sent, answered = len(self.sent_at), len(self.latencies)
+        return {
+            "sent": sent,
+            "received": accounts["received"],
+            "answered": answered,
+            "dropped": accounts["dropped"],
+            "frame_errors": self.frame_errors,
+            "errors": dict(self.errors),
+            "unaccounted": sent - answered - accounts["dropped"] - self.frame_errors,
+            "latencies": self.latencies,
+            # without the last frame sent: once the camera stops, nothing newer replaces it, so it
+            # waits its turn behind every other stream (up to clients x the model's time)
+            "live_latencies": [
+                x for x, seq in zip(self.latencies, self.answered_seqs, strict=True) if seq != sent - 1
+            ],
+            "infer_ms": self.infer_ms,
+            "bridge_ms": self.bridge_ms,
+        }
+
+
 async def camera(ws_url: str, model: str, frames: list[bytes], fps: float, duration_s: float) -> dict:
     """One client: send at ``fps`` for ``duration_s``, then settle and read the accounts."""
     import websockets
 
-    sent_at: dict[int, float] = {}
-    latencies: list[float] = []
-    answered_seqs: list[int] = []
-    infer_ms: list[float] = []
-    bridge_ms: list[float] = []  # from the bridge's receipt of the frame to its answer
-    errors: Counter[str] = Counter()
-    frame_errors = 0
-    last_answer = time.perf_counter()
+    log = CameraLog()
     configs: asyncio.Queue[dict] = asyncio.Queue()
+
+    async def receive(ws) -> None:
+        async for message in ws:
+            if isinstance(message, bytes):
+                continue
+            body = json.loads(message)
+            if body["type"] == "config":
+                await configs.put(body)
+            else:
+                log.take(body)
+
     async with websockets.connect(ws_url, max_size=None, compression=None) as ws:
-
-        async def receive() -> None:
-            nonlocal frame_errors, last_answer
-            async for message in ws:
-                if isinstance(message, bytes):
-                    continue
-                body = json.loads(message)
-                if body["type"] == "depth":
-                    latencies.append(time.perf_counter() - sent_at[body["seq"]])
-                    answered_seqs.append(body["seq"])
-                    infer_ms.append(body["timings_ms"]["infer"])
-                    bridge_ms.append(body["timings_ms"]["total"])
-                    last_answer = time.perf_counter()
-                elif body["type"] == "error":
-                    errors[body["code"]] += 1
-                    # a rate-limited frame is also counted in "dropped"
-                    if "seq" in body and body["code"] != "rate_limited":
-                        frame_errors += 1
-                elif body["type"] == "config":
-                    await configs.put(body)
-
-        receiver = asyncio.create_task(receive())
+        receiver = asyncio.create_task(receive(ws))
         await ws.send(json.dumps({"type": "config", "model": model}))
         await asyncio.wait_for(configs.get(), 30)
         seq, start = 0, time.perf_counter()
         while time.perf_counter() - start < duration_s:
-            sent_at[seq] = time.perf_counter()
+            log.sent_at[seq] = time.perf_counter()
             await ws.send(frames[seq % len(frames)])
             seq += 1
             await asyncio.sleep(max(0.0, start + seq / fps - time.perf_counter()))
@@ -91,24 +122,7 @@ async def camera(ws_url: str, model: str, frames: list[bytes], fps: float, durat
         await ws.send(json.dumps({"type": "config"}))
         accounts = await asyncio.wait_for(configs.get(), 30)
         receiver.cancel()
-    answered = len(latencies)
-    return {
-        "sent": len(sent_at),
-        "received": accounts["received"],
-        "answered": answered,
-        "dropped": accounts["dropped"],
-        "frame_errors": frame_errors,
-        "errors": dict(errors),
-        "unaccounted": len(sent_at) - answered - accounts["dropped"] - frame_errors,
-        "latencies": latencies,
-        # without the last frame sent: once the camera stops, nothing newer replaces it, so it
-        # waits its turn behind every other stream (up to clients x the model's time)
-        "live_latencies": [
-            x for x, seq in zip(latencies, answered_seqs, strict=True) if seq != len(sent_at) - 1
-        ],
-        "infer_ms": infer_ms,
-        "bridge_ms": bridge_ms,
-    }
+    return log.summary(accounts)
 
 
 async def phase(

@@ -186,66 +186,65 @@ def measure_bridge(ws_url: str, onnx_path: Path, model: str, height: int, width:
     return Cost(model, "bridge", height, width, 1, f"{net[1]}x{net[0]}", statistics.median(times), memory)
 
 
-def search(triton: EmbeddedTriton, repository: Path, ws_url: str, quick: bool, progress=None) -> dict:
-    """Every model of CHECKPOINTS: the grid over direct gRPC, then the costliest shape through
-    the bridge and as the largest batch, each against 640x480 the same way."""
+def scan_grid(client, onnx_path: Path, model: str, quick: bool, progress=None) -> list[Cost]:
+    """One measurement per candidate shape; each is new to the server when first sent."""
+    grid = []
+    for height, width in candidate_shapes(quick):
+        grid.append(measure_grpc(client, onnx_path, model, height, width, 1, 1))
+        if progress:
+            progress(grid[-1])
+    return grid
+
+
+def costliest(client, onnx_path: Path, model: str, grid: list[Cost], by, repeats: int) -> Cost:
+    """One measurement each ranks the grid; the top three are measured again, with repeats."""
+    top = sorted(grid, key=by)[-3:]
+    return max((measure_grpc(client, onnx_path, model, c.height, c.width, 1, repeats) for c in top), key=by)
+
+
+def search_model(client, onnx_path: Path, model: str, ws_url: str, quick: bool, progress=None) -> dict:
+    """The grid over direct gRPC, then the costliest shape through the bridge and as the largest
+    batch, each against 640x480 the same way. The order matters: cold figures need new shapes."""
     repeats = 1 if quick else 3
-    report: dict = {"models": {}}
+    grid = scan_grid(client, onnx_path, model, quick, progress)
+    # the cold ranking, then the costliest's first-time cost again, on neighbours never seen
+    # (one request is noisy)
+    ranked = max(grid, key=lambda c: c.first_ms)
+    worst_cold = measure_cold(client, onnx_path, model, ranked.height, ranked.width, 1 if quick else 3)
+    base_cold = next(c for c in grid if (c.height, c.width) == BASELINE)
+    attacker = measure_new_shapes(client, model, 5 if quick else 10)
+    base = measure_grpc(client, onnx_path, model, *BASELINE, 1, repeats)  # the baseline, warm
+    worst_time = costliest(client, onnx_path, model, grid, lambda c: c.ms, repeats)
+    worst_memory = costliest(client, onnx_path, model, grid, lambda c: c.peak_mb, repeats)
+    shape = (worst_time.height, worst_time.width)
+    batch = measure_grpc(client, onnx_path, model, *shape, MAX_BATCH_SIZE, repeats)
+    bridge_base = measure_bridge(ws_url, onnx_path, model, *BASELINE, repeats + 1)
+    bridge_worst = measure_bridge(ws_url, onnx_path, model, *shape, repeats + 1)
+    return {
+        "grid": [asdict(c) for c in grid],
+        "rows": [
+            _row("gRPC, 640x480 the first time", base_cold, base, cold=True),
+            _row("gRPC, costliest shape the first time (median of 3 new)", worst_cold, base, cold=True),
+            _row("gRPC, a new shape every request (median)", attacker, base, memory=False),
+            _row("gRPC, costliest time (warm)", worst_time, base),
+            _row("gRPC, costliest memory", worst_memory, base),
+            _row(f"gRPC, batch of {MAX_BATCH_SIZE} (per image)", batch, base, per=MAX_BATCH_SIZE),
+            _row("bridge, costliest", bridge_worst, bridge_base),
+        ],
+    }
+
+
+def search(triton: EmbeddedTriton, repository: Path, ws_url: str, quick: bool, progress=None) -> dict:
+    """Every model of CHECKPOINTS, one after the other."""
     with grpcclient.InferenceServerClient(triton.settings.grpc_url) as client:
-        for model in CHECKPOINTS:
-            onnx_path = repository / model / "1" / "model.onnx"
-            grid = []
-            for height, width in candidate_shapes(quick):
-                grid.append(measure_grpc(client, onnx_path, model, height, width, 1, 1))
-                if progress:
-                    progress(grid[-1])
-            # every grid shape was new to the server when first sent: the cold ranking, then the
-            # costliest's first-time cost again, on neighbours never seen (one request is noisy)
-            ranked = max(grid, key=lambda c: c.first_ms)
-            worst_cold = measure_cold(
-                client, onnx_path, model, ranked.height, ranked.width, 1 if quick else 3
-            )
-            base_cold = next(c for c in grid if (c.height, c.width) == BASELINE)
-            attacker = measure_new_shapes(client, model, 5 if quick else 10)
-            # the baseline warm, and the costliest measured again with repeats
-            base = measure_grpc(client, onnx_path, model, *BASELINE, 1, repeats)
-            # one measurement each ranks the grid; the top three are measured again, with repeats
-            worst_time = max(
-                (
-                    measure_grpc(client, onnx_path, model, c.height, c.width, 1, repeats)
-                    for c in sorted(grid, key=lambda c: c.ms)[-3:]
-                ),
-                key=lambda c: c.ms,
-            )
-            worst_memory = max(
-                (
-                    measure_grpc(client, onnx_path, model, c.height, c.width, 1, repeats)
-                    for c in sorted(grid, key=lambda c: c.peak_mb)[-3:]
-                ),
-                key=lambda c: c.peak_mb,
-            )
-            batch = measure_grpc(
-                client, onnx_path, model, worst_time.height, worst_time.width, MAX_BATCH_SIZE, repeats
-            )
-            bridge_base = measure_bridge(ws_url, onnx_path, model, *BASELINE, repeats + 1)
-            bridge_worst = measure_bridge(
-                ws_url, onnx_path, model, worst_time.height, worst_time.width, repeats + 1
-            )
-            report["models"][model] = {
-                "grid": [asdict(c) for c in grid],
-                "rows": [
-                    _row("gRPC, 640x480 the first time", base_cold, base, cold=True),
-                    _row(
-                        "gRPC, costliest shape the first time (median of 3 new)", worst_cold, base, cold=True
-                    ),
-                    _row("gRPC, a new shape every request (median)", attacker, base, memory=False),
-                    _row("gRPC, costliest time (warm)", worst_time, base),
-                    _row("gRPC, costliest memory", worst_memory, base),
-                    _row(f"gRPC, batch of {MAX_BATCH_SIZE} (per image)", batch, base, per=MAX_BATCH_SIZE),
-                    _row("bridge, costliest", bridge_worst, bridge_base),
-                ],
+        return {
+            "models": {
+                model: search_model(
+                    client, repository / model / "1" / "model.onnx", model, ws_url, quick, progress
+                )
+                for model in CHECKPOINTS
             }
-    return report
+        }
 
 
 def _row(label: str, cost: Cost, base: Cost, per: int = 1, cold: bool = False, memory: bool = True) -> dict:

@@ -183,6 +183,45 @@ async def infer_batch(
     return result.as_numpy(OUTPUT_NAME)
 
 
+async def produce(frames, batch: int, places: asyncio.Semaphore, pending: asyncio.Queue, request) -> None:
+    """Read batches and start their requests, one per free place; then None (or a reading error)."""
+    try:
+        source = batches(frames, batch)
+        while True:
+            await places.acquire()
+            chunk = await asyncio.to_thread(next, source, None)
+            if chunk is None:
+                break
+            pending.put_nowait(asyncio.create_task(request(chunk)))
+    except Exception as exc:  # an unreadable image: the writer stops there and says why
+        pending.put_nowait(exc)
+    finally:
+        pending.put_nowait(None)
+
+
+async def write_in_order(pending: asyncio.Queue, writer: Writer, places: asyncio.Semaphore, progress) -> int:
+    """Write each request's frames, the oldest request first, freeing its place; the frames written."""
+    written = 0
+    while (item := await pending.get()) is not None:
+        if isinstance(item, Exception):
+            raise item
+        chunk, depths = await item
+        for (name, rgb), depth in zip(chunk, depths, strict=True):
+            await asyncio.to_thread(writer.write, name, rgb, depth)
+        places.release()
+        written += len(chunk)
+        progress(len(chunk))
+    return written
+
+
+def abandon(pending: asyncio.Queue) -> None:
+    """On an error: requests still in flight are cancelled."""
+    while not pending.empty():
+        item = pending.get_nowait()
+        if isinstance(item, asyncio.Task):
+            item.cancel()
+
+
 async def run(job: Job, quiet: bool = False) -> Outcome:
     video = is_video(job.source)
     if video:
@@ -191,54 +230,27 @@ async def run(job: Job, quiet: bool = False) -> Outcome:
         (frames, count), fps = read_folder(job.source), 0.0
     writer = Writer(job, fps, video)
     client = grpcaio.InferenceServerClient(job.url)
-    outcome = Outcome()
+    outcome = Outcome(in_flight=job.in_flight)
     try:
         outcome.batch = await batch_size_for(client, job.model, job.batch)
-        outcome.in_flight = job.in_flight
+
+        async def request(chunk: list[tuple[str, np.ndarray]]) -> tuple[list, np.ndarray]:
+            images = np.stack([rgb for _, rgb in chunk])
+            return chunk, await infer_batch(client, job.model, images, job.timeout_s)
+
         # a place is taken when a batch is read and freed once it is written: at most
         # in_flight x batch frames are held, however slow the writing
         places = asyncio.Semaphore(job.in_flight)
         pending: asyncio.Queue = asyncio.Queue()  # requests in order; a reading error; then None
-        bar = tqdm(total=count or None, unit="frame", disable=quiet, desc=job.model)
-
-        async def one(batch: list[tuple[str, np.ndarray]]) -> tuple[list, np.ndarray]:
-            images = np.stack([rgb for _, rgb in batch])
-            return batch, await infer_batch(client, job.model, images, job.timeout_s)
-
-        async def produce() -> None:
-            try:
-                source = batches(frames, outcome.batch)
-                while True:
-                    await places.acquire()
-                    batch = await asyncio.to_thread(next, source, None)
-                    if batch is None:
-                        break
-                    pending.put_nowait(asyncio.create_task(one(batch)))
-            except Exception as exc:  # an unreadable image: the writer stops there and says why
-                pending.put_nowait(exc)
-            finally:
-                pending.put_nowait(None)
-
         started = time.perf_counter()
-        producer = asyncio.create_task(produce())
-        try:
-            while (item := await pending.get()) is not None:
-                if isinstance(item, Exception):
-                    raise item
-                batch, depths = await item  # in order: the oldest request first
-                for (name, rgb), depth in zip(batch, depths, strict=True):
-                    await asyncio.to_thread(writer.write, name, rgb, depth)
-                places.release()
-                outcome.frames += len(batch)
-                bar.update(len(batch))
-        finally:
-            producer.cancel()
-            while not pending.empty():  # on an error: requests still in flight are abandoned
-                item = pending.get_nowait()
-                if isinstance(item, asyncio.Task):
-                    item.cancel()
+        producer = asyncio.create_task(produce(frames, outcome.batch, places, pending, request))
+        with tqdm(total=count or None, unit="frame", disable=quiet, desc=job.model) as bar:
+            try:
+                outcome.frames = await write_in_order(pending, writer, places, bar.update)
+            finally:
+                producer.cancel()
+                abandon(pending)
         outcome.seconds = time.perf_counter() - started
-        bar.close()
     finally:
         writer.close()
         await client.close()

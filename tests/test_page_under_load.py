@@ -12,6 +12,8 @@ import threading
 import time
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from starlette import status
 from websockets.sync.client import connect
 
 from depthstream.contract import MODELS
@@ -25,12 +27,21 @@ DA = MODELS["depth_anything_v2_small"]
 SLOW_MS = 300  # each run of the tiny model takes this long: a slow machine, on purpose
 TOKEN = "a-test-token-of-32-characters-00"
 
-# every WebSocket the page opens, and every /api/models it asks for, counted in the page itself
+# every WebSocket the page opens, the code each one closed with, every /api/models it asks for,
+# and every text its banner showed (a banner may show for a second only: the test reads the history)
 COUNT_ATTEMPTS = """
-window.__sockets = 0; window.__apiCalls = 0;
+window.__sockets = 0; window.__apiCalls = 0; window.__closeCodes = []; window.__banners = [];
 const NativeWebSocket = window.WebSocket;
 window.WebSocket = class extends NativeWebSocket {
-  constructor(...args) { super(...args); window.__sockets += 1; } };
+  constructor(...args) {
+    super(...args); window.__sockets += 1;
+    this.addEventListener("close", (event) => window.__closeCodes.push(event.code));
+  } };
+document.addEventListener("DOMContentLoaded", () => {
+  const text = document.getElementById("banner-text");
+  new MutationObserver(() => window.__banners.push(text.textContent))
+    .observe(text, { childList: true, characterData: true, subtree: true });
+});
 const nativeFetch = window.fetch;
 window.fetch = (url, ...rest) => { if (String(url).includes("api/models")) window.__apiCalls += 1; return nativeFetch(url, ...rest); };
 """
@@ -67,6 +78,18 @@ def frames(page) -> int:
 
 def banner(page) -> str:
     return page.inner_text("#banner") if page.is_visible("#banner") else ""
+
+
+def banner_said(page, words: str, timeout_ms: int = 30_000) -> str:
+    """The first banner text with these words, read from the page's history: a banner may show for
+    a second only (until the next attempt's outcome replaces it)."""
+    js = f"window.__banners.find((text) => text.includes({words!r}))"
+    try:
+        page.wait_for_function(f"{js} !== undefined", timeout=timeout_ms)
+    except PlaywrightTimeout:
+        history = page.evaluate("[window.__banners, window.__closeCodes]")
+        pytest.fail(f"the banner never said {words!r}: it said {history[0]}; sockets closed with {history[1]}")
+    return page.evaluate(js)
 
 
 class CameraLike:
@@ -241,10 +264,9 @@ def test_closes_without_a_message_get_the_pages_own_words(browser, triton):
     with RunningBridge(small) as bridge, open_page(browser, bridge.url + "/") as page:
         page.wait_for_selector("#model:not([disabled])")
         page.click("#start")
-        page.wait_for_function(
-            "document.getElementById('banner-text').textContent.includes('larger than the server accepts')"
-        )
-        assert "2048 bytes" in banner(page) and "smaller capture size" in banner(page)
+        said = banner_said(page, "larger than the server accepts")
+        assert "2048 bytes" in said and "smaller capture size" in said
+        assert status.WS_1009_MESSAGE_TOO_BIG in page.evaluate("window.__closeCodes")
 
     with (
         RunningBridge(bridge_settings(triton.settings.grpc_url)) as bridge,
@@ -254,8 +276,9 @@ def test_closes_without_a_message_get_the_pages_own_words(browser, triton):
         page.click("#start")
         page.wait_for_function("Number(document.getElementById('frames').textContent) > 0", timeout=60_000)
         bridge.server.should_exit = True  # drains: streams close with 1001
-        page.wait_for_function("document.getElementById('banner-text').textContent.includes('shutting down')")
-        assert "reconnecting in" in banner(page)
+        said = banner_said(page, "shutting down")
+        assert "reconnecting in" in said
+        assert page.evaluate("window.__closeCodes")[0] == status.WS_1001_GOING_AWAY
 
 
 def test_the_page_resumes_by_itself_after_triton_is_killed_and_restarted(browser, tiny_repository, tmp_path):
