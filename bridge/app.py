@@ -99,6 +99,7 @@ def describe(name: str) -> dict:
         "output": {"name": OUTPUT_NAME, "datatype": "FP32", "shape": ["N", "H", "W"]},
         "checkpoint": spec.checkpoint,
         "precision": str(spec.precision),
+        "depth": spec.depth_meaning,  # relative inverse depth, or metres
         "network_input": {
             "size": spec.resize.size,
             "keep_aspect": spec.resize.keep_aspect,

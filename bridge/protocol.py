@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from depthstream.contract import MODELS
+from depthstream.contract import MODELS, DepthKind
 from depthstream.render.colorize import COLORMAPS
 
 MAX_CONTROL_BYTES = 4096
@@ -165,11 +165,14 @@ def depth_message(
     output: str = DEFAULT_OUTPUT,
     raw: dict | None = None,
     colormap: str | None = None,
+    kind: DepthKind = DepthKind.RELATIVE,
+    display_range: tuple[float, float] | None = None,
 ) -> str:
     body = {
         "type": "depth",
         "seq": seq,
         "model": model,
+        "depth": str(kind),  # relative (larger is closer) or metric (metres, larger is farther)
         "colormap": colormap,  # the one this JPEG is drawn with (a switch takes effect in order)
         "dropped": dropped,
         "timings_ms": {stage: round(ms, 2) for stage, ms in timings_ms.items()},
@@ -178,6 +181,10 @@ def depth_message(
         "random_weights": random_weights,
         "binary": list(OUTPUTS[output]),  # the binary messages that follow, in order
     }
+    if display_range is not None:
+        # the colorbar's ends for this JPEG, in the model's units: bright (near) to dark (far)
+        near, far = display_range if kind is DepthKind.METRIC else display_range[::-1]
+        body["colorbar"] = {"near": round(near, 4), "far": round(far, 4), "units": kind.units}
     if raw is not None:
         body["raw"] = raw
     return dump(body)

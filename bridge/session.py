@@ -40,6 +40,15 @@ class Request:
     output: str
 
 
+@dataclass
+class Rendered:
+    """What a frame's depth header says of its binaries: the colorized JPEG's display range
+    (near, far ends of the colorbar, in the model's units) and the raw depth's header."""
+
+    display_range: tuple[float, float] | None = None
+    raw: dict | None = None
+
+
 @dataclass(frozen=True)
 class Frame:
     seq: int
@@ -167,6 +176,7 @@ class StreamSession:
                     "models": list(MODELS),
                     "ready": self.ready_models,  # of those, the ones served now
                     "model": self.model,
+                    "depth": MODELS[self.model].depth_meaning,  # what the stream's depth means
                     "colormap": self.colormap,
                     "colormaps": list(COLORMAPS),
                     "output": self.output,
@@ -242,6 +252,7 @@ class StreamSession:
                 {
                     "type": "config",
                     "model": self.model,
+                    "depth": MODELS[self.model].depth_meaning,
                     "colormap": self.colormap,
                     "output": self.output,
                     "random_weights": self.random_weights,
@@ -289,13 +300,11 @@ class StreamSession:
                 if frame is None:
                     return
                 rgb, depth, timings = await self._infer(turn, frame)
-            binaries, raw = await asyncio.to_thread(
-                self.render, depth, request.colormap, request.output, timings
-            )
+            binaries, rendered = await asyncio.to_thread(self.render, depth, request, timings)
         except (ProtocolError, TritonError) as exc:
             await self._fail(frame, exc)
             return
-        await self._answer(frame, request, rgb, binaries, raw, timings)
+        await self._answer(frame, request, rgb, binaries, rendered, timings)
 
     def _take_for(self, turn: Turn) -> Frame | None:
         """The frame in the slot, now that its turn came; None when there is none or when it
@@ -345,7 +354,7 @@ class StreamSession:
         request: Request,
         rgb: np.ndarray,
         binaries: list[bytes],
-        raw: dict | None,
+        rendered: Rendered,
         timings: dict[str, float],
     ) -> None:
         timings["total"] = _ms_since(frame.received_at)
@@ -359,36 +368,40 @@ class StreamSession:
             height,
             self.random_weights_of.get(request.model, False),
             request.output,
-            raw,
+            rendered.raw,
             request.colormap,
+            MODELS[request.model].depth,
+            rendered.display_range,
         )
         await self._send(header, *binaries, notice=True)  # the JSON and its binaries adjacent
         self.metrics.frames_answered.labels(request.model).inc()
         self.metrics.observe(timings)
 
     def render(
-        self, depth: np.ndarray, colormap: str, output: str, timings: dict[str, float]
-    ) -> tuple[list[bytes], dict | None]:
-        """(binary messages in the protocol's order, the raw header or None), in a worker thread;
-        refuses NaN/Inf-only output."""
+        self, depth: np.ndarray, request: Request, timings: dict[str, float]
+    ) -> tuple[list[bytes], Rendered]:
+        """(binary messages in the protocol's order, what the header says of them), in a worker
+        thread; refuses NaN/Inf-only output."""
         binaries: list[bytes] = []
-        raw = None
+        rendered = Rendered()
+        kind = MODELS[request.model].depth
         try:
-            if "jpeg" in protocol.OUTPUTS[output]:
+            if "jpeg" in protocol.OUTPUTS[request.output]:
                 start = time.perf_counter()
-                bgr = colorize(depth, colormap, self.smoother, require_finite=True)
+                bgr = colorize(depth, request.colormap, self.smoother, require_finite=True, kind=kind)
+                rendered.display_range = self.smoother.range
                 timings["colorize"] = _ms_since(start)
                 start = time.perf_counter()
                 binaries.append(images.encode_jpeg(bgr, self.settings.jpeg_quality))
                 timings["encode"] = _ms_since(start)
-            if raw_depth.ENCODING in protocol.OUTPUTS[output]:
+            if raw_depth.ENCODING in protocol.OUTPUTS[request.output]:
                 start = time.perf_counter()
-                payload, raw = raw_depth.encode(depth)
+                payload, rendered.raw = raw_depth.encode(depth, kind)
                 binaries.append(payload)
                 timings["raw"] = _ms_since(start)
         except NoFiniteDepth:  # colorize and the raw encoding both refuse an all-NaN/Inf depth
             raise BadOutput("the model returned no finite depth for this frame") from None
-        return binaries, raw
+        return binaries, rendered
 
     def close(self) -> None:
         self.pool.release(self.gateway)

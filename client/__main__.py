@@ -7,7 +7,8 @@ comes back at that size), and prints the round trip and the server's own compute
 
 Given a video file or a folder of images instead, it writes a depth video (or a folder of depth
 images), side by side with the input with ``--side-by-side``, the raw depth of every frame with
-``--raw-dir``, with batches and several requests in flight (client/frames.py), a progress bar
+``--raw-dir``, a coloured point cloud of every frame with ``--ply`` (binary PLY and the
+intrinsics as JSON: metres for a metric model), with batches and several requests in flight (client/frames.py), a progress bar
 and a final line with frames per second.
 """
 
@@ -30,7 +31,7 @@ from depthstream.contract import (
     MODELS,
     OUTPUT_NAME,
 )
-from depthstream.render import raw_depth
+from depthstream.render import pointcloud, raw_depth
 from depthstream.render.colorize import COLORMAPS, DEFAULT_COLORMAP, colorize
 from depthstream.request import depth_request
 
@@ -68,6 +69,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address")
     parser.add_argument("--colormap", choices=list(COLORMAPS), default=DEFAULT_COLORMAP)
     parser.add_argument("--output-dir", type=Path, default=None, help="one image: default beside the image")
+    parser.add_argument(
+        "--ply",
+        type=Path,
+        metavar="DIR",
+        help="also write each frame as a coloured point cloud: DIR/NAME.ply and NAME.json (intrinsics)",
+    )
+    parser.add_argument(
+        "--hfov",
+        type=float,
+        default=pointcloud.DEFAULT_HFOV_DEG,
+        metavar="DEG",
+        help="the camera's horizontal field of view for --ply (default: %(default)g, a typical webcam)",
+    )
     many = parser.add_argument_group("a video or a folder")
     many.add_argument(
         "--output",
@@ -76,7 +90,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     many.add_argument("--side-by-side", action="store_true", help="the input beside its depth")
     many.add_argument(
-        "--raw-dir", type=Path, help="also write each frame's raw depth (16-bit PNG + ranges.json)"
+        "--raw-dir",
+        type=Path,
+        help="also write each frame's raw depth (16-bit PNG, its range in text chunks)",
     )
     many.add_argument(
         "--batch",
@@ -90,6 +106,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.batch is not None and args.batch < 1) or args.in_flight < 1:
         parser.error("--batch and --in-flight must be at least 1")
+    if not pointcloud.MIN_HFOV_DEG <= args.hfov <= pointcloud.MAX_HFOV_DEG:
+        parser.error(f"--hfov must be {pointcloud.MIN_HFOV_DEG:g} to {pointcloud.MAX_HFOV_DEG:g} degrees")
     return args
 
 
@@ -108,6 +126,8 @@ def run_many(args: argparse.Namespace) -> int:
         args.raw_dir,
         args.batch,
         args.in_flight,
+        ply_dir=args.ply,
+        hfov_deg=args.hfov,
     )
     try:
         outcome = asyncio.run(frames.run(job))
@@ -118,6 +138,7 @@ def run_many(args: argparse.Namespace) -> int:
         print(f"error: Triton at {args.url}: {exc.message()}", file=sys.stderr)
         return 1
     raw = f", raw depth in {args.raw_dir}" if args.raw_dir else ""
+    raw += f", point clouds in {args.ply}" if args.ply else ""
     print(
         f"{outcome.frames} frames in {outcome.seconds:.1f} s: {outcome.fps:.2f} frames/s "
         f"({args.model}, batches of {outcome.batch}, {outcome.in_flight} in flight) -> {output}{raw}"
@@ -153,8 +174,14 @@ def main(argv: list[str] | None = None) -> int:
         client.close()
     color_path = out_dir / f"{args.image.stem}.{args.model}.png"
     raw_path = out_dir / f"{args.image.stem}.{args.model}.depth16.png"
-    cv2.imwrite(str(color_path), colorize(depth, args.colormap))
-    raw_depth.write_png16(raw_path, depth, model=args.model)
+    kind = MODELS[args.model].depth
+    cv2.imwrite(str(color_path), colorize(depth, args.colormap, kind=kind))
+    raw_depth.write_png16(raw_path, depth, model=args.model, units=kind.units)
+    if args.ply is not None:
+        args.ply.mkdir(parents=True, exist_ok=True)
+        stem = args.ply / f"{args.image.stem}.{args.model}"
+        pointcloud.write_cloud(stem, depth, rgb, args.model, kind, args.hfov, frame=args.image.name)
+        print(f"wrote {stem}.ply and {stem}.json (the intrinsics; units: {kind.units})")
     server_ms = (after[1] - before[1]) / 1e6 if after[0] > before[0] else float("nan")
     print(
         f"{args.model}: {rgb.shape[1]}x{rgb.shape[0]} -> depth {depth.shape[1]}x{depth.shape[0]}, "

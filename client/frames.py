@@ -25,9 +25,10 @@ from depthstream.contract import (
     MAX_BATCH_SIZE,
     MAX_IMAGE_PIXELS,
     MAX_IMAGE_SIDE,
+    MODELS,
     OUTPUT_NAME,
 )
-from depthstream.render import raw_depth
+from depthstream.render import pointcloud, raw_depth
 from depthstream.render.colorize import RangeSmoother, colorize
 from depthstream.request import depth_request
 
@@ -46,6 +47,8 @@ class Job:
     batch: int | None = None  # None: what pays for this model (batch_size_for); capped by its max
     in_flight: int = 2
     timeout_s: float = 60.0
+    ply_dir: Path | None = None  # a coloured point cloud per frame (depthstream.render.pointcloud)
+    hfov_deg: float = pointcloud.DEFAULT_HFOV_DEG
 
 
 @dataclass
@@ -137,11 +140,13 @@ class Writer:
         self.writer: cv2.VideoWriter | None = None
         if not video:
             job.output.mkdir(parents=True, exist_ok=True)
-        if job.raw_dir is not None:
-            job.raw_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (job.raw_dir, job.ply_dir):
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+        self.kind = MODELS[job.model].depth
 
     def write(self, name: str, rgb: np.ndarray, depth: np.ndarray) -> None:
-        picture = colorize(depth, self.job.colormap, self.smoother)
+        picture = colorize(depth, self.job.colormap, self.smoother, kind=self.kind)
         if self.job.side_by_side:
             picture = np.hstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), picture])
         if self.video:
@@ -156,7 +161,18 @@ class Writer:
         else:
             cv2.imwrite(str(self.job.output / f"{name}.png"), picture)
         if self.job.raw_dir is not None:
-            raw_depth.write_png16(self.job.raw_dir / f"{name}.png", depth, model=self.job.model, frame=name)
+            raw_depth.write_png16(
+                self.job.raw_dir / f"{name}.png",
+                depth,
+                model=self.job.model,
+                frame=name,
+                units=self.kind.units,
+            )
+        if self.job.ply_dir is not None:
+            job = self.job
+            pointcloud.write_cloud(
+                job.ply_dir / name, depth, rgb, job.model, self.kind, job.hfov_deg, frame=name
+            )
 
     def close(self) -> None:
         if self.writer is not None:

@@ -1,7 +1,8 @@
 """The model contract: one source of truth for export, configs, bridge, clients and tests.
 
-Every served model takes raw RGB pixels and returns relative inverse depth (larger = closer)
-at the input's own size. Preprocessing (resize + normalize) and the resize back are fused into
+Every served model takes raw RGB pixels and returns depth at the input's own size: relative
+inverse depth (larger = closer, no unit) or, for the metric models, metres from the camera
+(larger = farther); ``ModelSpec.depth`` says which. Preprocessing (resize + normalize) and the resize back are fused into
 the exported graph, so a client never needs to know a model's input resolution.
 """
 
@@ -95,6 +96,21 @@ class OutputResize:
     align_corners: bool
 
 
+class DepthKind(enum.StrEnum):
+    """What a model's DEPTH means."""
+
+    RELATIVE = "relative"  # relative inverse depth: larger is closer; no unit, no fixed scale
+    METRIC = "metric"  # distance along the optical axis, in metres: larger is farther
+
+    @property
+    def units(self) -> str:
+        return "m" if self is DepthKind.METRIC else "relative"
+
+    @property
+    def larger(self) -> str:
+        return "farther" if self is DepthKind.METRIC else "closer"
+
+
 class Precision(enum.StrEnum):
     FP32 = "fp32"
     INT8 = "int8"  # ONNX Runtime dynamic quantization of the MatMuls (CPU)
@@ -115,6 +131,16 @@ class ModelSpec:
     std: tuple[float, float, float]
     output_resize: OutputResize
     precision: Precision = Precision.FP32
+    depth: DepthKind = DepthKind.RELATIVE
+    max_depth_m: int | None = None  # a metric head's ceiling: sigmoid x max_depth
+
+    @property
+    def depth_meaning(self) -> dict:
+        """What DEPTH means, as every client reads it (/api/models, hello, headers, config)."""
+        meaning = {"kind": str(self.depth), "units": self.depth.units, "larger": self.depth.larger}
+        if self.max_depth_m is not None:
+            meaning["max_m"] = self.max_depth_m
+        return meaning
 
     @property
     def fp32_twin(self) -> str:
@@ -153,10 +179,37 @@ MIDAS_DPT_BEIT_BASE_384 = ModelSpec(
     output_resize=OutputResize(Interpolation.BICUBIC, align_corners=False),
 )
 
-# The checkpoints: what `python -m export --model` chooses between.
+
+def _metric(setting: str, max_depth_m: int) -> ModelSpec:
+    """Depth-Anything-V2's metric siblings: the same ViT-S backbone and preprocessing (the official
+    metric_depth infer_image: 518, keep aspect, multiple of 14, bicubic, ImageNet normalization;
+    depth resized back bilinear, align_corners=True), a head ending in sigmoid x max_depth."""
+    name = f"depth_anything_v2_metric_{setting.lower()}_small"
+    return replace(
+        DEPTH_ANYTHING_V2_SMALL,
+        name=name,
+        title=f"Depth-Anything-V2-Metric-{setting}-Small",
+        checkpoint=name,
+        hub_id=f"depth-anything/Depth-Anything-V2-Metric-{setting}-Small-hf",
+        depth=DepthKind.METRIC,
+        max_depth_m=max_depth_m,
+    )
+
+
+DEPTH_ANYTHING_V2_METRIC_INDOOR_SMALL = _metric("Indoor", 20)  # trained on Hypersim: rooms
+DEPTH_ANYTHING_V2_METRIC_OUTDOOR_SMALL = _metric("Outdoor", 80)  # trained on Virtual KITTI 2: streets
+
+# The reference checkpoints: relative depth, always exported, compared side by side by the bench.
 CHECKPOINTS: dict[str, ModelSpec] = {
     spec.name: spec for spec in (DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384)
 }
+# The metric checkpoints: exported by `make export` too, served where present (optional).
+METRIC_CHECKPOINTS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (DEPTH_ANYTHING_V2_METRIC_INDOOR_SMALL, DEPTH_ANYTHING_V2_METRIC_OUTDOOR_SMALL)
+}
+# What `python -m export --model` chooses between.
+EXPORTABLE: dict[str, ModelSpec] = {**CHECKPOINTS, **METRIC_CHECKPOINTS}
 
 # Quality presets: the network's input size is the CPU lever (tokens grow with the square of
 # the side). Depth Anything takes any multiple of 14; DPT-BEiT stays at its trained 384.
@@ -181,6 +234,7 @@ def _variants() -> list[ModelSpec]:
         DEPTH_ANYTHING_V2_SMALL,
         *(_preset(DEPTH_ANYTHING_V2_SMALL, s) for s in DEPTH_ANYTHING_PRESETS),
         MIDAS_DPT_BEIT_BASE_384,
+        *METRIC_CHECKPOINTS.values(),
     ]
     return [variant for spec in fp32 for variant in (spec, _int8(spec))]
 

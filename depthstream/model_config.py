@@ -35,6 +35,8 @@ def is_random_weights(config: mc.ModelConfig) -> bool:
 # Written into the served (embedded) config by serving.repository, read by the bridge: this
 # model's speed on the machine that serves it (depthstream.runtime measures it).
 MS_PER_FRAME_PARAM = "depthstream_ms_per_frame"
+# Written by the export from the contract: what DEPTH means (depth_kind, depth_units, ...).
+DEPTH_PARAM_PREFIX = "depth_"
 MEASURED_ON_PARAM = "depthstream_speed_measured_on"
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from depthstream import runtime
-from depthstream.contract import CHECKPOINTS, ModelSpec, Precision, variants_of
+from depthstream.contract import EXPORTABLE, ModelSpec, Precision, variants_of
 from export import configs, quantize, report
 from export.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from export.graph import FusedDepthModel, make_exportable
@@ -45,9 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
     parser.add_argument(
         "--model",
-        choices=[*CHECKPOINTS, "all"],
+        choices=[*EXPORTABLE, "all"],
         default="all",
-        help="which checkpoint to export, with its presets (default: all)",
+        help="which checkpoint to export, with its presets (default: all: relative and metric)",
     )
     parser.add_argument(
         "--weights",
@@ -292,11 +292,11 @@ class Exporter:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report.quiet_third_parties(args.verbose)
-    names = list(CHECKPOINTS) if args.model == "all" else [args.model]
+    names = list(EXPORTABLE) if args.model == "all" else [args.model]
     if args.random_weights:
         print("export: RANDOM WEIGHTS (smoke mode): the real architectures, MEANINGLESS depth")
     progress = Progress(0)
-    exporters = [Exporter(CHECKPOINTS[name], args, progress) for name in names]
+    exporters = [Exporter(EXPORTABLE[name], args, progress) for name in names]
     progress.total = sum(len(exporter.specs()) for exporter in exporters)
     rows: list[Row] = []
     try:

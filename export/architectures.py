@@ -21,10 +21,12 @@ from transformers import (
     PreTrainedModel,
 )
 
-from depthstream.contract import DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384, ModelSpec
+from depthstream.contract import DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384, DepthKind, ModelSpec
 
 
-def _depth_anything(hidden: int, layers: int, heads: int, neck: list[int], fusion: int, head: int):
+def _depth_anything(
+    spec: ModelSpec, hidden: int, layers: int, heads: int, neck: list[int], fusion: int, head: int
+):
     step = layers // 4
     backbone = Dinov2Config(
         hidden_size=hidden,
@@ -43,7 +45,9 @@ def _depth_anything(hidden: int, layers: int, heads: int, neck: list[int], fusio
             neck_hidden_sizes=neck,
             fusion_hidden_size=fusion,
             head_hidden_size=head,
-            depth_estimation_type="relative",
+            # a metric head ends in sigmoid x max_depth (metres); a relative one in ReLU
+            depth_estimation_type=str(spec.depth),
+            max_depth=spec.max_depth_m or 1,
         )
     )
 
@@ -76,18 +80,18 @@ def _dpt_beit(hidden: int, layers: int, heads: int, neck: list[int], fusion: int
 
 def build_full_size(spec: ModelSpec) -> PreTrainedModel:
     """The real architecture with random weights (Depth-Anything-V2-Small: ViT-S/14 DINOv2)."""
-    if spec.checkpoint == DEPTH_ANYTHING_V2_SMALL.name:
-        return _depth_anything(384, 12, 6, [48, 96, 192, 384], fusion=64, head=32)
-    if spec.checkpoint == MIDAS_DPT_BEIT_BASE_384.name:
+    if spec.model_type == DEPTH_ANYTHING_V2_SMALL.model_type:
+        return _depth_anything(spec, 384, 12, 6, [48, 96, 192, 384], fusion=64, head=32)
+    if spec.model_type == MIDAS_DPT_BEIT_BASE_384.model_type:
         return _dpt_beit(768, 12, 12, [96, 192, 384, 768], fusion=256)
     raise ValueError(f"no architecture for {spec.name}")
 
 
 def build_tiny(spec: ModelSpec) -> PreTrainedModel:
     """A tiny version of the same architecture, for tests (seconds to export on 2 cores)."""
-    if spec.checkpoint == DEPTH_ANYTHING_V2_SMALL.name:
-        return _depth_anything(32, 4, 2, [8, 16, 32, 32], fusion=16, head=8)
-    if spec.checkpoint == MIDAS_DPT_BEIT_BASE_384.name:
+    if spec.model_type == DEPTH_ANYTHING_V2_SMALL.model_type:
+        return _depth_anything(spec, 32, 4, 2, [8, 16, 32, 32], fusion=16, head=8)
+    if spec.model_type == MIDAS_DPT_BEIT_BASE_384.model_type:
         return _dpt_beit(32, 4, 2, [8, 16, 32, 32], fusion=16)
     raise ValueError(f"no architecture for {spec.name}")
 
@@ -98,12 +102,15 @@ def _last_conv(model: nn.Module) -> nn.Conv2d:
 
 
 @torch.no_grad()
-def give_head_structure(model: PreTrainedModel, calibration: torch.Tensor, seed: int = 0) -> None:
+def give_head_structure(
+    model: PreTrainedModel, calibration: torch.Tensor, seed: int = 0, shift: float = 3.0
+) -> None:
     """Rescale the head's last convolution so a random model's depth has visible structure.
 
     Randomly initialized heads give near-constant output, mostly clipped by the final ReLU.
     We project the features onto a random direction, standardize that projection on a
-    calibration batch and shift it positive, so outputs vary across the image.
+    calibration batch and shift it by ``shift``, so outputs vary across the image: positive
+    for a ReLU head, 0 for a metric head's sigmoid (kept out of its flat, saturated ends).
     """
     conv = _last_conv(model)
     captured: list[torch.Tensor] = []
@@ -117,7 +124,7 @@ def give_head_structure(model: PreTrainedModel, calibration: torch.Tensor, seed:
     projection = nn.functional.conv2d(features, direction)
     std = projection.std().clamp_min(1e-12)
     conv.weight.copy_(direction / std)
-    conv.bias.fill_(float(-projection.mean() / std) + 3.0)
+    conv.bias.fill_(float(-projection.mean() / std) + shift)
 
 
 def calibration_batch(size: int = 384) -> torch.Tensor:
@@ -132,5 +139,6 @@ def random_weights_model(spec: ModelSpec, tiny: bool = False, seed: int = 0) -> 
     """A seeded random-weight model whose depth has structure (smoke mode and tests)."""
     torch.manual_seed(seed)
     model = (build_tiny if tiny else build_full_size)(spec).eval()
-    give_head_structure(model, calibration_batch(), seed)
+    shift = 0.0 if spec.depth is DepthKind.METRIC else 3.0
+    give_head_structure(model, calibration_batch(), seed, shift)
     return model

@@ -71,6 +71,25 @@ def check_directory(spec: ModelSpec, directory: Path) -> None:
             f"({', '.join(architectures) or 'no architectures listed'}), but {spec.name} needs "
             f"{spec.architecture} (model_type {spec.model_type!r}, like {spec.hub_id})"
         )
+    check_depth_kind(spec, directory, config)
+
+
+def check_depth_kind(spec: ModelSpec, directory: Path, config: dict) -> None:
+    """A relative and a metric Depth Anything share model_type and architecture: refuse one for
+    the other (its depth would be served in the wrong units), and a metric head of another range."""
+    if spec.model_type != "depth_anything":
+        return
+    kind = config.get("depth_estimation_type", "relative")
+    if kind != str(spec.depth):
+        raise CheckpointError(
+            f"--weights {directory}: holds a {kind} depth checkpoint, but {spec.name} is {spec.depth} "
+            f"(like {spec.hub_id})"
+        )
+    if spec.max_depth_m is not None and config.get("max_depth") != spec.max_depth_m:
+        raise CheckpointError(
+            f"--weights {directory}: its metric head reaches {config.get('max_depth')} m, but {spec.name} "
+            f"is the {spec.max_depth_m} m model (like {spec.hub_id})"
+        )
 
 
 def load_pretrained(spec: ModelSpec, directory: Path, source: str) -> LoadedCheckpoint:

@@ -49,6 +49,9 @@ def _base(spec: ModelSpec, random_weights: bool) -> mc.ModelConfig:
     policy.default_timeout_microseconds = QUEUE_TIMEOUT_US
     policy.allow_timeout_override = True
     config.parameters[RANDOM_WEIGHTS_MARKER].string_value = "true" if random_weights else "false"
+    # what DEPTH means, for a client reading the config (Triton's model_config endpoints)
+    for key, value in spec.depth_meaning.items():
+        config.parameters[f"{model_config.DEPTH_PARAM_PREFIX}{key}"].string_value = str(value)
     return config
 
 

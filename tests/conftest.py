@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from depthstream.contract import CHECKPOINTS
+from depthstream.contract import EXPORTABLE
 from serving.triton import EmbeddedTriton, TritonSettings
 from tests.helpers import free_port
 
@@ -24,7 +24,7 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("checkpoints")
     paths = {}
-    for name, spec in CHECKPOINTS.items():
+    for name, spec in EXPORTABLE.items():
         paths[name] = root / name
         random_weights_model(spec, tiny=True).save_pretrained(paths[name])
     return paths

@@ -17,11 +17,14 @@ from transformers import AutoModelForDepthEstimation
 from depthstream import model_config, runtime
 from depthstream.contract import (
     DEPTH_ANYTHING_V2_SMALL,
+    METRIC_CHECKPOINTS,
     MIDAS_DPT_BEIT_BASE_384,
     MODELS,
+    DepthKind,
     ModelSpec,
     Precision,
 )
+from depthstream.model_config import parse
 from export import onnx_export
 from export.__main__ import main
 from export.onnx_export import relative_error
@@ -199,6 +202,46 @@ def test_wrong_architecture_is_refused(tiny_checkpoints, tmp_path, capsys):
     )
     assert code == 2 and "needs DPTForDepthEstimation" in text
     assert not (tmp_path / "repo" / "midas_dpt_beit_base_384").exists()
+
+
+@pytest.mark.parametrize(
+    "model,weights,says",
+    [
+        (
+            "depth_anything_v2_metric_indoor_small",
+            "depth_anything_v2_small",
+            "holds a relative depth checkpoint",
+        ),
+        (
+            "depth_anything_v2_small",
+            "depth_anything_v2_metric_indoor_small",
+            "holds a metric depth checkpoint",
+        ),
+        ("depth_anything_v2_metric_outdoor_small", "depth_anything_v2_metric_indoor_small", "reaches 20 m"),
+    ],
+)
+def test_a_checkpoint_of_the_other_depth_kind_is_refused(
+    tiny_checkpoints, tmp_path, capsys, model, weights, says
+):
+    """Relative and metric Depth Anything share an architecture: only the config tells them apart."""
+    args = ("--model", model, "--weights", str(tiny_checkpoints[weights]), "--output", str(tmp_path / "repo"))
+    code, text = run_export(capsys, *args)
+    assert code == 2 and says in text
+    assert not (tmp_path / "repo" / model).exists()
+
+
+@pytest.mark.parametrize("name", sorted(METRIC_CHECKPOINTS))
+def test_a_metric_model_answers_in_metres_within_its_range(sessions, tiny_repository, name):
+    spec = MODELS[name]
+    depth = sessions[name].run(["DEPTH"], {"IMAGE": photo(640, 480, "astronaut")[None]})[0]
+    assert spec.depth is DepthKind.METRIC and spec.max_depth_m in (20, 80)
+    # the random test head is kept out of the sigmoid's flat ends: depth spreads over the range
+    assert depth.min() > 0 and depth.max() < spec.max_depth_m
+    assert depth.max() - depth.min() > 0.1 * spec.max_depth_m
+    config = parse((tiny_repository / name / "config.pbtxt").read_text())
+    assert config.parameters["depth_kind"].string_value == "metric"
+    assert config.parameters["depth_units"].string_value == "m"
+    assert config.parameters["depth_max_m"].string_value == str(spec.max_depth_m)
 
 
 def test_weights_without_model_is_a_usage_error(tmp_path, capsys):

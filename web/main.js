@@ -34,6 +34,28 @@ function speedLabel(model) {
 }
 
 // --- models and colormaps from the bridge ------------------------------------------------------
+// the models by kind: relative depth (shape) and metric depth (metres) answer different questions
+const DEPTH_GROUPS = { relative: "Relative depth (shape: larger is closer)", metric: "Metric depth (metres)" };
+
+function modelOption(m) {
+  page.models[m.name] = m;
+  const option = new Option(`${m.title}${speedLabel(m)}${m.random_weights ? " (random weights)" : ""}${m.ready ? "" : " (not ready)"}`, m.name);
+  option.disabled = !m.ready;
+  if (m.recorded_ms) option.title = `observed on live traffic now: ${Math.round(m.ms_per_frame)} ms a frame (recorded: ${Math.round(m.recorded_ms)} ms on ${m.measured_on})`;
+  else if (m.ms_per_frame) option.title = `the model alone: ${Math.round(m.ms_per_frame)} ms per 640×480 frame, measured on ${m.measured_on}`;
+  return option;
+}
+
+function modelGroups(models) {
+  return Object.entries(DEPTH_GROUPS).map(([kind, label]) => {
+    const group = document.createElement("optgroup");
+    group.label = label;
+    group.dataset.kind = kind;
+    group.append(...models.filter((m) => (m.depth?.kind ?? "relative") === kind).map(modelOption));
+    return group;
+  }).filter((group) => group.children.length > 0);
+}
+
 // "ok", "retry" (server unreachable or no model ready), or "refused" (needs the user: a token)
 async function loadModels() {
   let response;
@@ -50,14 +72,7 @@ async function loadModels() {
   }
   if (!response.ok) return "retry";
   const info = await response.json();
-  ui.model.replaceChildren(...info.models.map((m) => {
-    page.models[m.name] = m;
-    const option = new Option(`${m.title}${speedLabel(m)}${m.random_weights ? " (random weights)" : ""}${m.ready ? "" : " (not ready)"}`, m.name);
-    option.disabled = !m.ready;
-    if (m.recorded_ms) option.title = `observed on live traffic now: ${Math.round(m.ms_per_frame)} ms a frame (recorded: ${Math.round(m.recorded_ms)} ms on ${m.measured_on})`;
-    else if (m.ms_per_frame) option.title = `the model alone: ${Math.round(m.ms_per_frame)} ms per 640×480 frame, measured on ${m.measured_on}`;
-    return option;
-  }));
+  ui.model.replaceChildren(...modelGroups(info.models));
   ui.modelWhy.textContent = info.default_reason ? `Starts on ${info.default_reason}` : "";
   const firstReady = info.models.find((m) => m.ready);
   ui.model.value = page.models[info.default_model]?.ready ? info.default_model : (firstReady?.name ?? info.default_model);

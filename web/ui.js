@@ -10,6 +10,7 @@ export const ui = {
   bannerAction: $("banner-action"), bannerRandom: $("banner-random"), status: $("status"),
   sourceLabel: $("source-label"), modelWhy: $("model-why"), colorbar: $("colorbar"),
   colorbarRamp: $("colorbar-ramp"), colorbarName: $("colorbar-name"),
+  colorbarNear: $("colorbar-near"), colorbarFar: $("colorbar-far"),
 };
 
 const TOKEN = new URLSearchParams(location.search).get("token"); // when the bridge requires one

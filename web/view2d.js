@@ -19,6 +19,14 @@ export function colormapApplies(applies) {
   ui.colormap.title = applies ? "" : "the 3D view colors each point with the camera's pixel";
 }
 
+// the colorbar's ends: in metres for a metric model (this frame's range), else "near" and "far"
+export function labelColorbar(colorbar) {
+  const metres = colorbar?.units === "m";
+  ui.colorbarNear.textContent = metres ? `near ${colorbar.near.toFixed(2)} m` : "near";
+  ui.colorbarFar.textContent = metres ? `far ${colorbar.far.toFixed(2)} m` : "far";
+  ui.colorbar.dataset.units = metres ? "m" : "relative";
+}
+
 // a new socket numbers its frames from 0 again
 export function forgetShown() { shown = { model: null, colormap: null, seq: -1 }; }
 
@@ -34,6 +42,7 @@ export async function drawDepth(header, jpeg) {
   ui.depth.getContext("2d").drawImage(bitmap, 0, 0);
   bitmap.close();
   shown = { model: header.model, colormap: header.colormap, seq: header.seq };
+  labelColorbar(header.colorbar);
   ui.depth.dataset.model = header.model;
   ui.depth.dataset.colormap = header.colormap ?? "";
   return true;

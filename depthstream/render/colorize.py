@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from depthstream.contract import DepthKind
+
 COLORMAPS: dict[str, int | None] = {
     "inferno": cv2.COLORMAP_INFERNO,
     "turbo": cv2.COLORMAP_TURBO,
@@ -58,16 +60,25 @@ class RangeSmoother:
             return 0.0, 1.0
         return self.low, self.high
 
+    @property
+    def range(self) -> tuple[float, float] | None:
+        """The (low, high) the last frame was drawn with; None before any."""
+        return None if self.low is None or self.high is None else (self.low, self.high)
+
     def reset(self) -> None:
         self.low = self.high = None
 
 
-def to_uint8(depth: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Map [low, high] to [0, 255] (saturating); NaN and Inf map to 0 (the far end)."""
+def to_uint8(depth: np.ndarray, low: float, high: float, kind: DepthKind = DepthKind.RELATIVE) -> np.ndarray:
+    """Map depth to [0, 255] (saturating), near bright and far dark for either kind: relative
+    [low, high] to [0, 255], metric (metres: larger is farther) [low, high] to [255, 0]. NaN and
+    Inf map to 0 (the far end)."""
     span = max(high - low, MIN_SPAN)
+    far = high if kind is DepthKind.METRIC else low
     if not np.isfinite(depth).all():
-        depth = np.nan_to_num(depth, nan=low, posinf=low, neginf=low)
-    return cv2.convertScaleAbs(depth, alpha=255.0 / span, beta=-low * 255.0 / span)
+        depth = np.nan_to_num(depth, nan=far, posinf=far, neginf=far)
+    gray = cv2.convertScaleAbs(depth, alpha=255.0 / span, beta=-low * 255.0 / span)
+    return cv2.bitwise_not(gray, dst=gray) if kind is DepthKind.METRIC else gray
 
 
 def apply_colormap(gray: np.ndarray, colormap: str) -> np.ndarray:
@@ -94,8 +105,10 @@ def colorize(
     colormap: str = DEFAULT_COLORMAP,
     smoother: RangeSmoother | None = None,
     require_finite: bool = False,
+    kind: DepthKind = DepthKind.RELATIVE,
 ) -> np.ndarray:
-    """Depth [H, W] float -> BGR uint8 [H, W, 3]; pass a smoother to keep colors stable.
+    """Depth [H, W] float -> BGR uint8 [H, W, 3], near bright and far dark (``kind`` says which
+    way the depth runs); pass a smoother to keep colors stable.
 
     Depth with no finite value gives a valid (flat) image, or NoFiniteDepth if required."""
     observed = depth_range(depth)
@@ -105,4 +118,4 @@ def colorize(
         low, high = smoother.update(observed)
     else:
         low, high = observed or (0.0, 1.0)
-    return apply_colormap(to_uint8(depth, low, high), colormap)
+    return apply_colormap(to_uint8(depth, low, high, kind), colormap)

@@ -1,7 +1,7 @@
 """The depth values themselves on the stream: 16-bit, with the numbers that map them back.
 
-Encoding ``uint16le``: the frame's depth (the model's relative inverse depth at the frame's
-size), scaled linearly from [min, max] to [0, 65535], rounded, row-major, little-endian: 2 bytes
+Encoding ``uint16le``: the frame's depth (the model's relative inverse depth, or a metric
+model's metres, at the frame's size; ``units`` says which), scaled linearly from [min, max] to [0, 65535], rounded, row-major, little-endian: 2 bytes
 a pixel, read with numpy alone (README, "Raw depth"). ``depth = min + q * (max - min) / 65535``,
 to within half a step. Chosen over a 16-bit PNG or zlib for what it costs the bridge: a copy,
 not a compression (measured in the README).
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from depthstream.contract import DepthKind
 from depthstream.render.colorize import NoFiniteDepth
 
 ENCODING = "uint16le"
@@ -34,10 +35,11 @@ def quantize(depth: np.ndarray) -> tuple[np.ndarray, dict]:
     return quantized, {"encoding": ENCODING, "width": width, "height": height, "min": low, "max": high}
 
 
-def encode(depth: np.ndarray) -> tuple[bytes, dict]:
-    """(payload, header fields): what the stream sends (see quantize)."""
+def encode(depth: np.ndarray, kind: DepthKind = DepthKind.RELATIVE) -> tuple[bytes, dict]:
+    """(payload, header fields): what the stream sends (see quantize), with what the values mean
+    (``units``: ``m`` for a metric model's metres, else ``relative``)."""
     quantized, header = quantize(depth)
-    return quantized.tobytes(), header
+    return quantized.tobytes(), {**header, "units": kind.units}
 
 
 def decode(payload: bytes, header: dict) -> np.ndarray:
