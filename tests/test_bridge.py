@@ -13,6 +13,7 @@ import pytest
 from websockets.sync.client import connect
 
 from depthstream.contract import MODELS
+from depthstream.render import raw_depth
 from tests.helpers import photo
 
 RECV_TIMEOUT_S = 60
@@ -104,6 +105,7 @@ def test_model_switch_mid_stream(bridge):
         assert ack == {
             "type": "config",
             "model": "midas_dpt_beit_base_384",
+            "depth": {"kind": "relative", "units": "relative", "larger": "closer"},
             "colormap": "turbo",
             "output": "color",
             "random_weights": False,
@@ -116,6 +118,30 @@ def test_model_switch_mid_stream(bridge):
     assert first["model"] == "depth_anything_v2_small"
     assert second["model"] == "midas_dpt_beit_base_384" and second["seq"] == 1
     assert image.shape == (240, 320, 3)
+
+
+def test_a_metric_stream_says_metres_everywhere_and_draws_near_bright(bridge):
+    """hello/config say what DEPTH means; each header of a metric model carries the colorbar's
+    range in metres and the raw depth's units; near (fewer metres) is drawn bright."""
+    metric = "depth_anything_v2_metric_indoor_small"
+    with connect(bridge.ws_url, max_size=None) as ws:
+        hello = recv_json(ws)
+        assert hello["depth"] == {"kind": "relative", "units": "relative", "larger": "closer"}
+        ws.send(json.dumps({"type": "config", "model": metric, "colormap": "gray", "output": "both"}))
+        ack = recv_json(ws)
+        assert ack["depth"] == {"kind": "metric", "units": "m", "larger": "farther", "max_m": 20}
+        ws.send(jpeg(320, 240))
+        header = recv_json(ws)
+        while header["type"] != "depth":
+            header = recv_json(ws)
+        picture = cv2.imdecode(np.frombuffer(ws.recv(timeout=RECV_TIMEOUT_S), np.uint8), cv2.IMREAD_GRAYSCALE)
+        payload = ws.recv(timeout=RECV_TIMEOUT_S)
+    assert header["depth"] == "metric" and header["raw"]["units"] == "m"
+    bar = header["colorbar"]
+    assert bar["units"] == "m" and 0 < bar["near"] < bar["far"] < 20
+    metres = raw_depth.decode(payload, header["raw"])
+    near, far = metres < np.percentile(metres, 10), metres > np.percentile(metres, 90)
+    assert picture[near].mean() > picture[far].mean() + 50
 
 
 def test_two_clients_get_their_own_answers(bridge):

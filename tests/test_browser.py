@@ -226,3 +226,114 @@ def test_the_colorbar_follows_the_colormap(page):
     page.select_option("#colormap", "turbo")
     assert page.evaluate(ramp) != inferno and page.inner_text("#colorbar-name") == "turbo"
     assert page.inner_text(".colorbar").startswith("far")
+
+
+METRIC = "depth_anything_v2_metric_indoor_small"
+
+
+def watch_raw_depth(page) -> dict[int, tuple[dict, bytes]]:
+    """Every raw depth the page receives, by seq: the header's raw fields and the payload."""
+    import json
+
+    received: dict[int, tuple[dict, bytes]] = {}
+    expecting: list = []  # the last depth header and the binaries still to come, in order
+
+    def on_frame(payload) -> None:
+        if isinstance(payload, str):
+            message = json.loads(payload)
+            if message.get("type") == "depth":
+                expecting[:] = [message, list(message["binary"])]
+            return
+        if not expecting or not expecting[1]:
+            return
+        header, kinds = expecting
+        if kinds.pop(0) == "uint16le":
+            received[header["seq"]] = (header["raw"], payload)
+
+    page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
+    return received
+
+
+def raw_point(raw: dict, payload: bytes, u: int, v: int, camera: dict):
+
+    from depthstream.render import pointcloud, raw_depth
+
+    z = raw_depth.decode(payload, raw)
+    return pointcloud.back_project(z, camera)[v, u], z
+
+
+def test_a_metric_model_in_metres_measured_and_saved_as_a_point_cloud(page, tmp_path):
+    """A metric model: grouped apart, its colorbar in metres, two clicked pixels' distance equal
+    to the 3D distance from the raw depth the page received, and Save 3D's PLY (read with
+    plyfile) equal to the back-projection of that raw depth with the intrinsics in its JSON."""
+    import json
+
+    import numpy as np
+    from plyfile import PlyData
+
+    from depthstream.render import pointcloud
+
+    received = watch_raw_depth(page)
+    page.reload()  # the socket again, now watched
+    page.wait_for_selector("#model:not([disabled])")
+    metric = page.eval_on_selector_all(
+        "#model optgroup[data-kind=metric] option", "os => os.map(o => o.value)"
+    )
+    assert set(metric) == {name for name, spec in MODELS.items() if spec.depth == "metric"}
+    page.select_option("#model", METRIC)
+    page.fill("#hfov", "60")
+    page.dispatch_event("#hfov", "input")
+    page.click("#start")
+    wait_for_frames(page, 3)
+    assert page.get_attribute("#colorbar", "data-units") == "m"
+    assert re.fullmatch(r"near [\d.]+ m", page.inner_text("#colorbar-near"))
+    assert re.fullmatch(r"far [\d.]+ m", page.inner_text("#colorbar-far"))
+
+    box = page.locator("#depth").bounding_box()
+    page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.3)
+    page.wait_for_function(
+        "JSON.parse(document.getElementById('measure').dataset.picks || '[]').length === 1"
+    )
+    page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.8)
+    page.wait_for_function(
+        "JSON.parse(document.getElementById('measure').dataset.picks || '[]').length === 2"
+    )
+    readout = page.eval_on_selector("#measure", "m => ({...m.dataset, text: m.textContent})")
+    (u1, v1, seq1), (u2, v2, seq2) = json.loads(readout["picks"])
+    assert readout["units"] == "m" and readout["hfov"] == "60" and " m" in readout["text"]
+    assert abs(u1 - 0.25 * 640) <= 2 and abs(v2 - 0.8 * 480) <= 2  # the pixels clicked
+    camera = pointcloud.intrinsics(640, 480, 60.0)
+    a, _ = raw_point(*received[seq1], u1, v1, camera)
+    b, _ = raw_point(*received[seq2], u2, v2, camera)
+    assert float(readout["distance"]) == pytest.approx(pointcloud.point_distance(a, b), rel=1e-9)
+
+    saved = []
+    page.on("download", lambda download: saved.append(download))
+    page.click("#save-3d")
+    deadline = time.monotonic() + 60
+    while len(saved) < 2 and time.monotonic() < deadline:
+        page.wait_for_timeout(200)
+    page.click("#stop")
+    files = {}
+    for download in saved:
+        files[download.suggested_filename.rsplit(".", 1)[1]] = path = tmp_path / download.suggested_filename
+        download.save_as(path)
+    about = json.loads(files["json"].read_text())
+    assert about["units"] == "m" and about["hfov_deg"] == 60 and about["model"] == METRIC
+    assert about["fx"] == pytest.approx(camera["fx"]) and (about["cx"], about["cy"]) == (319.5, 239.5)
+    vertices = PlyData.read(str(files["ply"]))["vertex"]
+    assert vertices.count == 640 * 480 == about["points"]
+    _, z = raw_point(*received[about["seq"]], 0, 0, camera)
+    expected = pointcloud.back_project(z, about).reshape(-1, 3)
+    got = np.stack([vertices["x"], vertices["y"], vertices["z"]], axis=-1)
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)  # float32 in the file
+    # coloured by the camera: Chromium's fake camera is a green test pattern
+    lit = (vertices["red"].astype(int) + vertices["green"] + vertices["blue"]) > 48
+    assert (vertices["green"][lit] > vertices["red"][lit]).mean() > 0.8
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.click("#toggle-3d")
+    page.wait_for_function(
+        "Number(document.getElementById('view3d').dataset.frames || 0) >= 1", timeout=30_000
+    )
+    assert "metres" in page.inner_text("#view3d-label")
+    page.screenshot(path=str(ARTIFACTS / "metric-3d.png"))

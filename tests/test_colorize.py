@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from depthstream.contract import DepthKind
 from depthstream.render.colorize import (
     COLORMAPS,
     NoFiniteDepth,
@@ -38,6 +39,25 @@ def test_near_is_bright():
     depth = scene()  # inverse depth: larger = closer
     gray = colorize(depth, "gray")[..., 0].astype(int)
     assert gray[depth > np.percentile(depth, 90)].mean() > gray[depth < np.percentile(depth, 10)].mean() + 100
+
+
+def test_beyond_the_display_range_saturates_instead_of_folding_back():
+    depth = np.array([[-5.0, 0.0, 1.0, 2.0, 9.0]], np.float32)  # the range is 1..2
+    assert to_uint8(depth, 1.0, 2.0).tolist() == [[0, 0, 0, 255, 255]]
+    assert to_uint8(depth, 1.0, 2.0, DepthKind.METRIC).tolist() == [[255, 255, 255, 0, 0]]
+
+
+def test_near_is_bright_in_metres_too():
+    metres = scene()  # metric depth: larger = farther
+    gray = colorize(metres, "gray", kind=DepthKind.METRIC)[..., 0].astype(int)
+    assert (
+        gray[metres < np.percentile(metres, 10)].mean()
+        > gray[metres > np.percentile(metres, 90)].mean() + 100
+    )
+    # a broken pixel is the far end (dark) for either kind
+    metres[0, 0], metres[0, 1] = np.nan, np.inf
+    dark = to_uint8(metres, 2.0, 3.5, DepthKind.METRIC)
+    assert dark[0, 0] == 0 and dark[0, 1] == 0 and dark[metres < 2.05].min() > 240
 
 
 @pytest.mark.parametrize(

@@ -88,7 +88,9 @@ def banner_said(page, words: str, timeout_ms: int = 30_000) -> str:
         page.wait_for_function(f"{js} !== undefined", timeout=timeout_ms)
     except PlaywrightTimeout:
         history = page.evaluate("[window.__banners, window.__closeCodes]")
-        pytest.fail(f"the banner never said {words!r}: it said {history[0]}; sockets closed with {history[1]}")
+        pytest.fail(
+            f"the banner never said {words!r}: it said {history[0]}; sockets closed with {history[1]}"
+        )
     return page.evaluate(js)
 
 

@@ -64,7 +64,12 @@ def test_a_ply_reads_back_with_plyfile_point_for_point(tmp_path):
     count = pointcloud.write_cloud(tmp_path / "frame", depth, rgb, METRIC, DepthKind.METRIC, 60.0, frame="x")
     assert count == 40 * 30 - 1
     camera = json.loads((tmp_path / "frame.json").read_text())
-    assert camera["units"] == "m" and camera["points"] == count and camera["axes"].startswith("OpenCV") and camera["frame"] == "x"
+    assert (
+        camera["units"] == "m"
+        and camera["points"] == count
+        and camera["axes"].startswith("OpenCV")
+        and camera["frame"] == "x"
+    )
     vertices = PlyData.read(str(tmp_path / "frame.ply"))["vertex"]
     assert vertices.count == count
     expected = pointcloud.back_project(depth, camera)

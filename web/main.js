@@ -8,7 +8,8 @@ import { Connection, retryDelayMs } from "./connection.js";
 import { Capture } from "./capture.js";
 import * as view2d from "./view2d.js";
 import * as view3d from "./view3d.js";
-import { saveColorized, saveRaw } from "./save.js";
+import { saveCloud, saveColorized, saveRaw } from "./save.js";
+import { DEFAULT_HFOV_DEG, distanceBetween, pointAt, unitsLabel } from "./geometry.js";
 
 const PAUSE_AFTER_SERVER_ERROR_MS = 1000; // don't hammer a server that just said it can't
 const CONFIG_GAP_MS = 250; // the server takes at most 5 control messages a second: send the latest
@@ -19,6 +20,7 @@ const page = {
   models: {}, errorCodes: { transient: [], model: [] }, stallMs: 15000, framesShown: 0,
   pendingHeader: null, pendingBinaries: [], // an answer's JSON and the binaries it announced
   view3d: false, lastRaw: null, rawSavePending: false, colorSavePending: false,
+  cloudSavePending: false, measurePending: null, picks: [], hfov: DEFAULT_HFOV_DEG,
 };
 const connection = new Connection({ onOpen, onText, onBinary, onClosed });
 const capture = new Capture(book, (blob, snapshot) => {
@@ -113,8 +115,12 @@ function onClosed({ text, retryMs }) {
   }
 }
 
-// raw depth costs 5x the bytes of the JPEG: asked for only while the 3D view is on or a save waits
-function wantedOutput() { return page.view3d || page.rawSavePending ? "both" : "color"; }
+// raw depth costs 5x the bytes of the JPEG: asked for only while the 3D view is on, or a save or
+// a measurement waits for the full-resolution depth
+function wantedOutput() {
+  const measuring = page.measurePending || page.picks.length > 0; // the next click is measured at once
+  return page.view3d || page.rawSavePending || page.cloudSavePending || measuring ? "both" : "color";
+}
 
 // the latest choice, at most one message per CONFIG_GAP_MS (scrolling a select with the arrow keys
 // fires a change per option: the ones in between are never sent)
@@ -183,13 +189,24 @@ function onBinary(buffer) {
 }
 
 function onRawDepth(header, buffer, snapshot) {
-  page.lastRaw = { header, q: new Uint16Array(buffer) };
-  if (page.view3d) view3d.showFrame({ raw: header.raw, q: page.lastRaw.q, rgba: snapshot ?? null });
+  page.lastRaw = { header, q: new Uint16Array(buffer), rgba: snapshot ?? null };
+  if (page.view3d) view3d.showFrame({ raw: header.raw, q: page.lastRaw.q, rgba: page.lastRaw.rgba });
+  const waited = page.rawSavePending || page.cloudSavePending || page.measurePending;
   if (page.rawSavePending) {
     page.rawSavePending = false;
     saveRaw(page.lastRaw);
-    sendConfig(); // back to what the view needs
   }
+  if (page.cloudSavePending && page.lastRaw.rgba) {
+    page.cloudSavePending = false;
+    capture.withSnapshots = page.view3d;
+    saveCloud(page.lastRaw, page.hfov);
+  }
+  if (page.measurePending) {
+    const pick = page.measurePending;
+    page.measurePending = null;
+    measure(pick);
+  }
+  if (waited) sendConfig(); // back to what the view needs
 }
 
 async function onDepthImage(header, buffer, sentAt) {
@@ -206,6 +223,7 @@ async function onDepthImage(header, buffer, sentAt) {
   ui.depthModel.textContent = header.model;
   ui.save.disabled = false;
   ui.saveRaw.disabled = false;
+  ui.save3d.disabled = false;
   updateRandomBanner(header.random_weights);
   clearBanner("frame", "model", "stall");
   if (page.colorSavePending && header.colormap === ui.colormap.value) {
@@ -262,6 +280,58 @@ function requestRawSave() {
   if (!capture.running) setStatus("press Start: the raw depth of the next frame will be saved");
 }
 
+// the raw depth of the frame on screen, if the page holds it (the 2D view shows JPEG frames)
+function rawOnScreen() {
+  const raw = page.lastRaw;
+  return raw && (page.view3d || raw.header.seq === view2d.shown.seq) ? raw : null;
+}
+
+function requestCloudSave() {
+  const raw = rawOnScreen();
+  if (raw?.rgba) {
+    saveCloud(raw, page.hfov);
+    return;
+  }
+  page.cloudSavePending = true; // the next answer carries the raw depth, with the camera's colours
+  capture.withSnapshots = true;
+  sendConfig();
+  if (!capture.running) setStatus("press Start: the next frame will be saved as a point cloud");
+}
+
+// a click on the depth view: that pixel's distance; a second click, the distance between the two
+function pickPixel(event) {
+  const rect = ui.depth.getBoundingClientRect();
+  const pick = { x: (event.clientX - rect.left) / rect.width, y: (event.clientY - rect.top) / rect.height };
+  if (rawOnScreen()) {
+    measure(pick);
+    return;
+  }
+  page.measurePending = pick; // measured on the full-resolution depth of the next answer
+  sendConfig();
+  ui.measure.textContent = capture.running ? "measuring…" : "press Start: the next frame will be measured";
+}
+
+function measure({ x, y }) {
+  const { header, q } = page.lastRaw;
+  const raw = header.raw;
+  const u = Math.min(raw.width - 1, Math.floor(x * raw.width));
+  const v = Math.min(raw.height - 1, Math.floor(y * raw.height));
+  const point = pointAt(raw, q, u, v, page.hfov);
+  // each point on the frame on screen when it was clicked; a third click starts again
+  const pick = { u, v, point, seq: header.seq };
+  page.picks = page.picks.length === 1 ? [page.picks[0], pick] : [pick];
+  const units = unitsLabel(raw);
+  const [a, b] = page.picks;
+  const range = (p) => Math.hypot(...p.point).toFixed(2); // from the camera's centre
+  ui.measure.textContent = b
+    ? `A ${range(a)} ${units}, B ${range(b)} ${units}: A to B ${distanceBetween(a.point, b.point).toFixed(2)} ${units}`
+    : `${range(a)} ${units} away (depth ${point[2].toFixed(2)}); click a second point for the distance between`;
+  Object.assign(ui.measure.dataset, {
+    picks: JSON.stringify(page.picks.map((p) => [p.u, p.v, p.seq])), hfov: page.hfov,
+    distance: b ? distanceBetween(a.point, b.point) : "", units: raw.units ?? "relative",
+  });
+}
+
 function toggle3d() {
   const on = !page.view3d;
   ui.view3d.hidden = !on;
@@ -274,7 +344,10 @@ function toggle3d() {
     }
   }
   page.view3d = on;
-  capture.withSnapshots = on;
+  capture.withSnapshots = on || page.cloudSavePending;
+  const last = page.lastRaw; // stopped or not, the view opens on the last frame it can place
+  if (on && last) view3d.showFrame({ raw: last.header.raw, q: last.q, rgba: last.rgba });
+  ui.view3dLabel.hidden = !on;
   ui.toggle3d.setAttribute("aria-pressed", String(on));
   ui.depth.hidden = on;
   view2d.colormapApplies(!on);
@@ -286,7 +359,21 @@ ui.stop.addEventListener("click", stop);
 ui.save.addEventListener("click", requestColorSave);
 ui.saveRaw.addEventListener("click", requestRawSave);
 ui.toggle3d.addEventListener("click", toggle3d);
-ui.model.addEventListener("change", () => { updateRandomBanner(); sendConfig(); });
+ui.save3d.addEventListener("click", requestCloudSave);
+ui.depth.addEventListener("click", pickPixel);
+ui.hfov.addEventListener("input", () => {
+  page.hfov = Number(ui.hfov.value);
+  ui.hfovValue.textContent = `${page.hfov}°`;
+  view3d.setFieldOfView(page.hfov);
+  forgetPicks(); // placed with another field of view
+});
+function forgetPicks() {
+  page.picks = [];
+  ui.measure.textContent = "Click the depth to measure";
+  delete ui.measure.dataset.picks;
+}
+
+ui.model.addEventListener("change", () => { forgetPicks(); updateRandomBanner(); sendConfig(); });
 ui.colormap.addEventListener("change", () => { view2d.showColorbar(); sendConfig(); });
 ui.file.addEventListener("change", () => {
   if (!ui.file.files[0]) return;

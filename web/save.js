@@ -1,5 +1,7 @@
-// Saving: the colorized PNG as shown, and the raw depth as a 16-bit PNG of the model's values.
+// Saving: the colorized PNG as shown, the raw depth as a 16-bit PNG of the model's values, and
+// the frame as a coloured point cloud (PLY and its intrinsics as JSON, geometry.js).
 import { ui } from "./ui.js";
+import { cameraJson, plyBlob } from "./geometry.js";
 
 const PNG_SIGNATURE = new Uint8Array([137, 80, 78, 71, 13, 10, 26, 10]);
 const CRC_TABLE = (() => {
@@ -66,7 +68,19 @@ export async function saveRaw({ header, q }) {
     "depthstream.seq": String(header.seq),
     "depthstream.min": String(raw.min),
     "depthstream.max": String(raw.max),
-    "depthstream.mapping": "depth = min + q * (max - min) / 65535 (relative inverse depth: larger is closer)",
+    "depthstream.units": raw.units ?? "relative",
+    "depthstream.mapping": raw.units === "m"
+      ? "depth = min + q * (max - min) / 65535 (metres from the camera: larger is farther)"
+      : "depth = min + q * (max - min) / 65535 (relative inverse depth: larger is closer)",
   });
   download(blob, `depth16-${header.model}-${header.seq}.png`);
+}
+
+// the full-resolution frame: NAME.ply (every pixel) and NAME.json (fx, fy, cx, cy, size, units)
+export function saveCloud({ header, q, rgba }, hfovDeg) {
+  const { blob, count } = plyBlob(header.raw, q, rgba, hfovDeg);
+  const name = `cloud-${header.model}-${header.seq}`;
+  download(blob, `${name}.ply`);
+  const camera = JSON.stringify(cameraJson(header, hfovDeg, count), null, 2);
+  download(new Blob([camera, "\n"], { type: "application/json" }), `${name}.json`);
 }

@@ -10,7 +10,8 @@ export const ui = {
   bannerAction: $("banner-action"), bannerRandom: $("banner-random"), status: $("status"),
   sourceLabel: $("source-label"), modelWhy: $("model-why"), colorbar: $("colorbar"),
   colorbarRamp: $("colorbar-ramp"), colorbarName: $("colorbar-name"),
-  colorbarNear: $("colorbar-near"), colorbarFar: $("colorbar-far"),
+  colorbarNear: $("colorbar-near"), colorbarFar: $("colorbar-far"), save3d: $("save-3d"),
+  hfov: $("hfov"), hfovValue: $("hfov-value"), view3dLabel: $("view3d-label"), measure: $("measure"),
 };
 
 const TOKEN = new URLSearchParams(location.search).get("token"); // when the bridge requires one

@@ -2,23 +2,28 @@
 // with the mouse (drag), zoom (wheel), pan (right drag). three.js r187, vendored (vendor/three/).
 //
 // main.js asks for the raw depth while the view is on and calls showFrame() for each frame with
-// {raw: {width, height, min, max}, q: Uint16Array, rgba: ImageData|null}. Without WebGL, show()
-// returns {ok: false, reason} and no renderer is tried again (not per frame either).
+// {raw: {width, height, min, max, units}, q: Uint16Array, rgba: ImageData|null}. Points are
+// back-projected through the pinhole of geometry.js with the user's field of view: in metres for a
+// metric model, with a 1 m grid at the floor's height; a relative model's view is a shape in
+// relative units, and says so. Without WebGL, show() returns {ok: false, reason} and no renderer
+// is tried again (not per frame either).
 // Each update's time (points rebuilt + drawn) is measured and kept in window.depthstream3d.
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
+import { DEFAULT_HFOV_DEG, RELATIVE_FAR, RELATIVE_NEAR, distanceAt, intrinsics, isMetric } from "./geometry.js";
 
 const STEP = 2; // one point per 2x2 pixels: 76,800 points for 640x480
-const FOV_DEG = 60; // the camera's assumed horizontal field of view
-const NEAR_Z = 1, FAR_Z = 5; // relative inverse depth is mapped to distances in this range
 const KEEP_TIMES = 120;
+const GRID_M = 20; // the metric grid: 20 m across, 1 m cells
 
 const container = document.getElementById("view3d");
 const stats = { frames: 0, times: [], error: null };
 window.depthstream3d = { stats, summary };
 
-let renderer = null, unavailable = null, scene, camera, controls, geometry, points;
+let renderer = null, unavailable = null, scene, camera, controls, geometry, points, grid;
 let gridWidth = 0, gridHeight = 0;
+let hfovDeg = DEFAULT_HFOV_DEG, last = null, aimedAt = null;
+const label = document.getElementById("view3d-label");
 
 function summary() {
   const sorted = [...stats.times].sort((a, b) => a - b);
@@ -44,12 +49,15 @@ function setUp() {
   camera = new THREE.PerspectiveCamera(50, 4 / 3, 0.05, 100);
   camera.position.set(0, 0, 0.5);
   controls = new OrbitControls(camera, renderer.domElement);
-  controls.target.set(0, 0, -(NEAR_Z + FAR_Z) / 2);
+  controls.target.set(0, 0, -(RELATIVE_NEAR + RELATIVE_FAR) / 2);
   controls.addEventListener("change", draw);
   controls.update();
   geometry = new THREE.BufferGeometry();
   points = new THREE.Points(geometry, new THREE.PointsMaterial({ size: 2, sizeAttenuation: false, vertexColors: true }));
   scene.add(points);
+  grid = new THREE.GridHelper(GRID_M, GRID_M, 0x4a90d9, 0x2a3a4a);
+  grid.visible = false;
+  scene.add(grid);
   new ResizeObserver(resize).observe(container);
   resize();
   return true;
@@ -68,6 +76,16 @@ function draw() {
   if (renderer && !container.hidden) renderer.render(scene, camera);
 }
 
+// look at the cloud's middle when its units change (relative shape <-> metres), not every frame:
+// the user's orbit stays where they put it
+function aim(units, meanZ) {
+  if (aimedAt === units || !Number.isFinite(meanZ)) return;
+  aimedAt = units;
+  controls.target.set(0, 0, -meanZ);
+  camera.position.set(0, 0, Math.min(0.5, meanZ / 4));
+  controls.update();
+}
+
 function allocate(width, height) {
   gridWidth = Math.ceil(width / STEP);
   gridHeight = Math.ceil(height / STEP);
@@ -76,33 +94,41 @@ function allocate(width, height) {
   geometry.setAttribute("color", new THREE.BufferAttribute(new Float32Array(count * 3), 3).setUsage(THREE.DynamicDrawUsage));
 }
 
-// pinhole back-projection: pixel (u, v) at distance z -> ((u - cx) z / f, -(v - cy) z / f, -z)
+// the pinhole of geometry.js; three.js looks down -z with y up: (x, y, z) OpenCV -> (x, -y, -z)
 function update({ raw, q, rgba }) {
   const started = performance.now();
   const { width, height } = raw;
   if (Math.ceil(width / STEP) !== gridWidth || Math.ceil(height / STEP) !== gridHeight) allocate(width, height);
   const position = geometry.attributes.position.array;
   const color = geometry.attributes.color.array;
-  const focal = width / 2 / Math.tan((FOV_DEG * Math.PI) / 360);
-  const cx = width / 2, cy = height / 2;
+  const { fx, fy, cx, cy } = intrinsics(width, height, hfovDeg);
   const pixels = rgba && rgba.width === width && rgba.height === height ? rgba.data : null;
-  let i = 0;
+  let i = 0, lowest = 0, sumZ = 0;
   for (let v = 0; v < height; v += STEP) {
     for (let u = 0; u < width; u += STEP) {
-      const near = q[v * width + u] / 65535; // 1: the nearest point of this frame
-      const z = 1 / (1 / FAR_Z + near * (1 / NEAR_Z - 1 / FAR_Z));
-      position[i] = ((u - cx) * z) / focal;
-      position[i + 1] = (-(v - cy) * z) / focal;
+      const index = v * width + u;
+      const z = distanceAt(raw, q, index);
+      position[i] = ((u - cx) * z) / fx;
+      position[i + 1] = (-(v - cy) * z) / fy;
       position[i + 2] = -z;
+      lowest = Math.min(lowest, position[i + 1]);
+      sumZ += z;
       if (pixels) {
-        const p = 4 * (v * width + u);
+        const p = 4 * index;
         color[i] = pixels[p] / 255; color[i + 1] = pixels[p + 1] / 255; color[i + 2] = pixels[p + 2] / 255;
       } else {
-        color[i] = color[i + 1] = color[i + 2] = 0.2 + 0.8 * near;
+        color[i] = color[i + 1] = color[i + 2] = 0.2 + 0.8 * (q[index] / 65535);
       }
       i += 3;
     }
   }
+  const metric = isMetric(raw);
+  aim(metric ? "m" : "relative", sumZ / (i / 3));
+  grid.visible = metric;
+  grid.position.set(0, lowest, -GRID_M / 2); // the floor: the lowest point of the frame
+  label.textContent = metric
+    ? `metres: 1 m grid at the floor, horizontal field of view ${hfovDeg}°`
+    : `relative shape (not metres): this model's depth has no scale; field of view ${hfovDeg}°`;
   geometry.attributes.position.needsUpdate = true;
   geometry.attributes.color.needsUpdate = true;
   geometry.computeBoundingSphere();
@@ -121,5 +147,12 @@ export function show() {
 }
 
 export function showFrame(detail) {
+  last = detail;
   if (setUp()) update(detail);
+}
+
+// the user's horizontal field of view: the last frame is placed again with it
+export function setFieldOfView(deg) {
+  hfovDeg = deg;
+  if (last && renderer) update(last);
 }
