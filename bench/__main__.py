@@ -4,6 +4,7 @@
 2. ONNX Runtime called directly on the exported model;
 3. the embedded Triton over gRPC at several concurrencies, with and without dynamic batching;
 4. the full stack: WebSocket clients sending JPEG frames to the bridge, 1 and 8 clients;
+   the presets and the metric models: ONNX Runtime direct and the full stack, one client;
 5. the worst case: the costliest input the contract accepts, per model (bench.worst_case).
 Writes bench/results/bench.json, bench.png, worst_case.json and the README's tables.
 """
@@ -24,7 +25,7 @@ from bench.frames import jpegs, stream
 from bench.goals import goals
 from bench.harness import ROOT, Bridge, machine, server_settings
 from bench.measure import Result, rss_mb
-from depthstream.contract import CHECKPOINTS, DEFAULT_MODEL, MODELS, accuracy_rank
+from depthstream.contract import CHECKPOINTS, DEFAULT_MODEL, METRIC_CHECKPOINTS, MODELS, accuracy_rank
 from depthstream.settings import Settings, SettingsError, parse, setting
 from export.repository import ONNX_FILE, VERSION, read_manifest
 from serving.triton import EmbeddedTriton
@@ -110,6 +111,7 @@ class Plan:
 
     args: BenchSettings
     presets: list[str]
+    metric: list[str]  # the metric models exported here (FP32): ONNX Runtime direct and one client
     fastest: str
     sizes: dict[str, list]
     video_frames: list
@@ -126,6 +128,7 @@ class Plan:
         return cls(
             args=args,
             presets=presets,
+            metric=[n for n in models if n in METRIC_CHECKPOINTS],
             fastest=sorted(presets, key=lambda n: accuracy_rank(MODELS[n]))[-1] if presets else DEFAULT_MODEL,
             sizes=sizes,
             video_frames=stream(640, 480, 3 * args.frames),  # a short video for the direct client
@@ -135,7 +138,7 @@ class Plan:
     @property
     def steps(self) -> int:
         per_checkpoint = 2 * len(self.sizes) + 3 * len(self.args.levels) + 3
-        return len(CHECKPOINTS) * per_checkpoint + 2 * len(self.presets) + 4
+        return len(CHECKPOINTS) * per_checkpoint + 2 * len(self.presets) + 2 * len(self.metric) + 4
 
     def onnx(self, name: str) -> Path:
         return self.args.repository / name / VERSION / ONNX_FILE
@@ -155,7 +158,7 @@ def measure_in_process(plan: Plan) -> None:
             plan.record(approaches.original_eager(MODELS[name], network, frames))
             plan.record(approaches.onnxruntime_direct(MODELS[name], plan.onnx(name), frames))
         del network
-    for name in plan.presets:
+    for name in [*plan.presets, *plan.metric]:
         plan.record(approaches.onnxruntime_direct(MODELS[name], plan.onnx(name), plan.sizes["640x480"]))
 
 
@@ -186,7 +189,7 @@ def measure_full_stack(plan: Plan, url: str, triton_pid: int) -> None:
     pids = (triton_pid, bridge.process.pid)
     duration_s = plan.args.duration_s
     try:
-        for name in [*CHECKPOINTS, *plan.presets]:
+        for name in [*CHECKPOINTS, *plan.presets, *plan.metric]:
             for size in ["640x480", "1280x720"] if name in CHECKPOINTS else ["640x480"]:
                 one_client = approaches.full_stack(
                     bridge.ws_url, MODELS[name], plan.encoded[size], size, 1, duration_s, pids
