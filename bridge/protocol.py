@@ -88,7 +88,10 @@ class ProtocolError(Exception):
 
 # What each answered frame carries, in this order after its JSON header: the colorized JPEG, the
 # raw depth (depthstream/render/raw_depth.py), or both.
-OUTPUTS = {"color": ("jpeg",), "raw": ("uint16le",), "both": ("jpeg", "uint16le")}
+OUTPUTS = {"color": ("jpeg",), "raw": ("uint16le",), "both": ("jpeg", "uint16le"), "points": ("uint16le",)}
+# "points": the raw depth of every POINTS_STEP-th pixel each way, what a point cloud of one point
+# per 2x2 pixels needs (the page's 3D view): a quarter of the raw bytes, and no JPEG
+POINTS_STEP = 2
 DEFAULT_OUTPUT = "color"
 
 

@@ -396,7 +396,10 @@ class StreamSession:
                 timings["encode"] = _ms_since(start)
             if raw_depth.ENCODING in protocol.OUTPUTS[request.output]:
                 start = time.perf_counter()
-                payload, rendered.raw = raw_depth.encode(depth, kind)
+                step = protocol.POINTS_STEP if request.output == "points" else 1
+                payload, rendered.raw = raw_depth.encode(depth[::step, ::step], kind)
+                if step > 1:  # grid cell (i, j) is the frame's pixel (step i, step j)
+                    rendered.raw["step"] = step
                 binaries.append(payload)
                 timings["raw"] = _ms_since(start)
         except NoFiniteDepth:  # colorize and the raw encoding both refuse an all-NaN/Inf depth

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 
@@ -117,9 +118,22 @@ def canvas_lit_fraction(png: bytes) -> float:
     return float((image > 16).mean())
 
 
+def count_bytes(answers: list[dict], payload) -> None:
+    """A received WebSocket message: a depth header starts an answer, binaries add their bytes."""
+    if isinstance(payload, str):
+        message = json.loads(payload)
+        if message.get("type") == "depth":
+            answers.append(message)
+    elif answers:
+        answers[-1]["bytes"] = answers[-1].get("bytes", 0) + len(payload)
+
+
 def test_3d_view_draws_the_stream_and_the_page_stays_responsive(page, record_property):
     """WebGL in headless Chromium (SwiftShader): the point cloud draws every frame, orbits with the
     mouse, and the page's main thread keeps up (the longest gap between animation frames)."""
+    answers: list[dict] = []  # each answer's header, with the bytes of the binaries that followed
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: count_bytes(answers, payload)))
+    page.reload()  # the socket again, now watched
     page.wait_for_selector("#model:not([disabled])")
     page.select_option("#model", "depth_anything_v2_small_252")
     page.click("#toggle-3d")
@@ -144,6 +158,13 @@ def test_3d_view_draws_the_stream_and_the_page_stays_responsive(page, record_pro
     assert summary["error"] is None and summary["points"] == 320 * 240
     assert summary["frames"] >= 10 and summary["p50_ms"] > 0
     assert max(gaps) < 1000, "the page froze while the 3D view updated"
+    # what the view costs on the wire: the depth of the points it draws, no JPEG
+    points = [a for a in answers if a.get("raw", {}).get("step") == 2 and "bytes" in a]
+    per_frame = max(a["bytes"] + len(json.dumps(a)) for a in points)
+    print(f"3D view: {per_frame} bytes per 640x480 frame at most, over {len(points)} frames")
+    record_property("view3d_bytes_per_frame", per_frame)
+    assert len(points) >= 5 and all(a["binary"] == ["uint16le"] for a in points)
+    assert per_frame <= 200_000
 
     ARTIFACTS.mkdir(exist_ok=True)  # the README's picture of the 3D view comes from here
     page.screenshot(path=str(ARTIFACTS / "view3d.png"))
@@ -233,7 +254,6 @@ METRIC = "depth_anything_v2_metric_indoor_small"
 
 def watch_raw_depth(page) -> dict[int, tuple[dict, bytes]]:
     """Every raw depth the page receives, by seq: the header's raw fields and the payload."""
-    import json
 
     received: dict[int, tuple[dict, bytes]] = {}
     expecting: list = []  # the last depth header and the binaries still to come, in order
@@ -266,7 +286,6 @@ def test_a_metric_model_in_metres_measured_and_saved_as_a_point_cloud(page, tmp_
     """A metric model: grouped apart, its colorbar in metres, two clicked pixels' distance equal
     to the 3D distance from the raw depth the page received, and Save 3D's PLY (read with
     plyfile) equal to the back-projection of that raw depth with the intrinsics in its JSON."""
-    import json
 
     import numpy as np
     from plyfile import PlyData

@@ -49,7 +49,7 @@ def configure(ws, **fields) -> dict:
 def test_the_default_stays_one_colorized_jpeg(client):
     with client.websocket_connect("/ws") as ws:
         greeting = hello(ws)
-        assert greeting["output"] == "color" and greeting["outputs"] == ["color", "raw", "both"]
+        assert greeting["output"] == "color" and greeting["outputs"] == ["color", "raw", "both", "points"]
         ws.send_bytes(jpeg(64, 48))
         header, binaries = frame_answer(ws)
         assert header["binary"] == ["jpeg"] and "raw" not in header
@@ -87,6 +87,28 @@ def test_both_sends_the_jpeg_then_the_raw_depth(client):
     assert len(payload) == 64 * 48 * 2
 
 
+def test_points_are_every_second_pixel_of_the_raw_depth_at_a_quarter_of_the_bytes(client, fake):
+    """What the 3D view asks for: the depth of the pixels it draws (one per 2x2), nothing else;
+    the same points as the full raw depth's, within the 16-bit step of each."""
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        configure(ws, output="raw")
+        ws.send_bytes(jpeg(65, 47))  # odd sides: the grid rounds up
+        full_header, (full,) = frame_answer(ws)
+        configure(ws, output="points")
+        ws.send_bytes(jpeg(65, 47))
+        header, (payload,) = frame_answer(ws)
+    raw = header["raw"]
+    assert header["binary"] == ["uint16le"] and raw["step"] == 2 and (raw["width"], raw["height"]) == (33, 24)
+    assert len(payload) == 33 * 24 * 2 and (header["width"], header["height"]) == (65, 47)
+    points = raw_depth.decode(payload, raw)
+    everything = raw_depth.decode(full, full_header["raw"])
+    steps = (raw["max"] - raw["min"]) / 65535 / 2 + (
+        full_header["raw"]["max"] - full_header["raw"]["min"]
+    ) / 65535 / 2
+    assert np.abs(points - everything[::2, ::2]).max() <= steps * (1 + 1e-9)
+
+
 @pytest.mark.parametrize("value", ["depth", "RAW", "", 16, None, ["raw"]])
 def test_an_unknown_output_is_refused_and_the_stream_goes_on(client, value):
     with client.websocket_connect("/ws") as ws:
@@ -97,7 +119,7 @@ def test_an_unknown_output_is_refused_and_the_stream_goes_on(client, value):
             assert reply["type"] == "config" and reply["output"] == "color"
         else:
             assert reply["type"] == "error" and reply["code"] == "unknown_output"
-            assert "color, raw, both" in reply["message"]
+            assert "color, raw, both, points" in reply["message"]
         ws.send_bytes(jpeg(64, 48))
         header, _ = frame_answer(ws)
         assert header["binary"] == ["jpeg"]

@@ -115,11 +115,13 @@ function onClosed({ text, retryMs }) {
   }
 }
 
-// raw depth costs 5x the bytes of the JPEG: asked for only while the 3D view is on, or a save or
-// a measurement waits for the full-resolution depth
+// raw depth costs 5x the bytes of the JPEG: the 3D view asks for "points" (every second pixel
+// each way, 150 KB at 640x480); a save or a measurement waits for the full-resolution depth
 function wantedOutput() {
   const measuring = page.measurePending || page.picks.length > 0; // the next click is measured at once
-  return page.view3d || page.rawSavePending || page.cloudSavePending || measuring ? "both" : "color";
+  const fullDepth = page.rawSavePending || page.cloudSavePending || measuring;
+  if (page.view3d) return fullDepth ? "raw" : "points"; // points: a quarter of the depth, no JPEG
+  return fullDepth ? "both" : "color";
 }
 
 // the latest choice, at most one message per CONFIG_GAP_MS (scrolling a select with the arrow keys
@@ -186,11 +188,14 @@ function onBinary(buffer) {
   if (raw >= 0) onRawDepth(header, binaries[raw], snapshot);
   const jpeg = kinds.indexOf("jpeg");
   if (jpeg >= 0) onDepthImage(header, binaries[jpeg], sentAt);
+  else showAnswered(header, sentAt, performance.now()); // the 3D view's points: no picture
 }
 
 function onRawDepth(header, buffer, snapshot) {
-  page.lastRaw = { header, q: new Uint16Array(buffer), rgba: snapshot ?? null };
-  if (page.view3d) view3d.showFrame({ raw: header.raw, q: page.lastRaw.q, rgba: page.lastRaw.rgba });
+  const last = { header, q: new Uint16Array(buffer), rgba: snapshot ?? null };
+  if (page.view3d) view3d.showFrame({ raw: header.raw, q: last.q, rgba: last.rgba, width: header.width, height: header.height });
+  if (header.raw.step) return; // the 3D view's grid: saving and measuring wait for the full depth
+  page.lastRaw = last;
   const waited = page.rawSavePending || page.cloudSavePending || page.measurePending;
   if (page.rawSavePending) {
     page.rawSavePending = false;
@@ -212,6 +217,15 @@ function onRawDepth(header, buffer, snapshot) {
 async function onDepthImage(header, buffer, sentAt) {
   const now = performance.now();
   if (!(await view2d.drawDepth(header, buffer))) return; // a newer frame was drawn meanwhile
+  showAnswered(header, sentAt, now);
+  if (page.colorSavePending && header.colormap === ui.colormap.value) {
+    page.colorSavePending = false;
+    saveColorized();
+  }
+}
+
+// an answer shown (the picture drawn, or the 3D view's points placed): the numbers and buttons
+function showAnswered(header, sentAt, now) {
   page.framesShown += 1;
   view2d.showStats({
     frames: page.framesShown,
@@ -226,10 +240,6 @@ async function onDepthImage(header, buffer, sentAt) {
   ui.save3d.disabled = false;
   updateRandomBanner(header.random_weights);
   clearBanner("frame", "model", "stall");
-  if (page.colorSavePending && header.colormap === ui.colormap.value) {
-    page.colorSavePending = false;
-    saveColorized();
-  }
 }
 
 // --- the capture loop ------------------------------------------------------------------------------
@@ -346,7 +356,7 @@ function toggle3d() {
   page.view3d = on;
   capture.withSnapshots = on || page.cloudSavePending;
   const last = page.lastRaw; // stopped or not, the view opens on the last frame it can place
-  if (on && last) view3d.showFrame({ raw: last.header.raw, q: last.q, rgba: last.rgba });
+  if (on && last) view3d.showFrame({ raw: last.header.raw, q: last.q, rgba: last.rgba, width: last.header.width, height: last.header.height });
   ui.view3dLabel.hidden = !on;
   ui.toggle3d.setAttribute("aria-pressed", String(on));
   ui.depth.hidden = on;

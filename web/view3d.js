@@ -2,7 +2,8 @@
 // with the mouse (drag), zoom (wheel), pan (right drag). three.js r187, vendored (vendor/three/).
 //
 // main.js asks for the raw depth while the view is on and calls showFrame() for each frame with
-// {raw: {width, height, min, max, units}, q: Uint16Array, rgba: ImageData|null}. Points are
+// {raw: {width, height, min, max, units, step?}, q: Uint16Array, rgba: ImageData|null, width, height}
+// (the frame's size; the raw depth may be the "points" grid of every second pixel). Points are
 // back-projected through the pinhole of geometry.js with the user's field of view: in metres for a
 // metric model, with a 1 m grid at the floor's height; a relative model's view is a shape in
 // relative units, and says so. Without WebGL, show() returns {ok: false, reason} and no renderer
@@ -95,9 +96,11 @@ function allocate(width, height) {
 }
 
 // the pinhole of geometry.js; three.js looks down -z with y up: (x, y, z) OpenCV -> (x, -y, -z)
-function update({ raw, q, rgba }) {
+// raw: the full depth, or the "points" grid (raw.step: grid cell (i, j) is pixel (step i, step j))
+function update({ raw, q, rgba, width, height }) {
   const started = performance.now();
-  const { width, height } = raw;
+  const step = raw.step ?? 1; // STEP is a multiple of it
+  const depthAt = (u, v) => (v / step) * raw.width + u / step;
   if (Math.ceil(width / STEP) !== gridWidth || Math.ceil(height / STEP) !== gridHeight) allocate(width, height);
   const position = geometry.attributes.position.array;
   const color = geometry.attributes.color.array;
@@ -106,8 +109,8 @@ function update({ raw, q, rgba }) {
   let i = 0, lowest = 0, sumZ = 0;
   for (let v = 0; v < height; v += STEP) {
     for (let u = 0; u < width; u += STEP) {
-      const index = v * width + u;
-      const z = distanceAt(raw, q, index);
+      const index = v * width + u; // in the frame (the camera's colors)
+      const z = distanceAt(raw, q, depthAt(u, v));
       position[i] = ((u - cx) * z) / fx;
       position[i + 1] = (-(v - cy) * z) / fy;
       position[i + 2] = -z;
@@ -117,7 +120,7 @@ function update({ raw, q, rgba }) {
         const p = 4 * index;
         color[i] = pixels[p] / 255; color[i + 1] = pixels[p + 1] / 255; color[i + 2] = pixels[p + 2] / 255;
       } else {
-        color[i] = color[i + 1] = color[i + 2] = 0.2 + 0.8 * (q[index] / 65535);
+        color[i] = color[i + 1] = color[i + 2] = 0.2 + 0.8 * (q[depthAt(u, v)] / 65535);
       }
       i += 3;
     }
