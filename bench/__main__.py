@@ -5,8 +5,9 @@
 3. the embedded Triton over gRPC at several concurrencies, with and without dynamic batching;
 4. the full stack: WebSocket clients sending JPEG frames to the bridge, 1 and 8 clients;
    the presets and the metric models: ONNX Runtime direct and the full stack, one client;
-5. the worst case: the costliest input the contract accepts, per model (bench.worst_case).
-Writes bench/results/bench.json, bench.png, worst_case.json and the README's tables.
+5. where one frame's milliseconds go, stage by stage, at the fastest model (bench.breakdown);
+6. the worst case: the costliest input the contract accepts, per model (bench.worst_case).
+Writes bench/results/bench.json, bench.png, breakdown.json, worst_case.json and the README's tables.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import approaches, perf_analyzer, raw_cost, report, worst_case
+from bench import approaches, breakdown, perf_analyzer, raw_cost, report, worst_case
 from bench.frames import jpegs, stream
 from bench.goals import goals
 from bench.harness import ROOT, Bridge, machine, server_settings
@@ -29,6 +30,8 @@ from depthstream.contract import CHECKPOINTS, DEFAULT_MODEL, METRIC_CHECKPOINTS,
 from depthstream.settings import Settings, SettingsError, parse, setting
 from export.repository import ONNX_FILE, VERSION, read_manifest
 from serving.triton import EmbeddedTriton
+
+PERF_ANALYZER_MIN_WINDOW_MS = 5000  # about 5 requests of the reference model on 2 slow cores
 
 
 @dataclass(frozen=True)
@@ -90,7 +93,8 @@ def perf_analyzer_results(url: str, frame, args: BenchSettings) -> list[Result]:
     except (subprocess.CalledProcessError, OSError, StopIteration) as exc:
         print(f"perf_analyzer skipped: {exc}", file=sys.stderr)
         return []
-    window_ms = int(args.duration_s * 1000 / 2)
+    # a window shorter than a few requests records none ("no valid requests") on a slow machine
+    window_ms = max(int(args.duration_s * 1000 / 2), PERF_ANALYZER_MIN_WINDOW_MS)
     results = []
     for name in CHECKPOINTS:
         for level in args.levels:
@@ -240,6 +244,8 @@ def write_reports(args: BenchSettings, results: list[Result]) -> None:
     print(table)
     # raw depth on the stream: bytes and the bridge's time per frame (bench/raw_cost.py)
     raw_cost.run(args.repository, args.output, where, readme)
+    # where one frame's milliseconds go, stage by stage, at the fastest model (bench/breakdown.py)
+    breakdown.run(args.repository, args.output, where, readme)
     # 5: the worst case the contract's limits allow, per model (bench/worst_case.py)
     worst_case.run(args.repository, args.output, ROOT / "build" / "worst-case", where, args.quick, readme)
 

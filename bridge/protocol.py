@@ -9,7 +9,8 @@ Server -> client
           accepted control message, with the stream's ``received`` and ``dropped`` counts; for
           every answered frame ``{"type": "depth", "seq": N, "binary": [...], ...}`` immediately
           followed by the binary messages it lists: the colorized depth as JPEG and/or the raw
-          depth (``uint16le``, with ``raw.min``/``raw.max``), at the frame's size;
+          depth (``uint16le``, with ``raw.min``/``raw.max``), at the frame's size, or for
+          ``points`` the raw depth of every second pixel each way (``raw.step``);
           ``{"type": "error", "code": "...", "message": "...", "seq": N?}`` on errors;
           ``{"type": "dropped", "seqs": [[first, last], ...], "reasons": {...}, "dropped": total}``
           for frames that will not be answered (bridge/notices.py). Every frame ends in exactly

@@ -98,6 +98,7 @@ class StreamSession:
         self.colormap = settings.default_colormap
         self.output = protocol.DEFAULT_OUTPUT
         self.smoother = RangeSmoother()
+        self.smoothed_model: str | None = None  # the model the smoother's range belongs to
         self.next_seq = 0
         self.dropped = 0
         self.notices = DropNotices()
@@ -242,7 +243,6 @@ class StreamSession:
                 return
             self.model = update.model
             self.random_weights_of[update.model] = info.random_weights
-            self.smoother.reset()  # another model, another depth scale
         if update.colormap is not None:
             self.colormap = update.colormap
         if update.output is not None:
@@ -385,6 +385,9 @@ class StreamSession:
         binaries: list[bytes] = []
         rendered = Rendered()
         kind = MODELS[request.model].depth
+        if request.model != self.smoothed_model:  # another model, another depth scale: start again
+            self.smoother.reset()  # here, in frame order: a frame of the old model may still be drawing
+            self.smoothed_model = request.model
         try:
             if "jpeg" in protocol.OUTPUTS[request.output]:
                 start = time.perf_counter()

@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     raw_path = out_dir / f"{args.image.stem}.{args.model}.depth16.png"
     kind = MODELS[args.model].depth
     cv2.imwrite(str(color_path), colorize(depth, args.colormap, kind=kind))
-    raw_depth.write_png16(raw_path, depth, model=args.model, units=kind.units)
+    raw_depth.write_png16(raw_path, depth, kind, model=args.model)
     if args.ply is not None:
         args.ply.mkdir(parents=True, exist_ok=True)
         stem = args.ply / f"{args.image.stem}.{args.model}"

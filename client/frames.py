@@ -164,9 +164,9 @@ class Writer:
             raw_depth.write_png16(
                 self.job.raw_dir / f"{name}.png",
                 depth,
+                self.kind,
                 model=self.job.model,
                 frame=name,
-                units=self.kind.units,
             )
         if self.job.ply_dir is not None:
             job = self.job

@@ -282,13 +282,48 @@ def raw_point(raw: dict, payload: bytes, u: int, v: int, camera: dict):
     return pointcloud.back_project(z, camera)[v, u], z
 
 
-def test_a_metric_model_in_metres_measured_and_saved_as_a_point_cloud(page, tmp_path):
-    """A metric model: grouped apart, its colorbar in metres, two clicked pixels' distance equal
-    to the 3D distance from the raw depth the page received, and Save 3D's PLY (read with
-    plyfile) equal to the back-projection of that raw depth with the intrinsics in its JSON."""
+def click_pixel(page, x: float, y: float) -> None:
+    """Click the depth view at a fraction (x, y) of the frame as drawn: object-fit: contain
+    letterboxes a frame of another shape than the 4:3 box."""
+    box = page.locator("#depth").bounding_box()
+    width, height = page.eval_on_selector("#depth", "c => [c.width, c.height]")
+    scale = min(box["width"] / width, box["height"] / height)
+    left = box["x"] + (box["width"] - width * scale) / 2
+    top = box["y"] + (box["height"] - height * scale) / 2
+    page.mouse.click(left + x * width * scale, top + y * height * scale)
 
-    import numpy as np
+
+def save_cloud(page, tmp_path) -> tuple[dict, object]:
+    """Press Save 3D: (its JSON, its PLY's vertices)."""
     from plyfile import PlyData
+
+    saved = []
+
+    def keep(download) -> None:
+        saved.append(download)
+
+    page.on("download", keep)
+    try:
+        page.click("#save-3d")
+        deadline = time.monotonic() + 60
+        while len(saved) < 2 and time.monotonic() < deadline:
+            page.wait_for_timeout(200)
+    finally:
+        page.remove_listener("download", keep)
+    assert len(saved) == 2, f"Save 3D downloaded {[d.suggested_filename for d in saved]}"
+    files = {}
+    for download in saved:
+        files[download.suggested_filename.rsplit(".", 1)[1]] = path = tmp_path / download.suggested_filename
+        download.save_as(path)
+    return json.loads(files["json"].read_text()), PlyData.read(str(files["ply"]))["vertex"]
+
+
+def test_a_metric_model_in_metres_measured_and_saved_as_a_point_cloud(page, tmp_path):
+    """A metric model: grouped apart, its colorbar in metres, two clicked pixels' distance (on a
+    16:9 frame, letterboxed in the view) equal to the 3D distance from the raw depth the page
+    received, and Save 3D's PLY (read with plyfile) equal to the back-projection of that raw
+    depth with the intrinsics in its JSON, in the 2D view and in the 3D view alike."""
+    import numpy as np
 
     from depthstream.render import pointcloud
 
@@ -300,48 +335,36 @@ def test_a_metric_model_in_metres_measured_and_saved_as_a_point_cloud(page, tmp_
     )
     assert set(metric) == {name for name, spec in MODELS.items() if spec.depth == "metric"}
     page.select_option("#model", METRIC)
+    page.select_option("#resolution", "1280x720")
     page.fill("#hfov", "60")
     page.dispatch_event("#hfov", "input")
     page.click("#start")
     wait_for_frames(page, 3)
+    width, height = page.eval_on_selector("#depth", "c => [c.width, c.height]")
+    assert (width, height) == (1280, 720), "a 16:9 frame: letterboxed in the 4:3 view"
     assert page.get_attribute("#colorbar", "data-units") == "m"
     assert re.fullmatch(r"near [\d.]+ m", page.inner_text("#colorbar-near"))
     assert re.fullmatch(r"far [\d.]+ m", page.inner_text("#colorbar-far"))
 
-    box = page.locator("#depth").bounding_box()
-    page.mouse.click(box["x"] + box["width"] * 0.25, box["y"] + box["height"] * 0.3)
-    page.wait_for_function(
-        "JSON.parse(document.getElementById('measure').dataset.picks || '[]').length === 1"
-    )
-    page.mouse.click(box["x"] + box["width"] * 0.7, box["y"] + box["height"] * 0.8)
-    page.wait_for_function(
-        "JSON.parse(document.getElementById('measure').dataset.picks || '[]').length === 2"
-    )
+    picks = "JSON.parse(document.getElementById('measure').dataset.picks || '[]').length"
+    click_pixel(page, 0.25, 0.3)
+    page.wait_for_function(f"{picks} === 1")
+    click_pixel(page, 0.7, 0.8)
+    page.wait_for_function(f"{picks} === 2")
     readout = page.eval_on_selector("#measure", "m => ({...m.dataset, text: m.textContent})")
     (u1, v1, seq1), (u2, v2, seq2) = json.loads(readout["picks"])
     assert readout["units"] == "m" and readout["hfov"] == "60" and " m" in readout["text"]
-    assert abs(u1 - 0.25 * 640) <= 2 and abs(v2 - 0.8 * 480) <= 2  # the pixels clicked
-    camera = pointcloud.intrinsics(640, 480, 60.0)
+    assert abs(u1 - 0.25 * width) <= 2 and abs(v1 - 0.3 * height) <= 2  # the pixels clicked
+    assert abs(u2 - 0.7 * width) <= 2 and abs(v2 - 0.8 * height) <= 2
+    camera = pointcloud.intrinsics(width, height, 60.0)
     a, _ = raw_point(*received[seq1], u1, v1, camera)
     b, _ = raw_point(*received[seq2], u2, v2, camera)
     assert float(readout["distance"]) == pytest.approx(pointcloud.point_distance(a, b), rel=1e-9)
 
-    saved = []
-    page.on("download", lambda download: saved.append(download))
-    page.click("#save-3d")
-    deadline = time.monotonic() + 60
-    while len(saved) < 2 and time.monotonic() < deadline:
-        page.wait_for_timeout(200)
-    page.click("#stop")
-    files = {}
-    for download in saved:
-        files[download.suggested_filename.rsplit(".", 1)[1]] = path = tmp_path / download.suggested_filename
-        download.save_as(path)
-    about = json.loads(files["json"].read_text())
+    about, vertices = save_cloud(page, tmp_path)
     assert about["units"] == "m" and about["hfov_deg"] == 60 and about["model"] == METRIC
-    assert about["fx"] == pytest.approx(camera["fx"]) and (about["cx"], about["cy"]) == (319.5, 239.5)
-    vertices = PlyData.read(str(files["ply"]))["vertex"]
-    assert vertices.count == 640 * 480 == about["points"]
+    assert about["fx"] == pytest.approx(camera["fx"]) and (about["cx"], about["cy"]) == (639.5, 359.5)
+    assert vertices.count == width * height == about["points"]
     _, z = raw_point(*received[about["seq"]], 0, 0, camera)
     expected = pointcloud.back_project(z, about).reshape(-1, 3)
     got = np.stack([vertices["x"], vertices["y"], vertices["z"]], axis=-1)
@@ -349,10 +372,18 @@ def test_a_metric_model_in_metres_measured_and_saved_as_a_point_cloud(page, tmp_
     # coloured by the camera: Chromium's fake camera is a green test pattern
     lit = (vertices["red"].astype(int) + vertices["green"] + vertices["blue"]) > 48
     assert (vertices["green"][lit] > vertices["red"][lit]).mean() > 0.8
-    ARTIFACTS.mkdir(exist_ok=True)
+
+    # the 3D view streams a quarter of the depth: Save 3D there saves a newer frame, in full
     page.click("#toggle-3d")
     page.wait_for_function(
-        "Number(document.getElementById('view3d').dataset.frames || 0) >= 1", timeout=30_000
+        "Number(document.getElementById('view3d').dataset.frames || 0) >= 3", timeout=60_000
     )
+    assert page.is_disabled("#save"), "the 3D view has no colorized picture to save"
+    again, vertices = save_cloud(page, tmp_path)
+    assert again["seq"] > about["seq"] and vertices.count == width * height
+    _, z = raw_point(*received[again["seq"]], 0, 0, camera)
+    np.testing.assert_allclose(vertices["z"], z.reshape(-1).astype(np.float32), rtol=1e-6)
+    page.click("#stop")
     assert "metres" in page.inner_text("#view3d-label")
+    ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "metric-3d.png"))

@@ -57,6 +57,14 @@ def test_relative_depth_becomes_the_views_relative_units_nearest_first():
     np.testing.assert_array_equal(pointcloud.distances(metres, DepthKind.METRIC), metres)
 
 
+def test_a_broken_pixel_does_not_flatten_a_relative_cloud():
+    inverse = np.array([[0.0, 1.0], [2.0, np.inf]])
+    z = pointcloud.distances(inverse, DepthKind.RELATIVE)
+    assert z[1, 0] == pytest.approx(pointcloud.RELATIVE_NEAR) and z[0, 0] == pytest.approx(
+        pointcloud.RELATIVE_FAR
+    )
+
+
 def test_a_ply_reads_back_with_plyfile_point_for_point(tmp_path):
     depth = np.linspace(1.0, 6.0, 40 * 30).reshape(30, 40)
     depth[3, 5] = np.nan  # a broken pixel is left out, not written as NaN
@@ -78,6 +86,20 @@ def test_a_ply_reads_back_with_plyfile_point_for_point(tmp_path):
         np.testing.assert_allclose(vertices[name], expected[..., axis][keep].astype(np.float32))
     np.testing.assert_array_equal(vertices["red"], rgb[..., 0][keep])
     np.testing.assert_array_equal(vertices["blue"], rgb[..., 2][keep])
+
+
+def test_the_single_image_clients_cloud_is_named_after_the_photo_and_the_model(triton, tmp_path, capsys):
+    import cv2
+
+    photo_path = tmp_path / "living.room.jpg"  # dots in the name: kept
+    cv2.imwrite(str(photo_path), cv2.cvtColor(photo(96, 64, "chelsea"), cv2.COLOR_RGB2BGR))
+    clouds = tmp_path / "clouds"
+    args = [str(photo_path), "--model", METRIC, "--url", triton.settings.grpc_url, "--ply", str(clouds)]
+    assert direct_client.main(args) == 0
+    stem = clouds / f"living.room.{METRIC}"
+    assert sorted(p.name for p in clouds.iterdir()) == [f"{stem.name}.json", f"{stem.name}.ply"]
+    assert f"wrote {stem}.ply and {stem}.json" in capsys.readouterr().out
+    assert json.loads((clouds / f"{stem.name}.json").read_text())["frame"] == "living.room.jpg"
 
 
 def test_the_clients_ply_for_a_video_frame_is_the_back_projection_of_direct_grpc(triton, tmp_path, capsys):

@@ -125,6 +125,16 @@ def test_an_unknown_output_is_refused_and_the_stream_goes_on(client, value):
         assert header["binary"] == ["jpeg"]
 
 
+def test_a_broken_pixel_is_sent_as_the_far_end_of_either_kind():
+    from depthstream.contract import DepthKind
+
+    depth = np.array([[1.0, 2.0], [np.nan, 3.0]], np.float32)
+    relative = raw_depth.decode(*raw_depth.encode(depth))
+    metres = raw_depth.decode(*raw_depth.encode(depth, DepthKind.METRIC))
+    assert relative[1, 0] == pytest.approx(1.0)  # inverse depth: the smallest is the farthest
+    assert metres[1, 0] == pytest.approx(3.0)  # metres: the largest is the farthest
+
+
 def test_a_flat_or_partly_broken_depth_still_encodes():
     payload, header = raw_depth.encode(np.full((4, 5), 2.5, np.float32))
     assert (header["min"], header["max"]) == (2.5, 2.5) and set(np.frombuffer(payload, "<u2")) == {0}

@@ -28,6 +28,9 @@ export function distanceAt(raw, q, i) {
   return 1 / (1 / RELATIVE_FAR + t * (1 / RELATIVE_NEAR - 1 / RELATIVE_FAR));
 }
 
+// 0 (far) to 1 (near) for a quantized value: relative depth grows nearer, metres farther
+export const nearness = (raw, value) => (isMetric(raw) ? 1 - value / LEVELS : value / LEVELS);
+
 export function backProject(u, v, z, camera) {
   return [((u - camera.cx) * z) / camera.fx, ((v - camera.cy) * z) / camera.fy, z];
 }
@@ -71,7 +74,7 @@ export function plyBlob(raw, q, rgba, hfovDeg) {
       body.setFloat32(at, x, true);
       body.setFloat32(at + 4, y, true);
       body.setFloat32(at + 8, z, true);
-      const gray = Math.round(255 * (q[i] / LEVELS));
+      const gray = Math.round(255 * nearness(raw, q[i]));
       body.setUint8(at + 12, pixels ? pixels[4 * i] : gray);
       body.setUint8(at + 13, pixels ? pixels[4 * i + 1] : gray);
       body.setUint8(at + 14, pixels ? pixels[4 * i + 2] : gray);

@@ -21,6 +21,7 @@ const page = {
   pendingHeader: null, pendingBinaries: [], // an answer's JSON and the binaries it announced
   view3d: false, lastRaw: null, rawSavePending: false, colorSavePending: false,
   cloudSavePending: false, measurePending: null, picks: [], hfov: DEFAULT_HFOV_DEG,
+  shownSeq: -1, // the answer on screen: the picture drawn, or the 3D view's points placed
 };
 const connection = new Connection({ onOpen, onText, onBinary, onClosed });
 const capture = new Capture(book, (blob, snapshot) => {
@@ -118,7 +119,8 @@ function onClosed({ text, retryMs }) {
 // raw depth costs 5x the bytes of the JPEG: the 3D view asks for "points" (every second pixel
 // each way, 150 KB at 640x480); a save or a measurement waits for the full-resolution depth
 function wantedOutput() {
-  const measuring = page.measurePending || page.picks.length > 0; // the next click is measured at once
+  // between a first and a second click, the full depth keeps coming: the second is measured at once
+  const measuring = page.measurePending || page.picks.length === 1;
   const fullDepth = page.rawSavePending || page.cloudSavePending || measuring;
   if (page.view3d) return fullDepth ? "raw" : "points"; // points: a quarter of the depth, no JPEG
   return fullDepth ? "both" : "color";
@@ -227,6 +229,7 @@ async function onDepthImage(header, buffer, sentAt) {
 // an answer shown (the picture drawn, or the 3D view's points placed): the numbers and buttons
 function showAnswered(header, sentAt, now) {
   page.framesShown += 1;
+  page.shownSeq = header.seq;
   view2d.showStats({
     frames: page.framesShown,
     dropped: header.dropped,
@@ -235,7 +238,7 @@ function showAnswered(header, sentAt, now) {
     fps: capture.running ? book.fps() : undefined,
   });
   ui.depthModel.textContent = header.model;
-  ui.save.disabled = false;
+  ui.save.disabled = page.view3d; // the colorized picture is not what the 3D view shows
   ui.saveRaw.disabled = false;
   ui.save3d.disabled = false;
   updateRandomBanner(header.random_weights);
@@ -281,7 +284,7 @@ function requestColorSave() {
 }
 
 function requestRawSave() {
-  if (page.lastRaw && page.lastRaw.header.seq === view2d.shown.seq) {
+  if (rawOnScreen()) {
     saveRaw(page.lastRaw);
     return;
   }
@@ -290,10 +293,11 @@ function requestRawSave() {
   if (!capture.running) setStatus("press Start: the raw depth of the next frame will be saved");
 }
 
-// the raw depth of the frame on screen, if the page holds it (the 2D view shows JPEG frames)
+// the full-resolution raw depth of the answer on screen, if the page holds it (the 2D view shows
+// JPEG frames; the 3D view, the "points" grid)
 function rawOnScreen() {
   const raw = page.lastRaw;
-  return raw && (page.view3d || raw.header.seq === view2d.shown.seq) ? raw : null;
+  return raw && raw.header.seq === page.shownSeq ? raw : null;
 }
 
 function requestCloudSave() {
@@ -308,10 +312,20 @@ function requestCloudSave() {
   if (!capture.running) setStatus("press Start: the next frame will be saved as a point cloud");
 }
 
+// where the frame is drawn in the canvas's box: object-fit: contain letterboxes a frame of another
+// shape than the box (a 16:9 camera in the 4:3 view)
+function drawnRect() {
+  const box = ui.depth.getBoundingClientRect();
+  const scale = Math.min(box.width / ui.depth.width, box.height / ui.depth.height);
+  const width = ui.depth.width * scale, height = ui.depth.height * scale;
+  return { left: box.left + (box.width - width) / 2, top: box.top + (box.height - height) / 2, width, height };
+}
+
 // a click on the depth view: that pixel's distance; a second click, the distance between the two
 function pickPixel(event) {
-  const rect = ui.depth.getBoundingClientRect();
+  const rect = drawnRect();
   const pick = { x: (event.clientX - rect.left) / rect.width, y: (event.clientY - rect.top) / rect.height };
+  if (pick.x < 0 || pick.x >= 1 || pick.y < 0 || pick.y >= 1) return; // the letterbox's bars
   if (rawOnScreen()) {
     measure(pick);
     return;
@@ -340,6 +354,7 @@ function measure({ x, y }) {
     picks: JSON.stringify(page.picks.map((p) => [p.u, p.v, p.seq])), hfov: page.hfov,
     distance: b ? distanceBetween(a.point, b.point) : "", units: raw.units ?? "relative",
   });
+  if (b) sendConfig(); // measured: back to what the view needs
 }
 
 function toggle3d() {
@@ -354,12 +369,14 @@ function toggle3d() {
     }
   }
   page.view3d = on;
+  forgetPicks(); // measuring is on the 2D view; this also asks for what the view needs
   capture.withSnapshots = on || page.cloudSavePending;
   const last = page.lastRaw; // stopped or not, the view opens on the last frame it can place
   if (on && last) view3d.showFrame({ raw: last.header.raw, q: last.q, rgba: last.rgba, width: last.header.width, height: last.header.height });
   ui.view3dLabel.hidden = !on;
   ui.toggle3d.setAttribute("aria-pressed", String(on));
   ui.depth.hidden = on;
+  ui.save.disabled = on || page.framesShown === 0; // the 3D view has no colorized picture
   view2d.colormapApplies(!on);
   sendConfig();
 }
@@ -379,8 +396,10 @@ ui.hfov.addEventListener("input", () => {
 });
 function forgetPicks() {
   page.picks = [];
+  page.measurePending = null;
   ui.measure.textContent = "Click the depth to measure";
   delete ui.measure.dataset.picks;
+  sendConfig();
 }
 
 ui.model.addEventListener("change", () => { forgetPicks(); updateRandomBanner(); sendConfig(); });

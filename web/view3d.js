@@ -11,7 +11,7 @@
 // Each update's time (points rebuilt + drawn) is measured and kept in window.depthstream3d.
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
-import { DEFAULT_HFOV_DEG, RELATIVE_FAR, RELATIVE_NEAR, distanceAt, intrinsics, isMetric } from "./geometry.js";
+import { DEFAULT_HFOV_DEG, RELATIVE_FAR, RELATIVE_NEAR, distanceAt, intrinsics, isMetric, nearness } from "./geometry.js";
 
 const STEP = 2; // one point per 2x2 pixels: 76,800 points for 640x480
 const KEEP_TIMES = 120;
@@ -120,7 +120,7 @@ function update({ raw, q, rgba, width, height }) {
         const p = 4 * index;
         color[i] = pixels[p] / 255; color[i + 1] = pixels[p + 1] / 255; color[i + 2] = pixels[p + 2] / 255;
       } else {
-        color[i] = color[i + 1] = color[i + 2] = 0.2 + 0.8 * (q[depthAt(u, v)] / 65535);
+        color[i] = color[i + 1] = color[i + 2] = 0.2 + 0.8 * nearness(raw, q[depthAt(u, v)]);
       }
       i += 3;
     }

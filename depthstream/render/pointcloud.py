@@ -44,7 +44,10 @@ def distances(depth: np.ndarray, kind: DepthKind) -> np.ndarray:
     z = depth.astype(np.float64)
     if kind is DepthKind.METRIC:
         return z
-    low, high = float(np.nanmin(z)), float(np.nanmax(z))
+    finite = z[np.isfinite(z)]  # one broken pixel must not flatten the rest
+    if finite.size == 0:
+        return np.full_like(z, np.nan)
+    low, high = float(finite.min()), float(finite.max())
     t = (z - low) / (high - low) if high > low else np.zeros_like(z)
     return 1 / (1 / RELATIVE_FAR + t * (1 / RELATIVE_NEAR - 1 / RELATIVE_FAR))
 
@@ -111,9 +114,10 @@ def camera_json(model: str, kind: DepthKind, width: int, height: int, hfov_deg: 
 def write_cloud(
     stem: Path, depth: np.ndarray, rgb: np.ndarray, model: str, kind: DepthKind, hfov_deg: float, **about
 ) -> int:
-    """``stem``.ply and ``stem``.json for one frame; the number of points."""
+    """``stem``.ply and ``stem``.json for one frame (``stem`` may hold dots: ``photo.model``); the
+    number of points. Non-finite depth is left out of the cloud."""
     height, width = depth.shape
     camera = camera_json(model, kind, width, height, hfov_deg, **about)
-    count = write_ply(stem.with_suffix(".ply"), back_project(distances(depth, kind), camera), rgb)
-    stem.with_suffix(".json").write_text(json.dumps({**camera, "points": count}, indent=2) + "\n")
+    count = write_ply(stem.parent / f"{stem.name}.ply", back_project(distances(depth, kind), camera), rgb)
+    (stem.parent / f"{stem.name}.json").write_text(json.dumps({**camera, "points": count}, indent=2) + "\n")
     return count

@@ -18,9 +18,10 @@ ENCODING = "uint16le"
 LEVELS = 65535
 
 
-def quantize(depth: np.ndarray) -> tuple[np.ndarray, dict]:
+def quantize(depth: np.ndarray, kind: DepthKind = DepthKind.RELATIVE) -> tuple[np.ndarray, dict]:
     """(uint16 [H, W] little-endian, header fields) for an [H, W] float depth. Non-finite pixels
-    (a broken model) become ``min``; a depth with no finite value at all is NoFiniteDepth."""
+    (a broken model) become the far end: ``min`` for relative inverse depth, ``max`` for metres;
+    a depth with no finite value at all is NoFiniteDepth."""
     finite = np.isfinite(depth)
     values = depth[finite]
     if values.size == 0:
@@ -28,8 +29,9 @@ def quantize(depth: np.ndarray) -> tuple[np.ndarray, dict]:
     low, high = float(values.min()), float(values.max())
     span = high - low
     scale = LEVELS / span if span > 0 else 0.0
+    far = high if kind is DepthKind.METRIC else low
     # in float64: float32 arithmetic drifts past half a step near the top of the range
-    scaled = (np.where(finite, depth, low).astype(np.float64) - low) * scale
+    scaled = (np.where(finite, depth, far).astype(np.float64) - low) * scale
     quantized = np.rint(scaled).clip(0, LEVELS).astype("<u2")
     height, width = depth.shape
     return quantized, {"encoding": ENCODING, "width": width, "height": height, "min": low, "max": high}
@@ -38,7 +40,7 @@ def quantize(depth: np.ndarray) -> tuple[np.ndarray, dict]:
 def encode(depth: np.ndarray, kind: DepthKind = DepthKind.RELATIVE) -> tuple[bytes, dict]:
     """(payload, header fields): what the stream sends (see quantize), with what the values mean
     (``units``: ``m`` for a metric model's metres, else ``relative``)."""
-    quantized, header = quantize(depth)
+    quantized, header = quantize(depth, kind)
     return quantized.tobytes(), {**header, "units": kind.units}
 
 
@@ -52,15 +54,22 @@ def decode(payload: bytes, header: dict) -> np.ndarray:
 PNG_MAPPING = "depth = min + q * (max - min) / 65535"
 
 
-def write_png16(path, depth: np.ndarray, **about: str) -> dict:
+def write_png16(path, depth: np.ndarray, kind: DepthKind = DepthKind.RELATIVE, **about: str) -> dict:
     """A 16-bit grayscale PNG of ``depth`` (quantize) whose text chunks carry what maps it back
-    (``depthstream.min``, ``depthstream.max``, ``depthstream.mapping``, and ``about``'s keys as
-    ``depthstream.<key>``), as the page's Save raw depth writes it. Returns the header fields."""
+    (``depthstream.min``, ``depthstream.max``, ``depthstream.mapping``, ``depthstream.units``, and
+    ``about``'s keys as ``depthstream.<key>``), as the page's Save raw depth writes it. Returns the
+    header fields."""
     from PIL import Image, PngImagePlugin  # Pillow: only the tools write files, not the bridge
 
-    quantized, header = quantize(depth)
+    quantized, header = quantize(depth, kind)
     info = PngImagePlugin.PngInfo()
-    texts = {"min": repr(header["min"]), "max": repr(header["max"]), "mapping": PNG_MAPPING, **about}
+    texts = {
+        "min": repr(header["min"]),
+        "max": repr(header["max"]),
+        "mapping": PNG_MAPPING,
+        "units": kind.units,
+        **about,
+    }
     for key, value in texts.items():
         info.add_text(f"depthstream.{key}", value)
     Image.fromarray(quantized.astype(np.uint16)).save(path, pnginfo=info)
