@@ -369,7 +369,8 @@ function toggle3d() {
     }
   }
   page.view3d = on;
-  forgetPicks(); // measuring is on the 2D view; this also asks for what the view needs
+  page.picks = []; // measuring is on the 2D view (its last readout stays)
+  page.measurePending = null;
   capture.withSnapshots = on || page.cloudSavePending;
   const last = page.lastRaw; // stopped or not, the view opens on the last frame it can place
   if (on && last) view3d.showFrame({ raw: last.header.raw, q: last.q, rgba: last.rgba, width: last.header.width, height: last.header.height });
