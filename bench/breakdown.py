@@ -14,6 +14,7 @@ bench/results/breakdown.json and the README's table.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -36,6 +37,7 @@ from serving.triton import EmbeddedTriton
 BEGIN, END = "<!-- breakdown:begin -->", "<!-- breakdown:end -->"
 FRAMES = 30
 WARM_UP = 3
+SETTLE_S = 0.05  # between two paths: work one left behind (freeing, logging) must not fall on the next
 ADDED_MS_GOAL = 5.0  # the stack's own cost per frame over ONNX Runtime direct (issue: stack overhead)
 
 
@@ -45,14 +47,19 @@ def fastest_model(repository: Path) -> str:
     return min(exported, key=lambda n: (MODELS[n].resize.size, MODELS[n].precision == "fp32"))
 
 
+RUN_MS = "depthstream_model_run_ms_total"  # ONNX Runtime's own time inside the Python backend
+
+
 def triton_split(before, after) -> dict[str, float]:
-    """One request's time inside Triton, by stage, from two snapshots of its statistics (ms)."""
-    stats = {}
+    """One request's time inside Triton, by stage, from two snapshots (Triton's statistics, the
+    backend's ONNX Runtime time) taken around it (ms)."""
+    (stats_before, run_before), (stats_after, run_after) = before, after
+    split = {"onnxruntime": run_after - run_before}
     for stage in ("success", "queue", "compute_input", "compute_infer", "compute_output"):
-        done = getattr(after, stage).count - getattr(before, stage).count
-        spent = getattr(after, stage).ns - getattr(before, stage).ns
-        stats[stage] = spent / max(done, 1) / 1e6
-    return stats
+        done = getattr(stats_after, stage).count - getattr(stats_before, stage).count
+        spent = getattr(stats_after, stage).ns - getattr(stats_before, stage).ns
+        split[stage] = spent / max(done, 1) / 1e6
+    return split
 
 
 class Paths:
@@ -62,22 +69,25 @@ class Paths:
         from websockets.sync.client import connect
 
         self.model = model
+        self.server = triton
         onnx = repository / model / VERSION / ONNX_FILE
         self.session, _ = runtime.open_session(onnx, runtime.wanted_providers(), os.cpu_count() or 1)
         self.grpc = grpcclient.InferenceServerClient(triton.settings.grpc_url)
-        self.ws = connect(bridge.ws_url, max_size=None, compression=None)
+        self.exits = contextlib.ExitStack()
+        self.ws = self.exits.enter_context(connect(bridge.ws_url, max_size=None, compression=None))
         self.ws.recv()  # hello
         self.ws.send(json.dumps({"type": "config", "model": model}))
         while json.loads(self.ws.recv())["type"] != "config":
             pass
 
     def stats(self):
-        return self.grpc.get_inference_statistics(self.model).model_stats[0].inference_stats
+        stats = self.grpc.get_inference_statistics(self.model).model_stats[0].inference_stats
+        return stats, self.server.metric(RUN_MS, model=self.model)
 
-    def direct(self, rgb: np.ndarray) -> float:
+    def direct(self, rgb: np.ndarray) -> dict[str, float]:
         start = time.perf_counter()
         runtime.infer(self.session, rgb[None])
-        return (time.perf_counter() - start) * 1e3
+        return {"infer": (time.perf_counter() - start) * 1e3}
 
     def triton(self, rgb: np.ndarray) -> dict[str, float]:
         before = self.stats()
@@ -100,52 +110,64 @@ class Paths:
         return {"round_trip": round_trip, **header["timings_ms"], **triton_split(before, self.stats())}
 
     def close(self) -> None:
-        self.ws.close()
+        self.exits.close()
         self.grpc.close()
 
 
-def measure(paths: Paths, frames: list[np.ndarray]) -> dict[str, dict[str, float]]:
-    """Each path once per frame, in turn; medians per stage."""
+def client_encode_ms(rgb: np.ndarray) -> dict[str, float]:
+    start = time.perf_counter()
+    cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    return {"encode": (time.perf_counter() - start) * 1e3}
+
+
+def stages_of(stack: dict[str, float]) -> dict[str, float]:
+    """One full-stack frame, stage by stage (ms): what each one adds. Every figure comes from
+    that frame's own request (the bridge's timings, Triton's statistics around it)."""
+    inside = stack["queue"] + stack["compute_input"] + stack["compute_infer"] + stack["compute_output"]
+    known = sum(stack.get(k, 0.0) for k in ("decode", "infer", "colorize", "encode", "raw"))
+    return {
+        "WebSocket both ways, and the client's receive": stack["round_trip"] - stack["total"],
+        "bridge: JPEG decode": stack["decode"],
+        "bridge: waiting for its turn, sending, notices": stack["total"] - known,
+        "gRPC both ways (921,600 B in, 1,228,800 B out) and tritonclient": stack["infer"] - stack["success"],
+        "Triton: request handling outside the model": stack["success"] - inside,
+        "Triton: queue": stack["queue"],
+        "Triton: input into the Python backend (compute input)": stack["compute_input"],
+        "Python backend: its stub, copies and calls around ONNX Runtime": stack["compute_infer"]
+        - stack["onnxruntime"],
+        "ONNX Runtime: the model, inside the backend": stack["onnxruntime"],
+        "Triton: output out of the backend (compute output)": stack["compute_output"],
+        "bridge: colorize": stack["colorize"],
+        "bridge: JPEG encode": stack["encode"],
+    }
+
+
+def measure(paths: Paths, frames: list[np.ndarray]) -> dict:
+    """Each path once per frame, the order rotated frame by frame (no path always runs right
+    after another's leftovers), a pause between them; medians (per stage: of each frame's own)."""
     encoded = jpegs(frames)
     runs: dict[str, list[dict]] = {"direct": [], "triton": [], "full_stack": [], "client_encode": []}
     for i, (rgb, jpeg) in enumerate(zip(frames, encoded, strict=True)):
-        direct, triton, stack = paths.direct(rgb), paths.triton(rgb), paths.full_stack(jpeg)
-        start = time.perf_counter()
-        cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 80])
-        encode = (time.perf_counter() - start) * 1e3
-        if i >= WARM_UP:
-            runs["direct"].append({"infer": direct})
-            runs["triton"].append(triton)
-            runs["full_stack"].append(stack)
-            runs["client_encode"].append({"encode": encode})
+        ways = [
+            ("direct", paths.direct, rgb),
+            ("triton", paths.triton, rgb),
+            ("full_stack", paths.full_stack, jpeg),
+            ("client_encode", client_encode_ms, rgb),
+        ]
+        for path, way, data in ways[i % 3 :] + ways[: i % 3]:
+            time.sleep(SETTLE_S)
+            measured = way(data)
+            if i >= WARM_UP:
+                runs[path].append(measured)
+    runs["stages"] = [stages_of(stack) for stack in runs["full_stack"]]
     return {path: {k: float(np.median([r[k] for r in rows])) for k in rows[0]} for path, rows in runs.items()}
 
 
-def stages(m: dict[str, dict[str, float]]) -> list[tuple[str, float]]:
-    """The full stack's frame, stage by stage (ms, medians): what each one adds."""
-    direct, stack = m["direct"]["infer"], m["full_stack"]
-    inside = stack["queue"] + stack["compute_input"] + stack["compute_infer"] + stack["compute_output"]
-    known = sum(stack.get(k, 0.0) for k in ("decode", "infer", "colorize", "encode", "raw"))
+def stages(m: dict) -> list[tuple[str, float]]:
+    """The full stack's frame, stage by stage, from the client's encode to its receive."""
     return [
         ("client: JPEG encode of the frame (OpenCV, quality 80)", m["client_encode"]["encode"]),
-        ("WebSocket both ways, and the client's receive", stack["round_trip"] - stack["total"]),
-        ("bridge: JPEG decode", stack["decode"]),
-        ("bridge: waiting for its turn, sending, notices", stack["total"] - known),
-        (
-            "gRPC both ways (921,600 B in, 1,228,800 B out) and tritonclient",
-            stack["infer"] - stack["success"],
-        ),
-        ("Triton: request handling outside the model", stack["success"] - inside),
-        ("Triton: queue", stack["queue"]),
-        ("Triton: input into the Python backend (compute input)", stack["compute_input"]),
-        (
-            "Python backend: stub round trip and copies (compute infer - the model alone)",
-            stack["compute_infer"] - direct,
-        ),
-        ("ONNX Runtime: the model alone (in-process, served settings)", direct),
-        ("Triton: output out of the backend (compute output)", stack["compute_output"]),
-        ("bridge: colorize", stack["colorize"]),
-        ("bridge: JPEG encode", stack["encode"]),
+        *m["stages"].items(),
     ]
 
 

@@ -10,8 +10,9 @@ config.pbtxt, so one file serves every model. Each request gets its own answer o
 - the images of a batch run one at a time: the peak memory of one image whatever the batch
   (on the CPU, batching was slower anyway: 1.1 frames/s against 1.9 one at a time).
 
-The counters ``depthstream_model_runs_total`` and ``depthstream_requests_skipped_total`` (by
-reason) are on Triton's metrics endpoint beside its own.
+The counters ``depthstream_model_runs_total``, ``depthstream_model_run_ms_total`` (ONNX Runtime's
+own time: what Triton's compute_infer adds around it is this backend's cost) and
+``depthstream_requests_skipped_total`` (by reason) are on Triton's metrics endpoint beside its own.
 """
 
 import json
@@ -72,8 +73,14 @@ class TritonPythonModel:
             description="Requests answered with an error without running (reason: cancelled, too_large, bad_shape)",
             kind=pb_utils.MetricFamily.COUNTER,
         )
-        self.families = (runs, skipped)  # a family must outlive its metrics
+        run_ms = pb_utils.MetricFamily(
+            name="depthstream_model_run_ms_total",
+            description="Milliseconds ONNX Runtime spent running images in the Python-backend model",
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.families = (runs, skipped, run_ms)  # a family must outlive its metrics
         self.runs = runs.Metric(labels={"model": self.model_name})
+        self.run_ms = run_ms.Metric(labels={"model": self.model_name})
         self.skipped = {
             reason: skipped.Metric(labels={"model": self.model_name, "reason": reason})
             for reason in ("cancelled", "too_large", "bad_shape")
@@ -95,10 +102,12 @@ class TritonPythonModel:
                 return self._skip("cancelled", "the request was cancelled while it ran", "CANCELLED")
             if self.extra_s:
                 time.sleep(self.extra_s)
+            started = time.perf_counter()
             try:
                 depth = infer(self.session, item[None])  # with the served run options
             except Exception as exc:  # ONNX Runtime failures become this request's error
                 return self._error(f"inference failed: {exc}", "INTERNAL")
+            self.run_ms.increment((time.perf_counter() - started) * 1e3)
             self.runs.increment(1)
             depths.append(depth)
         depth = np.concatenate(depths) if len(depths) > 1 else depths[0]

@@ -220,6 +220,20 @@ class EmbeddedTriton:
         self.process: subprocess.Popen | None = None
         self.models: list[str] = []
 
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples with these labels, as Triton's metrics endpoint says now."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://{self.settings.host}:{self.settings.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        )
+
     @property
     def served_repository(self) -> Path:
         """The embedded flavour Triton serves, generated from the exported models at start."""

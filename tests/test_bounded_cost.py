@@ -17,7 +17,6 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 from websockets.sync.client import connect
 
@@ -80,16 +79,7 @@ def test_graph_network_input_never_exceeds_the_ceiling(network_input_probe, shap
 
 # --- the limits, enforced by the embedded Triton for direct gRPC clients -------------------------
 def triton_metric(triton: EmbeddedTriton, name: str, **labels: str) -> float:
-    from urllib.request import urlopen
-
-    with urlopen(f"http://{triton.settings.host}:{triton.settings.metrics_port}/metrics", timeout=5) as r:
-        text = r.read().decode()
-    total = 0.0
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                total += sample.value
-    return total
+    return triton.metric(name, **labels)
 
 
 def infer(url: str, model: str, batch: np.ndarray) -> np.ndarray:
