@@ -59,6 +59,10 @@ def test_overlay_renders_and_validates_against_kubernetes_schemas(overlay):
         "Deployment",
         "HorizontalPodAutoscaler",
         "Ingress",
+        "NetworkPolicy",
+        "NetworkPolicy",
+        "PodDisruptionBudget",
+        "PodDisruptionBudget",
         "Service",
         "Service",
     ]
@@ -235,3 +239,98 @@ def test_a_failed_plan_build_leaves_no_model_directory(tmp_path):
     )
     assert result.returncode != 0 and "failed" in result.stderr
     assert not (target / "depth_anything_v2_small").exists()
+
+
+def rendered(overlay: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(render(overlay)) if d]
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+def pods(resources: list[dict]) -> dict[str, dict]:
+    """Each Deployment's pod template, by the Deployment's name."""
+    return {r["metadata"]["name"]: r["spec"]["template"] for r in resources if r["kind"] == "Deployment"}
+
+
+def port_number(template: dict, port) -> int:
+    """A policy's port (a name or a number) on a pod: the container port it means."""
+    for container in template["spec"]["containers"]:
+        for declared in container.get("ports", []):
+            if port in (declared.get("name"), declared["containerPort"]):
+                return declared["containerPort"]
+    raise AssertionError(f"no port {port!r} on the pod")
+
+
+def allowed(resources: list[dict], target: str, port: int, source_pod: str | None, namespace: str) -> bool:
+    """Whether the rendered NetworkPolicies let a pod (``source_pod``, a Deployment of ours, in our
+    namespace) or any pod of ``namespace`` reach ``target``'s ``port``, as Kubernetes decides it:
+    a pod selected by no policy takes everything; a selected one, what one of their rules allows."""
+    templates = pods(resources)
+    labels = templates[target]["metadata"]["labels"]
+    policies = [
+        r for r in resources if r["kind"] == "NetworkPolicy" and selects(r["spec"]["podSelector"], labels)
+    ]
+    if not policies:
+        return True
+    source_labels = templates[source_pod]["metadata"]["labels"] if source_pod else {}
+    for policy in policies:
+        for rule in policy["spec"].get("ingress", []):
+            ports = [port_number(templates[target], p["port"]) for p in rule.get("ports", [])]
+            if ports and port not in ports:
+                continue
+            for peer in rule.get("from", []):
+                if "namespaceSelector" in peer:
+                    matched = selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
+                    matched = matched and (
+                        "podSelector" not in peer or selects(peer["podSelector"], source_labels)
+                    )
+                else:  # a podSelector alone: pods of the policy's own namespace
+                    matched = namespace == "depthstream" and selects(peer["podSelector"], source_labels)
+                if matched:
+                    return True
+    return False
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "cpu"])
+def test_network_policies_keep_tritons_ports_to_the_bridge_and_metrics_to_monitoring(overlay):
+    resources = rendered(overlay)
+    ours = "depthstream"
+    # Triton: inference only from the bridge; metrics only from the monitoring namespace
+    assert allowed(resources, "triton", 8001, "bridge", ours)
+    assert not allowed(resources, "triton", 8001, None, ours), "any pod of the namespace reaches gRPC"
+    assert not allowed(resources, "triton", 8000, "bridge", ours), "HTTP inference is open to the bridge"
+    assert not allowed(resources, "triton", 8001, None, "monitoring")
+    assert allowed(resources, "triton", 8002, None, "monitoring")
+    assert not allowed(resources, "triton", 8002, "bridge", ours)
+    # the bridge: only from the Ingress controller (and Prometheus for /metrics)
+    assert allowed(resources, "bridge", 8080, None, "ingress-nginx")
+    assert allowed(resources, "bridge", 8080, None, "monitoring")
+    assert not allowed(resources, "bridge", 8080, None, ours)
+    assert not allowed(resources, "bridge", 8080, None, "default")
+
+
+@pytest.mark.parametrize("overlay", ["gpu", "cpu"])
+def test_drains_take_one_pod_at_a_time_spread_over_nodes_and_let_work_finish(overlay):
+    resources = rendered(overlay)
+    templates = pods(resources)
+    budgets = [r for r in resources if r["kind"] == "PodDisruptionBudget"]
+    for name, template in templates.items():
+        labels = template["metadata"]["labels"]
+        (budget,) = [b for b in budgets if selects(b["spec"]["selector"], labels)]
+        assert budget["spec"]["maxUnavailable"] == 1, name
+        spread = template["spec"]["topologySpreadConstraints"]
+        assert {c["topologyKey"] for c in spread} >= {"kubernetes.io/hostname"}, name
+        assert all(selects(c["labelSelector"], labels) for c in spread), name
+        container = template["spec"]["containers"][0]
+        pause = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
+        grace = template["spec"]["terminationGracePeriodSeconds"]
+        if name == "triton":  # Triton finishes in-flight requests within --exit-timeout-secs
+            (flag,) = [a for a in container["args"] if a.startswith("--exit-timeout-secs=")]
+            work = int(flag.split("=")[1])
+        else:  # the bridge drains its streams within BRIDGE_DRAIN_TIMEOUT_S
+            from bridge.settings import BridgeSettings
+
+            work = BridgeSettings().drain_timeout_s
+        assert grace >= pause + work + 5, f"{name}: {grace} s of grace for {pause} s + {work} s of work"
