@@ -53,6 +53,12 @@ class BridgeMetrics:
             ["endpoint"],
             registry=r,
         )
+        self.endpoint_up = Gauge(
+            "depthstream_endpoint_up",
+            "1 while a Triton endpoint takes requests, 0 from a failure until its probe finds it back",
+            ["endpoint"],
+            registry=r,
+        )
         self.connections = Gauge("depthstream_connections", "Open WebSocket connections", registry=r)
         self.stage_seconds = Histogram(
             "depthstream_stage_seconds", "Time per frame and stage", ["stage"], buckets=BUCKETS_S, registry=r

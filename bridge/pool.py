@@ -26,10 +26,16 @@ class TritonPool:
     ) -> None:
         self.gateways = [
             TritonGateway(
-                url, request_timeout_s, max_in_flight, client_factory(url) if client_factory else None
+                url,
+                request_timeout_s,
+                max_in_flight,
+                client_factory(url) if client_factory else None,
+                on_up=lambda up, url=url: metrics.endpoint_up.labels(url).set(1 if up else 0),
             )
             for url in urls
         ]
+        for url in urls:  # up until a request or a probe finds otherwise
+            metrics.endpoint_up.labels(url).set(1)
         self.sessions = {gateway.url: 0 for gateway in self.gateways}
         self.metrics = metrics
 

@@ -131,8 +131,11 @@ class TritonGateway:
     reopens the way when Triton is back.
     """
 
-    def __init__(self, url: str, request_timeout_s: float, max_in_flight: int = 0, client=None) -> None:
+    def __init__(
+        self, url: str, request_timeout_s: float, max_in_flight: int = 0, client=None, on_up=None
+    ) -> None:
         self.url = url
+        self.on_up = on_up or (lambda up: None)  # told when the endpoint goes down and comes back
         self.request_timeout_s = request_timeout_s
         # tritonclient's aio client; the fast tests pass a stand-in with the same methods
         self.client = client or grpcclient.InferenceServerClient(url, channel_args=channel_args(url))
@@ -196,6 +199,7 @@ class TritonGateway:
         if self.down_since is None:
             self.down_since = time.monotonic()
             log.warning("Triton at %s is unavailable; probing until it is back", self.url)
+            self.on_up(False)
             self._probe = asyncio.create_task(self._probe_until_ready())
 
     async def _probe_until_ready(self) -> None:
@@ -205,6 +209,7 @@ class TritonGateway:
             delay_s = min(delay_s * 2, PROBE_MAX_DELAY_S)
         log.info("Triton at %s is back after %.1f s", self.url, time.monotonic() - (self.down_since or 0))
         self.down_since = None
+        self.on_up(True)
 
     async def server_ready(self) -> bool:
         try:
