@@ -8,8 +8,8 @@ around each request, split its side into queue, compute input (the request's ten
 Python backend), compute infer (the backend's stub: ONNX Runtime and its copies) and compute
 output; the bridge's ``timings_ms`` split its side. Every figure is the median over the frames.
 
-``python -m bench.breakdown [REPOSITORY]`` (also part of ``make bench``) writes
-bench/results/breakdown.json and the README's table.
+``python -m bench.breakdown [REPOSITORY]`` writes bench/results/breakdown.json and prints the
+table; ``make bench`` also writes it into the README.
 """
 
 from __future__ import annotations
@@ -154,7 +154,7 @@ def measure(paths: Paths, frames: list[np.ndarray]) -> dict:
             ("full_stack", paths.full_stack, jpeg),
             ("client_encode", client_encode_ms, rgb),
         ]
-        for path, way, data in ways[i % 3 :] + ways[: i % 3]:
+        for path, way, data in ways[i % len(ways) :] + ways[: i % len(ways)]:
             time.sleep(SETTLE_S)
             measured = way(data)
             if i >= WARM_UP:

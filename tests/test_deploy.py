@@ -270,7 +270,11 @@ def allowed(resources: list[dict], target: str, port: int, source_pod: str | Non
     templates = pods(resources)
     labels = templates[target]["metadata"]["labels"]
     policies = [
-        r for r in resources if r["kind"] == "NetworkPolicy" and selects(r["spec"]["podSelector"], labels)
+        r
+        for r in resources
+        if r["kind"] == "NetworkPolicy"
+        and selects(r["spec"]["podSelector"], labels)
+        and "Ingress" in r["spec"].get("policyTypes", ["Ingress"])
     ]
     if not policies:
         return True
@@ -280,7 +284,9 @@ def allowed(resources: list[dict], target: str, port: int, source_pod: str | Non
             ports = [port_number(templates[target], p["port"]) for p in rule.get("ports", [])]
             if ports and port not in ports:
                 continue
-            for peer in rule.get("from", []):
+            if not rule.get("from"):  # no peers listed: every source
+                return True
+            for peer in rule["from"]:
                 if "namespaceSelector" in peer:
                     matched = selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace})
                     matched = matched and (
@@ -329,8 +335,15 @@ def test_drains_take_one_pod_at_a_time_spread_over_nodes_and_let_work_finish(ove
         if name == "triton":  # Triton finishes in-flight requests within --exit-timeout-secs
             (flag,) = [a for a in container["args"] if a.startswith("--exit-timeout-secs=")]
             work = int(flag.split("=")[1])
-        else:  # the bridge drains its streams within BRIDGE_DRAIN_TIMEOUT_S
+        else:  # the bridge drains its streams, the last notice may wait on a slow reader, and
+            # uvicorn then waits for its tasks (bridge/server.py)
+            from bridge.server import uvicorn_config
             from bridge.settings import BridgeSettings
 
-            work = BridgeSettings().drain_timeout_s
+            bridge = BridgeSettings()
+            work = (
+                bridge.drain_timeout_s
+                + bridge.send_timeout_s
+                + uvicorn_config(bridge).timeout_graceful_shutdown
+            )
         assert grace >= pause + work + 5, f"{name}: {grace} s of grace for {pause} s + {work} s of work"

@@ -371,6 +371,8 @@ function toggle3d() {
   page.view3d = on;
   page.picks = []; // measuring is on the 2D view (its last readout stays)
   page.measurePending = null;
+  // what is on screen now: the last frame the 3D view places, or the 2D view's last picture
+  page.shownSeq = on ? (page.lastRaw?.header.seq ?? -1) : view2d.shown.seq;
   capture.withSnapshots = on || page.cloudSavePending;
   const last = page.lastRaw; // stopped or not, the view opens on the last frame it can place
   if (on && last) view3d.showFrame({ raw: last.header.raw, q: last.q, rgba: last.rgba, width: last.header.width, height: last.header.height });
