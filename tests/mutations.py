@@ -47,6 +47,37 @@ class Mutation:
 
 
 MUTATIONS = [
+    # depth in metres: colors, raw depth, the 3D view's points, the automatic default
+    Mutation(
+        "metres drawn far bright",
+        "depthstream/render/colorize.py",
+        "return cv2.bitwise_not(gray, dst=gray) if kind is DepthKind.METRIC else gray",
+        "return gray",
+    ),
+    Mutation(
+        "colorize folds back below its range",
+        "depthstream/render/colorize.py",
+        "depth = cv2.max(depth, float(low))",
+        "depth = depth",
+    ),
+    Mutation(
+        "a broken metric pixel sent as the nearest",
+        "depthstream/render/raw_depth.py",
+        "far = high if kind is DepthKind.METRIC else low",
+        "far = low",
+    ),
+    Mutation(
+        "points not subsampled",
+        "bridge/session.py",
+        'step = protocol.POINTS_STEP if request.output == "points" else 1',
+        "step = 1",
+    ),
+    Mutation(
+        "a metric model as the automatic default",
+        "bridge/default_model.py",
+        "relative = [info for info in models if info.ready and MODELS[info.name].depth is DepthKind.RELATIVE]",
+        "relative = [info for info in models if info.ready]",
+    ),
     # Triton's answers and the codes the client hears
     Mutation(
         "queue full is not busy",

@@ -135,3 +135,11 @@ def test_estimates_and_the_default_follow_live_traffic_and_come_back():
         info = client.get("/api/models").json()
         assert info["default_model"] == busy_model and "observed" not in info["default_reason"]
         assert {m["name"]: m for m in info["models"]}[busy_model]["recorded_ms"] is None
+
+
+def test_a_metric_model_is_never_the_automatic_choice():
+    """Metres answer another question than shape: live and fastest, a metric model still is not
+    where the page opens (it is chosen by the user, in its own group)."""
+    speeds = {name: (5.0 if MODELS[name].depth == "metric" else 2000.0) for name in MODELS}
+    choice = choose_default(served(speeds))
+    assert MODELS[choice.model].depth == "relative" and "no model runs live here" in choice.reason
