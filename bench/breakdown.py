@@ -26,8 +26,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from bench.frames import jpegs, stream
-from bench.harness import ROOT, Bridge, machine, server_settings
-from bench.report import replace_between
+from bench.harness import ROOT, Bridge, run_alone, server_settings
+from bench.report import publish
 from depthstream import runtime
 from depthstream.contract import MODELS, OUTPUT_NAME
 from depthstream.model_config import ONNX_FILE, VERSION
@@ -223,21 +223,10 @@ def run(repository: Path, output: Path, where: str, readme: Path | None) -> dict
     config = model_config.parse((repository / model / model_config.CONFIG_FILE).read_text())
     random_weights = model_config.is_random_weights(config)
     report = {"machine": where, "model": model, "medians_ms": medians, "stages_ms": dict(rows), **totals}
-    (output / "breakdown.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(where, model, rows, totals, random_weights)
-    if readme is not None:
-        replace_between(readme, BEGIN, END, table)
-    print(table)
+    publish(output / "breakdown.json", report, table, readme, (BEGIN, END))
     return report
 
 
-def main() -> int:
-    repository = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "model_repository"
-    output = ROOT / "bench" / "results"
-    output.mkdir(parents=True, exist_ok=True)
-    run(repository, output, machine(), None)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_alone(run, None))

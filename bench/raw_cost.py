@@ -9,7 +9,6 @@ in smoke mode: a noisier map, which compresses worse than a real one).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -20,8 +19,8 @@ import cv2
 import numpy as np
 
 from bench.frames import stream
-from bench.harness import ROOT, machine
-from bench.report import replace_between
+from bench.harness import ROOT, run_alone
+from bench.report import publish
 from bridge import images
 from depthstream import model_config, runtime
 from depthstream.contract import DEFAULT_MODEL
@@ -99,21 +98,9 @@ def run(repository: Path, output: Path, where: str, readme: Path | None) -> dict
     config = model_config.parse((repository / DEFAULT_MODEL / CONFIG_FILE).read_text())
     random_weights = model_config.is_random_weights(config)
     report = {"machine": where, "frame": "640x480", "random_weights": random_weights, "encodings": rows}
-    (output / "raw_cost.json").write_text(json.dumps(report, indent=2) + "\n")
-    table = markdown(where, rows, random_weights)
-    if readme is not None:
-        replace_between(readme, BEGIN, END, table)
-    print(table)
+    publish(output / "raw_cost.json", report, markdown(where, rows, random_weights), readme, (BEGIN, END))
     return report
 
 
-def main() -> int:
-    repository = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "model_repository"
-    output = ROOT / "bench" / "results"
-    output.mkdir(parents=True, exist_ok=True)
-    run(repository, output, machine(), ROOT / "README.md")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_alone(run, ROOT / "README.md"))

@@ -78,6 +78,15 @@ def update_readme(readme: Path, table: str) -> None:
     replace_between(readme, BEGIN, END, table)
 
 
+def publish(path: Path, report: dict, table: str, readme: Path | None, markers: tuple[str, str]) -> None:
+    """A side measurement's results: its JSON, its table in the README (between its markers,
+    unless ``readme`` is None) and on stdout."""
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    if readme is not None:
+        replace_between(readme, *markers, table)
+    print(table)
+
+
 def replace_between(readme: Path, begin: str, end: str, table: str) -> None:
     """Replace what lies between two marker comments of a Markdown file."""
     text = readme.read_text()
