@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 from depthstream import accelerator
@@ -31,40 +32,56 @@ def machine() -> str:
     )
 
 
+def run_alone(run, readme: Path | None) -> int:
+    """``python -m bench.<measurement> [REPOSITORY]``: one measurement on its own, into
+    bench/results/ (and the README where given)."""
+    repository = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "model_repository"
+    output = ROOT / "bench" / "results"
+    output.mkdir(parents=True, exist_ok=True)
+    run(repository, output, machine(), readme)
+    return 0
+
+
 class Bridge:
-    """The bridge as its own process, as in production."""
+    """The bridge as its own process, as in production (``extra``: more flags; ``log``: where
+    its output goes). ``stop`` is SIGTERM, as a pod deletion: the bridge drains its streams."""
 
-    def __init__(self, grpc_url: str) -> None:
+    def __init__(self, grpc_url: str, *extra: str, log: Path | None = None) -> None:
         self.port = free_port()
+        self.log = log.open("w") if log is not None else None
+        args = ["--port", str(self.port), "--triton-url", grpc_url, *extra, "--log-level", "warning"]
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "bridge",
-                "--port",
-                str(self.port),
-                "--triton-url",
-                grpc_url,
-                "--log-level",
-                "warning",
-            ],
+            [sys.executable, "-m", "bridge", *args],
             cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT if log else None,
         )
-        deadline = time.monotonic() + 30
-        import urllib.request
-
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1)
+                urllib.request.urlopen(f"{self.url}/readyz", timeout=1)
                 return
             except OSError:
                 time.sleep(0.3)
         raise RuntimeError("the bridge did not become ready")
 
     @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
     def ws_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
+    def metric(self, name: str) -> float:
+        """The sum of the samples whose line starts with ``name`` on the bridge's /metrics."""
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
     def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(20)
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(30)
+        if self.log is not None:
+            self.log.close()

@@ -19,7 +19,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -27,12 +26,12 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness import Bridge
 from depthstream.contract import DEPTH_ANYTHING_V2_SMALL
 from serving.triton import EmbeddedTriton, free_port
 from tests.conftest import ARTIFACTS, triton_settings
 from tests.test_bridge import jpeg
 
-ROOT = Path(__file__).resolve().parent.parent
 MODEL = DEPTH_ANYTHING_V2_SMALL.name
 STREAMS = 10
 FPS = 4.0
@@ -57,39 +56,11 @@ def http_ok(url: str) -> bool:
         return False
 
 
-class BridgeProcess:
-    """A bridge as its own process, as a pod runs it."""
-
-    def __init__(self, triton_urls: str, log: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        args = ["--port", str(self.port), "--triton-url", triton_urls, "--request-timeout-s", "3"]
-        self.log = log.open("w")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "bridge", *args, "--log-level", "warning"],
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        wait_for(lambda: http_ok(f"{self.url}/readyz"), 60, "the bridge became ready")
-
-    def metric(self, name: str) -> float:
-        with urllib.request.urlopen(f"{self.url}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(30)
-        self.log.close()
-
-
 class Balancer:
     """HAProxy in front of the bridges: WebSockets pinned to one bridge for their life, health
     checks on /readyz, a failed connect dispatched to another bridge."""
 
-    def __init__(self, bridges: list[BridgeProcess], workdir: Path) -> None:
+    def __init__(self, bridges: list[Bridge], workdir: Path) -> None:
         haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
         if not Path(haproxy).exists():
             pytest.fail("haproxy is not installed (.ci/run installs Debian's)")
@@ -236,7 +207,9 @@ def two_tritons(tiny_repository, tmp_path):
 def test_ten_streams_through_a_balancer_survive_a_bridge_and_a_triton_going_away(two_tritons, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     urls = ",".join(server.settings.grpc_url for server in two_tritons)
-    bridges = [BridgeProcess(urls, ARTIFACTS / f"bridge-cluster-{i}.log") for i in (1, 2)]
+    bridges = [
+        Bridge(urls, "--request-timeout-s", "3", log=ARTIFACTS / f"bridge-cluster-{i}.log") for i in (1, 2)
+    ]
     balancer = Balancer(bridges, tmp_path)
     try:
         records, events = asyncio.run(rehearse(balancer, bridges, two_tritons))
@@ -247,7 +220,7 @@ def test_ten_streams_through_a_balancer_survive_a_bridge_and_a_triton_going_away
     report(records, events)
 
 
-async def rehearse(balancer: Balancer, bridges: list[BridgeProcess], tritons: list[EmbeddedTriton]):
+async def rehearse(balancer: Balancer, bridges: list[Bridge], tritons: list[EmbeddedTriton]):
     stop = asyncio.Event()
     records = [Stream() for _ in range(STREAMS)]
     started = time.monotonic()
