@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import time
+from dataclasses import dataclass
 
 import pytest
 
@@ -118,21 +119,47 @@ def canvas_lit_fraction(png: bytes) -> float:
     return float((image > 16).mean())
 
 
-def count_bytes(answers: list[dict], payload) -> None:
-    """A received WebSocket message: a depth header starts an answer, binaries add their bytes."""
-    if isinstance(payload, str):
-        message = json.loads(payload)
-        if message.get("type") == "depth":
-            answers.append(message)
-    elif answers:
-        answers[-1]["bytes"] = answers[-1].get("bytes", 0) + len(payload)
+@dataclass
+class Answer:
+    header: dict
+    header_bytes: int  # the JSON's size on the wire
+    binaries: list[bytes]
+
+    @property
+    def complete(self) -> bool:
+        return len(self.binaries) == len(self.header["binary"])
+
+
+def watch_answers(page) -> list[Answer]:
+    """Every depth answer the page receives on its socket: the header and the binaries that
+    followed it (register before the socket opens)."""
+    answers: list[Answer] = []
+
+    def on_frame(payload) -> None:
+        if isinstance(payload, str):
+            message = json.loads(payload)
+            if message.get("type") == "depth":
+                answers.append(Answer(message, len(payload.encode()), []))
+        elif answers and not answers[-1].complete:
+            answers[-1].binaries.append(payload)
+
+    page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
+    return answers
+
+
+def raw_depth_by_seq(answers: list[Answer]) -> dict[int, tuple[dict, bytes]]:
+    """The raw depth of each answer that carried one, by seq: its header fields and its payload."""
+    return {
+        a.header["seq"]: (a.header["raw"], a.binaries[a.header["binary"].index("uint16le")])
+        for a in answers
+        if a.complete and "uint16le" in a.header["binary"]
+    }
 
 
 def test_3d_view_draws_the_stream_and_the_page_stays_responsive(page, record_property):
     """WebGL in headless Chromium (SwiftShader): the point cloud draws every frame, orbits with the
     mouse, and the page's main thread keeps up (the longest gap between animation frames)."""
-    answers: list[dict] = []  # each answer's header, with the bytes of the binaries that followed
-    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: count_bytes(answers, payload)))
+    answers = watch_answers(page)
     page.reload()  # the socket again, now watched
     page.wait_for_selector("#model:not([disabled])")
     page.select_option("#model", "depth_anything_v2_small_252")
@@ -159,11 +186,11 @@ def test_3d_view_draws_the_stream_and_the_page_stays_responsive(page, record_pro
     assert summary["frames"] >= 10 and summary["p50_ms"] > 0
     assert max(gaps) < 1000, "the page froze while the 3D view updated"
     # what the view costs on the wire: the depth of the points it draws, no JPEG
-    points = [a for a in answers if a.get("raw", {}).get("step") == 2 and "bytes" in a]
-    per_frame = max(a["bytes"] + len(json.dumps(a)) for a in points)
+    points = [a for a in answers if a.header.get("raw", {}).get("step") == 2 and a.complete]
+    per_frame = max(a.header_bytes + sum(map(len, a.binaries)) for a in points)
     print(f"3D view: {per_frame} bytes per 640x480 frame at most, over {len(points)} frames")
     record_property("view3d_bytes_per_frame", per_frame)
-    assert len(points) >= 5 and all(a["binary"] == ["uint16le"] for a in points)
+    assert len(points) >= 5 and all(a.header["binary"] == ["uint16le"] for a in points)
     assert per_frame <= 200_000
 
     ARTIFACTS.mkdir(exist_ok=True)  # the README's picture of the 3D view comes from here
@@ -252,28 +279,6 @@ def test_the_colorbar_follows_the_colormap(page):
 METRIC = "depth_anything_v2_metric_indoor_small"
 
 
-def watch_raw_depth(page) -> dict[int, tuple[dict, bytes]]:
-    """Every raw depth the page receives, by seq: the header's raw fields and the payload."""
-
-    received: dict[int, tuple[dict, bytes]] = {}
-    expecting: list = []  # the last depth header and the binaries still to come, in order
-
-    def on_frame(payload) -> None:
-        if isinstance(payload, str):
-            message = json.loads(payload)
-            if message.get("type") == "depth":
-                expecting[:] = [message, list(message["binary"])]
-            return
-        if not expecting or not expecting[1]:
-            return
-        header, kinds = expecting
-        if kinds.pop(0) == "uint16le":
-            received[header["seq"]] = (header["raw"], payload)
-
-    page.on("websocket", lambda ws: ws.on("framereceived", on_frame))
-    return received
-
-
 def raw_point(raw: dict, payload: bytes, u: int, v: int, camera: dict):
 
     from depthstream.render import pointcloud, raw_depth
@@ -327,7 +332,7 @@ def test_a_metric_model_in_metres_measured_and_saved_as_a_point_cloud(page, tmp_
 
     from depthstream.render import pointcloud
 
-    received = watch_raw_depth(page)
+    answers = watch_answers(page)
     page.reload()  # the socket again, now watched
     page.wait_for_selector("#model:not([disabled])")
     metric = page.eval_on_selector_all(
@@ -357,15 +362,15 @@ def test_a_metric_model_in_metres_measured_and_saved_as_a_point_cloud(page, tmp_
     assert abs(u1 - 0.25 * width) <= 2 and abs(v1 - 0.3 * height) <= 2  # the pixels clicked
     assert abs(u2 - 0.7 * width) <= 2 and abs(v2 - 0.8 * height) <= 2
     camera = pointcloud.intrinsics(width, height, 60.0)
-    a, _ = raw_point(*received[seq1], u1, v1, camera)
-    b, _ = raw_point(*received[seq2], u2, v2, camera)
+    a, _ = raw_point(*raw_depth_by_seq(answers)[seq1], u1, v1, camera)
+    b, _ = raw_point(*raw_depth_by_seq(answers)[seq2], u2, v2, camera)
     assert float(readout["distance"]) == pytest.approx(pointcloud.point_distance(a, b), rel=1e-9)
 
     about, vertices = save_cloud(page, tmp_path)
     assert about["units"] == "m" and about["hfov_deg"] == 60 and about["model"] == METRIC
     assert about["fx"] == pytest.approx(camera["fx"]) and (about["cx"], about["cy"]) == (639.5, 359.5)
     assert vertices.count == width * height == about["points"]
-    _, z = raw_point(*received[about["seq"]], 0, 0, camera)
+    _, z = raw_point(*raw_depth_by_seq(answers)[about["seq"]], 0, 0, camera)
     expected = pointcloud.back_project(z, about).reshape(-1, 3)
     got = np.stack([vertices["x"], vertices["y"], vertices["z"]], axis=-1)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)  # float32 in the file
@@ -381,7 +386,7 @@ def test_a_metric_model_in_metres_measured_and_saved_as_a_point_cloud(page, tmp_
     assert page.is_disabled("#save"), "the 3D view has no colorized picture to save"
     again, vertices = save_cloud(page, tmp_path)
     assert again["seq"] > about["seq"] and vertices.count == width * height
-    _, z = raw_point(*received[again["seq"]], 0, 0, camera)
+    _, z = raw_point(*raw_depth_by_seq(answers)[again["seq"]], 0, 0, camera)
     np.testing.assert_allclose(vertices["z"], z.reshape(-1).astype(np.float32), rtol=1e-6)
     assert "metres" in page.inner_text("#view3d-label") and " m" in page.inner_text("#measure")
     ARTIFACTS.mkdir(exist_ok=True)
