@@ -243,9 +243,19 @@ def test_rate_limit_drops_and_counts(fake):
         hello(ws)
         for _ in range(4):
             ws.send_bytes(jpeg())
-        messages = [ws.receive_json() for _ in range(2)]
-        codes = [m.get("code") for m in messages if m["type"] == "error"]
+        ws.send_text(json.dumps({"type": "config"}))  # the accounts: after every frame's fate
+        # the first frame's answer (its header, then its JPEG) may come before or after the
+        # refusal: read the texts, skip the binaries, up to the accounts
+        codes, accounts = [], None
+        while accounts is None:
+            message = ws.receive()
+            body = json.loads(message["text"]) if "text" in message else {"type": "binary"}
+            if body["type"] == "error":
+                codes.append(body["code"])
+            elif body["type"] == "config":
+                accounts = body
         assert ErrorCode.RATE_LIMITED in codes
+        assert accounts["received"] == 4 and accounts["dropped"] >= 3  # one second's burst: 1 frame
 
 
 @pytest.mark.parametrize(
