@@ -187,9 +187,10 @@ def measure_video_client(plan: Plan, url: str, pid: int) -> None:
             )
 
 
-def measure_full_stack(plan: Plan, url: str, triton_pid: int) -> None:
-    """4: WebSocket clients through a real bridge: one client per model and size, eight per checkpoint."""
-    bridge = Bridge(url)
+def measure_full_stack(plan: Plan, url: str, triton_pid: int, shm_key: str) -> None:
+    """4: WebSocket clients through a real bridge (as make demo runs it: frames through shared
+    memory): one client per model and size, eight per checkpoint."""
+    bridge = Bridge(url, shm_key=shm_key)
     pids = (triton_pid, bridge.process.pid)
     duration_s = plan.args.duration_s
     try:
@@ -227,7 +228,7 @@ def measure_servers(plan: Plan) -> None:
             measure_video_client(plan, settings.grpc_url, pid)
             for result in perf_analyzer_results(settings.grpc_url, plan.sizes["640x480"][0], args):
                 plan.record(result)
-            measure_full_stack(plan, settings.grpc_url, pid)
+            measure_full_stack(plan, settings.grpc_url, pid, settings.shm_key)
 
 
 def write_reports(args: BenchSettings, results: list[Result]) -> None:

@@ -46,7 +46,7 @@ class Bridge:
     """The bridge as its own process, as in production (``extra``: more flags; ``log``: where
     its output goes). ``stop`` is SIGTERM, as a pod deletion: the bridge drains its streams."""
 
-    def __init__(self, grpc_url: str, *extra: str, log: Path | None = None) -> None:
+    def __init__(self, grpc_url: str, *extra: str, log: Path | None = None, shm_key: str = "") -> None:
         self.port = free_port()
         self.log = log.open("w") if log is not None else None
         args = ["--port", str(self.port), "--triton-url", grpc_url, *extra, "--log-level", "warning"]
@@ -55,6 +55,8 @@ class Bridge:
             cwd=ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT if log else None,
+            # Triton's shared-memory key, as make demo hands it over: a secret, so not a flag
+            env={**os.environ, "BRIDGE_TRITON_SHM_KEY": shm_key},
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -266,6 +266,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.metrics,
         settings.max_in_flight,
         state.client_factory,
+        settings.shared_memory_for,
     )
     gateway = await state.pool.first_ready() or state.pool.gateways[0]
     for info in await state.catalog.get(gateway):

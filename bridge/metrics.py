@@ -59,6 +59,12 @@ class BridgeMetrics:
             ["endpoint"],
             registry=r,
         )
+        self.shared_memory_regions = Gauge(
+            "depthstream_shared_memory_regions",
+            "Shared-memory regions registered with each Triton endpoint (0: frames go over plain gRPC)",
+            ["endpoint"],
+            registry=r,
+        )
         self.connections = Gauge("depthstream_connections", "Open WebSocket connections", registry=r)
         self.stage_seconds = Histogram(
             "depthstream_stage_seconds", "Time per frame and stage", ["stage"], buckets=BUCKETS_S, registry=r

@@ -23,6 +23,7 @@ class TritonPool:
         metrics: BridgeMetrics,
         max_in_flight: int = 0,
         client_factory=None,
+        shared_memory_for=lambda url: None,
     ) -> None:
         self.gateways = [
             TritonGateway(
@@ -31,11 +32,13 @@ class TritonPool:
                 max_in_flight,
                 client_factory(url) if client_factory else None,
                 on_up=lambda up, url=url: metrics.endpoint_up.labels(url).set(1 if up else 0),
+                shared_memory=shared_memory_for(url),
             )
             for url in urls
         ]
-        for url in urls:  # up until a request or a probe finds otherwise
-            metrics.endpoint_up.labels(url).set(1)
+        for gateway in self.gateways:  # up until a request or a probe finds otherwise
+            metrics.endpoint_up.labels(gateway.url).set(1)
+            metrics.shared_memory_regions.labels(gateway.url).set_function(gateway.regions_registered)
         self.sessions = {gateway.url: 0 for gateway in self.gateways}
         self.metrics = metrics
 

@@ -8,19 +8,21 @@ from pathlib import Path
 
 from depthstream.contract import MAX_IMAGE_PIXELS, MODELS
 from depthstream.render.colorize import COLORMAPS, DEFAULT_COLORMAP
+from depthstream.request import shared_layout
 from depthstream.settings import Settings, SettingsError, parse
 
 __all__ = ["BridgeSettings", "SettingsError", "parse_settings"]
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
+SHARED_MEMORY_MODES = ("auto", "off")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
 @dataclass(frozen=True)
 class BridgeSettings(Settings):
     ENV_PREFIX = "BRIDGE_"
-    SECRETS = frozenset({"token"})
+    SECRETS = frozenset({"token", "triton_shm_key"})
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -37,6 +39,11 @@ class BridgeSettings(Settings):
     # requests in flight to each Triton endpoint; more frames wait in the bridge, where the
     # latest replaces a stale one. 0: the served model's instances (x its batch when batching)
     max_in_flight: int = 0
+    # frames to a Triton on this host (a loopback triton_url) through system shared memory
+    # instead of the gRPC message (bridge/shared_memory.py); plain gRPC where Triton refuses.
+    # auto: try it; off: never
+    triton_shm: str = "auto"
+    triton_shm_key: str = ""  # Triton's key for its restricted shared-memory protocol, if set
     max_fps: float = 30.0  # frames per second per connection; more are dropped and counted
     # control (config) messages per second per connection; more are refused and counted: a model
     # switch costs Triton up to three metadata calls (cached per endpoint for a second)
@@ -61,6 +68,14 @@ class BridgeSettings(Settings):
     @property
     def loopback(self) -> bool:
         return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+
+    def shared_memory_for(self, url: str) -> tuple[int, str] | None:
+        """(bytes of a region for the largest frame taken, Triton's key) for a Triton on this
+        host; None: plain gRPC (another host cannot map this host's memory)."""
+        host = url.removeprefix("dns:///").rpartition(":")[0].strip("[]")
+        if self.triton_shm == "off" or not (host in LOOPBACK_HOSTS or host.startswith("127.")):
+            return None
+        return sum(shared_layout((1, self.max_pixels, 1))), self.triton_shm_key
 
     def validate(self) -> BridgeSettings:
         self.require_all(
@@ -89,6 +104,11 @@ class BridgeSettings(Settings):
                     "host:port (or dns:///name:port), or several separated by commas",
                 ),
                 ("web_dir", (self.web_dir / "index.html").is_file(), "a directory holding index.html"),
+                (
+                    "triton_shm",
+                    self.triton_shm in SHARED_MEMORY_MODES,
+                    f"one of {', '.join(SHARED_MEMORY_MODES)}",
+                ),
                 ("max_fps", self.max_fps > 0, "positive"),
                 ("max_controls_per_s", self.max_controls_per_s > 0, "positive"),
                 ("send_timeout_s", self.send_timeout_s > 0, "positive"),

@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 from bridge.admission import InFlightLimit
 from bridge.observed import ObservedTimes
 from bridge.protocol import ErrorCode
+from bridge.shared_memory import Region, RegionPool
 from depthstream.contract import (
     MODELS,
     OUTPUT_NAME,
@@ -61,6 +62,14 @@ class TritonBusy(TritonError):
 
 class BadOutput(TritonError):
     code = ErrorCode.BAD_OUTPUT
+
+
+class SharedMemoryGone(Exception):
+    """Triton no longer knows a region this bridge registered: it restarted."""
+
+
+# the start of Triton's error for a request naming a region it does not have
+SHARED_MEMORY_MISSING = "unable to find shared memory region"
 
 
 class ModelNotReady(TritonError):
@@ -132,7 +141,13 @@ class TritonGateway:
     """
 
     def __init__(
-        self, url: str, request_timeout_s: float, max_in_flight: int = 0, client=None, on_up=None
+        self,
+        url: str,
+        request_timeout_s: float,
+        max_in_flight: int = 0,
+        client=None,
+        on_up=None,
+        shared_memory: tuple[int, str] | None = None,
     ) -> None:
         self.url = url
         self.on_up = on_up or (lambda up: None)  # told when the endpoint goes down and comes back
@@ -148,6 +163,9 @@ class TritonGateway:
         self._checked: dict[str, tuple[float, ModelInfo]] = {}  # ready models, when last read
         self._expected_s: dict[str, float] = {}
         self.observed = ObservedTimes()  # recent inference times, for the page's estimates
+        # (region bytes, Triton's shared-memory key) for a Triton on this host: frames go through
+        # system shared memory (bridge/shared_memory.py), falling back to plain gRPC
+        self.regions = RegionPool(self.client, url, *shared_memory) if shared_memory else None
 
     async def servers_behind(self) -> int:
         """How many Triton servers this endpoint spreads over: the addresses a ``dns:///`` name
@@ -189,7 +207,13 @@ class TritonGateway:
         if self._probe is not None:
             self._probe.cancel()
             await asyncio.gather(self._probe, return_exceptions=True)
+        if self.regions is not None:
+            await self.regions.close()
         await self.client.close()
+
+    def regions_registered(self) -> int:
+        """Shared-memory regions held registered with this endpoint (0: plain gRPC)."""
+        return self.regions.registered if self.regions is not None else 0
 
     @property
     def available(self) -> bool:
@@ -200,6 +224,8 @@ class TritonGateway:
             self.down_since = time.monotonic()
             log.warning("Triton at %s is unavailable; probing until it is back", self.url)
             self.on_up(False)
+            if self.regions is not None:
+                self.regions.forget()  # a Triton that comes back has none of them registered
             self._probe = asyncio.create_task(self._probe_until_ready())
 
     async def _probe_until_ready(self) -> None:
@@ -276,25 +302,62 @@ class TritonGateway:
             raise TritonUnavailable("the model server is unavailable; retrying")
         timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
         started = time.perf_counter()
+        region = await self._region_for(rgb)
         try:
+            depth = await self._request(model, rgb, timeout_s, region)
+        except SharedMemoryGone:  # Triton restarted between two frames: its regions went with it
+            self.regions.forget()
+            remaining_s = timeout_s - (time.perf_counter() - started)
+            depth = await self._request(model, rgb, max(remaining_s, 0.001), None)
+        self._observe(model, time.perf_counter() - started)
+        return depth
+
+    async def _region_for(self, rgb: np.ndarray) -> Region | None:
+        if self.regions is None:
+            return None
+        region = await self.regions.acquire()
+        if region is not None and not region.fits(rgb):
+            self.regions.release(region)
+            return None
+        return region
+
+    async def _request(
+        self, model: str, rgb: np.ndarray, timeout_s: float, region: Region | None
+    ) -> np.ndarray:
+        """One request, through ``region`` when given (its pool gets it back only if Triton is
+        done with it)."""
+        try:
+            if region is not None:
+                region.write_frame(rgb)
             result = await self.client.infer(
                 model,
-                **depth_request(rgb[None]),
+                **depth_request(rgb[None], region.name if region else None),
                 timeout=max(1, int(timeout_s * 1e6)),
                 client_timeout=timeout_s,
             )
-        except InferenceServerException as exc:
-            error = _classify(exc, model)
-            if isinstance(error, TritonUnavailable):
-                self.mark_down()
-            raise error from None
-        depth = result.as_numpy(OUTPUT_NAME)
-        if depth is None or depth.shape != (1, *rgb.shape[:2]):
-            shape = None if depth is None else depth.shape
+            depth = self._depth_of(model, result, rgb, region)
+        except BaseException as exc:  # a timeout, a client gone (cancelled), an error
+            if region is not None:
+                self.regions.retire(region)
+            if isinstance(exc, InferenceServerException):
+                if region is not None and SHARED_MEMORY_MISSING in (exc.message() or "").lower():
+                    raise SharedMemoryGone() from None
+                error = _classify(exc, model)
+                if isinstance(error, TritonUnavailable):
+                    self.mark_down()
+                raise error from None
+            raise
+        if region is not None:
+            self.regions.release(region)
+        return depth
+
+    @staticmethod
+    def _depth_of(model: str, result, rgb: np.ndarray, region: Region | None) -> np.ndarray:
+        shape = tuple(result.get_output(OUTPUT_NAME).shape) if result.get_output(OUTPUT_NAME) else None
+        if shape != (1, *rgb.shape[:2]):
             log.error("%s returned shape %s for a %s frame", model, shape, rgb.shape)
             raise BadOutput(f"{model} returned a wrongly shaped depth map")
-        self._observe(model, time.perf_counter() - started)
-        return depth[0]
+        return region.read_depth(rgb.shape) if region is not None else result.as_numpy(OUTPUT_NAME)[0]
 
 
 class Turn:

@@ -82,7 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         triton_settings = parse(TritonSettings, ["--repository", str(args.repository)])
         settings = parse_settings(bridge_argv)
-        settings = replace(settings, triton_url=triton_settings.grpc_url)  # validated again
+        # the bridge holds the shared-memory key only, never Triton's admin key
+        settings = replace(
+            settings, triton_url=triton_settings.grpc_url, triton_shm_key=triton_settings.shm_key
+        )  # validated again
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -24,13 +24,18 @@ from pathlib import Path
 
 from depthstream.accelerator import DEVICES
 from depthstream.contract import MODELS
+from depthstream.request import SHM_KEY_NAME
 from depthstream.settings import Settings, SettingsError, setting
 from serving.repository import EmptyRepositoryError, generate
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent  # holds the depthstream package
 
-RESTRICTED_APIS = "model-repository,shared-memory,logging,trace"
+# Triton's admin APIs, each group behind its own random per-start key: the bridge next to this
+# Triton holds the shared-memory key only (it registers its frames' regions), never the one that
+# could change what is served
+ADMIN_APIS = "model-repository,logging,trace"
+SHARED_MEMORY_API = "shared-memory"
 
 
 class TritonStartError(Exception):
@@ -44,7 +49,7 @@ class TritonSettings(Settings):
     as the Makefile passes them), then defaults."""
 
     ENV_PREFIX = "TRITON_"
-    SECRETS = frozenset({"admin_key"})
+    SECRETS = frozenset({"admin_key", "shm_key"})
 
     repository: Path = setting(Path("model_repository"), env="MODEL_REPOSITORY", help="exported models")
     workdir: Path = setting(Path("build/embedded"), help="where the embedded flavour is generated")
@@ -61,6 +66,7 @@ class TritonSettings(Settings):
     )
     ready_timeout_s: float = setting(120.0, help="how long to wait for every model to be ready")
     admin_key: str = setting(flag=False, default_factory=lambda: secrets.token_hex(16))
+    shm_key: str = setting(flag=False, default_factory=lambda: secrets.token_hex(16))
 
     def validate(self) -> None:
         port = "a TCP port (1-65535)"
@@ -171,9 +177,10 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def command(settings: TritonSettings, repository: Path, backends: Path) -> list[str]:
+def command(settings: TritonSettings, repository: Path, backends: Path, shm_prefix: str) -> list[str]:
     server_dir, _ = _pytriton_dirs()
-    restricted = f"{RESTRICTED_APIS}:admin-key={settings.admin_key}"
+    admin = f"{ADMIN_APIS}:admin-key={settings.admin_key}"
+    shared_memory = f"{SHARED_MEMORY_API}:{SHM_KEY_NAME}={settings.shm_key}"
     return [
         str(server_dir / "bin" / "tritonserver"),
         f"--model-repository={repository}",
@@ -187,8 +194,13 @@ def command(settings: TritonSettings, repository: Path, backends: Path) -> list[
         f"--grpc-port={settings.grpc_port}",
         f"--metrics-address={settings.host}",
         f"--metrics-port={settings.metrics_port}",
-        f"--http-restricted-api={restricted}",
-        f"--grpc-restricted-protocol={restricted}",
+        f"--http-restricted-api={admin}",
+        f"--http-restricted-api={shared_memory}",
+        f"--grpc-restricted-protocol={admin}",
+        f"--grpc-restricted-protocol={shared_memory}",
+        # the Python backend's regions under a name of this server's own: a killed Triton's are
+        # found and removed (EmbeddedTriton.remove_leftover_regions), not left in /dev/shm
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
         "--log-verbose=0",
     ]
 
@@ -219,6 +231,7 @@ class EmbeddedTriton:
         self.log_path = log_path
         self.process: subprocess.Popen | None = None
         self.models: list[str] = []
+        self.shm_prefix = f"depthstream-triton-{secrets.token_hex(6)}"
 
     def metric(self, name: str, **labels: str) -> float:
         """The sum of a metric's samples with these labels, as Triton's metrics endpoint says now."""
@@ -257,10 +270,11 @@ class EmbeddedTriton:
         except EmptyRepositoryError as exc:
             raise TritonStartError(str(exc)) from None
         backends = prepare_backends(s.workdir)
+        self.remove_leftover_regions()  # a previous run of this server that was killed
         output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (owned by Popen)
         log.info("starting tritonserver: models %s, gRPC %s", ", ".join(self.models), s.grpc_url)
         self.process = subprocess.Popen(
-            command(s, repository.resolve(), backends.resolve()),
+            command(s, repository.resolve(), backends.resolve(), self.shm_prefix),
             env=server_env(),
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
@@ -287,15 +301,26 @@ class EmbeddedTriton:
         raise TritonStartError(f"tritonserver not ready after {self.settings.ready_timeout_s:.0f} s")
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self.process is None or self.process.poll() is not None:
+        if self.process is None:
             return
-        self.process.send_signal(signal.SIGTERM)  # Triton finishes in-flight requests, then exits
-        try:
-            self.process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            log.warning("tritonserver ignored SIGTERM for %.0f s; killing it", timeout_s)
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)  # Triton finishes in-flight requests, then exits
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                log.warning("tritonserver ignored SIGTERM for %.0f s; killing it", timeout_s)
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self.remove_leftover_regions()
+
+    def remove_leftover_regions(self) -> list[str]:
+        """The Python backend's shared memory a Triton that was killed left behind (one that
+        exits cleanly removes its own); the names removed."""
+        shm = Path("/dev/shm")
+        left = sorted(shm.glob(f"{self.shm_prefix}*")) if shm.is_dir() else []
+        for path in left:
+            path.unlink(missing_ok=True)
+        return [path.name for path in left]
 
     def start_or_report(self) -> bool:
         """Start; on failure log why, leave nothing running, and return False (for CLIs)."""

@@ -1,0 +1,136 @@
+"""A frame's tensors through system shared memory, with a Triton on the same host.
+
+Over plain gRPC a 640x480 frame is 921,600 bytes of RGB serialized into the request and
+1,228,800 bytes of depth serialized back, by both sides. Through a region both processes map,
+the request carries only the region's name: the bridge writes the RGB there, Triton reads it
+and writes the depth after it, and the bridge copies the depth out (bench/breakdown.py measures
+what it buys, side by side with plain gRPC).
+
+One region per request in flight, sized for the largest frame the bridge takes (tmpfs commits
+only the pages a frame touches). A region goes back to the pool only after a request that
+finished; one abandoned mid-run (a timeout, a client gone) may still be written by Triton, so it
+is retired: unlinked here, unregistered with Triton (which defers that until its request ends),
+and never reused: a late write can never land in another frame's depth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+
+import numpy as np
+import tritonclient.utils.shared_memory as shm
+from tritonclient.utils import InferenceServerException
+
+from depthstream.request import SHM_KEY_HEADER, shared_layout
+
+log = logging.getLogger(__name__)
+
+
+class Region:
+    """One registered region: the frame's RGB at offset 0, its depth right after."""
+
+    def __init__(self, name: str, byte_size: int) -> None:
+        self.name = name
+        self.byte_size = byte_size
+        # multiprocessing's resource tracker unlinks it should this process die without destroy()
+        self.handle = shm.create_shared_memory_region(name, f"/{name}", byte_size, create_only=True)
+
+    def fits(self, rgb: np.ndarray) -> bool:
+        return sum(shared_layout(rgb[None].shape)) <= self.byte_size
+
+    def write_frame(self, rgb: np.ndarray) -> None:
+        shm.set_shared_memory_region(self.handle, [np.ascontiguousarray(rgb[None])])
+
+    def read_depth(self, rgb_shape: tuple[int, ...]) -> np.ndarray:
+        """A copy of the depth Triton wrote: the region is reused by the next frame."""
+        batch = (1, *rgb_shape)
+        offset, _ = shared_layout(batch)
+        view = shm.get_contents_as_numpy(self.handle, np.float32, [1, *rgb_shape[:2]], offset=offset)
+        return view[0].copy()
+
+    def destroy(self) -> None:
+        shm.destroy_shared_memory_region(self.handle)
+
+
+class RegionPool:
+    """The regions of one Triton endpoint. ``key`` is Triton's shared-memory key, empty for a
+    Triton that does not restrict that protocol."""
+
+    def __init__(self, client, url: str, byte_size: int, key: str) -> None:
+        self.client = client
+        self.url = url
+        self.byte_size = byte_size
+        self.headers = {SHM_KEY_HEADER: key} if key else None
+        self.prefix = f"ds-{uuid.uuid4().hex[:12]}"  # unique per bridge: several may share a Triton
+        self.free: list[Region] = []
+        self.in_use = 0
+        self.made = 0
+        self.retiring: set[asyncio.Task] = set()
+        self.refused: str | None = None  # why Triton would not map a region: plain gRPC from then on
+
+    @property
+    def registered(self) -> int:
+        """Regions this bridge holds registered with Triton, free or in a request."""
+        return len(self.free) + self.in_use
+
+    async def acquire(self) -> Region | None:
+        """A registered region, or None when Triton would not map one (another host, a wrong
+        key): the request goes over plain gRPC then."""
+        if self.refused is not None:
+            return None
+        region = self.free.pop() if self.free else await self._make()
+        if region is not None:
+            self.in_use += 1
+        return region
+
+    async def _make(self) -> Region | None:
+        self.made += 1
+        region = Region(f"{self.prefix}-{self.made}", self.byte_size)
+        try:
+            await self.client.register_system_shared_memory(
+                region.name, f"/{region.name}", region.byte_size, headers=self.headers
+            )
+        except InferenceServerException as exc:
+            region.destroy()
+            self.refused = exc.message() or str(exc)
+            log.warning(
+                "Triton at %s does not take shared memory from this bridge (%s); frames go over plain gRPC",
+                self.url,
+                self.refused,
+            )
+            return None
+        return region
+
+    def release(self, region: Region) -> None:
+        """Back to the pool: its request has finished."""
+        self.in_use -= 1
+        self.free.append(region)
+
+    def retire(self, region: Region) -> None:
+        """Its request was abandoned (Triton may still write into it): never reuse it."""
+        self.in_use -= 1
+        region.destroy()
+        task = asyncio.get_running_loop().create_task(self._unregister(region.name))
+        self.retiring.add(task)
+        task.add_done_callback(self.retiring.discard)
+
+    async def _unregister(self, name: str) -> None:
+        try:
+            await self.client.unregister_system_shared_memory(name, headers=self.headers)
+        except InferenceServerException as exc:  # gone with a restarted Triton: nothing to free
+            log.info("unregistering shared memory %s: %s", name, exc.message())
+
+    def forget(self) -> None:
+        """Triton went away (its registrations with it): drop the free regions; the ones in a
+        request are retired when it fails. A new Triton gets fresh ones, and is asked anew."""
+        for region in self.free:
+            region.destroy()
+        self.free.clear()
+        self.refused = None
+
+    async def close(self) -> None:
+        names = [region.name for region in self.free]
+        self.forget()
+        await asyncio.gather(*(self._unregister(name) for name in names), *self.retiring)
