@@ -27,6 +27,11 @@ from depthstream.request import SHM_KEY_HEADER, shared_layout
 
 log = logging.getLogger(__name__)
 
+# a retired region is unregistered once Triton's request on it ends (Triton refuses before)
+RETRY_FIRST_S, RETRY_MAX_S = 0.1, 2.0
+RETIRE_GIVE_UP_S = 120.0  # beyond any request's deadline: a Triton that hangs keeps it
+CLOSE_WAIT_S = 5.0
+
 
 class Region:
     """One registered region: the frame's RGB at offset 0, its depth right after."""
@@ -117,10 +122,23 @@ class RegionPool:
         task.add_done_callback(self.retiring.discard)
 
     async def _unregister(self, name: str) -> None:
-        try:
-            await self.client.unregister_system_shared_memory(name, headers=self.headers)
-        except InferenceServerException as exc:  # gone with a restarted Triton: nothing to free
-            log.info("unregistering shared memory %s: %s", name, exc.message())
+        """Until Triton lets it go: it refuses while a request still uses the region."""
+        delay_s, waited_s = RETRY_FIRST_S, 0.0
+        while True:
+            try:
+                await self.client.unregister_system_shared_memory(name, headers=self.headers)
+                return
+            except InferenceServerException as exc:
+                message = exc.message() or ""
+                if "in use" not in message:  # gone with a restarted Triton: nothing to free
+                    log.info("unregistering shared memory %s: %s", name, message)
+                    return
+                if waited_s >= RETIRE_GIVE_UP_S:
+                    log.warning("Triton still uses shared memory %s after %.0f s; left to it", name, waited_s)
+                    return
+            await asyncio.sleep(delay_s)
+            waited_s += delay_s
+            delay_s = min(delay_s * 2, RETRY_MAX_S)
 
     def forget(self) -> None:
         """Triton went away (its registrations with it): drop the free regions; the ones in a
@@ -133,4 +151,8 @@ class RegionPool:
     async def close(self) -> None:
         names = [region.name for region in self.free]
         self.forget()
-        await asyncio.gather(*(self._unregister(name) for name in names), *self.retiring)
+        await asyncio.gather(*(self._unregister(name) for name in names))
+        if self.retiring:  # a shutdown waits a little for requests Triton still runs, not for ever
+            await asyncio.wait(self.retiring, timeout=CLOSE_WAIT_S)
+            for task in self.retiring:
+                task.cancel()

@@ -124,7 +124,11 @@ def bridge_settings(triton_url: str, **overrides):
 def bridge(triton) -> RunningBridge:
     """The bridge most tests stream through. Its default model is set: the automatic choice
     depends on the tiny models' speed on this machine (tests/test_default_model.py tests it)."""
-    settings = bridge_settings(triton.settings.grpc_url, default_model="depth_anything_v2_small")
+    settings = bridge_settings(
+        triton.settings.grpc_url,
+        default_model="depth_anything_v2_small",
+        triton_shm_key=triton.settings.shm_key,
+    )  # as make demo runs it: frames through shared memory
     with RunningBridge(settings) as running:
         yield running
 

@@ -4,6 +4,7 @@ in-process tests: every error branch of the app and the session, without a Trito
 from __future__ import annotations
 
 import asyncio
+from multiprocessing import shared_memory
 from types import SimpleNamespace
 
 import numpy as np
@@ -19,6 +20,7 @@ from depthstream.contract import (
     RANDOM_WEIGHTS_MARKER,
 )
 from depthstream.model_config import MEASURED_ON_PARAM, MS_PER_FRAME_PARAM
+from depthstream.request import SHM_KEY_HEADER
 
 
 def triton_error(status: str, message: str = "") -> InferenceServerException:
@@ -41,6 +43,11 @@ class FakeTriton:
         self.calls: dict[str, int] = {}
         self.in_flight = 0
         self.most_in_flight = 0
+        self.depth_of_pixels = None  # callable (uint8 batch) -> depth, from the pixels sent
+        # system shared memory, as Triton keeps it: regions by name, behind a key when set
+        self.shm_key: str | None = None
+        self.regions: dict[str, shared_memory.SharedMemory] = {}
+        self.region_requests: dict[str, int] = {}  # requests using each region now
 
     def _count(self, what: str) -> None:
         self.calls[what] = self.calls.get(what, 0) + 1
@@ -90,12 +97,73 @@ class FakeTriton:
             batch_shape = inputs[0].shape()
             if self.output is not None:
                 depth = self.output(batch_shape)
+            elif self.depth_of_pixels is not None:
+                depth = self.depth_of_pixels(self._pixels(inputs[0]))
             else:
                 n, height, width, _ = batch_shape
                 depth = np.broadcast_to(np.linspace(0, 1, width, dtype=np.float32), (n, height, width)).copy()
-            return SimpleNamespace(as_numpy=lambda name: depth if name == OUTPUT_NAME else None)
+            return self._result(depth, outputs[0] if outputs else None)
         finally:
             self.in_flight -= 1
+
+    def _pixels(self, tensor) -> np.ndarray:
+        """The uint8 batch a request carries, in its message or in a registered region."""
+        region = self._region_of(tensor._input.parameters)
+        if region is None:
+            data = tensor._raw_content
+        else:
+            shm, offset, size = region
+            data = bytes(shm.buf[offset : offset + size])
+        return np.frombuffer(data, np.uint8).reshape(tensor.shape())
+
+    def _region_of(self, parameters) -> tuple[shared_memory.SharedMemory, int, int] | None:
+        if "shared_memory_region" not in parameters:
+            return None
+        name = parameters["shared_memory_region"].string_param
+        if name not in self.regions:
+            raise triton_error("NOT_FOUND", f"Unable to find shared memory region: '{name}'")
+        offset = parameters["shared_memory_offset"].int64_param if "shared_memory_offset" in parameters else 0
+        return self.regions[name], offset, parameters["shared_memory_byte_size"].int64_param
+
+    def _result(self, depth: np.ndarray, requested) -> SimpleNamespace:
+        if depth is None:  # a response without the output asked for
+            return SimpleNamespace(as_numpy=lambda name: None, get_output=lambda name: None)
+        region = self._region_of(requested._output.parameters) if requested is not None else None
+        if region is not None:  # written into the region; the message says only its shape
+            shm, offset, size = region
+            data = np.ascontiguousarray(depth, np.float32).tobytes()
+            assert len(data) <= size, "the region's output part is too small"
+            shm.buf[offset : offset + len(data)] = data
+        shape = SimpleNamespace(shape=list(depth.shape))
+        return SimpleNamespace(
+            as_numpy=lambda name: None if region is not None or name != OUTPUT_NAME else depth,
+            get_output=lambda name: shape if name == OUTPUT_NAME else None,
+        )
+
+    async def register_system_shared_memory(self, name, key, byte_size, offset=0, headers=None, **_):
+        self._count("register_system_shared_memory")
+        if self.shm_key is not None and (headers or {}).get(SHM_KEY_HEADER) != self.shm_key:
+            raise triton_error(
+                "UNAVAILABLE", f"This protocol is restricted, expecting header '{SHM_KEY_HEADER}'"
+            )
+        self.regions[name] = shared_memory.SharedMemory(key.lstrip("/"))
+        assert self.regions[name].size >= byte_size
+
+    async def unregister_system_shared_memory(self, name="", headers=None, **_):
+        self._count("unregister_system_shared_memory")
+        if self.region_requests.get(name):
+            raise triton_error(
+                "INTERNAL", f"Cannot unregister shared memory region '{name}', it is currently in use"
+            )
+        region = self.regions.pop(name, None)
+        if region is not None:
+            region.close()
+
+    def restart(self) -> None:
+        """A Triton that came back: it knows none of the regions registered before."""
+        for region in self.regions.values():
+            region.close()
+        self.regions.clear()
 
     async def close(self) -> None:
         pass

@@ -35,6 +35,7 @@ FAST_TESTS = (
     "tests/test_notices.py",
     "tests/test_timing.py",
     "tests/test_session_settings.py",
+    "tests/test_shared_memory_fast.py",
 )
 
 
@@ -47,6 +48,45 @@ class Mutation:
 
 
 MUTATIONS = [
+    # frames through shared memory (issue: the stack's own cost)
+    Mutation(
+        "an abandoned request's region goes back to the pool",
+        "bridge/triton.py",
+        """            if region is not None:
+                self.regions.retire(region)""",
+        """            if region is not None:
+                self.regions.release(region)""",
+    ),
+    Mutation(
+        "the depth is read as a view of the region",
+        "bridge/shared_memory.py",
+        "return view[0].copy()",
+        "return view[0]",
+    ),
+    Mutation(
+        "a region Triton forgot fails the frame",
+        "bridge/triton.py",
+        'if region is not None and SHARED_MEMORY_MISSING in (exc.message() or "").lower():',
+        "if False:",
+    ),
+    Mutation(
+        "a retired region is given up when Triton says it is in use",
+        "bridge/shared_memory.py",
+        'if "in use" not in message:',
+        "if True:",
+    ),
+    Mutation(
+        "shared memory offered to a Triton on another host",
+        "bridge/settings.py",
+        'if self.triton_shm == "off" or not (host in LOOPBACK_HOSTS or host.startswith("127.")):',
+        'if self.triton_shm == "off":',
+    ),
+    Mutation(
+        "a Triton that refused a region is asked again every frame",
+        "bridge/shared_memory.py",
+        "            self.refused = exc.message() or str(exc)\n",
+        "            log.info('%s', exc)\n",
+    ),
     # depth in metres: colors, raw depth, the 3D view's points, the automatic default
     Mutation(
         "metres drawn far bright",

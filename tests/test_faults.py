@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -226,21 +227,30 @@ def test_supervisor_restarts_a_killed_triton_and_streams_resume(own_triton, capl
     caplog.set_level(logging.WARNING, logger="serving.supervisor")
     supervisor = TritonSupervisor(own_triton, first_backoff_s=0.2)
     supervisor.start()
-    settings = bridge_settings(own_triton.settings.grpc_url, request_timeout_s=3.0)
+    # frames through shared memory: the regions die with Triton, the bridge registers new ones
+    settings = bridge_settings(
+        own_triton.settings.grpc_url, request_timeout_s=3.0, triton_shm_key=own_triton.settings.shm_key
+    )
     try:
         with RunningBridge(settings) as bridge, open_stream(bridge.ws_url) as ws:
             ws.send(GOOD)
             assert next_answer(ws)[0]["type"] == "depth"
+            assert metric(bridge.url, "depthstream_shared_memory_regions") == 1
+            left_by_one = len(list(Path("/dev/shm").glob(f"{own_triton.shm_prefix}*")))  # its own prefix
+            assert left_by_one >= 1, "the Python backend maps its memory under the server's prefix"
             killed = own_triton.process.pid
             os.kill(killed, signal.SIGKILL)  # as the OOM killer does: the server alone
             assert wait_until(lambda: supervisor.restarts == 1, timeout_s=60), "restarted"
             assert own_triton.process.pid != killed and own_triton.process.poll() is None
+            # the killed server's Python-backend memory was removed, not left beside the new one's
+            assert len(list(Path("/dev/shm").glob(f"{own_triton.shm_prefix}*"))) == left_by_one
 
             def answered() -> bool:
                 ws.send(GOOD)
                 return next_answer(ws)[0]["type"] == "depth"
 
             assert wait_until(answered, timeout_s=30, interval_s=0.5), "the stream resumes by itself"
+            assert metric(bridge.url, "depthstream_shared_memory_regions") == 1, "through a new region"
     finally:
         supervisor.stop()
         supervisor.join()

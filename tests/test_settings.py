@@ -117,6 +117,8 @@ OTHER_VALUES = {
     "host": ("localhost", "localhost"),
     "port": ("9100", 9100),
     "triton_url": ("triton:9001", "triton:9001"),
+    "triton_shm": ("off", "off"),
+    "triton_shm_key": ("k" * 32, "k" * 32),
     "default_model": ("midas_dpt_beit_base_384", "midas_dpt_beit_base_384"),
     "default_colormap": ("turbo", "turbo"),
     "jpeg_quality": ("70", 70),
