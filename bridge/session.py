@@ -3,7 +3,8 @@
 The receive loop never waits for inference: a frame that arrives while another is being
 processed waits in a single slot, and a newer frame replaces it (counted in ``dropped``, and
 told to the client in a ``dropped`` notice: bridge/notices.py).
-Decode, colorize and encode run in worker threads, so the event loop never blocks on them.
+Decode, colorize and encode run in worker threads, so the event loop never blocks on them, and
+a frame's colorize, encode and send overlap the next frame's inference.
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ class StreamSession:
         self.wakeup = asyncio.Event()
         self.idle = asyncio.Event()  # set while no frame is being processed
         self.idle.set()
+        # the last frame inferred, being drawn and sent while the next one is inferred
+        self.answering: asyncio.Task | None = None
         self.send_lock = asyncio.Lock()
         self.limiter = RateLimiter(settings.max_fps)
         self.control_limiter = RateLimiter(settings.max_controls_per_s)
@@ -277,9 +280,12 @@ class StreamSession:
 
     # --- processing ------------------------------------------------------------------------
     async def run_worker(self) -> None:
-        """Process the latest frame, one at a time, until cancelled."""
+        """Process the latest frame, one at a time, until cancelled. A frame's drawing and
+        sending overlap the next frame's inference: the model is never idle waiting for them."""
         while True:
-            await self.wakeup.wait()
+            if self.pending is None:
+                await self.finish_answering()  # a send that failed ends the stream here
+                await self.wakeup.wait()
             self.wakeup.clear()
             if self.pending is not None:
                 self.idle.clear()
@@ -300,8 +306,28 @@ class StreamSession:
                 if frame is None:
                     return
                 rgb, depth, timings = await self._infer(turn, frame)
-            binaries, rendered = await asyncio.to_thread(self.render, depth, request, timings)
         except (ProtocolError, TritonError) as exc:
+            await self.finish_answering()  # answers leave in frame order
+            await self._fail(frame, exc)
+            return
+        # one frame drawing at a time, in order (the color range runs in frame order): the
+        # previous one's answer is done before this one's starts, while the next frame infers
+        await self.finish_answering()
+        self.answering = asyncio.create_task(self._render_and_answer(frame, request, rgb, depth, timings))
+
+    async def finish_answering(self) -> None:
+        """Wait for the frame being drawn and sent; its failure (a client gone, one that reads
+        nothing) is raised here, in the worker, where it ends the stream."""
+        if self.answering is not None:
+            task, self.answering = self.answering, None
+            await task
+
+    async def _render_and_answer(
+        self, frame: Frame, request: Request, rgb: np.ndarray, depth: np.ndarray, timings: dict[str, float]
+    ) -> None:
+        try:
+            binaries, rendered = await asyncio.to_thread(self.render, depth, request, timings)
+        except TritonError as exc:  # the model's output could not be drawn
             await self._fail(frame, exc)
             return
         await self._answer(frame, request, rgb, binaries, rendered, timings)
@@ -411,6 +437,8 @@ class StreamSession:
 
     def close(self) -> None:
         self.pool.release(self.gateway)
+        if self.answering is not None:  # the stream ended: nobody reads the answer
+            self.answering.cancel()
 
     async def drain(self, close_code: int) -> None:
         """Shutting down: take no new frames, let the one in flight finish, then close."""
@@ -421,6 +449,8 @@ class StreamSession:
         try:
             async with asyncio.timeout(self.settings.drain_timeout_s):
                 await self.idle.wait()
+                if self.answering is not None:  # its answer is sent before the close
+                    await asyncio.wait([self.answering])
         except TimeoutError:
             log.warning("a frame was still in flight after %.1f s of draining", self.settings.drain_timeout_s)
         with contextlib.suppress(Exception):  # a client gone already has nothing to be told
