@@ -31,6 +31,7 @@ import tritonclient.grpc as grpcclient
 from bench.frames import jpegs, stream
 from bench.harness import ROOT, Bridge, run_alone, server_settings
 from bench.report import publish
+from bridge.protocol import OUTPUTS
 from depthstream import runtime
 from depthstream.contract import MODELS, OUTPUT_NAME
 from depthstream.model_config import ONNX_FILE, VERSION
@@ -121,6 +122,23 @@ class Paths:
         round_trip = (time.perf_counter() - start) * 1e3
         return {"round_trip": round_trip, **header["timings_ms"], **triton_split(before, self.stats())}
 
+    def bytes_per_frame(self, output: str, jpeg: bytes) -> int:
+        """What the bridge sends back for one frame asking for ``output``: its header and binaries."""
+        ws = self.streams["shared_memory"]
+        ws.send(json.dumps({"type": "config", "output": output}))
+        while json.loads(ws.recv())["type"] != "config":
+            pass
+        ws.send(jpeg)
+        header = ws.recv()
+        while json.loads(header)["type"] != "depth":
+            header = ws.recv()
+        binaries = len(OUTPUTS[output])
+        size = len(header.encode()) + sum(len(ws.recv()) for _ in range(binaries))
+        ws.send(json.dumps({"type": "config", "output": "color"}))
+        while json.loads(ws.recv())["type"] != "config":
+            pass
+        return size
+
     def close(self) -> None:
         self.exits.close()
         self.grpc.close()
@@ -183,6 +201,17 @@ def paced_rates(paths: Paths, frames: list[np.ndarray]) -> dict[str, float]:
         counted["full_stack_paced"][1] += seconds
         time.sleep(SETTLE_S)
     return {path: n / seconds for path, (n, seconds) in counted.items()}
+
+
+# what each view asks for: the 2D view a colorized JPEG; the 3D view its points; before the
+# points output, the 3D view asked for both the JPEG and every pixel's raw depth
+VIEW_OUTPUTS = {"2D view": "color", "3D view": "points", "3D view before (JPEG and full raw depth)": "both"}
+BYTES_3D_GOAL = 200_000
+
+
+def bytes_per_view(paths: Paths, frame: np.ndarray) -> dict[str, int]:
+    jpeg = jpegs([frame])[0]
+    return {view: paths.bytes_per_frame(output, jpeg) for view, output in VIEW_OUTPUTS.items()}
 
 
 def check_transports(bridges: dict[str, Bridge]) -> None:
@@ -319,6 +348,11 @@ def markdown(
         f"the full stack delivered **{totals['full_stack_paced_fps']:.2f} frames/s**, "
         f"{totals['paced_share_of_direct']:.0%} of the model alone back to back in-process "
         f"({totals['direct_fps']:.2f} frames/s; alternating {PACED_BLOCKS} x {PACED_BLOCK_S:.0f} s blocks each).",
+        "",
+        "Bytes the bridge sends back per 640x480 frame (header and binaries): "
+        + "; ".join(f"{view} {size:,} B" for view, size in totals["bytes_per_frame"].items())
+        + f". Goal for the 3D view, at most {BYTES_3D_GOAL // 1000} KB: "
+        + ("met." if totals["bytes_per_frame"]["3D view"] <= BYTES_3D_GOAL else "**missed**."),
     ]
     return "\n".join(lines)
 
@@ -339,11 +373,13 @@ def run(repository: Path, output: Path, where: str, readme: Path | None) -> dict
             medians = measure(paths, frames)
             check_transports(bridges)
             rates = paced_rates(paths, frames)
+            sizes = bytes_per_view(paths, frames[0])
         finally:
             paths.close()
             for bridge in bridges.values():
                 bridge.stop()
     rows, totals = stages(medians), {**summary(medians), **paced_summary(rates)}
+    totals["bytes_per_frame"] = sizes
     config = model_config.parse((repository / model / model_config.CONFIG_FILE).read_text())
     random_weights = model_config.is_random_weights(config)
     report = {"machine": where, "model": model, "medians_ms": medians, "stages_ms": dict(rows), **totals}

@@ -318,9 +318,13 @@ class StreamSession:
     async def finish_answering(self) -> None:
         """Wait for the frame being drawn and sent; its failure (a client gone, one that reads
         nothing) is raised here, in the worker, where it ends the stream."""
-        if self.answering is not None:
-            task, self.answering = self.answering, None
-            await task
+        task = self.answering
+        if task is not None:
+            try:
+                await task
+            finally:  # kept until it is done: drain() waits for it too
+                if self.answering is task:
+                    self.answering = None
 
     async def _render_and_answer(
         self, frame: Frame, request: Request, rgb: np.ndarray, depth: np.ndarray, timings: dict[str, float]
@@ -449,7 +453,7 @@ class StreamSession:
         try:
             async with asyncio.timeout(self.settings.drain_timeout_s):
                 await self.idle.wait()
-                if self.answering is not None:  # its answer is sent before the close
+                if self.answering is not None:  # the last answer is sent before the close
                     await asyncio.wait([self.answering])
         except TimeoutError:
             log.warning("a frame was still in flight after %.1f s of draining", self.settings.drain_timeout_s)

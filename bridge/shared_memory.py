@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 
 import numpy as np
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 2.0
 RETIRE_GIVE_UP_S = 120.0  # beyond any request's deadline: a Triton that hangs keeps it
 CLOSE_WAIT_S = 5.0
+REFUSED_RETRY_S = 30.0  # a Triton that refused a region is asked again after this long
 
 
 class Region:
@@ -73,7 +75,8 @@ class RegionPool:
         self.in_use = 0
         self.made = 0
         self.retiring: set[asyncio.Task] = set()
-        self.refused: str | None = None  # why Triton would not map a region: plain gRPC from then on
+        self.refused: str | None = None  # why Triton would not map a region: plain gRPC meanwhile
+        self.refused_at = 0.0  # asked again after REFUSED_RETRY_S (a key set later, a Triton replaced)
 
     @property
     def registered(self) -> int:
@@ -83,7 +86,7 @@ class RegionPool:
     async def acquire(self) -> Region | None:
         """A registered region, or None when Triton would not map one (another host, a wrong
         key): the request goes over plain gRPC then."""
-        if self.refused is not None:
+        if self.refused is not None and time.monotonic() - self.refused_at < REFUSED_RETRY_S:
             return None
         region = self.free.pop() if self.free else await self._make()
         if region is not None:
@@ -99,7 +102,10 @@ class RegionPool:
             )
         except InferenceServerException as exc:
             region.destroy()
-            self.refused = exc.message() or str(exc)
+            said_before = self.refused
+            self.refused, self.refused_at = exc.message() or str(exc), time.monotonic()
+            if said_before == self.refused:
+                return None
             log.warning(
                 "Triton at %s does not take shared memory from this bridge (%s); frames go over plain gRPC",
                 self.url,

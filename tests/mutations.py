@@ -82,6 +82,21 @@ MUTATIONS = [
         'if self.triton_shm == "off":',
     ),
     Mutation(
+        "the answer being drawn is forgotten by a drain",
+        "bridge/session.py",
+        """        task = self.answering
+        if task is not None:""",
+        """        task, self.answering = self.answering, None
+        if task is not None:""",
+    ),
+    Mutation(
+        "a frame's drawing waits for nothing (answers out of order)",
+        "bridge/session.py",
+        """        await self.finish_answering()
+        self.answering = asyncio.create_task(""",
+        """        self.answering = asyncio.create_task(""",
+    ),
+    Mutation(
         "a Triton that refused a region is asked again every frame",
         "bridge/shared_memory.py",
         "            self.refused = exc.message() or str(exc)\n",

@@ -198,6 +198,28 @@ def test_draining_closes_streams_1001_and_refuses_new_ones(client, fake):
     assert client.get("/readyz").status_code == 503
 
 
+def test_draining_sends_the_frame_in_flight_before_closing(client, fake):
+    fake.delay_s = 0.2  # the frame is at the model when the drain begins
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_bytes(jpeg())
+        time.sleep(0.05)
+        client.portal.call(client.app.state.depthstream.drain)
+        header, image = answer(ws)
+        assert header["type"] == "depth" and header["seq"] == 0 and image, "answered, not lost in the close"
+        assert closed_with(ws) == status.WS_1001_GOING_AWAY
+
+
+def test_answers_leave_in_frame_order_while_drawing_overlaps_the_next_inference(client):
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_bytes(jpeg(1920, 1080))  # slow to draw
+        ws.send_bytes(jpeg(64, 48))  # inferred while the first is drawn, and quick to draw
+        first, _ = answer(ws)
+        second, _ = answer(ws)
+    assert (first["seq"], first["width"]) == (0, 1920) and (second["seq"], second["width"]) == (1, 64)
+
+
 def test_frames_that_cannot_finish_in_time_are_not_sent(fake):
     """Two streams, one request in flight at a time: the second stream's frame would wait for
     the first (0.6 s) and then need 0.6 s itself, past its 1 s deadline: it is dropped unsent."""

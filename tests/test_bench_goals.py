@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+
 from bench.goals import goals
 from bench.measure import Result
 
@@ -77,3 +81,41 @@ def test_every_model_measured_both_ways_has_the_90_percent_goal():
     )
     assert rows[f"{DA252}: full stack (1 client) >= 90% of ONNX Runtime direct"] is False  # 79%
     assert rows[f"{metric}: full stack (1 client) >= 90% of ONNX Runtime direct"] is True
+
+
+def test_the_breakdowns_stages_add_up_to_the_frames_own_time_outside_the_model():
+    from bench.breakdown import stages_of
+
+    stack = {
+        "round_trip": 220.0,
+        "total": 217.0,
+        "decode": 2.0,
+        "infer": 205.0,
+        "colorize": 2.5,
+        "encode": 1.5,
+        "success": 203.0,
+        "queue": 0.1,
+        "compute_input": 0.2,
+        "compute_infer": 200.0,
+        "compute_output": 0.7,
+        "onnxruntime": 198.5,
+    }
+    stages = stages_of(stack)
+    assert sum(stages.values()) == pytest.approx(stack["round_trip"]), "every millisecond in one row"
+    model = stages.pop("ONNX Runtime: the model, inside the backend")
+    assert model == stack["onnxruntime"]
+    assert sum(stages.values()) == pytest.approx(stack["round_trip"] - stack["onnxruntime"])
+    assert stages["bridge: waiting for its turn, sending, notices"] == pytest.approx(
+        217 - 2 - 205 - 2.5 - 1.5
+    )
+    assert min(stages.values()) >= 0
+
+
+def test_a_paced_client_counts_what_each_message_settles():
+    from bench.breakdown import settled_by
+
+    assert settled_by(json.dumps({"type": "depth", "seq": 4})) == (1, 1)
+    assert settled_by(json.dumps({"type": "error", "seq": 5, "code": "timeout"})) == (0, 1)
+    assert settled_by(json.dumps({"type": "error", "code": "rate_limited"})) == (0, 0), "about the stream"
+    assert settled_by(json.dumps({"type": "dropped", "seqs": [[1, 3], [6, 6]], "dropped": 4})) == (0, 4)
+    assert settled_by(b"\xff\xd8 a JPEG") == (0, 0)

@@ -250,6 +250,9 @@ def test_supervisor_restarts_a_killed_triton_and_streams_resume(own_triton, capl
                 return next_answer(ws)[0]["type"] == "depth"
 
             assert wait_until(answered, timeout_s=30, interval_s=0.5), "the stream resumes by itself"
+            # the first frame may have found its region unknown to the new Triton (resent over
+            # plain gRPC, the region let go): the next one goes through a new region
+            assert answered()
             assert metric(bridge.url, "depthstream_shared_memory_regions") == 1, "through a new region"
     finally:
         supervisor.stop()

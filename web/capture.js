@@ -8,6 +8,24 @@
 import { ui, showBanner } from "./ui.js";
 
 export const MAX_IN_FLIGHT = 2;
+const KEEP_TIMINGS = 100;
+
+// the page's own share of a frame's time, for whoever asks (the browser test, a developer's
+// console): milliseconds to draw the camera frame and encode it as JPEG, and to draw an answer
+export const pageTimings = { encode: [], draw: [] };
+window.depthstreamPage = {
+  timings: pageTimings,
+  median(name) {
+    const sorted = [...pageTimings[name]].sort((a, b) => a - b);
+    return sorted.length ? sorted[Math.floor(sorted.length / 2)] : null;
+  },
+};
+
+export function recordTiming(name, ms) {
+  const kept = pageTimings[name];
+  kept.push(ms);
+  if (kept.length > KEEP_TIMINGS) kept.shift();
+}
 const SEND_CLOCK_MS = 200;
 const MAX_OUTSTANDING = 8; // a silent server does not get frames without end
 const JPEG_QUALITY = 0.8;
@@ -132,6 +150,7 @@ export class Capture {
     const srcW = element.videoWidth || element.naturalWidth;
     const srcH = element.videoHeight || element.naturalHeight;
     const { w, h } = this.size();
+    const started = performance.now();
     const scale = Math.min(1, w / srcW, h / srcH);
     canvas.width = Math.max(2, Math.round(srcW * scale));
     canvas.height = Math.max(2, Math.round(srcH * scale));
@@ -147,6 +166,7 @@ export class Capture {
     this.encoding = true;
     canvas.toBlob((blob) => {
       this.encoding = false;
+      recordTiming("encode", performance.now() - started);
       if (blob) this.send(blob, snapshot);
     }, "image/jpeg", JPEG_QUALITY);
   }
