@@ -69,6 +69,14 @@ def triton_split(before, after) -> dict[str, float]:
 TRANSPORTS = {"shared_memory": "shared memory", "plain_grpc": "plain gRPC"}  # the bridge's two ways
 
 
+def next_of(ws, kind: str) -> str:
+    """The next text message of this type, past notices and the binaries of earlier answers."""
+    while True:
+        message = ws.recv()
+        if isinstance(message, str) and json.loads(message)["type"] == kind:
+            return message
+
+
 class Paths:
     """The ways to the model, each timed on the same frame."""
 
@@ -126,17 +134,12 @@ class Paths:
         """What the bridge sends back for one frame asking for ``output``: its header and binaries."""
         ws = self.streams["shared_memory"]
         ws.send(json.dumps({"type": "config", "output": output}))
-        while json.loads(ws.recv())["type"] != "config":
-            pass
+        next_of(ws, "config")
         ws.send(jpeg)
-        header = ws.recv()
-        while json.loads(header)["type"] != "depth":
-            header = ws.recv()
-        binaries = len(OUTPUTS[output])
-        size = len(header.encode()) + sum(len(ws.recv()) for _ in range(binaries))
+        header = next_of(ws, "depth")
+        size = len(header.encode()) + sum(len(ws.recv()) for _ in OUTPUTS[output])
         ws.send(json.dumps({"type": "config", "output": "color"}))
-        while json.loads(ws.recv())["type"] != "config":
-            pass
+        next_of(ws, "config")
         return size
 
     def close(self) -> None:
