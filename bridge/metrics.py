@@ -61,7 +61,8 @@ class BridgeMetrics:
         )
         self.shared_memory_regions = Gauge(
             "depthstream_shared_memory_regions",
-            "Shared-memory regions registered with each Triton endpoint (0: frames go over plain gRPC)",
+            "Shared-memory regions registered with each Triton endpoint: free, in a request, or retiring "
+            "after an abandoned one (0: frames go over plain gRPC)",
             ["endpoint"],
             registry=r,
         )

@@ -314,6 +314,9 @@ class StreamSession:
         # previous one's answer is done before this one's starts, while the next frame infers
         await self.finish_answering()
         self.answering = asyncio.create_task(self._render_and_answer(frame, request, rgb, depth, timings))
+        # its failure is raised where the worker awaits it; one never awaited (the stream ended
+        # first) is retrieved here, not reported by asyncio as lost
+        self.answering.add_done_callback(lambda task: task.cancelled() or task.exception())
 
     async def finish_answering(self) -> None:
         """Wait for the frame being drawn and sent; its failure (a client gone, one that reads

@@ -3,6 +3,7 @@ defaults (the shared scheme of depthstream.settings), validated as it is built."
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,7 +74,7 @@ class BridgeSettings(Settings):
         """(bytes of a region for the largest frame taken, Triton's key) for a Triton on this
         host; None: plain gRPC (another host cannot map this host's memory)."""
         host = url.removeprefix("dns:///").rpartition(":")[0].strip("[]")
-        if self.triton_shm == "off" or not (host in LOOPBACK_HOSTS or host.startswith("127.")):
+        if self.triton_shm == "off" or not _is_loopback(host):
             return None
         return sum(shared_layout((1, self.max_pixels, 1))), self.triton_shm_key
 
@@ -128,6 +129,16 @@ class BridgeSettings(Settings):
                 "BRIDGE_TOKEN, or disable it explicitly with --allow-no-token / BRIDGE_ALLOW_NO_TOKEN=1"
             )
         return self
+
+
+def _is_loopback(host: str) -> bool:
+    """A loopback address or localhost, never a name that merely starts like one."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _endpoint_ok(url: str) -> bool:

@@ -302,7 +302,7 @@ class TritonGateway:
             raise TritonUnavailable("the model server is unavailable; retrying")
         timeout_s = self.request_timeout_s if timeout_s is None else timeout_s
         started = time.perf_counter()
-        region = await self._region_for(rgb)
+        region = await self._region_for(rgb, timeout_s)
         try:
             depth = await self._request(model, rgb, timeout_s, region)
         except SharedMemoryGone:  # Triton restarted between two frames: its regions went with it
@@ -312,10 +312,10 @@ class TritonGateway:
         self._observe(model, time.perf_counter() - started)
         return depth
 
-    async def _region_for(self, rgb: np.ndarray) -> Region | None:
+    async def _region_for(self, rgb: np.ndarray, timeout_s: float) -> Region | None:
         if self.regions is None:
             return None
-        region = await self.regions.acquire()
+        region = await self.regions.acquire(timeout_s)
         if region is not None and not region.fits(rgb):
             self.regions.release(region)
             return None

@@ -151,6 +151,10 @@ class FakeTriton:
 
     async def unregister_system_shared_memory(self, name="", headers=None, **_):
         self._count("unregister_system_shared_memory")
+        if self.shm_key is not None and (headers or {}).get(SHM_KEY_HEADER) != self.shm_key:
+            raise triton_error(
+                "UNAVAILABLE", f"This protocol is restricted, expecting header '{SHM_KEY_HEADER}'"
+            )
         if self.region_requests.get(name):
             raise triton_error(
                 "INTERNAL", f"Cannot unregister shared memory region '{name}', it is currently in use"

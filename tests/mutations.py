@@ -78,8 +78,8 @@ MUTATIONS = [
     Mutation(
         "shared memory offered to a Triton on another host",
         "bridge/settings.py",
-        'if self.triton_shm == "off" or not (host in LOOPBACK_HOSTS or host.startswith("127.")):',
-        'if self.triton_shm == "off":',
+        "return ipaddress.ip_address(host).is_loopback",
+        "return True",
     ),
     Mutation(
         "the answer being drawn is forgotten by a drain",
@@ -99,8 +99,32 @@ MUTATIONS = [
     Mutation(
         "a Triton that refused a region is asked again every frame",
         "bridge/shared_memory.py",
-        "            self.refused = exc.message() or str(exc)\n",
-        "            log.info('%s', exc)\n",
+        "if self.refused is not None and time.monotonic() - self.refused_at < REFUSED_RETRY_S:",
+        "if False:",
+    ),
+    Mutation(
+        "a Triton that refused a region is never asked again",
+        "bridge/shared_memory.py",
+        "if self.refused is not None and time.monotonic() - self.refused_at < REFUSED_RETRY_S:",
+        "if self.refused is not None:",
+    ),
+    Mutation(
+        "a released region keeps the frame",
+        "bridge/shared_memory.py",
+        "        region.clear()\n",
+        "",
+    ),
+    Mutation(
+        "Triton knows a region by its /dev/shm name",
+        "bridge/shared_memory.py",
+        'self.name = f"{key}-{secrets.token_hex(16)}"',
+        "self.name = key",
+    ),
+    Mutation(
+        "abandoned requests pin regions without a ceiling",
+        "bridge/shared_memory.py",
+        "elif len(self.retiring) >= MAX_RETIRING:",
+        "elif False:",
     ),
     # depth in metres: colors, raw depth, the 3D view's points, the automatic default
     Mutation(
@@ -167,8 +191,8 @@ MUTATIONS = [
     Mutation(
         "wrongly shaped depth accepted",
         "bridge/triton.py",
-        "if depth is None or depth.shape != (1, *rgb.shape[:2]):",
-        "if depth is None:",
+        "if shape != (1, *rgb.shape[:2]):",
+        "if shape is None:",
     ),
     Mutation(
         "Triton down not remembered",

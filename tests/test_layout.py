@@ -44,3 +44,12 @@ def test_the_bridge_image_carries_only_what_the_bridge_runs():
     dockerfile = (ROOT / "deploy" / "bridge.Dockerfile").read_text()
     copied = {line.split()[1].rstrip("/") for line in dockerfile.splitlines() if line.startswith("COPY ")}
     assert copied == {"deploy/requirements-bridge.txt", "depthstream", "bridge", "web"}
+
+
+def test_every_planted_bug_of_make_mutate_still_finds_its_target():
+    from tests.mutations import MUTATIONS
+
+    missing = [m.name for m in MUTATIONS if (ROOT / m.path).read_text().count(m.old) != 1]
+    assert missing == [], (
+        f"make mutate would stop at these: edit their targets in tests/mutations.py: {missing}"
+    )

@@ -162,8 +162,9 @@ def test_an_abandoned_requests_region_is_retired_so_its_late_depth_lands_in_no_o
         try:
             with pytest.raises(TritonTimeout):
                 await shared.infer(MODEL, first, timeout_s=0.3)  # Triton goes on running it
-            abandoned = f"{shared.regions.prefix}-1"
-            assert shared.regions.registered == 0 and not (SHM / abandoned).exists(), "retired at once"
+            abandoned = f"{shared.regions.prefix}-1"  # its /dev/shm name
+            assert shared.regions.in_use == 0 and not shared.regions.free, "never back in the pool"
+            assert not (SHM / abandoned).exists(), "unlinked at once"
             # the next frame starts while Triton still writes the first one's depth somewhere
             depth = await shared.infer(MODEL, second)
             await asyncio.sleep(0.5)
@@ -179,7 +180,10 @@ def test_an_abandoned_requests_region_is_retired_so_its_late_depth_lands_in_no_o
     depth, still_registered, made, abandoned = asyncio.run(run())
     np.testing.assert_array_equal(depth, plain_depth(slow_triton, second), err_msg="its own depth")
     assert made == [*abandoned, made[-1]] and len(made) == 2, "a fresh region, never the abandoned one"
-    assert abandoned[0] not in still_registered, "Triton let the abandoned region go when its run ended"
+    assert not [n for n in still_registered if n.startswith(f"{abandoned[0]}-")], (
+        "Triton let it go when its run ended"
+    )
+    assert len(still_registered) == 1, "Triton holds the fresh region only"
 
 
 def test_after_triton_restarts_the_frame_is_retried_over_grpc_and_new_regions_follow(
@@ -199,13 +203,14 @@ def test_after_triton_restarts_the_frame_is_retried_over_grpc_and_new_regions_fo
                 server.start()  # same ports and keys, none of this bridge's regions
                 after = await shared.infer(MODEL, rgb)  # Triton says the region is unknown
                 np.testing.assert_array_equal(after, before)
-                assert shared.regions.registered == 0, "the unknown region was let go"
+                assert shared.regions.in_use == 0 and not shared.regions.free, "the unknown region was let go"
                 again = await shared.infer(MODEL, rgb)
                 np.testing.assert_array_equal(again, before)
-                assert shared.regions.registered == 1 and shared.regions.made == 2, (
+                assert len(shared.regions.free) == 1 and shared.regions.made == 2, (
                     "a new one, registered anew"
                 )
-                assert registered_with(server, shared.regions.prefix) == [f"{shared.regions.prefix}-2"]
+                names = registered_with(server, shared.regions.prefix)
+                assert len(names) == 1 and names[0].startswith(f"{shared.regions.prefix}-2-")
             finally:
                 await shared.close()
 
@@ -225,7 +230,7 @@ def test_a_client_that_leaves_leaves_no_region_behind(bridge, triton):
                 assert next_answer(ws)[0]["type"] == "depth"
         held.append(metric(bridge.url, "depthstream_shared_memory_regions"))
         # the session bridge is the one bridge left on this Triton: what Triton holds is its
-        live = [name for name in registered_with(triton, "ds-") if (SHM / name).exists()]
+        live = [name for name in registered_with(triton, "ds-") if (SHM / name.rsplit("-", 1)[0]).exists()]
         assert len(live) == held[-1], "Triton holds exactly the regions the bridge counts"
     assert held[0] >= 1, "the session bridge passes frames through shared memory"
     assert held[1] == held[0], "a region is reused by the next client, not added per client"

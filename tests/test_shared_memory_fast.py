@@ -116,9 +116,11 @@ def test_an_abandoned_region_is_retired_and_unregistered_once_triton_is_done_wit
         task.cancel()  # the client left mid-frame
         with pytest.raises(asyncio.CancelledError):
             await task
-        abandoned = f"{gate.regions.prefix}-1"
-        assert gate.regions.registered == 0, "never back in the pool"
-        assert not Path(f"/dev/shm/{abandoned}").exists(), "unlinked at once"
+        (abandoned,) = fake.regions  # Triton's name for it
+        assert gate.regions.in_use == 0 and not gate.regions.free, "never back in the pool"
+        assert gate.regions.registered == 1, "counted while it retires"
+        assert not Path(f"/dev/shm/{gate.regions.prefix}-1").exists(), "unlinked at once"
+        await asyncio.sleep(0.1)
         assert abandoned in fake.regions, "Triton refuses to let it go while it runs"
         fake.infer = original
         np.testing.assert_array_equal(await gate.infer(MODEL, rgb), red(rgb))
@@ -137,7 +139,7 @@ def test_a_timeout_retires_the_region_too(fake):
     async def run() -> None:
         with pytest.raises(TritonTimeout):
             await gate.infer(MODEL, frames(1)[0])
-        assert gate.regions.registered == 0 and gate.regions.made == 1
+        assert gate.regions.in_use == 0 and not gate.regions.free and gate.regions.made == 1
         await gate.close()
 
     asyncio.run(run())
@@ -161,9 +163,9 @@ def test_a_restarted_triton_gets_the_frame_over_grpc_then_a_new_region(fake):
         await gate.infer(MODEL, rgb)
         fake.restart()
         np.testing.assert_array_equal(await gate.infer(MODEL, rgb), red(rgb))
-        assert gate.regions.registered == 0, "the region Triton forgot is let go"
+        assert gate.regions.in_use == 0 and not gate.regions.free, "the region Triton forgot is let go"
         np.testing.assert_array_equal(await gate.infer(MODEL, rgb), red(rgb))
-        assert gate.regions.registered == 1 and gate.regions.made == 2
+        assert len(gate.regions.free) == 1 and gate.regions.made == 2
         await gate.close()
 
     asyncio.run(run())
@@ -194,3 +196,76 @@ def regions_on(client: TestClient) -> float:
     text = client.get("/metrics").text
     line = next(x for x in text.splitlines() if x.startswith("depthstream_shared_memory_regions{"))
     return float(line.split()[-1])
+
+
+def test_triton_knows_a_region_by_a_secret_name_and_a_released_region_holds_no_frame(fake):
+    gate = gateway(fake)
+    rgb = frames(1)[0]
+
+    async def run() -> None:
+        await gate.infer(MODEL, rgb)
+        (region,) = gate.regions.free
+        name, key = region.name, region.key
+        assert name.startswith(f"{key}-") and len(name) == len(key) + 33, (
+            "the /dev/shm name, and 128 secret bits"
+        )
+        assert list(fake.regions) == [name]
+        seen = np.frombuffer(
+            fake.regions[name].buf, np.uint8, count=sum(s for s in (rgb.size, rgb.size // 3 * 4))
+        )
+        assert not seen.any(), "the frame and its depth were zeroed when the region was released"
+        await gate.close()
+
+    asyncio.run(run())
+
+
+def test_abandoned_requests_beyond_a_few_fall_back_to_grpc_instead_of_pinning_more_memory(fake):
+    from bridge.shared_memory import MAX_RETIRING
+
+    gate = gateway(fake, timeout_s=0.02)
+    fake.delay_s = 0.05
+    rgb = frames(1)[0]
+
+    async def run() -> None:
+        held = {}  # Triton refuses to let a region go while a (never ending) request holds it
+        fake.region_requests = type("Busy", (dict,), {"get": lambda self, name, default=0: 1})(held)
+        for _ in range(MAX_RETIRING + 3):
+            with pytest.raises(TritonTimeout):
+                await gate.infer(MODEL, rgb)
+        assert gate.regions.made == MAX_RETIRING, "no region made beyond the ceiling"
+        assert len(gate.regions.retiring) == MAX_RETIRING
+        fake.delay_s = 0.0
+        np.testing.assert_array_equal(await gate.infer(MODEL, rgb), red(rgb))  # over plain gRPC
+        assert gate.regions.made == MAX_RETIRING
+        for task in gate.regions.retiring:
+            task.cancel()
+
+    asyncio.run(run())
+
+
+def test_a_refusal_is_asked_again_later_not_never(fake):
+    from bridge.shared_memory import REFUSED_RETRY_S
+
+    gate = gateway(fake, key="another-key")
+    rgb = frames(1)[0]
+
+    async def run() -> None:
+        await gate.infer(MODEL, rgb)
+        assert gate.regions.refused is not None
+        fake.shm_key = "another-key"  # Triton now takes this key (restarted with it)
+        await gate.infer(MODEL, rgb)
+        assert gate.regions.made == 1, "not asked again at once"
+        gate.regions.refused_at -= REFUSED_RETRY_S + 1
+        await gate.infer(MODEL, rgb)
+        assert len(gate.regions.free) == 1 and len(fake.regions) == 1, "asked again, and taken"
+        await gate.close()
+
+    asyncio.run(run())
+
+
+def test_only_a_loopback_address_is_offered_shared_memory():
+    settings = BridgeSettings(triton_shm_key=KEY)
+    assert settings.shared_memory_for("127.0.0.2:8001") is not None
+    assert settings.shared_memory_for("[::1]:8001") is not None
+    assert settings.shared_memory_for("127.0.0.1.example.com:8001") is None, "a name, not an address"
+    assert settings.shared_memory_for("10.0.0.5:8001") is None
