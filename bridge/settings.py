@@ -15,7 +15,6 @@ from depthstream.settings import Settings, SettingsError, parse
 __all__ = ["BridgeSettings", "SettingsError", "parse_settings"]
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-LOOPBACK_HOSTS = frozenset({"localhost", "::1"})
 SHARED_MEMORY_MODES = ("auto", "off")
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -68,7 +67,7 @@ class BridgeSettings(Settings):
 
     @property
     def loopback(self) -> bool:
-        return self.host in LOOPBACK_HOSTS or self.host.startswith("127.")
+        return _is_loopback(self.host)
 
     def shared_memory_for(self, url: str) -> tuple[int, str] | None:
         """(bytes of a region for the largest frame taken, Triton's key) for a Triton on this

@@ -353,7 +353,8 @@ class TritonGateway:
 
     @staticmethod
     def _depth_of(model: str, result, rgb: np.ndarray, region: Region | None) -> np.ndarray:
-        shape = tuple(result.get_output(OUTPUT_NAME).shape) if result.get_output(OUTPUT_NAME) else None
+        output = result.get_output(OUTPUT_NAME)
+        shape = tuple(output.shape) if output is not None else None
         if shape != (1, *rgb.shape[:2]):
             log.error("%s returned shape %s for a %s frame", model, shape, rgb.shape)
             raise BadOutput(f"{model} returned a wrongly shaped depth map")

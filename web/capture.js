@@ -6,26 +6,9 @@
 // old, however long the other streams make the rotation. Replaced frames come back in "dropped"
 // notices, so the books stay exact.
 import { ui, showBanner } from "./ui.js";
+import { pageTimings } from "./timings.js";
 
 export const MAX_IN_FLIGHT = 2;
-const KEEP_TIMINGS = 100;
-
-// the page's own share of a frame's time, for whoever asks (the browser test, a developer's
-// console): milliseconds to draw the camera frame and encode it as JPEG, and to draw an answer
-export const pageTimings = { encode: [], draw: [] };
-window.depthstreamPage = {
-  timings: pageTimings,
-  median(name) {
-    const sorted = [...pageTimings[name]].sort((a, b) => a - b);
-    return sorted.length ? sorted[Math.floor(sorted.length / 2)] : null;
-  },
-};
-
-export function recordTiming(name, ms) {
-  const kept = pageTimings[name];
-  kept.push(ms);
-  if (kept.length > KEEP_TIMINGS) kept.shift();
-}
 const SEND_CLOCK_MS = 200;
 const MAX_OUTSTANDING = 8; // a silent server does not get frames without end
 const JPEG_QUALITY = 0.8;
@@ -166,7 +149,7 @@ export class Capture {
     this.encoding = true;
     canvas.toBlob((blob) => {
       this.encoding = false;
-      recordTiming("encode", performance.now() - started);
+      pageTimings.encode.add(performance.now() - started);
       if (blob) this.send(blob, snapshot);
     }, "image/jpeg", JPEG_QUALITY);
   }

@@ -5,7 +5,8 @@
 import { ui, showBanner, clearBanner, setStatus, withToken } from "./ui.js";
 import { FrameBook } from "./accounting.js";
 import { Connection, retryDelayMs } from "./connection.js";
-import { Capture, recordTiming } from "./capture.js";
+import { Capture } from "./capture.js";
+import { pageTimings } from "./timings.js";
 import * as view2d from "./view2d.js";
 import * as view3d from "./view3d.js";
 import { saveCloud, saveColorized, saveRaw } from "./save.js";
@@ -219,7 +220,7 @@ function onRawDepth(header, buffer, snapshot) {
 async function onDepthImage(header, buffer, sentAt) {
   const now = performance.now();
   if (!(await view2d.drawDepth(header, buffer))) return; // a newer frame was drawn meanwhile
-  recordTiming("draw", performance.now() - now);
+  pageTimings.draw.add(performance.now() - now);
   showAnswered(header, sentAt, now);
   if (page.colorSavePending && header.colormap === ui.colormap.value) {
     page.colorSavePending = false;

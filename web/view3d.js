@@ -11,14 +11,14 @@
 // Each update's time (points rebuilt + drawn) is measured and kept in window.depthstream3d.
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
+import { RecentTimes } from "./timings.js";
 import { DEFAULT_HFOV_DEG, RELATIVE_FAR, RELATIVE_NEAR, distanceAt, intrinsics, isMetric, nearness } from "./geometry.js";
 
 const STEP = 2; // one point per 2x2 pixels: 76,800 points for 640x480
-const KEEP_TIMES = 120;
 const GRID_M = 20; // the metric grid: 20 m across, 1 m cells
 
 const container = document.getElementById("view3d");
-const stats = { frames: 0, times: [], error: null };
+const stats = { frames: 0, times: new RecentTimes(120), error: null };
 window.depthstream3d = { stats, summary };
 
 let renderer = null, unavailable = null, scene, camera, controls, geometry, points, grid;
@@ -27,8 +27,7 @@ let hfovDeg = DEFAULT_HFOV_DEG, last = null, aimedAt = null;
 const label = document.getElementById("view3d-label");
 
 function summary() {
-  const sorted = [...stats.times].sort((a, b) => a - b);
-  const at = (p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))] : null);
+  const at = (p) => stats.times.quantile(p);
   return { frames: stats.frames, points: gridWidth * gridHeight, p50_ms: at(0.5), p95_ms: at(0.95), max_ms: at(1), error: stats.error };
 }
 
@@ -137,8 +136,7 @@ function update({ raw, q, rgba, width, height }) {
   geometry.computeBoundingSphere();
   draw();
   stats.frames += 1;
-  stats.times.push(performance.now() - started);
-  if (stats.times.length > KEEP_TIMES) stats.times.shift();
+  stats.times.add(performance.now() - started);
   container.dataset.frames = String(stats.frames);
 }
 
