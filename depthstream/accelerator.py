@@ -92,13 +92,46 @@ def providers_for(device: str, available: list[str], has_tensorrt: bool) -> list
     return [CPU]
 
 
-def cpu_name() -> str:
+# The CPU flags that decide which runtime and precision are fastest (a Xeon's model name is
+# often the generic "Intel(R) Xeon(R) Processor", the same with and without AMX).
+MATRIX_FLAGS = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
+BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def _cpuinfo() -> str:
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        return Path("/proc/cpuinfo").read_text()
     except OSError:
-        return "unknown CPU"
+        return ""
+
+
+def cpu_name(cpuinfo: str | None = None) -> str:
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
     found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
     return found.group(1).strip() if found else "unknown CPU"
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    text = _cpuinfo() if cpuinfo is None else cpuinfo
+    found = re.search(r"^flags\s*:\s*(.*)$", text, re.M)
+    return frozenset(found.group(1).split()) if found else frozenset()
+
+
+def matrix_flags(cpuinfo: str | None = None) -> tuple[str, ...]:
+    """The flags of MATRIX_FLAGS this CPU has, in that order."""
+    flags = cpu_flags(cpuinfo)
+    return tuple(flag for flag in MATRIX_FLAGS if flag in flags)
+
+
+def has_bf16_engine(cpuinfo: str | None = None) -> bool:
+    """A BF16 matrix engine (AMX or AVX512-BF16): where reduced precision can pay."""
+    return bool(BF16_FLAGS & cpu_flags(cpuinfo))
+
+
+def cpu_identity(cpuinfo: str | None = None) -> str:
+    """The CPU as a speed record names it: model name and the flags that matter."""
+    flags = matrix_flags(cpuinfo)
+    return f"{cpu_name(cpuinfo)} [{' '.join(flags) or 'no AVX2'}]"
 
 
 def _write_requirements(source: str, target: str, choice: str) -> int:

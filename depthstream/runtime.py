@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from depthstream import accelerator
+from depthstream import accelerator, engines
 from depthstream.contract import INPUT_NAME, MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, OUTPUT_NAME
+from depthstream.engines import Engine, InferencePrecision
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,36 @@ def fallback_warning(path: Path | str, wanted: list[str], running: list[str], wh
     )
 
 
-def open_session(path: Path | str, providers: list[str], threads: int, cache_dir: Path | None = None):
-    """(session, warning or None): a session on the best of ``providers`` that starts."""
+@dataclass(frozen=True)
+class Runner:
+    """What runs a served model: the engine, and OpenVINO's precision (ONNX Runtime runs the
+    graph's own types)."""
+
+    engine: Engine = Engine.ONNXRUNTIME
+    precision: InferencePrecision = InferencePrecision.F32
+
+    def provider(self, providers: list[str]) -> str:
+        """The first provider asked for, as speed records name it."""
+        if self.engine == Engine.OPENVINO:
+            return f"{engines.OPENVINO_PREFIX} {self.precision}"
+        return providers[0]
+
+
+ONNXRUNTIME = Runner()
+OPENVINO_F32 = Runner(Engine.OPENVINO)
+
+
+def open_session(
+    path: Path | str,
+    providers: list[str],
+    threads: int,
+    cache_dir: Path | None = None,
+    runner: Runner = ONNXRUNTIME,
+):
+    """(session, warning or None): a session on the best of ``providers`` that starts, or on
+    OpenVINO's CPU plugin when the runner says so (``cache_dir``: its compiled models)."""
+    if runner.engine == Engine.OPENVINO:
+        return engines.OpenVinoSession(path, threads, runner.precision, cache_dir), None
     import onnxruntime as ort
 
     _preload_gpu_libraries(providers)
@@ -150,10 +179,14 @@ def open_session(path: Path | str, providers: list[str], threads: int, cache_dir
 
 
 def machine_description(provider: str, threads: int | None = None) -> str:
-    """Who measured a speed, and how: a record measured elsewhere (or otherwise) is stale here."""
+    """Who measured a speed, and how: a record measured elsewhere (or otherwise) is stale here.
+    The CPU is named with its matrix flags (AMX, AVX512-BF16, VNNI): one model name covers
+    Xeons with and without AMX."""
+    device = f"{os.cpu_count()} x {accelerator.cpu_identity()}, {threads or os.cpu_count()} threads"
+    if engines.is_openvino(provider):
+        return f"{device}, {provider}, openvino {engines.openvino_version()}, {engines.OPENVINO_SETTINGS}"
     import onnxruntime as ort
 
-    device = f"{os.cpu_count()} x {accelerator.cpu_name()}, {threads or os.cpu_count()} threads"
     if provider != accelerator.CPU:
         device += f", {', '.join(accelerator.gpu_names()) or 'no GPU listed'}"
     return f"{device}, {provider}, onnxruntime {ort.__version__}, {SESSION_SETTINGS}"
@@ -201,19 +234,23 @@ def speed_frame() -> np.ndarray:
     return np.stack([gray, np.flipud(gray), np.fliplr(gray)], axis=-1)
 
 
-def measure(onnx_path: Path, providers: list[str], threads: int | None = None) -> tuple[Speed, str | None]:
+def measure(
+    onnx_path: Path, providers: list[str], threads: int | None = None, runner: Runner = ONNXRUNTIME
+) -> tuple[Speed, str | None]:
     """(this model's speed here, the fallback warning if any), with the served settings."""
-    speeds, warning = compare([onnx_path], providers, threads)
+    speeds, warning = compare([(onnx_path, runner)], providers, threads)
     return speeds[0], warning
 
 
 def compare(
-    onnx_paths: list[Path], providers: list[str], threads: int | None = None
+    candidates: list[Path] | list[tuple[Path, Runner]], providers: list[str], threads: int | None = None
 ) -> tuple[list[Speed], str | None]:
-    """Several models' speeds here, timed interleaved (an INT8 twin against its FP32 model: a
-    burst of other load cannot favour one of them), and the first fallback warning if any."""
+    """Several models' (or one model's on several runners) speeds here, timed interleaved (an
+    INT8 twin against its FP32 model, OpenVINO against ONNX Runtime: a burst of other load cannot
+    favour one of them), and the first fallback warning if any."""
     threads = threads or os.cpu_count() or 1
-    opened = [open_session(path, providers, threads) for path in onnx_paths]
+    pairs = [item if isinstance(item, tuple) else (item, ONNXRUNTIME) for item in candidates]
+    opened = [open_session(path, providers, threads, runner=runner) for path, runner in pairs]
     sessions = [session for session, _ in opened]
     warning = next((w for _, w in opened if w), None)
     times = interleaved_ms(sessions, speed_frame())
@@ -223,26 +260,30 @@ def compare(
     ], warning
 
 
-def speed_here(model_dir: Path, providers: list[str], threads: int | None = None) -> Speed:
+def speed_here(
+    model_dir: Path, providers: list[str], threads: int | None = None, runner: Runner = ONNXRUNTIME
+) -> Speed:
     """This machine's recorded speed for a model; measured (and recorded) when there is none.
 
     Recorded under what was asked (this machine, these threads, the first provider wanted), with
     what really ran: a GPU provider that falls back is not timed again at every start."""
-    recorded = recorded_speed(model_dir, machine_description(providers[0], threads))
+    recorded = recorded_speed(model_dir, machine_description(runner.provider(providers), threads))
     if recorded is not None:
         return recorded
     log.info("%s: no speed recorded for this machine; timing a 640x480 frame", model_dir.name)
-    return measure_and_record(model_dir, providers, threads)
+    return measure_and_record(model_dir, providers, threads, runner)
 
 
-def measure_and_record(model_dir: Path, providers: list[str], threads: int | None = None) -> Speed:
+def measure_and_record(
+    model_dir: Path, providers: list[str], threads: int | None = None, runner: Runner = ONNXRUNTIME
+) -> Speed:
     """Time a model here and record it beside the model (saying why if a GPU provider fell back)."""
     from depthstream.model_config import ONNX_FILE, VERSION
 
-    speed, warning = measure(model_dir / VERSION / ONNX_FILE, providers, threads)
+    speed, warning = measure(model_dir / VERSION / ONNX_FILE, providers, threads, runner)
     if warning:
         log.warning("%s", warning)
-    if not record_speed(model_dir, machine_description(providers[0], threads), speed):
+    if not record_speed(model_dir, machine_description(runner.provider(providers), threads), speed):
         log.warning("%s: read-only, its speed here is not recorded (measured again next start)", model_dir)
     return speed
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from depthstream import runtime
+from depthstream import engine_choice, engines, runtime
 from depthstream.contract import EXPORTABLE, ModelSpec, Precision, variants_of
 from export import configs, quantize, report
 from export.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
@@ -73,6 +73,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["auto", "always", "never"],
         default="auto",
         help="INT8 twins: only where faster than FP32 here (auto), always, or never",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=engines.ENGINE_CHOICES,
+        default="auto",
+        help="what serves each FP32 model: the faster here, measured (auto), onnxruntime or openvino",
     )
     parser.add_argument(
         "--brief", action="store_true", help="one line instead of the table when every model is up to date"
@@ -164,8 +170,8 @@ class Exporter:
             else:
                 extra = self.traced(spec, staged)
             if spec.precision != Precision.INT8:  # an INT8 twin was timed as it was judged
-                self.progress.step(spec.name, "timing a 640x480 frame")
-                self.measured_on = runtime.measure_and_record(staged.path, self.providers).machine
+                self.progress.step(spec.name, "timing a 640x480 frame (ONNX Runtime, OpenVINO)")
+                self.measured_on = self.choice(staged.path).speed.machine
             staged.write_config(configs.to_text(configs.onnxruntime_config(spec, self.args.random_weights)))
             seconds = round(time.perf_counter() - started, 1)
             manifest = dataclasses.replace(
@@ -216,10 +222,14 @@ class Exporter:
     def machine_key(self) -> str:
         return runtime.machine_description(self.providers[0])
 
-    def speed_here(self, model_dir: Path) -> float:
-        speed = runtime.speed_here(model_dir, self.providers)
-        self.measured_on = speed.machine
-        return speed.ms
+    def choice(self, model_dir: Path) -> engine_choice.Choice:
+        """What serves the model here (measured when not judged yet on this machine)."""
+        return engine_choice.for_model(model_dir, self.providers, wanted=self.args.engine)
+
+    def speed_here(self, model_dir: Path) -> tuple[float, str]:
+        choice = self.choice(model_dir)
+        self.measured_on = choice.speed.machine
+        return choice.speed.ms, choice.why.split(":")[0]
 
     def row(self, spec: ModelSpec, manifest: Manifest, model_dir: Path, status: str) -> Row:
         if spec.precision == Precision.INT8:
@@ -227,14 +237,9 @@ class Exporter:
             int8 = f"kept: {manifest.int8_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
         else:
             parity, int8 = f"{manifest.parity_error:.1e} vs PyTorch", "-"
+        ms, served_by = self.speed_here(model_dir)
         return Row(
-            spec.name,
-            network_input(spec),
-            parity,
-            self.speed_here(model_dir),
-            int8,
-            manifest.random_weights,
-            status,
+            spec.name, network_input(spec), parity, ms, int8, manifest.random_weights, status, served_by
         )
 
     def traced(self, spec: ModelSpec, staged: StagedModel) -> dict:
@@ -268,16 +273,18 @@ class Exporter:
         INT8's figure is FP32's times the interleaved ratio."""
         fp32_dir = self.args.output / spec.fp32_twin
         fp32_onnx = fp32_dir / VERSION / ONNX_FILE
-        (fp32_i, int8_i), _ = runtime.compare([fp32_onnx, int8_path], self.providers)
-        recorded = runtime.recorded_speed(fp32_dir, self.machine_key())
+        served = self.choice(fp32_dir).runner  # the twin must beat FP32 as it is served here
+        fp32_key = runtime.machine_description(served.provider(self.providers))
+        (fp32_i, int8_i), _ = runtime.compare([(fp32_onnx, served), int8_path], self.providers)
+        recorded = runtime.recorded_speed(fp32_dir, fp32_key)
         lone = [] if recorded is None else [recorded.ms]
-        lone.append(runtime.measure(fp32_onnx, self.providers)[0].ms)
+        lone.append(runtime.measure(fp32_onnx, self.providers, runner=served)[0].ms)
         if len(lone) == 2 and not runtime.agree(*lone):
             log.info("%s: timed at %.0f and %.0f ms: the machine was busy; once more", spec.fp32_twin, *lone)
-            lone.append(runtime.measure(fp32_onnx, self.providers)[0].ms)
+            lone.append(runtime.measure(fp32_onnx, self.providers, runner=served)[0].ms)
         fp32_ms = min(lone)
         self.measured_on = fp32_i.machine
-        runtime.record_speed(fp32_dir, self.machine_key(), runtime.Speed(fp32_ms, fp32_i.machine))
+        runtime.record_speed(fp32_dir, fp32_key, runtime.Speed(fp32_ms, fp32_i.machine))
         return fp32_ms, round(fp32_ms * int8_i.ms / fp32_i.ms, 1), int8_i.ms < fp32_i.ms
 
     def refreshed(self, row: Row) -> Row:
@@ -285,8 +292,7 @@ class Exporter:
         again after that model's row was made."""
         if row.ms_here is None:
             return row
-        recorded = runtime.recorded_speed(self.args.output / row.model, self.machine_key())
-        return row if recorded is None else dataclasses.replace(row, ms_here=recorded.ms)
+        return dataclasses.replace(row, ms_here=self.choice(self.args.output / row.model).speed.ms)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -295,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     names = list(EXPORTABLE) if args.model == "all" else [args.model]
     if args.random_weights:
         print("export: RANDOM WEIGHTS (smoke mode): the real architectures, MEANINGLESS depth")
+    if engines.openvino_version() is None:
+        print(f"export: {engine_choice.NO_OPENVINO} (make setup installs it)")
     progress = Progress(0)
     exporters = [Exporter(EXPORTABLE[name], args, progress) for name in names]
     progress.total = sum(len(exporter.specs()) for exporter in exporters)

@@ -42,15 +42,16 @@ class Row:
     int8: str  # "-" for FP32; "kept: ..." / "dropped: ..." for INT8
     random_weights: bool
     status: str  # "exported", "up to date", "not written"
+    runtime: str = "-"  # what serves it here: "ONNX Runtime", "OpenVINO"
 
 
-HEADERS = ("model", "network input", "parity error", "ms/frame here", "INT8", "status", "weights")
+HEADERS = ("model", "network input", "parity error", "ms/frame here", "runtime", "INT8", "status", "weights")
 
 
 def cells(row: Row) -> tuple[str, ...]:
     ms = "-" if row.ms_here is None else f"{row.ms_here:.0f}"
     weights = "RANDOM" if row.random_weights else "checkpoint"
-    return (row.model, row.network_input, row.parity, ms, row.int8, row.status, weights)
+    return (row.model, row.network_input, row.parity, ms, row.runtime, row.int8, row.status, weights)
 
 
 def render(rows: list[Row]) -> str:

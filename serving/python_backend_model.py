@@ -1,4 +1,5 @@
-"""Triton Python-backend model (embedded CPU flavour): runs the exported model.onnx with ONNX Runtime.
+"""Triton Python-backend model (embedded CPU flavour): runs the exported model.onnx with ONNX Runtime
+or OpenVINO, whichever its config names (``engine``: measured faster here, depthstream.engine_choice).
 
 Copied to ``<embedded repository>/<model>/1/model.py`` by the serving package. It reads tensor
 names, dtypes, the ONNX path, the thread count and the contract's per-image limits from its own
@@ -23,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from depthstream.runtime import infer, open_session  # on the stub's PYTHONPATH (serving.triton.server_env)
+# on the stub's PYTHONPATH (serving.triton.server_env)
+from depthstream.runtime import Runner, infer, open_session
 
 
 def _error_code(name):
@@ -48,12 +50,16 @@ class TritonPythonModel:
 
         threads = int(params.get("intra_op_threads") or os.cpu_count() or 1)
         providers = (params.get("providers") or "CPUExecutionProvider").split(",")
-        cache = Path(params["trt_cache"]) if params.get("trt_cache") else None
-        self.session, fallback = open_session(params["onnx_path"], providers, threads, cache)
+        runner = Runner(params.get("engine") or "onnxruntime", params.get("precision") or "f32")
+        cache = params.get("openvino_cache" if runner.engine == "openvino" else "trt_cache")
+        self.session, fallback = open_session(
+            params["onnx_path"], providers, threads, Path(cache) if cache else None, runner
+        )
         logger = pb_utils.Logger
         if fallback:
             logger.log_warn(f"{self.model_name}: {fallback}")
-        logger.log_info(f"{self.model_name}: ONNX Runtime runs it on {self.session.get_providers()[0]}")
+        engine = "OpenVINO" if runner.engine == "openvino" else "ONNX Runtime"
+        logger.log_info(f"{self.model_name}: {engine} runs it on {self.session.get_providers()[0]}")
         names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
         if names != ([self.input_name], [self.output_name]):
             raise pb_utils.TritonModelException(
@@ -75,7 +81,7 @@ class TritonPythonModel:
         )
         run_ms = pb_utils.MetricFamily(
             name="depthstream_model_run_ms_total",
-            description="Milliseconds ONNX Runtime spent running images in the Python-backend model",
+            description="Milliseconds the runtime (ONNX Runtime or OpenVINO) spent running images in the Python-backend model",
             kind=pb_utils.MetricFamily.COUNTER,
         )
         self.families = (runs, skipped, run_ms)  # a family must outlive its metrics
@@ -105,7 +111,7 @@ class TritonPythonModel:
             started = time.perf_counter()
             try:
                 depth = infer(self.session, item[None])  # with the served run options
-            except Exception as exc:  # ONNX Runtime failures become this request's error
+            except Exception as exc:  # the runtime's failures become this request's error
                 return self._error(f"inference failed: {exc}", "INTERNAL")
             self.run_ms.increment((time.perf_counter() - started) * 1e3)
             self.runs.increment(1)

@@ -1,19 +1,21 @@
 """The embedded flavour of a model repository, for nvidia-pytriton's ``tritonserver``.
 
 Each production model (onnxruntime backend, from ``make export``) becomes a Python-backend
-model that runs the same ``model.onnx`` with ONNX Runtime (``python_backend_model.py``).
-Generated at every start, so it never drifts from the source.
+model that runs the same ``model.onnx`` with ONNX Runtime or OpenVINO, whichever is measured
+faster on this machine (``python_backend_model.py``, ``depthstream.engine_choice``). Generated at
+every start, so it never drifts from the source.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from depthstream import model_config, runtime
+from depthstream import engine_choice, engines, model_config, runtime
 from depthstream.contract import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 from depthstream.model_config import (
     CONFIG_FILE,
@@ -25,6 +27,7 @@ from depthstream.model_config import (
 )
 
 MODEL_PY = Path(__file__).with_name("python_backend_model.py")
+log = logging.getLogger(__name__)
 
 
 class EmptyRepositoryError(Exception):
@@ -40,6 +43,7 @@ def embedded_config(
     providers: tuple[str, ...] = ("CPUExecutionProvider",),
     speed: runtime.Speed | None = None,
     trt_cache: Path | None = None,
+    runner: runtime.Runner = runtime.ONNXRUNTIME,
 ) -> mc.ModelConfig:
     """The Python-backend twin of a production config, running ``onnx_path``.
 
@@ -61,8 +65,11 @@ def embedded_config(
         config.ClearField("dynamic_batching")
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     config.parameters["onnx_path"].string_value = onnx_path
-    # One instance using every core: intra-op parallelism beats several competing instances.
+    # One instance using every core: intra-op parallelism beats several competing instances
+    # (one thread count for either runtime).
     config.parameters["intra_op_threads"].string_value = str(threads or os.cpu_count() or 1)
+    config.parameters["engine"].string_value = str(runner.engine)
+    config.parameters["precision"].string_value = str(runner.precision)
     # the contract's per-image limits, refused by the model before it runs anything
     config.parameters["max_image_pixels"].string_value = str(MAX_IMAGE_PIXELS)
     config.parameters["max_image_side"].string_value = str(MAX_IMAGE_SIDE)
@@ -71,8 +78,9 @@ def embedded_config(
         config.parameters["simulated_extra_ms"].string_value = str(simulated_extra_ms)
     # ONNX Runtime's execution providers, best first (depthstream.accelerator chose them)
     config.parameters["providers"].string_value = ",".join(providers)
-    if trt_cache is not None:  # TensorRT's engines, kept across starts, out of the exported models
-        config.parameters["trt_cache"].string_value = str(trt_cache)
+    if trt_cache is not None:  # compiled engines and models, kept across starts, out of the exports
+        config.parameters["trt_cache"].string_value = str(trt_cache / "tensorrt")
+        config.parameters["openvino_cache"].string_value = str(trt_cache / "openvino")
     if speed is not None:  # for the bridge's choice of a default model
         config.parameters[MS_PER_FRAME_PARAM].string_value = f"{speed.ms + simulated_extra_ms:.1f}"
         config.parameters[MEASURED_ON_PARAM].string_value = speed.machine
@@ -87,6 +95,7 @@ def generate(
     dynamic_batching: bool = False,
     simulated_extra_ms: int = 0,  # a slower machine on purpose, for tests and overload drills
     device: str = "auto",
+    engine: str = "auto",
 ) -> list[str]:
     """Write the embedded flavour of ``repository`` into ``target`` (replacing it), with each
     model's speed on this machine (measured once per machine and recorded beside the model)."""
@@ -99,15 +108,26 @@ def generate(
         raise EmptyRepositoryError(f"{repository} lacks {', '.join(missing)}; {hint}")
     names = models or available
     providers = tuple(runtime.wanted_providers(device))
+    if engines.openvino_version() is None:
+        log.warning("%s (make setup installs it)", engine_choice.NO_OPENVINO)
     shutil.rmtree(target, ignore_errors=True)
     for name in names:
         source = repository / name
         production = model_config.parse((source / CONFIG_FILE).read_text())
         onnx_path = str((source / VERSION / ONNX_FILE).resolve())
-        speed = runtime.speed_here(source, list(providers), threads)
-        trt_cache = (target.parent / "trt_cache" / name).resolve()
+        choice = engine_choice.for_model(source, list(providers), threads, engine)
+        log.info("%s: %s", name, choice.why)
+        cache = (target.parent / "compiled" / name).resolve()
         embedded = embedded_config(
-            production, onnx_path, threads, dynamic_batching, simulated_extra_ms, providers, speed, trt_cache
+            production,
+            onnx_path,
+            threads,
+            dynamic_batching,
+            simulated_extra_ms,
+            providers,
+            choice.speed,
+            cache,
+            choice.runner,
         )
         version_dir = target / name / VERSION
         version_dir.mkdir(parents=True)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from depthstream.accelerator import DEVICES
 from depthstream.contract import MODELS
+from depthstream.engines import ENGINE_CHOICES, openvino_version
 from depthstream.request import SHM_KEY_NAME
 from depthstream.settings import Settings, SettingsError, setting
 from serving.repository import EmptyRepositoryError, generate
@@ -64,6 +65,9 @@ class TritonSettings(Settings):
     device: str = setting(
         "auto", help="auto (a GPU where ONNX Runtime's GPU build finds one), cpu, cuda or tensorrt"
     )
+    engine: str = setting(
+        "auto", help="auto (the faster of ONNX Runtime and OpenVINO here, measured), onnxruntime or openvino"
+    )
     ready_timeout_s: float = setting(120.0, help="how long to wait for every model to be ready")
     admin_key: str = setting(flag=False, default_factory=lambda: secrets.token_hex(16))
     shm_key: str = setting(flag=False, default_factory=lambda: secrets.token_hex(16))
@@ -80,6 +84,12 @@ class TritonSettings(Settings):
                 ("threads", self.threads is None or self.threads >= 1, "at least 1 (or empty: all cores)"),
                 ("simulated_extra_ms", self.simulated_extra_ms >= 0, "zero or more"),
                 ("device", self.device in DEVICES, f"one of {', '.join(DEVICES)}"),
+                ("engine", self.engine in ENGINE_CHOICES, f"one of {', '.join(ENGINE_CHOICES)}"),
+                (
+                    "engine",
+                    self.engine != "openvino" or openvino_version() is not None,
+                    "auto or onnxruntime: OpenVINO is not installed (make setup installs it)",
+                ),
                 ("ready_timeout_s", self.ready_timeout_s > 0, "positive"),
             ]
         )
@@ -266,6 +276,7 @@ class EmbeddedTriton:
                 s.dynamic_batching,
                 s.simulated_extra_ms,
                 s.device,
+                s.engine,
             )
         except EmptyRepositoryError as exc:
             raise TritonStartError(str(exc)) from None

@@ -200,7 +200,9 @@ def test_a_record_from_another_machine_is_stale_here(tiny_repository, tmp_path):
         5000.0, "16 x another CPU, 16 threads, CPUExecutionProvider, onnxruntime 1.32.0"
     )
     assert runtime.record_speed(model_dir, elsewhere.machine, elsewhere)
-    generate(tiny_repository, tmp_path / "served", [model], threads=1, simulated_extra_ms=7)
+    generate(
+        tiny_repository, tmp_path / "served", [model], threads=1, simulated_extra_ms=7, engine="onnxruntime"
+    )
     here = runtime.recorded_speed(model_dir, runtime.machine_description(CPU, 1))
     assert here is not None and here.ms != elsewhere.ms
     assert runtime.read_speeds(model_dir) == {
