@@ -114,6 +114,10 @@ class DepthKind(enum.StrEnum):
 class Precision(enum.StrEnum):
     FP32 = "fp32"
     INT8 = "int8"  # ONNX Runtime dynamic quantization of the MatMuls (CPU)
+    BF16 = "bf16"  # OpenVINO, the network in BF16 and the fused pre/post in FP32 (AMX, AVX512-BF16)
+
+
+TWIN_PRECISIONS = (Precision.INT8, Precision.BF16)  # each FP32 model keeps at most one twin
 
 
 @dataclass(frozen=True)
@@ -144,8 +148,12 @@ class ModelSpec:
 
     @property
     def fp32_twin(self) -> str:
-        """The FP32 model an INT8 model is quantized from (itself for FP32)."""
-        return self.name.removesuffix("_int8")
+        """The FP32 model a reduced-precision twin is made from (itself for FP32)."""
+        return self.name if self.precision == Precision.FP32 else self.name.removesuffix(f"_{self.precision}")
+
+    @property
+    def is_twin(self) -> bool:
+        return self.precision != Precision.FP32
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -225,8 +233,10 @@ def _preset(base: ModelSpec, size: int) -> ModelSpec:
     )
 
 
-def _int8(spec: ModelSpec) -> ModelSpec:
-    return replace(spec, name=f"{spec.name}_int8", title=f"{spec.title} INT8", precision=Precision.INT8)
+def _twin(spec: ModelSpec, precision: Precision) -> ModelSpec:
+    return replace(
+        spec, name=f"{spec.name}_{precision}", title=f"{spec.title} {precision.upper()}", precision=precision
+    )
 
 
 def _variants() -> list[ModelSpec]:
@@ -236,11 +246,11 @@ def _variants() -> list[ModelSpec]:
         MIDAS_DPT_BEIT_BASE_384,
         *METRIC_CHECKPOINTS.values(),
     ]
-    return [variant for spec in fp32 for variant in (spec, _int8(spec))]
+    return [variant for spec in fp32 for variant in (spec, *(_twin(spec, p) for p in TWIN_PRECISIONS))]
 
 
-# Every model a Triton repository may serve. INT8 models are exported only where they are
-# faster than their FP32 twin on the exporting machine (python -m export --int8 auto).
+# Every model a Triton repository may serve. Of each FP32 model's twins (INT8, BF16), the export
+# keeps at most one: the fastest faithful one, where it is faster than FP32 here (export.twins).
 MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _variants()}
 DEFAULT_MODEL = DEPTH_ANYTHING_V2_SMALL.name
 
@@ -256,9 +266,14 @@ def accuracy_rank(spec: ModelSpec) -> tuple:
 
 
 def variants_of(checkpoint: str) -> list[ModelSpec]:
-    """The served models built from one checkpoint, FP32 before INT8."""
+    """The served models built from one checkpoint, FP32 before the twins."""
     specs = [spec for spec in MODELS.values() if spec.checkpoint == checkpoint]
-    return sorted(specs, key=lambda spec: spec.precision != Precision.FP32)
+    return sorted(specs, key=lambda spec: spec.is_twin)
+
+
+def twins_of(spec: ModelSpec) -> list[ModelSpec]:
+    """The reduced-precision candidates of one FP32 model."""
+    return [MODELS[f"{spec.name}_{precision}"] for precision in TWIN_PRECISIONS]
 
 
 TensorSpec = tuple[str, str, tuple[int, ...]]  # name, Triton datatype, shape with batch dim

@@ -110,9 +110,16 @@ def for_model(
     model_dir: Path, providers: list[str], threads: int | None = None, wanted: str = "auto"
 ) -> Choice:
     """The runner for one served model: an INT8 twin stays on ONNX Runtime (its quantized graph
-    ran slower on OpenVINO: DESIGN.md), any other model gets the measured or forced choice."""
+    ran slower on OpenVINO: DESIGN.md), a BF16 twin is OpenVINO's, any other model gets the
+    measured or forced choice."""
     spec = MODELS.get(model_dir.name)
-    if spec is not None and spec.precision == Precision.INT8:
+    precision = spec.precision if spec is not None else Precision.FP32
+    if precision == Precision.BF16:
+        if engines.openvino_version() is None:
+            raise RuntimeError(f"{model_dir.name} is a BF16 twin: OpenVINO runs it, and it is not installed")
+        speed = runtime.speed_here(model_dir, providers, threads, runtime.OPENVINO_BF16)
+        return Choice(runtime.OPENVINO_BF16, speed, "OpenVINO BF16: a BF16 twin")
+    if precision == Precision.INT8:
         wanted = str(Engine.ONNXRUNTIME)
     return choose(model_dir, providers, threads, wanted)
 

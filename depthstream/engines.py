@@ -52,6 +52,36 @@ def openvino_version() -> str | None:
         return None
 
 
+# Where a BF16 twin keeps FP32: everything the export fused around the network (its nodes are
+# named outside the traced ``network`` module: the uint8 -> float, the bicubic resize in, the
+# resize back) and the position-embedding interpolation, which is a resize too; the patch
+# projection, attention, MLP and head run in BF16.
+NETWORK_SCOPE = "/network/"
+FP32_SCOPES_IN_NETWORK = ("/network/backbone/embeddings/",)
+BF16_SCOPES_IN_FP32 = ("/network/backbone/embeddings/patch_embeddings/",)
+# OpenVINO's run-time attribute that keeps a node in its original precision under a reduced
+# inference precision (ov::disable_fp16_compression; the CPU plugin honours it for BF16 too)
+KEEP_PRECISION = "disable_fp16_compression_0"
+
+
+def stays_fp32(node_name: str) -> bool:
+    """Whether a node of the exported graph keeps FP32 in a BF16 twin."""
+    if not node_name.startswith(NETWORK_SCOPE):
+        return True
+    return node_name.startswith(FP32_SCOPES_IN_NETWORK) and not node_name.startswith(BF16_SCOPES_IN_FP32)
+
+
+@functools.lru_cache(maxsize=1)
+def bf16_capable() -> bool:
+    """Whether OpenVINO's CPU plugin runs BF16 here (a BF16 matrix engine: AMX or AVX512-BF16).
+    Elsewhere a BF16 hint silently runs FP32."""
+    if openvino_version() is None:
+        return False
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
 def default_cache_dir() -> Path:
     """OpenVINO's compiled-model cache: never beside the model (the repository may be read-only)."""
     return Path(tempfile.gettempdir()) / "depthstream-openvino-cache"
@@ -90,9 +120,11 @@ class OpenVinoSession:
             cache.mkdir(parents=True, exist_ok=True)
         except OSError:
             cache = None  # no cache: each start compiles again, which is slower but correct
-        self.compiled = core.compile_model(
-            str(path), "CPU", compile_properties(threads, self.precision, cache)
-        )
+        model = str(path)
+        if self.precision != InferencePrecision.F32:
+            model = core.read_model(model)
+            self.kept_fp32 = keep_pre_and_post_in_fp32(model)
+        self.compiled = core.compile_model(model, "CPU", compile_properties(threads, self.precision, cache))
         self.request = self.compiled.create_infer_request()
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
         self.output_names = [port.get_any_name() for port in self.compiled.outputs]
@@ -112,6 +144,16 @@ class OpenVinoSession:
         self.request.infer({name: np.ascontiguousarray(value) for name, value in feeds.items()})
         wanted = output_names or self.output_names
         return [np.array(self.request.get_tensor(name).data, copy=True) for name in wanted]
+
+
+def keep_pre_and_post_in_fp32(model) -> int:
+    """Mark the nodes that ``stays_fp32`` names; returns how many were marked."""
+    marked = 0
+    for node in model.get_ops():
+        if stays_fp32(node.get_friendly_name()):
+            node.get_rt_info()[KEEP_PRECISION] = ""
+            marked += 1
+    return marked
 
 
 class _Named:

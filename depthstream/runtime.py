@@ -150,6 +150,7 @@ class Runner:
 
 ONNXRUNTIME = Runner()
 OPENVINO_F32 = Runner(Engine.OPENVINO)
+OPENVINO_BF16 = Runner(Engine.OPENVINO, InferencePrecision.BF16)
 
 
 def open_session(

@@ -1,14 +1,15 @@
 """``python -m export``: PyTorch checkpoints -> ONNX with fused preprocessing -> Triton repository.
 
 Each checkpoint gives several served models: quality presets (network input sizes) in FP32,
-and INT8 twins where they are faster (see depthstream.contract.MODELS).
+and for each at most one reduced-precision twin (INT8 or BF16), the fastest faithful one where
+it is faster here (export.twins).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import json
 import logging
 import shutil
 import sys
@@ -18,8 +19,8 @@ from pathlib import Path
 import torch
 
 from depthstream import engine_choice, engines, runtime
-from depthstream.contract import EXPORTABLE, ModelSpec, Precision, variants_of
-from export import configs, quantize, report
+from depthstream.contract import EXPORTABLE, ModelSpec, Precision, twins_of, variants_of
+from export import configs, report, twins
 from export.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from export.graph import FusedDepthModel, make_exportable
 from export.images import parity_images, photograph, resized
@@ -37,8 +38,6 @@ from export.repository import (
 )
 
 log = logging.getLogger("export")
-VERDICT_TTL_S = 7 * 24 * 3600  # a dropped INT8 twin is judged again after a week
-JUDGE_AGAIN = "judged again in a week; now: make export EXPORT_ARGS=--force"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,7 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--int8",
         choices=["auto", "always", "never"],
         default="auto",
-        help="INT8 twins: only where faster than FP32 here (auto), always, or never",
+        help="the INT8 candidate twin: judged with the others (auto), kept when faithful (always), or never built",
     )
     parser.add_argument(
         "--engine",
@@ -120,13 +119,15 @@ def network_input(spec: ModelSpec) -> str:
 
 
 class Exporter:
-    """Exports the variants of one checkpoint, loading the checkpoint at most once."""
+    """Exports the variants of one checkpoint, loading the checkpoint at most once: each FP32
+    model, then its twins judged against it (export.twins)."""
 
     def __init__(self, checkpoint: ModelSpec, args: argparse.Namespace, progress: Progress) -> None:
         self.base = checkpoint
         self.args = args
         self.progress = progress
         self.providers = runtime.wanted_providers()
+        self.verdicts = twins.Verdicts(args.output, self.providers)
         self.measured_on = ""  # the machine and provider that really ran the timings
         self._loaded: LoadedCheckpoint | None = None
 
@@ -138,14 +139,27 @@ class Exporter:
         return self._loaded
 
     def specs(self) -> list[ModelSpec]:
-        return [
-            spec
-            for spec in variants_of(self.base.name)
-            if not (spec.precision == Precision.INT8 and self.args.int8 == "never")
-        ]
+        return [spec for spec in variants_of(self.base.name) if not spec.is_twin]
+
+    def steps(self) -> int:
+        return sum(1 + len(self.twin_specs(spec)) for spec in self.specs())
+
+    def twin_specs(self, spec: ModelSpec) -> list[ModelSpec]:
+        """The candidates built here: no INT8 with ``--int8 never``, no BF16 where it cannot run
+        (said once, by main)."""
+        skipped = set()
+        if self.args.int8 == "never":
+            skipped.add(Precision.INT8)
+        if twins.bf16_unavailable(self.providers):
+            skipped.add(Precision.BF16)
+        return [twin for twin in twins_of(spec) if twin.precision not in skipped]
 
     def run(self) -> list[Row]:
-        return [self.one(spec) for spec in self.specs()]
+        rows = []
+        for spec in self.specs():
+            rows.append(self.one(spec))
+            rows += self.judge_twins(spec)
+        return rows
 
     def one(self, spec: ModelSpec) -> Row:
         model_dir = self.args.output / spec.name
@@ -154,73 +168,112 @@ class Exporter:
             if not self.args.brief:
                 self.progress.finish(spec.name, "up to date (--force exports it again)")
             return self.row(spec, read_manifest(model_dir) or wanted, model_dir, "up to date")
-        dropped = None if self.args.force else self.dropped_before(spec, wanted)
-        if dropped is not None:  # judged on this machine from these weights and code already
-            # said in --brief too (what make demo uses): a model the page will not offer
-            self.progress.finish(spec.name, f"INT8 dropped before: {dropped} ({JUDGE_AGAIN})")
-            return self.dropped_row(spec, wanted, dropped, "up to date")
         started = time.perf_counter()
         with StagedModel(self.args.output, spec.name) as staged:
-            if spec.precision == Precision.INT8:
-                extra = self.quantized(spec, staged)
-                if isinstance(extra, str):  # not faster: not committed, StagedModel discards it
-                    self.progress.finish(spec.name, f"INT8 dropped: {extra} ({JUDGE_AGAIN})")
-                    self.remember_drop(spec, wanted, extra)
-                    return self.dropped_row(spec, wanted, extra, "not written")
-            else:
-                extra = self.traced(spec, staged)
-            if spec.precision != Precision.INT8:  # an INT8 twin was timed as it was judged
-                self.progress.step(spec.name, "timing a 640x480 frame (ONNX Runtime, OpenVINO)")
-                self.measured_on = self.choice(staged.path).speed.machine
-            staged.write_config(configs.to_text(configs.onnxruntime_config(spec, self.args.random_weights)))
-            seconds = round(time.perf_counter() - started, 1)
-            manifest = dataclasses.replace(
-                wanted, torch=torch.__version__, onnx_opset=OPSET, export_seconds=seconds, **extra
-            )
-            staged.write_manifest(manifest)
-            final = staged.commit()
-        self.drop_marker(spec).unlink(missing_ok=True)
+            extra = self.traced(spec, staged)
+            self.progress.step(spec.name, "timing a 640x480 frame (ONNX Runtime, OpenVINO)")
+            self.measured_on = self.choice(staged.path).speed.machine
+            final = self.commit(spec, staged, wanted, started, extra)
+        return self.row(spec, read_manifest(final) or wanted, final, "exported")
+
+    def commit(
+        self, spec: ModelSpec, staged: StagedModel, wanted: Manifest, started: float, extra: dict
+    ) -> Path:
+        staged.write_config(configs.to_text(configs.onnxruntime_config(spec, self.args.random_weights)))
+        seconds = round(time.perf_counter() - started, 1)
+        manifest = dataclasses.replace(
+            wanted, torch=torch.__version__, onnx_opset=OPSET, export_seconds=seconds, **extra
+        )
+        staged.write_manifest(manifest)
+        final = staged.commit()
         self.progress.finish(spec.name, f"written in {seconds:.1f} s")
-        return self.row(spec, manifest, final, "exported")
+        return final
 
-    # An INT8 twin that is not faster is not written; a marker beside the models remembers the
-    # verdict (for these weights, this code, this machine), so that the next run does not
-    # quantize and time it again. Dot-named: Triton and the serving side never see it.
-    def drop_marker(self, spec: ModelSpec) -> Path:
-        return self.args.output / f".dropped-{spec.name}.json"
+    def judge_twins(self, fp32: ModelSpec) -> list[Row]:
+        """Rows for each twin candidate of ``fp32``: the one kept, and why each other is not."""
+        candidates = self.twin_specs(fp32)
+        recalled = self.recalled(candidates)
+        if recalled is not None:
+            return recalled
+        started = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            built = [self.candidate(spec, stack) for spec in candidates]
+            faithful = [c for c in built if c.fidelity is not None and c.fidelity.faithful]
+            fp32_ms, times = self.timed_against_fp32(fp32, faithful) if faithful else (0.0, {})
+            always = f"{fp32.name}_int8" if self.args.int8 == "always" else None
+            kept, why = twins.verdicts(fp32_ms, twins.with_ms(built, times), always)
+            return [self.settle(c, kept, why, fp32_ms, started) for c in twins.with_ms(built, times)]
 
-    def remember_drop(self, spec: ModelSpec, wanted: Manifest, reason: str) -> None:
-        verdict = {
-            "manifest": dataclasses.asdict(wanted),
-            "machine": self.machine_key(),
-            "reason": reason,
-            "judged_at": time.time(),
-        }
-        self.drop_marker(spec).write_text(json.dumps(verdict, indent=2) + "\n")
-
-    def dropped_before(self, spec: ModelSpec, wanted: Manifest) -> str | None:
-        if spec.precision != Precision.INT8 or self.args.int8 != "auto":
+    def recalled(self, candidates: list[ModelSpec]) -> list[Row] | None:
+        """Rows from earlier verdicts when every candidate was judged on this machine from these
+        weights and code already (one kept and up to date, the others dropped): no work."""
+        if self.args.force:
             return None
-        try:
-            verdict = json.loads(self.drop_marker(spec).read_text())
-            # judged again on another machine (or settings), from other weights or code, or
-            # once the verdict is a week old: one unlucky timing does not decide for good
-            same = (
-                Manifest(**verdict["manifest"]).same_input(wanted)
-                and verdict["machine"] == self.machine_key()
-                and time.time() - float(verdict["judged_at"]) < VERDICT_TTL_S
+        rows = []
+        for spec in candidates:
+            wanted = wanted_manifest(spec, self.args)
+            model_dir = self.args.output / spec.name
+            if is_up_to_date(model_dir, wanted):
+                rows.append(self.row(spec, read_manifest(model_dir) or wanted, model_dir, "up to date"))
+                continue
+            reason = self.verdicts.recalled(spec.name, lambda m, w=wanted: Manifest(**m).same_input(w))
+            if reason is None:
+                return None
+            rows.append(self.dropped_row(spec, wanted, reason, "up to date"))
+        for spec, row in zip(candidates, rows, strict=True):
+            if row.status == "up to date" and row.ms_here is None:
+                # said in --brief too (what make demo uses): a model the page will not offer
+                said = row.twin.removeprefix("dropped: ")
+                self.progress.finish(spec.name, f"dropped before: {said} ({twins.JUDGE_AGAIN})")
+            elif not self.args.brief:
+                self.progress.finish(spec.name, "up to date (--force exports it again)")
+        return rows
+
+    def candidate(self, spec: ModelSpec, stack: contextlib.ExitStack) -> twins.Candidate:
+        """One twin built in a staging directory and checked against FP32 on photographs."""
+        staged = stack.enter_context(StagedModel(self.args.output, spec.name))
+        fp32_onnx = self.args.output / spec.fp32_twin / VERSION / ONNX_FILE
+        self.progress.step(spec.name, f"building the {spec.precision.upper()} twin")
+        twins.build(spec, fp32_onnx, staged.onnx_path)
+        self.progress.step(spec.name, "checking it against FP32 on photographs")
+        fidelity = twins.measure_fidelity(spec, fp32_onnx, staged.onnx_path, parity_images())
+        return twins.Candidate(spec, staged, fidelity)
+
+    def settle(
+        self, candidate: twins.Candidate, kept, why: dict[str, str], fp32_ms: float, started: float
+    ) -> Row:
+        """Commit the kept twin; drop (and remember) every other candidate."""
+        spec = candidate.spec
+        wanted = wanted_manifest(spec, self.args)
+        if kept is not None and candidate.name == kept.name:
+            staged = candidate.staged
+            runtime.record_speed(
+                staged.path, self.speed_key(spec), runtime.Speed(candidate.ms, self.measured_on)
             )
-        except (OSError, ValueError, TypeError, KeyError):
-            return None
-        return str(verdict["reason"]) if same else None
+            extra = {
+                "parity_error": candidate.fidelity.max_error,
+                "correlation": candidate.fidelity.correlation,
+                "fp32_ms": fp32_ms,
+                "twin_ms": candidate.ms,
+            }
+            final = self.commit(spec, staged, wanted, started, extra)
+            self.verdicts.forget(spec.name)
+            return self.row(spec, read_manifest(final) or wanted, final, "exported")
+        reason = why[candidate.name]
+        shutil.rmtree(self.args.output / spec.name, ignore_errors=True)  # an older, kept-then twin
+        if candidate.path is not None:  # built and judged: remembered, not judged again for a week
+            self.verdicts.remember(spec.name, dataclasses.asdict(wanted), reason)
+        self.progress.finish(spec.name, f"dropped: {reason}")
+        return self.dropped_row(spec, wanted, reason, "not written")
+
+    def speed_key(self, spec: ModelSpec) -> str:
+        runner = twins.RUNNERS.get(spec.precision, runtime.ONNXRUNTIME)
+        return runtime.machine_description(runner.provider(self.providers))
 
     def dropped_row(self, spec: ModelSpec, wanted: Manifest, reason: str, status: str) -> Row:
         return Row(
             spec.name, network_input(spec), "-", None, f"dropped: {reason}", wanted.random_weights, status
         )
-
-    def machine_key(self) -> str:
-        return runtime.machine_description(self.providers[0])
 
     def choice(self, model_dir: Path) -> engine_choice.Choice:
         """What serves the model here (measured when not judged yet on this machine)."""
@@ -232,14 +285,14 @@ class Exporter:
         return choice.speed.ms, choice.why.split(":")[0]
 
     def row(self, spec: ModelSpec, manifest: Manifest, model_dir: Path, status: str) -> Row:
-        if spec.precision == Precision.INT8:
+        if spec.is_twin:
             parity = f"{manifest.parity_error:.1e} vs FP32"
-            int8 = f"kept: {manifest.int8_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
+            twin = f"kept: {manifest.twin_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
         else:
-            parity, int8 = f"{manifest.parity_error:.1e} vs PyTorch", "-"
+            parity, twin = f"{manifest.parity_error:.1e} vs PyTorch", "-"
         ms, served_by = self.speed_here(model_dir)
         return Row(
-            spec.name, network_input(spec), parity, ms, int8, manifest.random_weights, status, served_by
+            spec.name, network_input(spec), parity, ms, twin, manifest.random_weights, status, served_by
         )
 
     def traced(self, spec: ModelSpec, staged: StagedModel) -> dict:
@@ -249,47 +302,37 @@ class Exporter:
         self.progress.step(spec.name, "checking ONNX Runtime against PyTorch on photographs")
         return {"parity_error": check_parity(fused, staged.onnx_path, parity_images())}
 
-    def quantized(self, spec: ModelSpec, staged: StagedModel) -> dict | str:
-        """The manifest's INT8 fields, or why the INT8 twin is not offered."""
-        fp32_path = self.args.output / spec.fp32_twin / VERSION / ONNX_FILE
-        self.progress.step(spec.name, "quantizing to INT8")
-        quantize.quantize(fp32_path, staged.onnx_path)
-        self.progress.step(spec.name, "checking INT8 against FP32")
-        error = quantize.error_vs_fp32(fp32_path, staged.onnx_path, parity_images())
-        self.progress.step(spec.name, "timing INT8 against FP32, interleaved")
-        fp32_ms, int8_ms, faster = self.timed_against_fp32(spec, staged.onnx_path)
-        if self.args.int8 == "auto" and not faster:
-            shutil.rmtree(self.args.output / spec.name, ignore_errors=True)  # an older, faster-then twin
-            return f"not faster here ({int8_ms:.0f} vs {fp32_ms:.0f} ms FP32)"
-        speed = runtime.Speed(int8_ms, self.measured_on or self.machine_key())
-        runtime.record_speed(staged.path, self.machine_key(), speed)
-        return {"parity_error": error, "fp32_ms": fp32_ms, "int8_ms": int8_ms}
-
-    def timed_against_fp32(self, spec: ModelSpec, int8_path: Path) -> tuple[float, float, bool]:
-        """(FP32 ms, INT8 ms, INT8 faster). The verdict comes from the two timed run for run,
-        interleaved: a burst of other load falls on both alike. The figures come from FP32 timed
-        on its own, as it is served: its own row's figure and a second one must agree within 25%
-        (else a third is taken), and the least is kept, since other load only ever slows a run;
-        INT8's figure is FP32's times the interleaved ratio."""
-        fp32_dir = self.args.output / spec.fp32_twin
+    def timed_against_fp32(
+        self, fp32: ModelSpec, faithful: list[twins.Candidate]
+    ) -> tuple[float, dict[str, float]]:
+        """(FP32 ms, each twin's ms). The verdict comes from all of them timed run for run,
+        interleaved: a burst of other load falls on every one alike. The figures come from FP32
+        timed on its own, as it is served: its own row's figure and a second one must agree within
+        25% (else a third is taken), and the least is kept, since other load only ever slows a run;
+        a twin's figure is FP32's times the interleaved ratio."""
+        for candidate in faithful:
+            self.progress.step(candidate.name, "timing it against FP32, interleaved")
+        fp32_dir = self.args.output / fp32.name
         fp32_onnx = fp32_dir / VERSION / ONNX_FILE
-        served = self.choice(fp32_dir).runner  # the twin must beat FP32 as it is served here
+        served = self.choice(fp32_dir).runner  # a twin must beat FP32 as it is served here
         fp32_key = runtime.machine_description(served.provider(self.providers))
-        (fp32_i, int8_i), _ = runtime.compare([(fp32_onnx, served), int8_path], self.providers)
+        pairs = [(fp32_onnx, served), *((c.path, twins.RUNNERS[c.spec.precision]) for c in faithful)]
+        (fp32_i, *twins_i), _ = runtime.compare(pairs, self.providers)
         recorded = runtime.recorded_speed(fp32_dir, fp32_key)
         lone = [] if recorded is None else [recorded.ms]
         lone.append(runtime.measure(fp32_onnx, self.providers, runner=served)[0].ms)
         if len(lone) == 2 and not runtime.agree(*lone):
-            log.info("%s: timed at %.0f and %.0f ms: the machine was busy; once more", spec.fp32_twin, *lone)
+            log.info("%s: timed at %.0f and %.0f ms: the machine was busy; once more", fp32.name, *lone)
             lone.append(runtime.measure(fp32_onnx, self.providers, runner=served)[0].ms)
         fp32_ms = min(lone)
         self.measured_on = fp32_i.machine
         runtime.record_speed(fp32_dir, fp32_key, runtime.Speed(fp32_ms, fp32_i.machine))
-        return fp32_ms, round(fp32_ms * int8_i.ms / fp32_i.ms, 1), int8_i.ms < fp32_i.ms
+        times = {c.name: round(fp32_ms * t.ms / fp32_i.ms, 1) for c, t in zip(faithful, twins_i, strict=True)}
+        return fp32_ms, times
 
     def refreshed(self, row: Row) -> Row:
-        """A row's time as recorded now: judging an INT8 twin may have timed its FP32 model
-        again after that model's row was made."""
+        """A row's time as recorded now: judging a twin may have timed its FP32 model again
+        after that model's row was made."""
         if row.ms_here is None:
             return row
         return dataclasses.replace(row, ms_here=self.choice(self.args.output / row.model).speed.ms)
@@ -305,12 +348,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export: {engine_choice.NO_OPENVINO} (make setup installs it)")
     progress = Progress(0)
     exporters = [Exporter(EXPORTABLE[name], args, progress) for name in names]
-    progress.total = sum(len(exporter.specs()) for exporter in exporters)
+    no_bf16 = twins.bf16_unavailable(exporters[0].providers)
+    if no_bf16:
+        print(f"export: no BF16 twins: {no_bf16}")
+    progress.total = sum(exporter.steps() for exporter in exporters)
     rows: list[Row] = []
     try:
         for exporter in exporters:
             rows += [exporter.refreshed(row) for row in exporter.run()]
-    except (CheckpointError, ParityError, quantize.QuantizationError) as exc:
+    except (CheckpointError, ParityError) as exc:
         print(f"\nexport: error: {exc}", file=sys.stderr)
         return 2
     if args.brief and all(row.status == "up to date" for row in rows):

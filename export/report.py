@@ -39,19 +39,19 @@ class Row:
     network_input: str  # e.g. "518 (sides <= 1288)"
     parity: str  # e.g. "2.3e-05 vs PyTorch", "1.8e-02 vs FP32"
     ms_here: float | None  # median ms per 640x480 frame on this machine, as served
-    int8: str  # "-" for FP32; "kept: ..." / "dropped: ..." for INT8
+    twin: str  # "-" for FP32; "kept: ..." / "dropped: ..." for a twin (INT8, BF16)
     random_weights: bool
     status: str  # "exported", "up to date", "not written"
     runtime: str = "-"  # what serves it here: "ONNX Runtime", "OpenVINO"
 
 
-HEADERS = ("model", "network input", "parity error", "ms/frame here", "runtime", "INT8", "status", "weights")
+HEADERS = ("model", "network input", "parity error", "ms/frame here", "runtime", "twin", "status", "weights")
 
 
 def cells(row: Row) -> tuple[str, ...]:
     ms = "-" if row.ms_here is None else f"{row.ms_here:.0f}"
     weights = "RANDOM" if row.random_weights else "checkpoint"
-    return (row.model, row.network_input, row.parity, ms, row.runtime, row.int8, row.status, weights)
+    return (row.model, row.network_input, row.parity, ms, row.runtime, row.twin, row.status, weights)
 
 
 def render(rows: list[Row]) -> str:

@@ -53,10 +53,11 @@ class Manifest:
     code: str
     torch: str = ""
     onnx_opset: int = 0
-    parity_error: float = 0.0  # vs PyTorch (FP32) or vs the FP32 twin (INT8), fraction of range
+    parity_error: float = 0.0  # vs PyTorch (FP32) or, for a twin, vs its FP32 model: of the range
     export_seconds: float = 0.0
-    fp32_ms: float = 0.0  # INT8 only: both timed at 640x480 on the exporting machine
-    int8_ms: float = 0.0
+    correlation: float = 0.0  # a twin only: with its FP32 model, the worst over the photographs
+    fp32_ms: float = 0.0  # a twin only: both timed at 640x480 on the exporting machine
+    twin_ms: float = 0.0
 
     def same_input(self, other: Manifest) -> bool:
         return (self.model, self.source, self.weights, self.random_weights, self.code) == (

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from depthstream.contract import MODELS
 from depthstream.render import raw_depth
-from tests.helpers import photo
+from tests.helpers import TINY_SERVED, photo
 
 RECV_TIMEOUT_S = 60
 
@@ -199,7 +198,7 @@ def test_health_ready_models_and_metrics(bridge):
     status, models = get(f"{bridge.url}/api/models")
     assert status == 200
     served = {m["name"]: (m["ready"], m["random_weights"]) for m in models["models"]}
-    assert set(served) == set(MODELS), "the tiny repository serves every preset and INT8 twin"
+    assert set(served) == TINY_SERVED, "the tiny repository serves every preset and INT8 twin"
     assert set(served.values()) == {(True, False)}
     with open_stream(bridge.ws_url) as ws:
         ws.send(jpeg(64, 48))

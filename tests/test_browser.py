@@ -12,6 +12,7 @@ import pytest
 
 from depthstream.contract import MODELS
 from tests.conftest import ARTIFACTS
+from tests.helpers import TINY_SERVED
 
 pytestmark = pytest.mark.browser
 
@@ -46,7 +47,7 @@ def wait_for_frames(page, more_than: int, timeout_s: float = 60) -> int:
 def test_camera_to_depth_live_switch_model_and_stop(page, record_property):
     page.wait_for_selector("#model:not([disabled])")
     options = page.eval_on_selector_all("#model option", "os => os.map(o => o.value)")
-    assert set(options) == set(MODELS)
+    assert set(options) == TINY_SERVED
     assert page.input_value("#model") == "depth_anything_v2_small"
     # the page says why it opens on this model (here: the bridge's setting; the automatic choice
     # depends on this machine's speed, tests/test_default_model.py), and shows each model's speed

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForDepthEstimation
 
-from depthstream import model_config, runtime
+from depthstream import accelerator, engine_choice, model_config, runtime
 from depthstream.contract import (
     DEPTH_ANYTHING_V2_SMALL,
     METRIC_CHECKPOINTS,
@@ -54,7 +54,8 @@ def official_reference(network, spec: ModelSpec, rgb: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def sessions(tiny_repository):
-    return {name: ort.InferenceSession(str(tiny_repository / name / "1" / "model.onnx")) for name in MODELS}
+    exported = model_config.exported_models(tiny_repository)
+    return {name: ort.InferenceSession(str(tiny_repository / name / "1" / "model.onnx")) for name in exported}
 
 
 FP32_MODELS = [name for name, spec in MODELS.items() if spec.precision == Precision.FP32]
@@ -111,7 +112,8 @@ def test_int8_twin_stays_close_to_fp32_and_records_its_speed(sessions, tiny_repo
     error = relative_error(int8, fp32)
     assert 0 < error < 0.1, "INT8 should differ a little from FP32, never a lot"
     manifest = read_manifest(tiny_repository / name)
-    assert manifest.fp32_ms > 0 and manifest.int8_ms > 0 and manifest.parity_error > 0
+    assert manifest.fp32_ms > 0 and manifest.twin_ms > 0 and manifest.parity_error > 0
+    assert manifest.correlation >= 0.999  # faithful: the bound every kept twin meets
 
 
 def test_presets_are_multiples_of_14_and_smaller():
@@ -329,19 +331,20 @@ def test_the_summary_table_says_what_was_written_how_exact_and_how_fast(tiny_che
     for model, cells in rows.items():
         model_dir = repo / model
         manifest = read_manifest(model_dir)
-        ((_, recorded),) = runtime.read_speeds(model_dir).items()  # measured here, as served
-        network, parity, ms, int8, status, weights = cells[1:]
+        served = engine_choice.for_model(model_dir, [accelerator.CPU])  # measured here, as served
+        network, parity, ms, served_by, twin, status, weights = cells[1:]
         assert network == "384x384"
         assert parity.startswith(f"{manifest.parity_error:.1e} vs ")
-        assert float(ms) == pytest.approx(recorded.ms, abs=0.5)
+        assert float(ms) == pytest.approx(served.speed.ms, abs=0.5)
+        assert served_by == served.why.split(":")[0] and served_by in ("ONNX Runtime", "OpenVINO")
         assert status == "exported" and weights == "checkpoint"
-        assert int8 == (
-            "-" if model == name else f"kept: {manifest.int8_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
+        assert twin == (
+            "-" if model == name else f"kept: {manifest.twin_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
         )
     assert f"Each model is in {repo}/<model>/" in output
     assert "Quantization parameters" not in output and "Ignore MatMul" not in output  # the quantizer is quiet
     code, again = run_export(capsys, *args)
-    assert code == 0 and all(cells[5] == "up to date" for cells in summary_rows(again).values())
+    assert code == 0 and all(cells[6] == "up to date" for cells in summary_rows(again).values())
 
 
 def test_an_int8_twin_that_is_not_faster_is_dropped_and_the_table_says_why(
@@ -351,9 +354,10 @@ def test_an_int8_twin_that_is_not_faster_is_dropped_and_the_table_says_why(
     args = ["--model", name, "--weights", str(tiny_checkpoints[name]), "--output", str(tmp_path / "repo")]
     real_compare = runtime.compare
 
-    def int8_slower(paths, providers, threads=None):
-        speeds, warning = real_compare(paths, providers, threads)
+    def int8_slower(candidates, providers, threads=None):
+        speeds, warning = real_compare(candidates, providers, threads)
         # the staged INT8 twin
+        paths = [item[0] if isinstance(item, tuple) else item for item in candidates]
         slower = ["_int8" in Path(path).parent.parent.name for path in paths]
         return [
             runtime.Speed(speed.ms + 1000 if late else speed.ms, speed.machine)
@@ -364,7 +368,7 @@ def test_an_int8_twin_that_is_not_faster_is_dropped_and_the_table_says_why(
     code, output = run_export(capsys, *args)
     assert code == 0
     cells = summary_rows(output)[f"{name}_int8"]
-    assert cells[4].startswith("dropped: not faster here") and cells[5] == "not written"
+    assert cells[5].startswith("dropped: not faster here") and cells[6] == "not written"
     assert not (tmp_path / "repo" / f"{name}_int8").exists()
     # the verdict is remembered: the next run neither quantizes nor times it again...
     timed = []
@@ -375,10 +379,13 @@ def test_an_int8_twin_that_is_not_faster_is_dropped_and_the_table_says_why(
         "models up to date in " + str(tmp_path / "repo") + " (without --brief: the table)"
     )
     # --brief (make demo) says so, and how to judge it again now
-    assert "INT8 dropped before: not faster here" in again and "make export EXPORT_ARGS=--force" in again
+    assert (
+        f"{name}_int8: dropped before: not faster here" in again
+        and "make export EXPORT_ARGS=--force" in again
+    )
     # ...until asked again
     code, forced = run_export(capsys, *args, "--force")
-    assert code == 0 and summary_rows(forced)[f"{name}_int8"][5] == "not written" and timed
+    assert code == 0 and summary_rows(forced)[f"{name}_int8"][6] == "not written" and timed
     # ...or until the verdict is a week old: one unlucky timing does not decide for good
     timed.clear()
     marker = tmp_path / "repo" / f".dropped-{name}_int8.json"

@@ -21,7 +21,7 @@ def tree(tmp_path) -> Path:
     "path",
     [
         "export/resize.py",
-        "export/quantize.py",
+        "export/twins.py",
         "export/graph.py",
         "export/configs.py",
         "depthstream/contract.py",

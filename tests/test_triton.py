@@ -13,10 +13,10 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from client import __main__ as direct_client
-from depthstream.contract import CHECKPOINTS, MODELS, contract_violations
+from depthstream.contract import CHECKPOINTS, contract_violations
 from serving.triton import EmbeddedTriton, TritonStartError
 from tests.conftest import triton_settings
-from tests.helpers import photo
+from tests.helpers import TINY_SERVED, photo
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def grpc_infer(client, name: str, batch: np.ndarray, datatype: str = "UINT8") ->
     return client.infer(name, [tensor]).as_numpy("DEPTH")
 
 
-@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("name", sorted(TINY_SERVED))
 def test_served_metadata_matches_contract(grpc, name):
     meta = grpc.get_model_metadata(name)
     tensors = [[(t.name, t.datatype, tuple(t.shape)) for t in group] for group in (meta.inputs, meta.outputs)]
@@ -57,7 +57,9 @@ def test_grpc_depth_equals_onnxruntime(grpc, tiny_repository, name, width, heigh
     batch = photo(width, height, "chelsea")[None]
     depth = grpc_infer(grpc, name, batch)
     assert depth.shape == (1, height, width) and depth.dtype == np.float32
-    np.testing.assert_allclose(depth, onnxruntime_depth(tiny_repository, name, batch), rtol=1e-5, atol=1e-5)
+    expected = onnxruntime_depth(tiny_repository, name, batch)
+    # whichever runtime serves it here (ONNX Runtime or OpenVINO): within 1e-4 of the range
+    assert np.abs(depth - expected).max() <= 1e-4 * np.ptp(expected)
 
 
 @pytest.mark.parametrize("name", list(CHECKPOINTS))
@@ -67,7 +69,9 @@ def test_http_batch_of_two_equals_onnxruntime(http, tiny_repository, name):
     tensor.set_data_from_numpy(batch, binary_data=True)
     depth = http.infer(name, [tensor]).as_numpy("DEPTH")
     assert depth.shape == (2, 240, 320)
-    np.testing.assert_allclose(depth, onnxruntime_depth(tiny_repository, name, batch), rtol=1e-5, atol=1e-5)
+    expected = onnxruntime_depth(tiny_repository, name, batch)
+    # whichever runtime serves it here (ONNX Runtime or OpenVINO): within 1e-4 of the range
+    assert np.abs(depth - expected).max() <= 1e-4 * np.ptp(expected)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,165 @@
+"""Reduced-precision twins: at most one per model, the fastest faithful one; a twin past the
+fidelity bound is dropped with one line and the export goes on.
+
+No machine here has a BF16 matrix engine, so the BF16 path is driven with OpenVINO's BF16
+capability said present: its hint then runs FP32 (what OpenVINO does on AVX2), which proves the
+mechanism (built, judged, kept or dropped, served by OpenVINO with the BF16 hint and the pre/post
+nodes marked FP32), not BF16's fidelity or speed: those are measured where the engine exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from depthstream import engines, runtime
+from depthstream.contract import MODELS, twins_of
+from depthstream.model_config import CONFIG_FILE, ONNX_FILE, VERSION, parse
+from export import twins
+from export.__main__ import main
+from export.repository import read_manifest
+from export.twins import Candidate, Fidelity, fidelity, verdicts
+
+NAME = "midas_dpt_beit_base_384"
+GOOD, BAD = Fidelity(0.9999, 1e-2), Fidelity(0.964, 0.41)  # the BF16 whole-graph figure: broken
+
+
+def candidate(
+    name: str, fid: Fidelity | None = GOOD, ms: float | None = 50.0, unavailable: str = ""
+) -> Candidate:
+    return Candidate(MODELS[name], fidelity=fid, ms=ms, unavailable=unavailable)
+
+
+def test_the_fastest_faithful_twin_is_kept_and_each_other_is_dropped_with_its_reason():
+    int8, bf16 = f"{NAME}_int8", f"{NAME}_bf16"
+    kept, why = verdicts(100.0, [candidate(int8, ms=70.0), candidate(bf16, ms=30.0)])
+    assert kept.name == bf16 and why == {int8: f"the faster twin here is {bf16} (30 vs 70 ms)"}
+    kept, why = verdicts(100.0, [candidate(int8, ms=70.0), candidate(bf16, BAD, ms=30.0)])
+    assert kept.name == int8 and why[bf16].startswith("not faithful: correlation 0.9640, max 4.1e-01")
+    kept, why = verdicts(60.0, [candidate(int8, ms=70.0), candidate(bf16, unavailable="no engine")])
+    assert kept is None and why == {int8: "not faster here (70 vs 60 ms FP32)", bf16: "no engine"}
+    # --int8 always: kept when faithful, even if slower; never when unfaithful
+    assert verdicts(60.0, [candidate(int8, ms=70.0)], always=int8)[0].name == int8
+    assert verdicts(60.0, [candidate(int8, BAD, ms=10.0)], always=int8)[0] is None
+
+
+@pytest.mark.parametrize(
+    "correlation, max_error, faithful",
+    [(0.999, 0.05, True), (0.9989, 0.01, False), (0.9999, 0.051, False), (0.9998, 0.0335, True)],
+)
+def test_the_fidelity_bounds(correlation, max_error, faithful):
+    assert Fidelity(correlation, max_error).faithful is faithful
+
+
+def test_fidelity_is_the_worst_image_of_the_set():
+    rng = np.random.default_rng(0)
+    depths = [rng.normal(size=(20, 30)).astype(np.float32) for _ in range(3)]
+    assert fidelity(depths, depths) == Fidelity(1.0, 0.0)
+    broken = [depths[0], depths[1] + 0.5 * rng.normal(size=(20, 30)).astype(np.float32), depths[2]]
+    measured = fidelity(broken, depths)
+    assert measured.correlation < 0.95 and measured.max_error > 0.1 and not measured.faithful
+
+
+def test_the_bf16_twin_keeps_what_the_export_fused_around_the_network_in_fp32():
+    assert engines.stays_fp32("Mul_12") and engines.stays_fp32("Resize_3")  # pre/post, unscoped
+    assert engines.stays_fp32("/network/backbone/embeddings/Concat")  # position-embedding resize
+    assert not engines.stays_fp32("/network/backbone/embeddings/patch_embeddings/projection/Conv")
+    assert not engines.stays_fp32("/network/backbone/encoder/layer.0/attention/MatMul")
+    assert not engines.stays_fp32("/network/head/conv1/Conv")
+
+
+def export(checkpoints, output: Path, *extra: str) -> int:
+    return main(["--model", NAME, "--weights", str(checkpoints[NAME]), "--output", str(output), *extra])
+
+
+def test_an_int8_twin_past_the_bound_is_dropped_in_one_line_and_the_export_goes_on(
+    tiny_checkpoints, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(twins, "measure_fidelity", lambda *args: BAD)
+    assert export(tiny_checkpoints, tmp_path / "repo") == 0
+    output = capsys.readouterr().out
+    (line,) = [row for row in output.splitlines() if row.strip().startswith(f"{NAME}_int8 ")]
+    assert "dropped: not faithful: correlation 0.9640" in line and "not written" in line
+    assert (tmp_path / "repo" / NAME / VERSION / ONNX_FILE).is_file()
+    assert not (tmp_path / "repo" / f"{NAME}_int8").exists()
+    assert "export: no BF16 twins: " in output or engines.bf16_capable()
+
+
+def slowed(precision_to_ms: dict[str, float], monkeypatch) -> None:
+    """Timings as a machine with a BF16 engine would give them: each twin's run time set by its
+    kind (FP32 100 ms), whatever it really took here."""
+    real = runtime.compare
+
+    def compare(items, providers, threads=None):
+        speeds, warning = real(items, providers, threads)
+        pairs = [item if isinstance(item, tuple) else (item, runtime.ONNXRUNTIME) for item in items]
+        named = [Path(path).parent.parent.name for path, _ in pairs]
+        kinds = [next((k for k in ("int8", "bf16") if f"_{k}" in name), "fp32") for name in named]
+        return [
+            runtime.Speed(precision_to_ms[k], s.machine) for k, s in zip(kinds, speeds, strict=True)
+        ], warning
+
+    monkeypatch.setattr(runtime, "compare", compare)
+    monkeypatch.setattr(
+        runtime,
+        "measure",
+        lambda path, providers, threads=None, runner=None: (
+            runtime.Speed(precision_to_ms["fp32"], "here"),
+            None,
+        ),
+    )
+
+
+@pytest.fixture
+def bf16_said_capable(monkeypatch):
+    if engines.openvino_version() is None:
+        pytest.fail("OpenVINO is a requirement (requirements.txt): make setup")
+    monkeypatch.setattr(engines, "bf16_capable", lambda: True)
+
+
+def test_a_faster_faithful_bf16_twin_wins_and_is_served_by_openvino_with_its_hint(
+    tiny_checkpoints, tmp_path, monkeypatch, bf16_said_capable, caplog
+):
+    from serving.repository import generate
+
+    slowed({"fp32": 100.0, "int8": 70.0, "bf16": 30.0}, monkeypatch)
+    repo = tmp_path / "repo"
+    assert export(tiny_checkpoints, repo) == 0
+    int8, bf16 = (spec.name for spec in twins_of(MODELS[NAME]))
+    assert (repo / bf16).is_dir() and not (repo / int8).exists(), "one twin per model: the faster"
+    manifest = read_manifest(repo / bf16)
+    assert manifest.twin_ms == pytest.approx(30.0) and manifest.fp32_ms == pytest.approx(100.0)
+    assert manifest.correlation >= twins.MIN_CORRELATION and manifest.parity_error <= twins.MAX_ERROR
+    # the same graph, not a second copy of the weights
+    assert os.path.samefile(repo / bf16 / VERSION / ONNX_FILE, repo / NAME / VERSION / ONNX_FILE)
+    assert "the faster twin here is" in (repo / f".dropped-{int8}.json").read_text()
+    monkeypatch.undo()
+    monkeypatch.setattr(engines, "bf16_capable", lambda: True)
+    generate(repo, tmp_path / "served", [NAME, bf16], threads=1)
+    config = parse((tmp_path / "served" / bf16 / CONFIG_FILE).read_text())
+    assert (config.parameters["engine"].string_value, config.parameters["precision"].string_value) == (
+        "openvino",
+        "bf16",
+    )
+    session = engines.OpenVinoSession(repo / bf16 / VERSION / ONNX_FILE, 1, engines.InferencePrecision.BF16)
+    assert session.kept_fp32 > 100 and session.get_providers() == ["OpenVINO CPU bf16"]
+    # where OpenVINO runs no BF16, a BF16 twin exported elsewhere is left out, and the log says so
+    monkeypatch.setattr(engines, "bf16_capable", lambda: False)
+    with caplog.at_level(logging.WARNING, logger="serving.repository"):
+        assert generate(repo, tmp_path / "elsewhere", threads=1) == [NAME]
+    assert any(f"{bf16}: left out" in record.message for record in caplog.records)
+
+
+def test_a_faster_int8_twin_wins_over_bf16(
+    tiny_checkpoints, tmp_path, monkeypatch, bf16_said_capable, capsys
+):
+    slowed({"fp32": 100.0, "int8": 40.0, "bf16": 60.0}, monkeypatch)
+    repo = tmp_path / "repo"
+    assert export(tiny_checkpoints, repo) == 0
+    assert (repo / f"{NAME}_int8").is_dir() and not (repo / f"{NAME}_bf16").exists()
+    output = capsys.readouterr().out
+    assert f"dropped: the faster twin here is {NAME}_int8 (40 vs 60 ms)" in output
