@@ -29,7 +29,7 @@ EXPORT_FLAGS := --weights $(WEIGHTS)
 endif
 export HTTP_PORT GRPC_PORT METRICS_PORT
 
-.PHONY: help setup export serve triton plans repository-cpu up down demo bridge bench soak test mutate check clean
+.PHONY: help setup export serve triton plans repository-cpu repository-openvino up down demo bridge bench soak test mutate check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -75,6 +75,9 @@ plans: ## build TensorRT plans with trtexec in the NGC container (GPU + Docker)
 
 repository-cpu: setup ## the CPU flavour of model_repository/ for the NGC image on CPU-only nodes
 	$(PYTHON) -m export.flavours cpu --source $(REPOSITORY) --target model_repository_cpu
+
+repository-openvino: setup ## the Intel-CPU flavour: the NGC image's openvino backend (FP32 kept FP32, BF16 twins)
+	$(PYTHON) -m export.flavours openvino --source $(REPOSITORY) --target model_repository_openvino
 
 up: ## start the NGC Triton container and the bridge with Docker Compose (GPU; TRITON_ADMIN_KEY, BRIDGE_TOKEN)
 	TRITON_IMAGE=$(TRITON_IMAGE) $(COMPOSE) -p depthstream -f deploy/compose.yaml up -d --build

@@ -26,7 +26,15 @@ from bench.frames import jpegs, stream
 from bench.goals import goals
 from bench.harness import ROOT, Bridge, machine, server_settings
 from bench.measure import Result, rss_mb
-from depthstream.contract import CHECKPOINTS, DEFAULT_MODEL, METRIC_CHECKPOINTS, MODELS, accuracy_rank
+from depthstream import accelerator, engine_choice, engines, runtime
+from depthstream.contract import (
+    CHECKPOINTS,
+    DEFAULT_MODEL,
+    METRIC_CHECKPOINTS,
+    MODELS,
+    Precision,
+    accuracy_rank,
+)
 from depthstream.settings import Settings, SettingsError, parse, setting
 from export.repository import ONNX_FILE, VERSION, read_manifest
 from serving.triton import EmbeddedTriton
@@ -141,8 +149,10 @@ class Plan:
 
     @property
     def steps(self) -> int:
-        per_checkpoint = 2 * len(self.sizes) + 3 * len(self.args.levels) + 3
-        return len(CHECKPOINTS) * per_checkpoint + 2 * len(self.presets) + 2 * len(self.metric) + 4
+        direct = sum(len(runners_compared(self, name)) for name in CHECKPOINTS)
+        per_checkpoint = len(self.sizes) + 3 * len(self.args.levels) + 3
+        others = sum(1 + len(runners_compared(self, name)) for name in [*self.presets, *self.metric])
+        return len(CHECKPOINTS) * per_checkpoint + direct * len(self.sizes) + others + 4
 
     def onnx(self, name: str) -> Path:
         return self.args.repository / name / VERSION / ONNX_FILE
@@ -154,16 +164,40 @@ class Plan:
             self.bar.update()
 
 
+def runners_compared(plan: Plan, name: str) -> list:
+    """The runtimes side by side for one model: ONNX Runtime, OpenVINO FP32 and, where the CPU
+    runs it, OpenVINO BF16, on an FP32 model; a twin on the runtime that serves it."""
+    spec = MODELS[name]
+    if spec.precision == Precision.INT8:
+        return [runtime.ONNXRUNTIME]
+    if spec.precision == Precision.BF16:
+        return [runtime.OPENVINO_BF16]
+    if engines.openvino_version() is None or runtime.wanted_providers()[0] != accelerator.CPU:
+        return [runtime.ONNXRUNTIME]
+    bf16 = [runtime.OPENVINO_BF16] if engines.bf16_capable() else []
+    return [runtime.ONNXRUNTIME, runtime.OPENVINO_F32, *bf16]
+
+
 def measure_in_process(plan: Plan) -> None:
-    """1 and 2: PyTorch eager and ONNX Runtime direct, one frame at a time."""
+    """1 and 2: PyTorch eager and each runtime direct, one frame at a time."""
     for name in CHECKPOINTS:
         network = load_network(plan.args.repository, name)
         for frames in plan.sizes.values():
             plan.record(approaches.original_eager(MODELS[name], network, frames))
-            plan.record(approaches.onnxruntime_direct(MODELS[name], plan.onnx(name), frames))
+            for runner in runners_compared(plan, name):
+                plan.record(approaches.runtime_direct(MODELS[name], plan.onnx(name), frames, runner))
         del network
     for name in [*plan.presets, *plan.metric]:
-        plan.record(approaches.onnxruntime_direct(MODELS[name], plan.onnx(name), plan.sizes["640x480"]))
+        for runner in runners_compared(plan, name):
+            plan.record(
+                approaches.runtime_direct(MODELS[name], plan.onnx(name), plan.sizes["640x480"], runner)
+            )
+
+
+def served_label(plan: Plan, name: str) -> str:
+    """The in-process row of the runtime that serves ``name`` here (as the served config says)."""
+    choice = engine_choice.for_model(plan.args.repository / name, runtime.wanted_providers())
+    return approaches.runtime_label(choice.runner)
 
 
 def measure_triton_grpc(plan: Plan, url: str, pid: int, batching: bool) -> None:
@@ -199,7 +233,9 @@ def measure_full_stack(plan: Plan, url: str, triton_pid: int, shm_key: str) -> N
                 one_client = approaches.full_stack(
                     bridge.ws_url, MODELS[name], plan.encoded[size], size, 1, duration_s, pids
                 )
-                plan.record(asyncio.run(one_client))
+                result = asyncio.run(one_client)
+                result.extra["runtime"] = served_label(plan, name)  # what the goals compare it with
+                plan.record(result)
             if name in CHECKPOINTS:
                 before = rss_mb(bridge.process.pid)
                 streams = approaches.full_stack(

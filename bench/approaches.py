@@ -52,14 +52,23 @@ def original_eager(spec: ModelSpec, network, frames: list[np.ndarray]) -> Result
     return _timed("original: PyTorch eager", spec.name, frames, one)
 
 
-def onnxruntime_direct(spec: ModelSpec, onnx_path: Path, frames: list[np.ndarray]) -> Result:
-    """ONNX Runtime on the exported model, in-process, with the settings and the execution
+def runtime_label(runner) -> str:
+    """A runtime's rows: "ONNX Runtime direct", "OpenVINO FP32 direct", "OpenVINO BF16 direct"."""
+    if runner.engine == "openvino":
+        return f"OpenVINO {runner.precision.upper().replace('F32', 'FP32')} direct"
+    return "ONNX Runtime direct"
+
+
+def runtime_direct(spec: ModelSpec, onnx_path: Path, frames: list[np.ndarray], runner=None) -> Result:
+    """One runtime on the exported model, in-process, with the settings and the execution
     provider the served model uses (depthstream.runtime: the session and run options as served;
-    a GPU where there is one): the floor for this model on this machine,
-    so the stack's rows measure the stack's own cost."""
+    a GPU where there is one): the floor for this model on this machine, so the stack's rows
+    measure the stack's own cost. ``runner``: ONNX Runtime (default) or OpenVINO FP32/BF16."""
     from depthstream import runtime
 
-    session, warning = runtime.open_session(onnx_path, runtime.wanted_providers(), os.cpu_count() or 1)
+    runner = runner or runtime.ONNXRUNTIME
+    threads = os.cpu_count() or 1
+    session, warning = runtime.open_session(onnx_path, runtime.wanted_providers(), threads, runner=runner)
     if warning:
         print(f"bench: {warning}")
 
@@ -67,7 +76,7 @@ def onnxruntime_direct(spec: ModelSpec, onnx_path: Path, frames: list[np.ndarray
         return runtime.infer(session, rgb[None])
 
     one(frames[0])
-    return _timed("ONNX Runtime direct", spec.name, frames, one)
+    return _timed(runtime_label(runner), spec.name, frames, one)
 
 
 def _timed(approach: str, model: str, frames: list[np.ndarray], one) -> Result:

@@ -32,7 +32,7 @@ from bench.frames import jpegs, stream
 from bench.harness import ROOT, Bridge, run_alone, server_settings
 from bench.report import publish
 from bridge.protocol import OUTPUTS
-from depthstream import runtime
+from depthstream import engine_choice, runtime
 from depthstream.contract import MODELS, OUTPUT_NAME
 from depthstream.model_config import ONNX_FILE, VERSION
 from depthstream.request import depth_request
@@ -42,7 +42,13 @@ BEGIN, END = "<!-- breakdown:begin -->", "<!-- breakdown:end -->"
 FRAMES = 30
 WARM_UP = 3
 SETTLE_S = 0.05  # between two paths: work one left behind (freeing, logging) must not fall on the next
-ADDED_MS_GOAL = 5.0  # the stack's own cost per frame over ONNX Runtime direct (issue: stack overhead)
+# The stack's goals at the fastest model, one frame at a time (the machine-speed issue): its own
+# time per frame at most ADDED_MS_GOAL over the runtime alone, and, paced as the page paces, at
+# least PACED_SHARE_GOAL of the runtime alone's frames per second. These replace "<= 5 ms": with
+# the model 3-4x faster on a BF16 engine the stack's share grows, and the rate a user sees is
+# what counts (the 5 ms of the bridge's own decode, colorize and encode stay `make bench`'s goal).
+ADDED_MS_GOAL = 8.0
+PACED_SHARE_GOAL = 0.85
 
 
 def fastest_model(repository: Path) -> str:
@@ -51,7 +57,7 @@ def fastest_model(repository: Path) -> str:
     return min(exported, key=lambda n: (MODELS[n].resize.size, MODELS[n].precision == "fp32"))
 
 
-RUN_MS = "depthstream_model_run_ms_total"  # ONNX Runtime's own time inside the Python backend
+RUN_MS = "depthstream_model_run_ms_total"  # the runtime's own time inside the Python backend
 
 
 def triton_split(before, after) -> dict[str, float]:
@@ -88,7 +94,9 @@ class Paths:
         self.model = model
         self.server = triton
         onnx = repository / model / VERSION / ONNX_FILE
-        self.session, _ = runtime.open_session(onnx, runtime.wanted_providers(), os.cpu_count() or 1)
+        providers = runtime.wanted_providers()
+        self.runner = engine_choice.for_model(repository / model, providers).runner  # as served
+        self.session, _ = runtime.open_session(onnx, providers, os.cpu_count() or 1, runner=self.runner)
         self.grpc = grpcclient.InferenceServerClient(triton.settings.grpc_url)
         self.exits = contextlib.ExitStack()
         self.streams = {}
@@ -252,7 +260,7 @@ def stages_of(stack: dict[str, float]) -> dict[str, float]:
         "Triton: input into the Python backend (compute input)": stack["compute_input"],
         "Python backend: its stub, copies and calls around ONNX Runtime": stack["compute_infer"]
         - stack["onnxruntime"],
-        "ONNX Runtime: the model, inside the backend": stack["onnxruntime"],
+        "the runtime (ONNX Runtime or OpenVINO): the model, inside the backend": stack["onnxruntime"],
         "Triton: output out of the backend (compute output)": stack["compute_output"],
         "bridge: colorize": stack["colorize"],
         "bridge: JPEG encode": stack["encode"],
@@ -327,6 +335,7 @@ def markdown(
     where: str, model: str, rows: list[tuple[str, dict[str, float]]], totals: dict, random_weights: bool
 ) -> str:
     met = "met" if totals["own_ms"] <= ADDED_MS_GOAL else "**missed**"
+    paced_met = "met" if totals["paced_share_of_direct"] >= PACED_SHARE_GOAL else "**missed**"
     lines = [
         f"One 640x480 frame at `{model}` (the fastest model exported), measured by `make bench` on {where}: "
         f"the four ways to the model interleaved frame by frame, medians of {FRAMES - WARM_UP} frames"
@@ -350,7 +359,8 @@ def markdown(
         f"Paced as the page paces (a new frame as soon as fewer than {PACED_IN_FLIGHT} are unanswered), "
         f"the full stack delivered **{totals['full_stack_paced_fps']:.2f} frames/s**, "
         f"{totals['paced_share_of_direct']:.0%} of the model alone back to back in-process "
-        f"({totals['direct_fps']:.2f} frames/s; alternating {PACED_BLOCKS} x {PACED_BLOCK_S:.0f} s blocks each).",
+        f"({totals['direct_fps']:.2f} frames/s; alternating {PACED_BLOCKS} x {PACED_BLOCK_S:.0f} s blocks each). "
+        f"Goal, at least {PACED_SHARE_GOAL:.0%}: {paced_met}.",
         "",
         "Bytes the bridge sends back per 640x480 frame (header and binaries): "
         + "; ".join(f"{view} {size:,} B" for view, size in totals["bytes_per_frame"].items())

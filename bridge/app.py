@@ -86,7 +86,7 @@ async def default_choice(state: AppState, gateway: TritonGateway) -> DefaultChoi
     """The model streams start on: configured, or chosen from the served models' speeds."""
     if state.settings.default_model != AUTO:
         return choose_default([], state.settings.default_model)
-    return choose_default(await state.catalog.get(gateway))
+    return choose_default(await state.catalog.get(gateway), stack_ms=gateway.observed.stack_ms())
 
 
 def describe(name: str) -> dict:
@@ -135,6 +135,7 @@ async def readyz(request: Request) -> Response:
 async def api_models(request: Request) -> Response:
     state = state_of(request)
     gateway = await state.pool.first_ready() or state.pool.gateways[0]
+    stack_ms = gateway.observed.stack_ms()
     models = [
         {
             **describe(info.name),
@@ -143,7 +144,7 @@ async def api_models(request: Request) -> Response:
             "problem": info.problem,
             # the model alone on one 640x480 frame where it is served, and the page's rate from it
             "ms_per_frame": info.ms_per_frame,
-            "estimated_fps": estimated_fps(info.ms_per_frame),
+            "estimated_fps": estimated_fps(info.ms_per_frame, stack_ms),
             "measured_on": info.measured_on,
             # set when the figure above follows live traffic: what was recorded
             "recorded_ms": info.recorded_ms,

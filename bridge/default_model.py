@@ -2,10 +2,13 @@
 
 "Live" is at least ``LIVE_FPS`` answered frames per second end to end, estimated from the
 model's own time per 640x480 frame as measured on the machine that serves it (recorded with
-the model, passed to Triton's config by ``serving.repository``) times ``STACK_FACTOR``, the
-full stack's time over the model's own as `make bench` measured it on the build machine
-(1.0-1.35x across the models: JPEG, gRPC, Triton and colorizing on the same two cores).
-``BRIDGE_DEFAULT_MODEL`` set to a model name wins over all of this.
+the model, passed to Triton's config by ``serving.repository``; followed on live traffic,
+bridge/observed.py) plus the stack's own time per frame, measured rather than assumed: the
+bridge's decode, colorize and encode timed on this machine at start, then what recent frames
+spent outside the model (transport, Triton's backend, the bridge's work). A constant factor
+would not do: the stack's time stays while the model's shrinks (3-4x on a BF16 matrix engine),
+so its share grows. Before any frame, the estimate counts the bridge's own work only, a lower
+bound. ``BRIDGE_DEFAULT_MODEL`` set to a model name wins over all of this.
 """
 
 from __future__ import annotations
@@ -17,14 +20,13 @@ from depthstream.contract import DEFAULT_MODEL, MODELS, DepthKind, accuracy_rank
 
 AUTO = "auto"
 LIVE_FPS = 5.0
-STACK_FACTOR = 1.35
 
 
-def estimated_fps(ms_per_frame: float | None) -> float | None:
-    """Frames per second end to end, from the model's own time per frame."""
+def estimated_fps(ms_per_frame: float | None, stack_ms: float) -> float | None:
+    """Frames per second end to end, from the model's own time per frame and the stack's."""
     if not ms_per_frame:
         return None
-    return 1000.0 / (ms_per_frame * STACK_FACTOR)
+    return 1000.0 / (ms_per_frame + stack_ms)
 
 
 @dataclass(frozen=True)
@@ -33,7 +35,7 @@ class DefaultChoice:
     reason: str
 
 
-def choose_default(models: list[ModelInfo], configured: str = AUTO) -> DefaultChoice:
+def choose_default(models: list[ModelInfo], configured: str = AUTO, stack_ms: float = 0.0) -> DefaultChoice:
     if configured != AUTO:
         return DefaultChoice(configured, f"{configured}: set by BRIDGE_DEFAULT_MODEL / --default-model.")
     # a metric model answers another question (how far, in metres): chosen by the user, never here
@@ -47,20 +49,20 @@ def choose_default(models: list[ModelInfo], configured: str = AUTO) -> DefaultCh
         return DefaultChoice(
             best, f"{best}: the most accurate model served; the server recorded no speeds to judge from."
         )
-    live = [info for info in timed if estimated_fps(info.ms_per_frame) >= LIVE_FPS]
+    live = [info for info in timed if estimated_fps(info.ms_per_frame, stack_ms) >= LIVE_FPS]
     if live:
         best = live[0]
         return DefaultChoice(
             best.name,
             f"{best.name}: the most accurate model that runs live here "
-            f"(~{estimated_fps(best.ms_per_frame):.1f} frames/s end to end; live is >= {LIVE_FPS:.0f})"
+            f"(~{estimated_fps(best.ms_per_frame, stack_ms):.1f} frames/s end to end; live is >= {LIVE_FPS:.0f})"
             f"{_observed_note(timed)}.",
         )
     fastest = min(timed, key=lambda info: info.ms_per_frame)
     return DefaultChoice(
         fastest.name,
         f"{fastest.name}: no model runs live here (>= {LIVE_FPS:.0f} frames/s); this is the fastest "
-        f"(~{estimated_fps(fastest.ms_per_frame):.1f} frames/s){_observed_note(timed)}.",
+        f"(~{estimated_fps(fastest.ms_per_frame, stack_ms):.1f} frames/s){_observed_note(timed)}.",
     )
 
 

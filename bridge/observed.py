@@ -24,12 +24,20 @@ MIN_SAMPLES = 5
 DEVIATION = 0.3
 
 
+STACK = "(the stack)"  # the key of the stack's own time among the models' samples
+
+
 class ObservedTimes:
     def __init__(self) -> None:
         self._samples: defaultdict[str, deque[tuple[float, float]]] = defaultdict(lambda: deque(maxlen=KEEP))
+        self._transport_ms: dict[str, float] = {}  # per model: its inference wait over its record
 
     def add(self, model: str, seconds: float) -> None:
         self._samples[model].append((time.monotonic(), seconds))
+
+    def add_stack(self, seconds: float) -> None:
+        """One answered frame's time in the bridge outside its wait for the model."""
+        self.add(STACK, max(seconds, 0.0))
 
     def median_ms(self, model: str) -> float | None:
         """The median of this model's recent inferences, or None with too few of them."""
@@ -37,11 +45,27 @@ class ObservedTimes:
         recent = [seconds for at, seconds in self._samples.get(model, ()) if at >= since]
         return statistics.median(recent) * 1e3 if len(recent) >= MIN_SAMPLES else None
 
+    def stack_ms(self) -> float:
+        """What a frame costs the stack besides the model: the bridge's own work as timed here
+        at start (bridge.own_work); once frames have run, what they spent in the bridge outside
+        the model's inference, plus how much longer an inference waited than the model's own
+        recorded time (gRPC or shared memory, Triton's backend)."""
+        from bridge.own_work import own_work_ms
+
+        outside = self.median_ms(STACK)
+        if outside is None:
+            return own_work_ms()
+        transport = statistics.median(self._transport_ms.values()) if self._transport_ms else 0.0
+        return round(outside + transport, 1)
+
     def follow(self, info: ModelInfo) -> ModelInfo:
         """``info`` with ``ms_per_frame`` as observed where it differs from the record by more
         than ``DEVIATION`` (the record kept in ``recorded_ms``)."""
         observed = self.median_ms(info.name)
         recorded = info.ms_per_frame
         if observed is None or not recorded or abs(observed - recorded) <= DEVIATION * recorded:
+            if observed is not None and recorded:  # at its recorded speed: the rest is transport
+                self._transport_ms[info.name] = max(observed - recorded, 0.0)
             return info
+        self._transport_ms.pop(info.name, None)  # slower itself: all of it counts as the model's
         return dataclasses.replace(info, ms_per_frame=round(observed, 1), recorded_ms=recorded)

@@ -391,6 +391,9 @@ class StreamSession:
         timings: dict[str, float],
     ) -> None:
         timings["total"] = _ms_since(frame.received_at)
+        # the stack's own time for this frame, for the page's estimates (bridge.default_model)
+        outside = timings["total"] - timings.get("queue", 0.0) - timings.get("infer", 0.0)
+        self.gateway.observed.add_stack(outside / 1e3)
         height, width = rgb.shape[:2]
         header = protocol.depth_message(
             frame.seq,

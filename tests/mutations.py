@@ -32,6 +32,7 @@ FAST_TESTS = (
     "tests/test_fingerprint.py",
     "tests/test_raw_depth.py",
     "tests/test_default_model.py",
+    "tests/test_engine_rules.py",
     "tests/test_notices.py",
     "tests/test_timing.py",
     "tests/test_session_settings.py",
@@ -338,8 +339,45 @@ MUTATIONS = [
     Mutation(
         "live threshold ignored",
         "bridge/default_model.py",
-        "live = [info for info in timed if estimated_fps(info.ms_per_frame) >= LIVE_FPS]",
+        "live = [info for info in timed if estimated_fps(info.ms_per_frame, stack_ms) >= LIVE_FPS]",
         "live = timed",
+    ),
+    Mutation(
+        "the stack's own time left out of the estimate",
+        "bridge/default_model.py",
+        "return 1000.0 / (ms_per_frame + stack_ms)",
+        "return 1000.0 / ms_per_frame",
+    ),
+    # the runtime each model runs on, and its twins
+    Mutation(
+        "OpenVINO wins without the margin",
+        "depthstream/engine_choice.py",
+        "return openvino_ms <= (1 - MIN_GAIN) * onnxruntime_ms",
+        "return openvino_ms <= onnxruntime_ms",
+    ),
+    Mutation(
+        "the slower twin kept",
+        "export/twins.py",
+        "kept = forced[0] if forced else min(contenders, key=lambda c: c.ms or 0.0)",
+        "kept = forced[0] if forced else max(contenders, key=lambda c: c.ms or 0.0)",
+    ),
+    Mutation(
+        "an unfaithful twin kept",
+        "export/twins.py",
+        "return self.correlation >= MIN_CORRELATION and self.max_error <= MAX_ERROR",
+        "return self.max_error <= 10 * MAX_ERROR",
+    ),
+    Mutation(
+        "OpenVINO left at its default precision",
+        "depthstream/engines.py",
+        '"INFERENCE_PRECISION_HINT": str(precision),',
+        '"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "",',
+    ),
+    Mutation(
+        "the CPU named without its matrix flags",
+        "depthstream/accelerator.py",
+        "return f\"{cpu_name(cpuinfo)} [{' '.join(flags) or 'no AVX2'}]\"",
+        "return cpu_name(cpuinfo)",
     ),
     Mutation(
         "accuracy order reversed",

@@ -15,9 +15,12 @@ import pytest
 import yaml
 
 from bridge.metrics import BridgeMetrics
+from depthstream import engines
+from depthstream.contract import MODELS
 from depthstream.model_config import parse
 from export import flavours
-from tests.test_configs import check_common
+from tests.helpers import TINY_SERVED
+from tests.test_configs import check_common, violations
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -48,7 +51,7 @@ def test_every_yaml_parses(path):
     assert documents
 
 
-@pytest.mark.parametrize("overlay", ["gpu", "cpu"])
+@pytest.mark.parametrize("overlay", ["gpu", "cpu", "cpu-intel"])
 def test_overlay_renders_and_validates_against_kubernetes_schemas(overlay):
     rendered = render(overlay)
     resources = [d for d in yaml.safe_load_all(rendered) if d]
@@ -76,9 +79,14 @@ def test_overlay_renders_and_validates_against_kubernetes_schemas(overlay):
     gpus = container["resources"].get("limits", {}).get("nvidia.com/gpu")
     assert gpus == (1 if overlay == "gpu" else None)
     config_map = next(r for r in resources if r["kind"] == "ConfigMap")
-    assert config_map["data"]["MODEL_REPOSITORY"].endswith(
-        "model_repository_cpu" if overlay == "cpu" else "/models"
-    )
+    repositories = {"cpu": "model_repository_cpu", "cpu-intel": "model_repository_openvino", "gpu": "/models"}
+    assert config_map["data"]["MODEL_REPOSITORY"].endswith(repositories[overlay])
+    affinity = json.dumps(triton["spec"]["template"]["spec"].get("affinity", {}))
+    # the openvino flavour is kept off AMX nodes: its backend cannot ask for FP32 there
+    assert (
+        '"cpu-cpuid.AMXBF16", "operator": "DoesNotExist"'
+        in affinity.replace("feature.node.kubernetes.io/", "")
+    ) == (overlay == "cpu-intel")
 
 
 def test_invalid_manifest_is_caught():
@@ -152,6 +160,55 @@ def test_dashboard_queries_name_real_metrics():
             for name in re.findall(r"\b((?:depthstream|nv)_[a-z_]+)", target["expr"]):
                 base = re.sub(r"_(total|bucket|count|sum)$", "", name)
                 assert base in bridge_metrics or name in triton_metrics, f"{panel['title']}: unknown {name}"
+
+
+def test_openvino_flavour_conforms_and_runs_like_onnx_runtime(tiny_repository, tmp_path, capsys):
+    """The openvino backend's flavour: configs Triton's protobuf parses, the contract's tensors
+    with the batch in the model, FP32 IRs that give ONNX Runtime's depth; the twins left out,
+    and said so."""
+    import numpy as np
+    import openvino as ov
+
+    from depthstream import runtime
+    from tests.helpers import photo
+
+    written = flavours.write_openvino(tiny_repository, tmp_path)
+    names = {path.parent.name for path in written}
+    assert names == {n for n in TINY_SERVED if MODELS[n].precision == "fp32"}
+    said = capsys.readouterr().out
+    assert "depth_anything_v2_small_int8: left out of the openvino flavour (an INT8 twin" in said
+    for path in written:
+        config = parse(path.read_text())
+        assert config.backend == "openvino" and config.max_batch_size == 0
+        assert violations(config) == []
+        assert config.default_model_filename == "model.xml"
+        params = {k: v.string_value for k, v in config.parameters.items()}
+        assert (params["NUM_STREAMS"], params["PERFORMANCE_HINT"]) == ("1", "LATENCY")
+        assert "HINT_BF16" not in params
+    name = "depth_anything_v2_small_252"
+    model = ov.Core().read_model(str(tmp_path / name / "1" / "model.xml"))
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    batch = photo(320, 240)[None]
+    session, _ = runtime.open_session(
+        tiny_repository / name / "1" / "model.onnx", ["CPUExecutionProvider"], 1
+    )
+    expected = runtime.infer(session, batch)
+    assert np.abs(compiled({0: batch})[0] - expected).max() <= 1e-4 * np.ptp(expected)
+
+
+def test_a_bf16_twins_fp32_marks_do_not_survive_an_ir_so_the_openvino_flavour_leaves_it_out(
+    tiny_repository, tmp_path
+):
+    """Why BF16 twins are not in the openvino flavour: the marks that keep their pre/post in
+    FP32 are dropped when the model is saved as an IR."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(tiny_repository / "depth_anything_v2_small_252" / "1" / "model.onnx"))
+    assert engines.keep_pre_and_post_in_fp32(model) > 0
+    ov.save_model(model, str(tmp_path / "marked.xml"), compress_to_fp16=False)
+    saved = ov.Core().read_model(str(tmp_path / "marked.xml"))
+    assert not any(engines.KEEP_PRECISION in node.get_rt_info() for node in saved.get_ops())
+    assert "BF16" in flavours.openvino_left_out("depth_anything_v2_small_252_bf16")
 
 
 def test_cpu_flavour_conforms(tiny_repository, tmp_path):

@@ -210,7 +210,9 @@ def nan_repository(tiny_repository, tiny_checkpoints, tmp_path):
 
 
 def test_nan_output_is_an_error_for_that_frame(nan_repository, tmp_path):
-    settings = triton_settings(nan_repository, tmp_path / "triton", models=ONE_MODEL)
+    # on ONNX Runtime, which propagates the NaN: OpenVINO's kernels turned this model's output
+    # into zeros (measured: a flat map, no NaN), which is a model the bridge cannot tell broken
+    settings = triton_settings(nan_repository, tmp_path / "triton", models=ONE_MODEL, engine="onnxruntime")
     with (
         EmbeddedTriton(settings, log_path=ARTIFACTS / "tritonserver-nan.log"),
         RunningBridge(bridge_settings(settings.grpc_url)) as bridge,

@@ -13,7 +13,6 @@ import logging
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from depthstream import engines, runtime
@@ -22,54 +21,10 @@ from depthstream.model_config import CONFIG_FILE, ONNX_FILE, VERSION, parse
 from export import twins
 from export.__main__ import main
 from export.repository import read_manifest
-from export.twins import Candidate, Fidelity, fidelity, verdicts
+from export.twins import Fidelity
 
 NAME = "midas_dpt_beit_base_384"
 GOOD, BAD = Fidelity(0.9999, 1e-2), Fidelity(0.964, 0.41)  # the BF16 whole-graph figure: broken
-
-
-def candidate(
-    name: str, fid: Fidelity | None = GOOD, ms: float | None = 50.0, unavailable: str = ""
-) -> Candidate:
-    return Candidate(MODELS[name], fidelity=fid, ms=ms, unavailable=unavailable)
-
-
-def test_the_fastest_faithful_twin_is_kept_and_each_other_is_dropped_with_its_reason():
-    int8, bf16 = f"{NAME}_int8", f"{NAME}_bf16"
-    kept, why = verdicts(100.0, [candidate(int8, ms=70.0), candidate(bf16, ms=30.0)])
-    assert kept.name == bf16 and why == {int8: f"the faster twin here is {bf16} (30 vs 70 ms)"}
-    kept, why = verdicts(100.0, [candidate(int8, ms=70.0), candidate(bf16, BAD, ms=30.0)])
-    assert kept.name == int8 and why[bf16].startswith("not faithful: correlation 0.9640, max 4.1e-01")
-    kept, why = verdicts(60.0, [candidate(int8, ms=70.0), candidate(bf16, unavailable="no engine")])
-    assert kept is None and why == {int8: "not faster here (70 vs 60 ms FP32)", bf16: "no engine"}
-    # --int8 always: kept when faithful, even if slower; never when unfaithful
-    assert verdicts(60.0, [candidate(int8, ms=70.0)], always=int8)[0].name == int8
-    assert verdicts(60.0, [candidate(int8, BAD, ms=10.0)], always=int8)[0] is None
-
-
-@pytest.mark.parametrize(
-    "correlation, max_error, faithful",
-    [(0.999, 0.05, True), (0.9989, 0.01, False), (0.9999, 0.051, False), (0.9998, 0.0335, True)],
-)
-def test_the_fidelity_bounds(correlation, max_error, faithful):
-    assert Fidelity(correlation, max_error).faithful is faithful
-
-
-def test_fidelity_is_the_worst_image_of_the_set():
-    rng = np.random.default_rng(0)
-    depths = [rng.normal(size=(20, 30)).astype(np.float32) for _ in range(3)]
-    assert fidelity(depths, depths) == Fidelity(1.0, 0.0)
-    broken = [depths[0], depths[1] + 0.5 * rng.normal(size=(20, 30)).astype(np.float32), depths[2]]
-    measured = fidelity(broken, depths)
-    assert measured.correlation < 0.95 and measured.max_error > 0.1 and not measured.faithful
-
-
-def test_the_bf16_twin_keeps_what_the_export_fused_around_the_network_in_fp32():
-    assert engines.stays_fp32("Mul_12") and engines.stays_fp32("Resize_3")  # pre/post, unscoped
-    assert engines.stays_fp32("/network/backbone/embeddings/Concat")  # position-embedding resize
-    assert not engines.stays_fp32("/network/backbone/embeddings/patch_embeddings/projection/Conv")
-    assert not engines.stays_fp32("/network/backbone/encoder/layer.0/attention/MatMul")
-    assert not engines.stays_fp32("/network/head/conv1/Conv")
 
 
 def export(checkpoints, output: Path, *extra: str) -> int:
