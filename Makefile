@@ -29,7 +29,7 @@ EXPORT_FLAGS := --weights $(WEIGHTS)
 endif
 export HTTP_PORT GRPC_PORT METRICS_PORT
 
-.PHONY: help setup export serve triton plans repository-cpu repository-openvino up down demo bridge bench soak test mutate check clean
+.PHONY: help setup export serve triton plans repository-cpu repository-openvino up down demo bridge bench soak test test-fast mutate check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -102,6 +102,9 @@ soak: setup ## overload: one client alone, 8 at 10 fps for 60 s, then costly + o
 
 test: setup ## run the test suite (unit, integration with real Triton and uvicorn, browser)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup ## the tests that need no tritonserver, uvicorn or browser (a few minutes)
+	DEPTHSTREAM_TESTS_FAST_ONLY=1 $(PYTHON) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 mutate: setup ## mutation test: hand-made bugs in bridge, contract and export must fail a fast test
 	$(PYTHON) -m tests.mutations

@@ -182,9 +182,9 @@ class Writer:
 async def batch_size_for(client: grpcaio.InferenceServerClient, model: str, wanted: int | None) -> int:
     """Frames per request: what was asked, capped by the model's ``max_batch_size``; by default
     that maximum, except for the embedded CPU flavour (Python backend), which runs a batch's
-    images one at a time: there batches only coarsen the pipeline (measured on the build machine,
-    depth_anything_v2_small_252_int8, 24 frames of 640x480: 15.2 frames/s in batches of 4, 16.7
-    one frame a request, both with 2 in flight; 14.9 one request at a time)."""
+    images one at a time: there batches only coarsen the pipeline (measured on an AMD EPYC, 2
+    cores, the fastest preset's INT8 twin, 24 frames of 640x480: 15.2 frames/s in batches of 4,
+    16.7 one frame a request, both with 2 in flight; 14.9 one request at a time)."""
     config = (await client.get_model_config(model, as_json=True))["config"]
     limit = max(1, min(MAX_BATCH_SIZE, int(config.get("max_batch_size", 0) or 1)))
     if wanted is None:

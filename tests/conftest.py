@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 
 from depthstream.contract import EXPORTABLE
-from serving.triton import EmbeddedTriton, TritonSettings
-from tests.helpers import free_port
+from serving.triton import EmbeddedTriton
+from tests.servers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, RunningBridge, bridge_settings, triton_settings
 
 # Tests never reach the Hugging Face hub; the loading code is exercised on local directories.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
 @pytest.fixture(scope="session")
@@ -51,19 +50,6 @@ def tiny_repository(tiny_checkpoints, tmp_path_factory) -> Path:
     return repository
 
 
-def triton_settings(repository: Path, workdir: Path, **overrides) -> TritonSettings:
-    return TritonSettings.on_free_ports(repository, workdir, threads=1, **overrides)
-
-
-def slowed_triton(repository: Path, workdir: Path, slow_ms: int, name: str) -> EmbeddedTriton:
-    """A tritonserver serving the reference Depth Anything model only, each run ``slow_ms``
-    slower: a slow machine, on purpose (use it as a context manager)."""
-    settings = triton_settings(
-        repository, workdir, models=("depth_anything_v2_small",), simulated_extra_ms=slow_ms
-    )
-    return EmbeddedTriton(settings, log_path=ARTIFACTS / f"tritonserver-{name}.log")
-
-
 @pytest.fixture(scope="session")
 def triton(tiny_repository, tmp_path_factory) -> EmbeddedTriton:
     """A real tritonserver serving both tiny models, for the whole session."""
@@ -77,49 +63,6 @@ def triton(tiny_repository, tmp_path_factory) -> EmbeddedTriton:
     server.stop()
 
 
-class RunningBridge:
-    """A real uvicorn serving the bridge app in a background thread."""
-
-    def __init__(self, settings) -> None:
-        import threading
-
-        from bridge.server import build_server
-
-        self.settings = settings
-        self.server = build_server(settings)
-        self.server.config.log_level = "warning"
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.settings.host}:{self.settings.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{self.settings.host}:{self.settings.port}/ws"
-
-    def __enter__(self) -> RunningBridge:
-        import time
-
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
-
-
-def bridge_settings(triton_url: str, **overrides):
-    from bridge.settings import BridgeSettings
-
-    return BridgeSettings(port=free_port(), triton_url=triton_url, **overrides).validate()
-
-
 @pytest.fixture(scope="session")
 def bridge(triton) -> RunningBridge:
     """The bridge most tests stream through. Its default model is set: the automatic choice
@@ -131,27 +74,6 @@ def bridge(triton) -> RunningBridge:
     )  # as make demo runs it: frames through shared memory
     with RunningBridge(settings) as running:
         yield running
-
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--use-fake-device-for-media-stream",  # a synthetic camera (a moving test pattern)
-    "--use-fake-ui-for-media-stream",  # allow the camera without a prompt
-    "--no-sandbox",
-    # WebGL for the 3D view without a GPU: ANGLE on SwiftShader, Chromium's software renderer
-    # (explicitly: Chromium is retiring the automatic fallback to it)
-    "--disable-gpu",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-    "--disable-quic",
-    "--no-first-run",
-    # this machine has no internet: no background connections
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-default-apps",
-    "--disable-extensions",
-]
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +96,36 @@ def pytest_runtest_makereport(item, call):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+# What makes a test an integration test: a fixture that runs a real tritonserver, uvicorn or
+# browser (the closure of a test's fixtures counts: strict_bridge uses triton). A test that
+# starts one itself says so with @pytest.mark.integration; `make test-fast` fails one that
+# does not (servers.refuse_in_fast_run).
+SERVER_FIXTURES = frozenset({"triton", "bridge", "browser", "own_triton", "slow_triton", "two_tritons"})
+# ...and an export test: the tiny models exported once per session (about a minute here)
+EXPORT_FIXTURES = frozenset({"tiny_checkpoints", "tiny_repository"})
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        used = set(item.fixturenames)
+        if SERVER_FIXTURES & used or item.get_closest_marker("browser"):
+            item.add_marker(pytest.mark.integration)
+        if EXPORT_FIXTURES & used:
+            item.add_marker(pytest.mark.export)
+
+
+@pytest.fixture(autouse=True)
+def no_server_in_a_fast_run(monkeypatch):
+    """In `make test-fast`, a real tritonserver that starts is a mis-marked test."""
+    from tests.servers import FAST_ONLY, refuse_in_fast_run
+
+    if FAST_ONLY:
+        real_start = EmbeddedTriton.start
+
+        def start(self):
+            refuse_in_fast_run("a real tritonserver")
+            return real_start(self)
+
+        monkeypatch.setattr(EmbeddedTriton, "start", start)

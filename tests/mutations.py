@@ -8,6 +8,7 @@ least one fast test fail. Each runs on a scratch copy of the tree, never on the 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -19,25 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 COPIED = ("bridge", "client", "demo", "depthstream", "export", "serving", "web", "tests", "pyproject.toml")
 TEST_TIMEOUT_S = 60  # one test hanging past this fails (pytest-timeout): a hang is a test failure
-# The fast suite: in-process, no Triton, no export (a few seconds each).
-FAST_TESTS = (
-    "tests/test_app_fast.py",
-    "tests/test_admission.py",
-    "tests/test_contract.py",
-    "tests/test_protocol.py",
-    "tests/test_settings.py",
-    "tests/test_images.py",
-    "tests/test_colorize.py",
-    "tests/test_resize.py",
-    "tests/test_fingerprint.py",
-    "tests/test_raw_depth.py",
-    "tests/test_default_model.py",
-    "tests/test_engine_rules.py",
-    "tests/test_notices.py",
-    "tests/test_timing.py",
-    "tests/test_session_settings.py",
-    "tests/test_shared_memory_fast.py",
-)
+# The fast suite, chosen by marker (tests/conftest.py assigns them from the fixtures a test uses):
+# in-process, no real server (integration) and no tiny-model export (export).
+FAST_SELECTION = "not integration and not export"
 
 
 @dataclass(frozen=True)
@@ -444,10 +429,13 @@ def run_tests(tree: Path, tests: list[str], timeout_s: float) -> tuple[bool, str
         "-p",
         "no:cacheprovider",
         f"--timeout={TEST_TIMEOUT_S}",
+        "-m",
+        FAST_SELECTION,
         *tests,
     ]
+    env = {**os.environ, "DEPTHSTREAM_TESTS_FAST_ONLY": "1"}  # a real server there fails the test
     try:
-        result = subprocess.run(command, cwd=tree, capture_output=True, text=True, timeout=timeout_s)
+        result = subprocess.run(command, cwd=tree, capture_output=True, text=True, timeout=timeout_s, env=env)
     except subprocess.TimeoutExpired:
         return False, f"the suite hung past {timeout_s:.0f} s (not counted as caught)"
     lines = result.stdout.strip().splitlines()
@@ -456,7 +444,7 @@ def run_tests(tree: Path, tests: list[str], timeout_s: float) -> tuple[bool, str
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.mutations", description=__doc__)
-    parser.add_argument("--tests", nargs="*", default=list(FAST_TESTS))
+    parser.add_argument("--tests", nargs="*", default=["tests"])
     parser.add_argument("--only", help="run the mutations whose name contains this")
     parser.add_argument("--timeout-s", type=float, default=180)
     args = parser.parse_args(argv)

@@ -11,29 +11,13 @@ import cv2
 import numpy as np
 import pytest
 from starlette import status
-from starlette.testclient import TestClient
 
-from bridge.app import MODEL_LIST_TTL_S, create_app
+from bridge.app import MODEL_LIST_TTL_S
 from bridge.protocol import ErrorCode
-from bridge.settings import BridgeSettings
 from depthstream.contract import DEFAULT_MODEL, MAX_IMAGE_SIDE, MODELS
+from tests.app_client import answer, closed_with, hello, jpeg, make_client
 from tests.fake_triton import FakeTriton, triton_error
-
-
-def jpeg(width: int = 64, height: int = 48) -> bytes:
-    image = np.dstack([np.linspace(0, 255, width, dtype=np.uint8)[None].repeat(height, 0)] * 3)
-    return cv2.imencode(".jpg", image)[1].tobytes()
-
-
-def png_header(width: int, height: int) -> bytes:
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-    return b"\x89PNG\r\n\x1a\n" + header + chunk(b"IEND", b"")
+from tests.helpers import png_header
 
 
 @pytest.fixture
@@ -41,37 +25,10 @@ def fake() -> FakeTriton:
     return FakeTriton()
 
 
-def make_client(fake: FakeTriton, **overrides) -> TestClient:
-    settings = BridgeSettings(triton_url="fake:8001", **overrides)
-    return TestClient(create_app(settings, client_factory=lambda url: fake))
-
-
 @pytest.fixture
 def client(fake):
     with make_client(fake) as client:
         yield client
-
-
-def hello(ws) -> dict:
-    message = ws.receive_json()
-    assert message["type"] == "hello"
-    return message
-
-
-def answer(ws) -> tuple[dict, bytes | None]:
-    """The next depth answer or error (dropped notices, which may come first, are skipped)."""
-    header = ws.receive_json()
-    while header["type"] == "dropped":
-        header = ws.receive_json()
-    if header["type"] != "depth":
-        return header, None
-    return header, ws.receive_bytes()
-
-
-def closed_with(ws) -> int:
-    message = ws.receive()
-    assert message["type"] == "websocket.close", message
-    return message["code"]
 
 
 def test_a_frame_is_answered_with_depth_at_its_size(client):

@@ -8,10 +8,8 @@ import json
 import logging
 import struct
 import time
-import zlib
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,36 +17,17 @@ from starlette import status
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.conftest import RunningBridge, bridge_settings
-from tests.helpers import photo
-from tests.test_bridge import jpeg, next_answer, open_stream, recv_json
+from tests.helpers import photo, png_header
+from tests.servers import RunningBridge, bridge_settings
+from tests.wire import jpeg, next_answer, open_stream, png, recv_json
 
 TOKEN = "s3cret-token-for-tests-0123456789"
-
-
-def png(array: np.ndarray) -> bytes:
-    ok, data = cv2.imencode(".png", array)
-    assert ok
-    return data.tobytes()
 
 
 def pil_bytes(image: Image.Image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-def png_header(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"IDAT", zlib.compress(b"\0" * 99))
-        + chunk(b"IEND", b"")
-    )
 
 
 def animated(fmt: str) -> bytes:
@@ -303,13 +282,13 @@ def test_missing_or_wrong_token_is_refused(token_bridge, query):
         with pytest.raises(ConnectionClosed) as closed:
             ws.recv(timeout=10)
     assert closed.value.rcvd.code == status.WS_1008_POLICY_VIOLATION
-    from tests.test_bridge import get
+    from tests.wire import get
 
     assert get(f"{token_bridge.url}/api/models{query}")[0] == 401
 
 
 def test_right_token_streams(token_bridge):
-    from tests.test_bridge import get
+    from tests.wire import get
 
     assert get(f"{token_bridge.url}/api/models?token={TOKEN}")[0] == 200
     with open_stream(f"{token_bridge.ws_url}?token={TOKEN}") as ws:
@@ -347,7 +326,7 @@ def test_the_token_never_reaches_a_log(triton, capfd, level):
             assert answered_by(ws, GOOD_JPEG) == "ok"
         with open_stream(running.ws_url, additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
             assert answered_by(ws, GOOD_JPEG) == "ok"
-        from tests.test_bridge import get
+        from tests.wire import get
 
         assert get(f"{running.url}/api/models?token={TOKEN}")[0] == 200
     logged = capfd.readouterr()

@@ -28,10 +28,9 @@ from depthstream.contract import (
     MIN_IMAGE_SIDE,
 )
 from serving.triton import EmbeddedTriton
-from tests.conftest import RunningBridge, bridge_settings, slowed_triton
 from tests.helpers import photo
-from tests.test_bad_input import png
-from tests.test_bridge import jpeg, next_answer, recv_json
+from tests.servers import RunningBridge, bridge_settings, slowed_triton
+from tests.wire import jpeg, next_answer, png, recv_json
 
 DA = DEPTH_ANYTHING_V2_SMALL
 

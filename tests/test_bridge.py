@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
-import urllib.request
 
 import cv2
 import numpy as np
@@ -13,54 +11,8 @@ import pytest
 from websockets.sync.client import connect
 
 from depthstream.render import raw_depth
-from tests.helpers import TINY_SERVED, photo
-
-RECV_TIMEOUT_S = 60
-
-
-def jpeg(width: int, height: int, name: str = "astronaut") -> bytes:
-    ok, data = cv2.imencode(".jpg", cv2.cvtColor(photo(width, height, name), cv2.COLOR_RGB2BGR))
-    assert ok
-    return data.tobytes()
-
-
-def recv_json(ws) -> dict:
-    message = ws.recv(timeout=RECV_TIMEOUT_S)
-    assert isinstance(message, str), "expected a text message"
-    return json.loads(message)
-
-
-@contextlib.contextmanager
-def open_stream(url: str, **options):
-    with connect(url, max_size=None, **options) as ws:
-        hello = recv_json(ws)
-        assert hello["type"] == "hello"
-        yield ws
-
-
-def next_answer(ws) -> tuple[dict, np.ndarray | None]:
-    """The next depth answer (header and decoded JPEG) or error, skipping config acks."""
-    while True:
-        message = recv_json(ws)
-        if message["type"] == "depth":
-            data = ws.recv(timeout=RECV_TIMEOUT_S)
-            assert isinstance(data, bytes), "a depth header must be followed by its JPEG"
-            return message, cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if message["type"] == "error":
-            return message, None
-
-
-def get(url: str) -> tuple[int, dict | str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            body = response.read().decode()
-            status = response.status
-    except urllib.error.HTTPError as exc:
-        body, status = exc.read().decode(), exc.code
-    try:
-        return status, json.loads(body)
-    except json.JSONDecodeError:
-        return status, body
+from tests.helpers import TINY_SERVED
+from tests.wire import RECV_TIMEOUT_S, get, jpeg, next_answer, open_stream, recv_json
 
 
 def test_one_frame_in_one_json_and_one_jpeg_of_the_same_size_out(bridge):

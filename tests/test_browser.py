@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import pytest
 
 from depthstream.contract import MODELS
-from tests.conftest import ARTIFACTS
 from tests.helpers import TINY_SERVED
+from tests.servers import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 

@@ -11,19 +11,10 @@ import tritonclient.grpc as grpcclient
 from client import __main__ as direct_client
 from client import frames
 from depthstream.render import raw_depth
-from tests.helpers import photo
+from tests.helpers import photo, write_video
 
 MODEL = "depth_anything_v2_small_252"
 FRAMES = 9  # not a multiple of the batch: the last batch is short
-
-
-def write_video(path, count: int = FRAMES, size: tuple[int, int] = (96, 64)) -> None:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, size)
-    assert writer.isOpened()
-    for i in range(count):
-        frame = np.roll(photo(size[0], size[1], "chelsea"), 4 * i, axis=1)
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
 
 
 def read_video(path) -> list[np.ndarray]:

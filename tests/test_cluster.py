@@ -29,8 +29,8 @@ import pytest
 from bench.harness import Bridge
 from depthstream.contract import DEPTH_ANYTHING_V2_SMALL
 from serving.triton import EmbeddedTriton, free_port
-from tests.conftest import ARTIFACTS, triton_settings
-from tests.test_bridge import jpeg
+from tests.servers import ARTIFACTS, triton_settings
+from tests.wire import jpeg
 
 MODEL = DEPTH_ANYTHING_V2_SMALL.name
 STREAMS = 10

@@ -8,10 +8,10 @@ import pytest
 from tritonclient.grpc import model_config_pb2 as mc
 
 from depthstream import model_config
-from depthstream.contract import MAX_BATCH_SIZE, MODELS, contract_violations
+from depthstream.contract import MODELS
 from export import configs
 from serving.repository import EmptyRepositoryError, generate
-from tests.helpers import TINY_SERVED
+from tests.helpers import TINY_SERVED, check_common, violations
 
 INVALID = Path(__file__).parent / "configs"
 EXPECTED_PROBLEM = {
@@ -21,21 +21,6 @@ EXPECTED_PROBLEM = {
     "channels_first.pbtxt": "(-1, 3, -1, -1)",
     "unknown_model.pbtxt": "not a model of the contract",
 }
-
-
-def violations(config: mc.ModelConfig) -> list[str]:
-    return contract_violations(config.name, *model_config.tensors(config))
-
-
-def check_common(config: mc.ModelConfig, name: str, batching: bool = True) -> None:
-    assert config.name == name
-    assert violations(config) == []
-    assert config.max_batch_size == MAX_BATCH_SIZE
-    assert config.HasField("dynamic_batching") == batching
-    if batching:
-        policy = config.dynamic_batching.default_queue_policy
-        assert 0 < policy.max_queue_size <= 64, "the queue must be bounded"
-        assert policy.timeout_action == mc.ModelQueuePolicy.REJECT
 
 
 @pytest.mark.parametrize("name", sorted(TINY_SERVED))

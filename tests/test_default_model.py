@@ -145,7 +145,7 @@ def test_estimates_and_the_default_follow_live_traffic_and_come_back():
     busy_model = "depth_anything_v2_small_364_int8"
 
     def stream_frames(ws, count: int) -> None:
-        from tests.test_app_fast import answer, jpeg
+        from tests.app_client import answer, jpeg
 
         for _ in range(count):
             ws.send_bytes(jpeg())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from demo.__main__ import served_models, start_up_lines
-from tests.conftest import bridge_settings
+from tests.servers import bridge_settings
 
 
 def test_the_start_up_lines_say_where_to_open_it_and_what_is_served(triton):

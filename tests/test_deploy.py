@@ -19,8 +19,7 @@ from depthstream import engines
 from depthstream.contract import MODELS
 from depthstream.model_config import parse
 from export import flavours
-from tests.helpers import TINY_SERVED
-from tests.test_configs import check_common, violations
+from tests.helpers import TINY_SERVED, check_common, violations
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -22,27 +22,12 @@ from websockets.sync.client import connect
 from depthstream.contract import DEPTH_ANYTHING_V2_SMALL
 from serving.supervisor import TritonSupervisor
 from serving.triton import EmbeddedTriton
-from tests.conftest import ARTIFACTS, RunningBridge, bridge_settings, triton_settings
 from tests.helpers import free_port
-from tests.test_bridge import get, jpeg, next_answer, open_stream, recv_json
+from tests.servers import ARTIFACTS, RunningBridge, bridge_settings, triton_settings
+from tests.wire import get, jpeg, metric, next_answer, open_stream, recv_json, wait_until
 
 GOOD = jpeg(64, 48)
 ONE_MODEL = (DEPTH_ANYTHING_V2_SMALL.name,)
-
-
-def metric(url: str, name: str) -> float:
-    _, text = get(f"{url}/metrics")
-    values = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(name)]
-    return sum(values)
-
-
-def wait_until(predicate, timeout_s: float = 30, interval_s: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval_s)
-    return False
 
 
 @pytest.fixture

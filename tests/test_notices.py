@@ -9,8 +9,8 @@ import pytest
 
 from bridge.notices import MAX_RANGES, NOTICE_INTERVAL_S, DropNotices, DropReason, merged
 from bridge.session import RateLimiter
+from tests.app_client import hello, jpeg, make_client
 from tests.fake_triton import FakeTriton
-from tests.test_app_fast import hello, jpeg, make_client
 
 
 @pytest.fixture

@@ -18,8 +18,8 @@ from websockets.sync.client import connect
 
 from depthstream.contract import MODELS
 from serving.triton import EmbeddedTriton
-from tests.conftest import ARTIFACTS, RunningBridge, bridge_settings, slowed_triton, triton_settings
-from tests.test_bridge import jpeg
+from tests.servers import ARTIFACTS, RunningBridge, bridge_settings, slowed_triton, triton_settings
+from tests.wire import jpeg
 
 pytestmark = pytest.mark.browser
 

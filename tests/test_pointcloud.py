@@ -15,8 +15,7 @@ from client import __main__ as direct_client
 from depthstream.contract import DepthKind
 from depthstream.render import pointcloud
 from depthstream.request import depth_request
-from tests.helpers import photo
-from tests.test_client_frames import write_video
+from tests.helpers import photo, write_video
 
 METRIC = "depth_anything_v2_metric_indoor_small"
 

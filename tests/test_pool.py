@@ -9,9 +9,8 @@ import pytest
 
 from depthstream.contract import DEPTH_ANYTHING_V2_SMALL
 from serving.triton import EmbeddedTriton
-from tests.conftest import ARTIFACTS, RunningBridge, bridge_settings, triton_settings
-from tests.test_bridge import jpeg, next_answer, open_stream
-from tests.test_faults import metric
+from tests.servers import ARTIFACTS, RunningBridge, bridge_settings, triton_settings
+from tests.wire import jpeg, metric, next_answer, open_stream
 
 GOOD = jpeg(64, 48)
 

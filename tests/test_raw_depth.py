@@ -13,8 +13,8 @@ from starlette.testclient import TestClient
 from bridge.app import create_app
 from bridge.settings import BridgeSettings
 from depthstream.render import raw_depth
+from tests.app_client import hello, jpeg
 from tests.fake_triton import FakeTriton
-from tests.test_app_fast import hello, jpeg
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ from bridge.triton import TritonGateway, TritonTimeout
 from depthstream.contract import DEPTH_ANYTHING_V2_SMALL
 from depthstream.request import SHM_KEY_HEADER
 from serving.triton import EmbeddedTriton
-from tests.conftest import ARTIFACTS, triton_settings
 from tests.helpers import photo
-from tests.test_bridge import jpeg, next_answer, open_stream
-from tests.test_faults import metric
+from tests.servers import ARTIFACTS, triton_settings
+from tests.wire import jpeg, metric, next_answer, open_stream
 
 MODEL = DEPTH_ANYTHING_V2_SMALL.name
 SHM = Path("/dev/shm")

@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 from bridge.app import create_app
 from bridge.settings import BridgeSettings
 from bridge.triton import TritonGateway, TritonTimeout
+from tests.app_client import answer, hello, jpeg
 from tests.fake_triton import FakeTriton
-from tests.test_app_fast import answer, hello, jpeg
 
 MODEL = "depth_anything_v2_small"
 URL = "127.0.0.1:8001"  # on this host: the gateway offers shared memory

@@ -15,8 +15,8 @@ from tritonclient.utils import InferenceServerException
 from client import __main__ as direct_client
 from depthstream.contract import CHECKPOINTS, contract_violations
 from serving.triton import EmbeddedTriton, TritonStartError
-from tests.conftest import triton_settings
 from tests.helpers import TINY_SERVED, photo
+from tests.servers import triton_settings
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import { Connection, retryDelayMs } from "./connection.js";
 import { Capture } from "./capture.js";
 import { pageTimings } from "./timings.js";
 import * as view2d from "./view2d.js";
-import * as view3d from "./view3d.js";
 import { saveCloud, saveColorized, saveRaw } from "./save.js";
 import { DEFAULT_HFOV_DEG, distanceBetween, pointAt, unitsLabel } from "./geometry.js";
 
@@ -194,9 +193,21 @@ function onBinary(buffer) {
   else showAnswered(header, sentAt, performance.now()); // the 3D view's points: no picture
 }
 
+// The 3D view and three.js (2.1 MB) load when the view is first opened, not with the page.
+let view3d = null;
+async function load3d() {
+  try {
+    view3d ??= await import("./view3d.js");
+  } catch (error) {
+    return { ok: false, reason: `The 3D view could not load (${error.message ?? error}).` };
+  }
+  view3d.setFieldOfView(page.hfov);
+  return view3d.show();
+}
+
 function onRawDepth(header, buffer, snapshot) {
   const last = { header, q: new Uint16Array(buffer), rgba: snapshot ?? null };
-  if (page.view3d) view3d.showFrame({ raw: header.raw, q: last.q, rgba: last.rgba, width: header.width, height: header.height });
+  if (page.view3d && view3d) view3d.showFrame({ raw: header.raw, q: last.q, rgba: last.rgba, width: header.width, height: header.height });
   if (header.raw.step) return; // the 3D view's grid: saving and measuring wait for the full depth
   page.lastRaw = last;
   const waited = page.rawSavePending || page.cloudSavePending || page.measurePending;
@@ -359,11 +370,13 @@ function measure({ x, y }) {
   if (b) sendConfig(); // measured: back to what the view needs
 }
 
-function toggle3d() {
+async function toggle3d() {
   const on = !page.view3d;
   ui.view3d.hidden = !on;
   if (on) {
-    const shown = view3d.show();
+    ui.toggle3d.disabled = true; // one load at a time (three.js is parsed once)
+    const shown = await load3d();
+    ui.toggle3d.disabled = false;
     if (!shown.ok) {
       ui.view3d.hidden = true;
       showBanner(shown.reason, "webgl");
@@ -396,7 +409,7 @@ ui.depth.addEventListener("click", pickPixel);
 ui.hfov.addEventListener("input", () => {
   page.hfov = Number(ui.hfov.value);
   ui.hfovValue.textContent = `${page.hfov}°`;
-  view3d.setFieldOfView(page.hfov);
+  view3d?.setFieldOfView(page.hfov);
   forgetPicks(); // placed with another field of view
 });
 function forgetPicks() {
