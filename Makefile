@@ -76,7 +76,7 @@ plans: ## build TensorRT plans with trtexec in the NGC container (GPU + Docker)
 repository-cpu: setup ## the CPU flavour of model_repository/ for the NGC image on CPU-only nodes
 	$(PYTHON) -m export.flavours cpu --source $(REPOSITORY) --target model_repository_cpu
 
-repository-openvino: setup ## the Intel-CPU flavour: the NGC image's openvino backend (FP32 kept FP32, BF16 twins)
+repository-openvino: setup ## the flavour for Intel CPUs without AMX: the NGC image's openvino backend, FP32 names
 	$(PYTHON) -m export.flavours openvino --source $(REPOSITORY) --target model_repository_openvino
 
 up: ## start the NGC Triton container and the bridge with Docker Compose (GPU; TRITON_ADMIN_KEY, BRIDGE_TOKEN)

@@ -10,6 +10,7 @@ order: every stream holds at most one place in the line, so each gets its turn i
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 
 
@@ -58,3 +59,23 @@ class InFlightLimit:
             if not turn.done():
                 self.in_flight += 1
                 turn.set_result(None)
+
+
+class RateLimiter:
+    """Token bucket: ``rate`` frames per second on average, bursts up to one second's worth (and
+    at least one frame: below 1 frame/s a bucket capped at the rate would never grant one)."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self.burst = max(rate, 1.0)
+        self.tokens = self.burst
+        self.updated = time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False

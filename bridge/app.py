@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from starlette import status
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -26,38 +25,20 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge import protocol
 from bridge.access import origin_allowed, token_ok
+from bridge.catalog import ModelCatalog
 from bridge.default_model import AUTO, LIVE_FPS, DefaultChoice, choose_default, estimated_fps
 from bridge.metrics import BridgeMetrics
+from bridge.outbox import SlowClient
+from bridge.own_work import own_work_ms
 from bridge.pool import TritonPool
-from bridge.protocol import ErrorCode
-from bridge.session import SlowClient, StreamSession
+from bridge.protocol import CLOSE_FOR, CloseCode, ErrorCode
+from bridge.session import StreamSession
 from bridge.settings import BridgeSettings
-from bridge.triton import ModelInfo, TritonGateway
+from bridge.triton import TritonGateway
 from depthstream.contract import CHECKPOINTS, INPUT_NAME, MODELS, OUTPUT_NAME
 from depthstream.render.colorize import COLORMAPS, colormap_stops
 
 log = logging.getLogger(__name__)
-
-MODEL_LIST_TTL_S = 5.0  # /api/models answers from a list this fresh at most
-
-
-class ModelCatalog:
-    """The served models as one Triton endpoint reports them: read concurrently, cached for
-    ``MODEL_LIST_TTL_S``, refreshed by one request at a time however many ask; each model's
-    speed as observed on live traffic where it strays from the record (bridge/observed.py)."""
-
-    def __init__(self, ttl_s: float = MODEL_LIST_TTL_S) -> None:
-        self.ttl_s = ttl_s
-        self._models: list[ModelInfo] = []
-        self._read_at = -float("inf")
-        self._lock = asyncio.Lock()
-
-    async def get(self, gateway: TritonGateway) -> list[ModelInfo]:
-        async with self._lock:
-            if time.monotonic() - self._read_at > self.ttl_s:
-                self._models = await gateway.models()
-                self._read_at = time.monotonic()
-            return [gateway.observed.follow(info) for info in self._models]
 
 
 @dataclass
@@ -74,7 +55,7 @@ class AppState:
         """Before the server closes connections (SIGTERM): finish in-flight frames, close 1001."""
         self.draining = True
         await asyncio.gather(
-            *(s.drain(status.WS_1001_GOING_AWAY) for s in list(self.sessions)), return_exceptions=True
+            *(s.drain(CloseCode.GOING_AWAY) for s in list(self.sessions)), return_exceptions=True
         )
 
 
@@ -173,32 +154,29 @@ async def metrics_endpoint(request: Request) -> Response:
 
 
 # --- the stream ---------------------------------------------------------------------------------
-async def refuse(websocket: WebSocket, code: ErrorCode, message: str, close_code: int) -> None:
+async def refuse(websocket: WebSocket, code: ErrorCode, message: str) -> None:
+    """Say why, then close with the code the protocol pairs with it (depthstream.wire.CLOSE_FOR)."""
     state_of(websocket).metrics.connections_refused.labels(str(code)).inc()
     await websocket.accept()
     await websocket.send_text(protocol.error_message(code, message))
-    await websocket.close(close_code)
+    await websocket.close(CLOSE_FOR[code])
 
 
-def refusal(websocket: WebSocket) -> tuple[ErrorCode, str, int] | None:
-    """Why this connection may not stream (code, message, close code), or None."""
+def refusal(websocket: WebSocket) -> tuple[ErrorCode, str] | None:
+    """Why this connection may not stream (code, message), or None."""
     state = state_of(websocket)
     settings = state.settings
     if not origin_allowed(websocket, settings):
         log.warning("refused a WebSocket from origin %s", websocket.headers.get("origin"))
-        return (
-            ErrorCode.FORBIDDEN_ORIGIN,
-            "this origin may not use the stream",
-            status.WS_1008_POLICY_VIOLATION,
-        )
+        return ErrorCode.FORBIDDEN_ORIGIN, "this origin may not use the stream"
     if not token_ok(websocket, settings):
         message = "a valid access token is required: open the page as .../?token=YOUR_TOKEN"
-        return ErrorCode.UNAUTHORIZED, message, status.WS_1008_POLICY_VIOLATION
+        return ErrorCode.UNAUTHORIZED, message
     if state.draining:
-        return ErrorCode.SHUTTING_DOWN, "the server is shutting down", status.WS_1001_GOING_AWAY
+        return ErrorCode.SHUTTING_DOWN, "the server is shutting down"
     if len(state.sessions) >= settings.max_connections:
         message = f"the server is at its limit of {settings.max_connections} streams; try later"
-        return ErrorCode.BUSY, message, status.WS_1013_TRY_AGAIN_LATER
+        return ErrorCode.BUSY, message
     return None
 
 
@@ -261,6 +239,7 @@ async def receive(websocket: WebSocket, session: StreamSession) -> None:
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     state: AppState = app.state.depthstream
     settings = state.settings
+    await asyncio.to_thread(own_work_ms)  # the page's estimates: timed here once, off the event loop
     state.pool = TritonPool(
         settings.triton_urls,
         settings.request_timeout_s,
@@ -290,13 +269,26 @@ def create_app(settings: BridgeSettings, client_factory: Callable | None = None)
         Route("/api/models", api_models),
         Route("/metrics", metrics_endpoint),
         WebSocketRoute("/ws", stream),
-        Mount("/", StaticFiles(directory=settings.web_dir, html=True)),
+        Mount("/", RevalidatedStaticFiles(directory=settings.web_dir, html=True)),
     ]
-    app = Starlette(
-        routes=routes, lifespan=lifespan, middleware=[Middleware(TokenMiddleware, settings=settings)]
-    )
+    middleware = [
+        Middleware(TokenMiddleware, settings=settings),
+        # the page's files compressed on the fly (three.js: 2.1 MB, ~480 KB gzipped), no build step
+        Middleware(GZipMiddleware, minimum_size=1024),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
     app.state.depthstream = AppState(settings, BridgeMetrics(), client_factory)
     return app
+
+
+class RevalidatedStaticFiles(StaticFiles):
+    """The page's files, asked again on every load but answered 304 Not Modified while unchanged
+    (their ETag and Last-Modified): a new version is never hidden behind a stale cache."""
+
+    def file_response(self, *args, **kwargs) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
 
 
 class TokenMiddleware:

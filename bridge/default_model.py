@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.triton import ModelInfo
+from bridge.catalog import ModelInfo
 from depthstream.contract import DEFAULT_MODEL, MODELS, DepthKind, accuracy_rank
 
 AUTO = "auto"

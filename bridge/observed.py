@@ -13,10 +13,8 @@ import dataclasses
 import statistics
 import time
 from collections import defaultdict, deque
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # bridge.triton keeps one of these per endpoint
-    from bridge.triton import ModelInfo
+from bridge.catalog import ModelInfo
 
 WINDOW_S = 30.0  # only this recent traffic counts: the estimate comes back when the load goes
 KEEP = 15  # samples per model at most
@@ -25,15 +23,29 @@ DEVIATION = 0.3
 
 
 STACK = "(the stack)"  # the key of the stack's own time among the models' samples
+EXPECTED_TIME_WEIGHT = 0.2  # of the newest answer in a model's running mean time
 
 
 class ObservedTimes:
+    """One endpoint's two estimates of each model's inference time, from the same answers: a
+    running mean that reacts at once (``expected_s``: the deadlines: is a frame's turn still
+    worth taking?), and a recent median that ignores a spike (``median_ms``: the page's labels
+    and the default model)."""
+
     def __init__(self) -> None:
         self._samples: defaultdict[str, deque[tuple[float, float]]] = defaultdict(lambda: deque(maxlen=KEEP))
         self._transport_ms: dict[str, float] = {}  # per model: its inference wait over its record
+        self._expected_s: dict[str, float] = {}
 
     def add(self, model: str, seconds: float) -> None:
         self._samples[model].append((time.monotonic(), seconds))
+        if model != STACK:
+            old = self._expected_s.get(model)
+            self._expected_s[model] = seconds if old is None else old + EXPECTED_TIME_WEIGHT * (seconds - old)
+
+    def expected_s(self, model: str) -> float:
+        """The running mean of ``model``'s inferences here (0 until one has been answered)."""
+        return self._expected_s.get(model, 0.0)
 
     def add_stack(self, seconds: float) -> None:
         """One answered frame's time in the bridge outside its wait for the model."""

@@ -19,55 +19,38 @@ Server -> client
 
 from __future__ import annotations
 
-import enum
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from depthstream.contract import MODELS, DepthKind
 from depthstream.render.colorize import COLORMAPS
+from depthstream.wire import (  # the vocabulary, shared with every client; re-exported here
+    CLOSE_FOR,
+    CONFIG_FIELDS,
+    DEFAULT_OUTPUT,
+    MODEL_CODES,
+    OUTPUTS,
+    POINTS_STEP,
+    TRANSIENT_CODES,
+    CloseCode,
+    ErrorCode,
+    MessageType,
+)
+
+__all__ = [
+    "CLOSE_FOR",
+    "DEFAULT_OUTPUT",
+    "MODEL_CODES",
+    "OUTPUTS",
+    "POINTS_STEP",
+    "TRANSIENT_CODES",
+    "CloseCode",
+    "ErrorCode",
+    "MessageType",
+]
 
 MAX_CONTROL_BYTES = 4096
-
-
-class ErrorCode(enum.StrEnum):
-    BAD_JSON = "bad_json"
-    UNKNOWN_TYPE = "unknown_type"
-    UNKNOWN_FIELD = "unknown_field"
-    UNKNOWN_MODEL = "unknown_model"
-    UNKNOWN_COLORMAP = "unknown_colormap"
-    UNKNOWN_OUTPUT = "unknown_output"
-    BAD_IMAGE = "bad_image"
-    UNSUPPORTED_FORMAT = "unsupported_format"
-    IMAGE_TOO_LARGE = "image_too_large"
-    IMAGE_TOO_SMALL = "image_too_small"
-    MESSAGE_TOO_LARGE = "message_too_large"
-    MODEL_NOT_READY = "model_not_ready"
-    MODEL_MISMATCH = "model_mismatch"
-    TRITON_UNAVAILABLE = "triton_unavailable"
-    TIMEOUT = "timeout"
-    BUSY = "busy"
-    INFERENCE_FAILED = "inference_failed"
-    BAD_OUTPUT = "bad_output"
-    RATE_LIMITED = "rate_limited"
-    FORBIDDEN_ORIGIN = "forbidden_origin"
-    UNAUTHORIZED = "unauthorized"
-    SHUTTING_DOWN = "shutting_down"
-
-
-# What a client should make of each code: sent in ``hello`` so that clients (the page) read it
-# from the server instead of keeping a copy. Transient: pause briefly, then go on sending.
-# About the model: the chosen model (or the server behind it) is the problem, not the frame.
-TRANSIENT_CODES = frozenset(
-    {
-        ErrorCode.TRITON_UNAVAILABLE,
-        ErrorCode.TIMEOUT,
-        ErrorCode.BUSY,
-        ErrorCode.MODEL_NOT_READY,
-        ErrorCode.RATE_LIMITED,
-    }
-)
-MODEL_CODES = frozenset({ErrorCode.MODEL_NOT_READY, ErrorCode.TRITON_UNAVAILABLE, ErrorCode.MODEL_MISMATCH})
 
 
 def error_guide() -> dict[str, list[str]]:
@@ -85,15 +68,6 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-# What each answered frame carries, in this order after its JSON header: the colorized JPEG, the
-# raw depth (depthstream/render/raw_depth.py), or both.
-OUTPUTS = {"color": ("jpeg",), "raw": ("uint16le",), "both": ("jpeg", "uint16le"), "points": ("uint16le",)}
-# "points": the raw depth of every POINTS_STEP-th pixel each way, what a point cloud of one point
-# per 2x2 pixels needs (the page's 3D view): a quarter of the raw bytes, and no JPEG
-POINTS_STEP = 2
-DEFAULT_OUTPUT = "color"
 
 
 @dataclass(frozen=True)
@@ -123,11 +97,11 @@ def parse_control(text: str) -> ConfigUpdate:
     if not isinstance(message, dict):
         raise ProtocolError(ErrorCode.BAD_JSON, "text messages must be JSON objects")
     kind = message.get("type")
-    if kind != "config":
+    if kind != MessageType.CONFIG:
         raise ProtocolError(
             ErrorCode.UNKNOWN_TYPE, f"unknown message type {str(kind)[:32]!r}; the only one is 'config'"
         )
-    unknown = sorted(set(message) - {"type", "model", "colormap", "output"})
+    unknown = sorted(set(message) - {"type", *CONFIG_FIELDS})
     if unknown:
         raise ProtocolError(
             ErrorCode.UNKNOWN_FIELD,
@@ -148,17 +122,18 @@ def dump(message: dict[str, Any]) -> str:
 
 
 def error_message(code: ErrorCode, message: str, seq: int | None = None) -> str:
-    body: dict[str, Any] = {"type": "error", "code": str(code), "message": message}
+    body: dict[str, Any] = {"type": MessageType.ERROR, "code": str(code), "message": message}
     if seq is not None:
         body["seq"] = seq
     return dump(body)
 
 
 def dropped_message(ranges: list[list[int]], reasons: dict[str, int], total: int) -> str:
-    return dump({"type": "dropped", "seqs": ranges, "reasons": reasons, "dropped": total})
+    return dump({"type": MessageType.DROPPED, "seqs": ranges, "reasons": reasons, "dropped": total})
 
 
 def depth_message(
+    *,
     seq: int,
     model: str,
     timings_ms: dict[str, float],
@@ -173,7 +148,7 @@ def depth_message(
     display_range: tuple[float, float] | None = None,
 ) -> str:
     body = {
-        "type": "depth",
+        "type": MessageType.DEPTH,
         "seq": seq,
         "model": model,
         "depth": str(kind),  # relative (larger is closer) or metric (metres, larger is farther)
@@ -192,3 +167,13 @@ def depth_message(
     if raw is not None:
         body["raw"] = raw
     return dump(body)
+
+
+def hello_message(**fields: Any) -> str:
+    """The greeting: the stream's settings, what it may choose from, and what paces it."""
+    return dump({"type": MessageType.HELLO, **fields})
+
+
+def config_ack(**fields: Any) -> str:
+    """A control message's acknowledgement: the stream's settings and accounts now."""
+    return dump({"type": MessageType.CONFIG, **fields})

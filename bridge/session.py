@@ -19,35 +19,19 @@ import numpy as np
 from starlette.websockets import WebSocket
 
 from bridge import images, protocol
+from bridge.admission import RateLimiter
 from bridge.metrics import BridgeMetrics
-from bridge.notices import DropNotices, DropReason
+from bridge.notices import DropReason
+from bridge.outbox import Outbox
 from bridge.pool import TritonPool
 from bridge.protocol import ErrorCode, ProtocolError
+from bridge.rendering import Rendered, RenderError, Request, StreamRenderer
 from bridge.settings import BridgeSettings
-from bridge.triton import BadOutput, TritonError, TritonUnavailable, Turn
+from bridge.triton import TritonError, TritonUnavailable, Turn
 from depthstream.contract import DEFAULT_MODEL, MODELS
-from depthstream.render import raw_depth
-from depthstream.render.colorize import COLORMAPS, NoFiniteDepth, RangeSmoother, colorize
+from depthstream.render.colorize import COLORMAPS
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Request:
-    """What a frame is processed with: the stream's choices when its turn began."""
-
-    model: str
-    colormap: str
-    output: str
-
-
-@dataclass
-class Rendered:
-    """What a frame's depth header says of its binaries: the colorized JPEG's display range
-    (near, far ends of the colorbar, in the model's units) and the raw depth's header."""
-
-    display_range: tuple[float, float] | None = None
-    raw: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -59,30 +43,6 @@ class Frame:
 
 def _ms_since(start: float) -> float:
     return (time.perf_counter() - start) * 1e3
-
-
-class SlowClient(Exception):
-    """The client has not read what we sent for ``send_timeout_s``: it is disconnected."""
-
-
-class RateLimiter:
-    """Token bucket: ``rate`` frames per second on average, bursts up to one second's worth (and
-    at least one frame: below 1 frame/s a bucket capped at the rate would never grant one)."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate = rate
-        self.burst = max(rate, 1.0)
-        self.tokens = self.burst
-        self.updated = time.monotonic()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
 
 
 class StreamSession:
@@ -98,107 +58,52 @@ class StreamSession:
         self.ready_models: list[str] = []  # what the server serves now (the app sets it too)
         self.colormap = settings.default_colormap
         self.output = protocol.DEFAULT_OUTPUT
-        self.smoother = RangeSmoother()
-        self.smoothed_model: str | None = None  # the model the smoother's range belongs to
+        self.renderer = StreamRenderer(settings.jpeg_quality)
         self.next_seq = 0
-        self.dropped = 0
-        self.notices = DropNotices()
+        self.outbox = Outbox(websocket, settings.send_timeout_s, metrics)
         self.pending: Frame | None = None
         self.wakeup = asyncio.Event()
         self.idle = asyncio.Event()  # set while no frame is being processed
         self.idle.set()
         # the last frame inferred, being drawn and sent while the next one is inferred
         self.answering: asyncio.Task | None = None
-        self.send_lock = asyncio.Lock()
         self.limiter = RateLimiter(settings.max_fps)
         self.control_limiter = RateLimiter(settings.max_controls_per_s)
         self.controls_refused = 0
-        self.last_said: dict[str, float] = {}  # a throttled error's key -> when it was last said
         self.draining = False
-        self.closed = False  # by drain(): nothing is sent after the close
         self.random_weights_of: dict[str, bool] = {}  # per model checked, for each answer's header
-
-    # --- sending ---------------------------------------------------------------------------
-    async def _send(self, *messages: str | bytes, notice: bool = False) -> None:
-        """Send messages back to back; a client that reads nothing for long is cut off. With
-        ``notice``, the dropped notice due now goes first, taken under the lock: notices reach
-        the client in the order frames were settled, and its running total never goes back."""
-        async with self.send_lock:
-            if self.closed:
-                return
-            if notice:
-                messages = (*self._notice(), *messages)
-            try:
-                async with asyncio.timeout(self.settings.send_timeout_s):
-                    for message in messages:
-                        if isinstance(message, bytes):
-                            await self.websocket.send_bytes(message)
-                        else:
-                            await self.websocket.send_text(message)
-            except TimeoutError:
-                raise SlowClient(f"client read nothing for {self.settings.send_timeout_s:.0f} s") from None
-
-    async def send_text(self, text: str) -> None:
-        await self._send(text)
-
-    async def send_error(self, code: ErrorCode, message: str, seq: int | None = None) -> None:
-        # dropped notices first: the client reads outcomes in the order frames were settled
-        await self._send(protocol.error_message(code, message, seq), notice=True)
 
     @property
     def random_weights(self) -> bool:
         """Whether the stream's current model carries random weights (as last checked)."""
         return self.random_weights_of.get(self.model, False)
 
-    async def _say_once_a_second(self, key: str, code: ErrorCode, message: str) -> None:
-        """An error for people about the stream (no seq), at most once a second per ``key``:
-        what it reports is counted anyway, so a flood does not get one message per item."""
-        now = time.monotonic()
-        if now - self.last_said.get(key, -float("inf")) >= 1.0:
-            self.last_said[key] = now
-            await self.send_error(code, message)
-
-    def _notice(self) -> list[str]:
-        """The dropped notice due now (at most one), to go out ahead of an answer."""
-        taken = self.notices.take()
-        return [] if taken is None else [protocol.dropped_message(*taken, self.dropped)]
-
-    async def run_notifier(self) -> None:
-        """Tell the client about dropped frames, coalesced, until cancelled."""
-        while True:
-            await self.notices.pending.wait()
-            await asyncio.sleep(self.notices.due_in_s())
-            await self._send(notice=True)
-
     # --- receiving -------------------------------------------------------------------------
     async def start(self) -> None:
         """Greet the client, and check the default model against the contract."""
-        await self.send_text(
-            protocol.dump(
-                {
-                    "type": "hello",
-                    "models": list(MODELS),
-                    "ready": self.ready_models,  # of those, the ones served now
-                    "model": self.model,
-                    "depth": MODELS[self.model].depth_meaning,  # what the stream's depth means
-                    "colormap": self.colormap,
-                    "colormaps": list(COLORMAPS),
-                    "output": self.output,
-                    "outputs": list(protocol.OUTPUTS),
-                    "max_message_bytes": self.settings.max_message_bytes,
-                    "max_pixels": self.settings.max_pixels,
-                    # what paces a client: frames over max_fps are dropped; a frame older than
-                    # request_timeout_s when its turn comes is dropped (both told in notices)
-                    "max_fps": self.settings.max_fps,
-                    "request_timeout_s": self.settings.request_timeout_s,
-                    "error_codes": protocol.error_guide(),
-                }
+        await self.outbox.send(
+            protocol.hello_message(
+                models=list(MODELS),
+                ready=self.ready_models,  # of those, the ones served now
+                model=self.model,
+                depth=MODELS[self.model].depth_meaning,  # what the stream's depth means
+                colormap=self.colormap,
+                colormaps=list(COLORMAPS),
+                output=self.output,
+                outputs=list(protocol.OUTPUTS),
+                max_message_bytes=self.settings.max_message_bytes,
+                max_pixels=self.settings.max_pixels,
+                # what paces a client: frames over max_fps are dropped; a frame older than
+                # request_timeout_s when its turn comes is dropped (both told in notices)
+                max_fps=self.settings.max_fps,
+                request_timeout_s=self.settings.request_timeout_s,
+                error_codes=protocol.error_guide(),
             )
         )
         try:
             self.random_weights_of[self.model] = (await self.gateway.check_model(self.model)).random_weights
         except TritonError as exc:
-            await self.send_error(exc.code, exc.message)
+            await self.outbox.error(exc.code, exc.message)
 
     async def on_frame(self, data: bytes) -> None:
         """Put a frame in the slot; a frame still waiting there is replaced and counted.
@@ -209,13 +114,13 @@ class StreamSession:
         self.next_seq += 1
         self.metrics.frames_in.inc()
         if self.draining:
-            self._count_dropped(seq, DropReason.SHUTTING_DOWN)  # the server takes no new work
+            self.outbox.count_dropped(seq, DropReason.SHUTTING_DOWN)  # the server takes no new work
             return
         if not self.limiter.allow():
-            self._count_dropped(seq, DropReason.RATE_LIMITED)
+            self.outbox.count_dropped(seq, DropReason.RATE_LIMITED)
             self.metrics.frames_rate_limited.inc()
             # for people, about the stream: the frame itself is in a dropped notice
-            await self._say_once_a_second(
+            await self.outbox.say_once_a_second(
                 "frames",
                 ErrorCode.RATE_LIMITED,
                 f"more than {self.settings.max_fps:g} frames per second: extra frames are dropped "
@@ -223,7 +128,7 @@ class StreamSession:
             )
             return
         if self.pending is not None:
-            self._count_dropped(self.pending.seq, DropReason.REPLACED)
+            self.outbox.count_dropped(self.pending.seq, DropReason.REPLACED)
         self.pending = Frame(seq, data, time.perf_counter())
         self.wakeup.set()
 
@@ -235,14 +140,14 @@ class StreamSession:
             update = protocol.parse_control(text)
         except ProtocolError as exc:
             self.metrics.control_rejected.labels(exc.code).inc()
-            await self.send_error(exc.code, exc.message)
+            await self.outbox.error(exc.code, exc.message)
             return
         if update.model is not None and update.model != self.model:
             try:
                 info = await self.gateway.check_model(update.model)
             except TritonError as exc:
                 self.metrics.control_rejected.labels(exc.code).inc()
-                await self.send_error(exc.code, exc.message)
+                await self.outbox.error(exc.code, exc.message)
                 return
             self.model = update.model
             self.random_weights_of[update.model] = info.random_weights
@@ -250,20 +155,17 @@ class StreamSession:
             self.colormap = update.colormap
         if update.output is not None:
             self.output = update.output
-        await self.send_text(
-            protocol.dump(
-                {
-                    "type": "config",
-                    "model": self.model,
-                    "depth": MODELS[self.model].depth_meaning,
-                    "colormap": self.colormap,
-                    "output": self.output,
-                    "random_weights": self.random_weights,
-                    # the stream's accounts so far: a config message with no field asks for them
-                    "received": self.next_seq,
-                    "dropped": self.dropped,
-                    "controls_refused": self.controls_refused,
-                }
+        await self.outbox.send(
+            protocol.config_ack(
+                model=self.model,
+                depth=MODELS[self.model].depth_meaning,
+                colormap=self.colormap,
+                output=self.output,
+                random_weights=self.random_weights,
+                # the stream's accounts so far: a config message with no field asks for them
+                received=self.next_seq,
+                dropped=self.outbox.dropped,
+                controls_refused=self.controls_refused,
             )
         )
 
@@ -271,7 +173,7 @@ class StreamSession:
         """Over the control-message ceiling: ignored, counted, said at most once a second."""
         self.controls_refused += 1
         self.metrics.control_rejected.labels(str(ErrorCode.RATE_LIMITED)).inc()
-        await self._say_once_a_second(
+        await self.outbox.say_once_a_second(
             "controls",
             ErrorCode.RATE_LIMITED,
             f"more than {self.settings.max_controls_per_s:g} control messages per second: extra "
@@ -279,6 +181,9 @@ class StreamSession:
         )
 
     # --- processing ------------------------------------------------------------------------
+    async def run_notifier(self) -> None:
+        await self.outbox.run_notifier()
+
     async def run_worker(self) -> None:
         """Process the latest frame, one at a time, until cancelled. A frame's drawing and
         sending overlap the next frame's inference: the model is never idle waiting for them."""
@@ -333,8 +238,8 @@ class StreamSession:
         self, frame: Frame, request: Request, rgb: np.ndarray, depth: np.ndarray, timings: dict[str, float]
     ) -> None:
         try:
-            binaries, rendered = await asyncio.to_thread(self.render, depth, request, timings)
-        except TritonError as exc:  # the model's output could not be drawn
+            binaries, rendered = await asyncio.to_thread(self.renderer.render, depth, request, timings)
+        except RenderError as exc:  # the model's output could not be drawn
             await self._fail(frame, exc)
             return
         await self._answer(frame, request, rgb, binaries, rendered, timings)
@@ -347,7 +252,7 @@ class StreamSession:
             return None
         if not turn.can_finish_by(self._deadline(frame)):
             # it would answer after its deadline: nobody reads it
-            self._count_dropped(frame.seq, DropReason.EXPIRED)
+            self.outbox.count_dropped(frame.seq, DropReason.EXPIRED)
             self.metrics.frames_expired.inc()
             return None
         return frame
@@ -366,7 +271,7 @@ class StreamSession:
         timings["infer"] = _ms_since(start)
         return rgb, depth, timings
 
-    async def _fail(self, frame: Frame, exc: ProtocolError | TritonError) -> None:
+    async def _fail(self, frame: Frame, exc: ProtocolError | TritonError | RenderError) -> None:
         """The frame's error, to the client with its seq, and counted; a Triton that went away
         moves this stream to another endpoint where there is one."""
         message = exc.message
@@ -379,7 +284,7 @@ class StreamSession:
             if moved is not None:
                 self.gateway = moved
                 message = "the model server went away; this stream moved to another one"
-        await self.send_error(exc.code, message, frame.seq)
+        await self.outbox.error(exc.code, message, frame.seq)
 
     async def _answer(
         self,
@@ -396,54 +301,22 @@ class StreamSession:
         self.gateway.observed.add_stack(outside / 1e3)
         height, width = rgb.shape[:2]
         header = protocol.depth_message(
-            frame.seq,
-            request.model,
-            timings,
-            self.dropped,
-            width,
-            height,
-            self.random_weights_of.get(request.model, False),
-            request.output,
-            rendered.raw,
-            request.colormap,
-            MODELS[request.model].depth,
-            rendered.display_range,
+            seq=frame.seq,
+            model=request.model,
+            timings_ms=timings,
+            dropped=self.outbox.dropped,
+            width=width,
+            height=height,
+            random_weights=self.random_weights_of.get(request.model, False),
+            output=request.output,
+            raw=rendered.raw,
+            colormap=request.colormap,
+            kind=MODELS[request.model].depth,
+            display_range=rendered.display_range,
         )
-        await self._send(header, *binaries, notice=True)  # the JSON and its binaries adjacent
+        await self.outbox.send(header, *binaries, notice=True)  # the JSON and its binaries adjacent
         self.metrics.frames_answered.labels(request.model).inc()
         self.metrics.observe(timings)
-
-    def render(
-        self, depth: np.ndarray, request: Request, timings: dict[str, float]
-    ) -> tuple[list[bytes], Rendered]:
-        """(binary messages in the protocol's order, what the header says of them), in a worker
-        thread; refuses NaN/Inf-only output."""
-        binaries: list[bytes] = []
-        rendered = Rendered()
-        kind = MODELS[request.model].depth
-        if request.model != self.smoothed_model:  # another model, another depth scale: start again
-            self.smoother.reset()  # here, in frame order: a frame of the old model may still be drawing
-            self.smoothed_model = request.model
-        try:
-            if "jpeg" in protocol.OUTPUTS[request.output]:
-                start = time.perf_counter()
-                bgr = colorize(depth, request.colormap, self.smoother, require_finite=True, kind=kind)
-                rendered.display_range = self.smoother.range
-                timings["colorize"] = _ms_since(start)
-                start = time.perf_counter()
-                binaries.append(images.encode_jpeg(bgr, self.settings.jpeg_quality))
-                timings["encode"] = _ms_since(start)
-            if raw_depth.ENCODING in protocol.OUTPUTS[request.output]:
-                start = time.perf_counter()
-                step = protocol.POINTS_STEP if request.output == "points" else 1
-                payload, rendered.raw = raw_depth.encode(depth[::step, ::step], kind)
-                if step > 1:  # grid cell (i, j) is the frame's pixel (step i, step j)
-                    rendered.raw["step"] = step
-                binaries.append(payload)
-                timings["raw"] = _ms_since(start)
-        except NoFiniteDepth:  # colorize and the raw encoding both refuse an all-NaN/Inf depth
-            raise BadOutput("the model returned no finite depth for this frame") from None
-        return binaries, rendered
 
     def close(self) -> None:
         self.pool.release(self.gateway)
@@ -454,7 +327,7 @@ class StreamSession:
         """Shutting down: take no new frames, let the one in flight finish, then close."""
         self.draining = True
         if self.pending is not None:
-            self._count_dropped(self.pending.seq, DropReason.SHUTTING_DOWN)
+            self.outbox.count_dropped(self.pending.seq, DropReason.SHUTTING_DOWN)
             self.pending = None
         try:
             async with asyncio.timeout(self.settings.drain_timeout_s):
@@ -464,12 +337,5 @@ class StreamSession:
         except TimeoutError:
             log.warning("a frame was still in flight after %.1f s of draining", self.settings.drain_timeout_s)
         with contextlib.suppress(Exception):  # a client gone already has nothing to be told
-            await self._send(notice=True)
-        async with self.send_lock:
-            self.closed = True
-            await self.websocket.close(close_code)
-
-    def _count_dropped(self, seq: int, reason: DropReason) -> None:
-        self.notices.add(seq, reason)
-        self.dropped += 1
-        self.metrics.frames_dropped.inc()
+            await self.outbox.send(notice=True)
+        await self.outbox.close(close_code)

@@ -8,7 +8,6 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import grpc
 import numpy as np
@@ -17,6 +16,7 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, model_config_pb2
 from tritonclient.utils import InferenceServerException
 
 from bridge.admission import InFlightLimit
+from bridge.catalog import ModelInfo
 from bridge.observed import ObservedTimes
 from bridge.protocol import ErrorCode
 from bridge.shared_memory import Region, RegionPool
@@ -31,7 +31,6 @@ from depthstream.request import depth_request
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_S = 2.0
-EXPECTED_TIME_WEIGHT = 0.2  # of the newest answer in a model's running mean time
 PROBE_FIRST_DELAY_S = 0.25
 PROBE_MAX_DELAY_S = 5.0
 CHECKED_TTL_S = 1.0  # a model found ready is not asked about again for this long (model switches)
@@ -78,19 +77,6 @@ class ModelNotReady(TritonError):
 
 class ModelMismatch(TritonError):
     code = ErrorCode.MODEL_MISMATCH
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    name: str
-    ready: bool
-    random_weights: bool = False
-    problem: str | None = None  # why it is not usable, when it is not
-    ms_per_frame: float | None = None  # the model alone, one 640x480 frame, where it is served
-    measured_on: str = ""  # that machine, as the serving side described it
-    # set when ms_per_frame follows live traffic instead (bridge/observed.py): the record
-    recorded_ms: float | None = None
-    mismatch: bool = False  # served, but not as the contract says (not a matter of waiting)
 
 
 def _classify(exc: InferenceServerException, model: str) -> TritonError:
@@ -161,7 +147,6 @@ class TritonGateway:
         self.limit = InFlightLimit(max_in_flight or 1)
         self._capacities: dict[str, int] = {}  # each model read so far: requests it runs at once
         self._checked: dict[str, tuple[float, ModelInfo]] = {}  # ready models, when last read
-        self._expected_s: dict[str, float] = {}
         self.observed = ObservedTimes()  # recent inference times, for the page's estimates
         # (region bytes, Triton's shared-memory key) for a Triton on this host: frames go through
         # system shared memory (bridge/shared_memory.py), falling back to plain gRPC
@@ -182,12 +167,7 @@ class TritonGateway:
 
     def expected_s(self, model: str) -> float:
         """Recent time of one inference of ``model`` here (0 until one has been answered)."""
-        return self._expected_s.get(model, 0.0)
-
-    def _observe(self, model: str, seconds: float) -> None:
-        self.observed.add(model, seconds)
-        old = self._expected_s.get(model)
-        self._expected_s[model] = seconds if old is None else old + EXPECTED_TIME_WEIGHT * (seconds - old)
+        return self.observed.expected_s(model)
 
     @contextlib.asynccontextmanager
     async def turn(self, model: str) -> AsyncIterator[Turn]:
@@ -309,7 +289,7 @@ class TritonGateway:
             self.regions.forget()
             remaining_s = timeout_s - (time.perf_counter() - started)
             depth = await self._request(model, rgb, max(remaining_s, 0.001), None)
-        self._observe(model, time.perf_counter() - started)
+        self.observed.add(model, time.perf_counter() - started)
         return depth
 
     async def _region_for(self, rgb: np.ndarray, timeout_s: float) -> Region | None:

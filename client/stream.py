@@ -12,8 +12,8 @@ in transit counted as such, so a client that reconnects (``reconnect``) knows wh
         seq = stream.send(jpeg_bytes)
         outcome = stream.next_outcome()   # Answer, Error or Dropped
 
-``AsyncStreamClient`` is the same over asyncio (the benchmarks' many streams). Only ``websockets``
-and ``depthstream`` are needed: the client carries nothing of the bridge.
+``AsyncStreamClient`` is the same over asyncio, for many streams in one process. Only
+``websockets`` and ``depthstream`` are needed: the client carries nothing of the bridge.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from depthstream.wire import CONFIG_FIELDS, JPEG, RAW, CloseCode, MessageType
+from depthstream.wire import CONFIG_ERRORS, CONFIG_FIELDS, JPEG, RAW, CloseCode, MessageType
 
 RECV_TIMEOUT_S = 60.0
 
@@ -143,6 +143,18 @@ def config_message(**changes: str | None) -> str:
     )
 
 
+def answers_config(message: dict[str, Any]) -> bool:
+    """Whether a message answers a control message: its acknowledgement, or why it was refused
+    (a stream error of another kind, a rate-limit notice say, is not that answer)."""
+    if message.get("type") == MessageType.CONFIG:
+        return True
+    return (
+        message.get("type") == MessageType.ERROR
+        and message.get("seq") is None
+        and message.get("code") in CONFIG_ERRORS
+    )
+
+
 def outcome_of(message: dict[str, Any], binaries: list[bytes]) -> Outcome | None:
     """The outcome a server message settles, or None (a config acknowledgement, a hello)."""
     kind = message.get("type")
@@ -156,7 +168,7 @@ def outcome_of(message: dict[str, Any], binaries: list[bytes]) -> Outcome | None
 
 
 class StreamClient:
-    """The stream over websockets' sync client (tests, scripts, the cluster rehearsal)."""
+    """The stream over websockets' sync client (tests, scripts)."""
 
     def __init__(self, ws, hello: dict[str, Any], accounts: Accounts | None = None) -> None:
         self.ws = ws
@@ -171,7 +183,8 @@ class StreamClient:
     ) -> StreamClient:
         from websockets.sync.client import connect
 
-        ws = connect(url, **connect_options(token, origin))
+        # a connection this client owns past one ``with``: entered here, closed by close()
+        ws = connect(url, **connect_options(token, origin)).__enter__()
         hello = json.loads(ws.recv(timeout=RECV_TIMEOUT_S))
         if hello.get("type") != MessageType.HELLO:
             ws.close()
@@ -183,17 +196,16 @@ class StreamClient:
         return StreamClient.connect(url, token, origin, self.accounts)
 
     def configure(self, **changes: str | None) -> dict[str, Any]:
-        """Change model, colormap or output; returns the server's acknowledgement (or its error)."""
+        """Change model, colormap or output; returns the server's acknowledgement, or the error
+        that refused it. Over the control rate the server ignores a config (and says so): this
+        then waits out ``RECV_TIMEOUT_S``."""
         self.ws.send(config_message(**changes))
         while True:
             message = self._recv_json()
-            if message.get("type") == MessageType.CONFIG:
-                self.acks.append(message)
+            answer = answers_config(message)
+            self._settle(message)  # records an error; an answer to an earlier frame is settled
+            if answer:
                 return message
-            if message.get("type") == MessageType.ERROR and message.get("seq") is None:
-                self.accounts.record(outcome_of(message, []))
-                return message
-            self._settle(message)  # an answer to an earlier frame
 
     def send(self, frame: bytes) -> int:
         self.ws.send(frame)
@@ -209,7 +221,7 @@ class StreamClient:
 
     def _settle(self, message: dict[str, Any], timeout_s: float = RECV_TIMEOUT_S) -> Outcome | None:
         if message.get("type") == MessageType.CONFIG:
-            self.acks.append(message)
+            self.acks.append(message)  # the stream's settings and the bridge's own accounts
         count = len(message.get("binary", [])) if message.get("type") == MessageType.DEPTH else 0
         binaries = [self._recv(timeout_s) for _ in range(count)]
         if any(not isinstance(b, bytes) for b in binaries):
@@ -269,14 +281,20 @@ class AsyncStreamClient:
         return cls(ws, hello)
 
     async def configure(self, **changes: str | None) -> dict[str, Any]:
+        from websockets.exceptions import ConnectionClosed
+
         await self.ws.send(config_message(**changes))
-        while True:
-            message = json.loads(await self.ws.recv())
-            if message.get("type") == MessageType.CONFIG or (
-                message.get("type") == MessageType.ERROR and message.get("seq") is None
-            ):
-                return message
-            await self._settle(message)
+        try:
+            while True:
+                message = json.loads(await self.ws.recv())
+                answer = answers_config(message)
+                await self._settle(message)
+                if answer:
+                    return message
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd is not None else None
+            self.accounts.connection_ended(code)
+            raise ServerClosed(code) from None
 
     async def send(self, frame: bytes) -> int:
         await self.ws.send(frame)

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import cv2
 
+from bridge.catalog import ModelInfo
 from bridge.default_model import choose_default
+from bridge.own_work import own_work_ms
 from bridge.server import build_server, run_until_stopped
 from bridge.settings import BridgeSettings, parse_settings
-from bridge.triton import ModelInfo
 from depthstream import model_config
 from depthstream.model_config import CONFIG_FILE
 from depthstream.settings import SettingsError, parse
@@ -53,7 +54,7 @@ def served_models(triton: EmbeddedTriton) -> list[ModelInfo]:
 def start_up_lines(settings: BridgeSettings, triton: EmbeddedTriton) -> list[str]:
     """What a person needs once everything is up: where to open it, what runs, how to stop it."""
     infos = served_models(triton)
-    choice = choose_default(infos, settings.default_model)
+    choice = choose_default(infos, settings.default_model, stack_ms=own_work_ms())  # as the bridge does
     machines = sorted({info.measured_on for info in infos if info.measured_on})
     lines = [
         f"depthstream is live: open http://{settings.host}:{settings.port}/",

@@ -10,6 +10,7 @@ ONNX Runtime is imported inside the functions: the bridge imports this package w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -304,9 +305,19 @@ def record_speed(model_dir: Path, key: str, speed: Speed) -> bool:
     """Add this machine's speed to the model's record; False when the repository is read-only."""
     records = {k: {"ms": v.ms, "measured_on": v.machine} for k, v in read_speeds(model_dir).items()}
     records[key] = {"ms": speed.ms, "measured_on": speed.machine}
+    return write_atomically(model_dir / SPEED_FILE, json.dumps(records, indent=2, sort_keys=True) + "\n")
+
+
+def write_atomically(path: Path, text: str) -> bool:
+    """Replace ``path`` with ``text`` whole (a reader never sees half a record, two writers never
+    interleave); False where the directory is read-only."""
     try:
-        (model_dir / SPEED_FILE).write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+        with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as tmp:
+            tmp.write(text)
+        os.replace(tmp.name, path)
     except OSError:
+        with contextlib.suppress(OSError, NameError):
+            os.unlink(tmp.name)
         return False
     return True
 

@@ -57,6 +57,24 @@ TRANSIENT_CODES = frozenset(
 MODEL_CODES = frozenset({ErrorCode.MODEL_NOT_READY, ErrorCode.TRITON_UNAVAILABLE, ErrorCode.MODEL_MISMATCH})
 
 
+# The errors that answer a control message instead of its acknowledgement (a refused config);
+# a config over the control rate is ignored (counted in the next ack's controls_refused).
+CONFIG_ERRORS = frozenset(
+    {
+        ErrorCode.BAD_JSON,
+        ErrorCode.UNKNOWN_TYPE,
+        ErrorCode.UNKNOWN_FIELD,
+        ErrorCode.UNKNOWN_MODEL,
+        ErrorCode.UNKNOWN_COLORMAP,
+        ErrorCode.UNKNOWN_OUTPUT,
+        ErrorCode.MESSAGE_TOO_LARGE,
+        ErrorCode.MODEL_NOT_READY,
+        ErrorCode.MODEL_MISMATCH,
+        ErrorCode.TRITON_UNAVAILABLE,
+    }
+)
+
+
 class CloseCode(enum.IntEnum):
     """How the bridge ends a WebSocket, and what a client should do (RFC 6455's codes)."""
 

@@ -129,6 +129,7 @@ class Exporter:
         self.providers = runtime.wanted_providers()
         self.verdicts = twins.Verdicts(args.output, self.providers)
         self.measured_on = ""  # the machine and provider that really ran the timings
+        self.twin_machines: dict[str, str] = {}  # each twin timed: the runtime that ran it
         self._loaded: LoadedCheckpoint | None = None
 
     def checkpoint(self) -> LoadedCheckpoint:
@@ -202,7 +203,12 @@ class Exporter:
             fp32_ms, times = self.timed_against_fp32(fp32, faithful) if faithful else (0.0, {})
             always = f"{fp32.name}_int8" if self.args.int8 == "always" else None
             kept, why = twins.verdicts(fp32_ms, twins.with_ms(built, times), always)
-            return [self.settle(c, kept, why, fp32_ms, started) for c in twins.with_ms(built, times)]
+            rows = [self.settle(c, kept, why, fp32_ms, started) for c in twins.with_ms(built, times)]
+        if kept is not None:  # one twin per model: a twin of a kind not judged here goes too
+            for other in twins_of(fp32):
+                if other.name != kept.name and other not in candidates:
+                    shutil.rmtree(self.args.output / other.name, ignore_errors=True)
+        return rows
 
     def recalled(self, candidates: list[ModelSpec]) -> list[Row] | None:
         """Rows from earlier verdicts when every candidate was judged on this machine from these
@@ -247,9 +253,8 @@ class Exporter:
         wanted = wanted_manifest(spec, self.args)
         if kept is not None and candidate.name == kept.name:
             staged = candidate.staged
-            runtime.record_speed(
-                staged.path, self.speed_key(spec), runtime.Speed(candidate.ms, self.measured_on)
-            )
+            machine = self.twin_machines.get(spec.name, self.measured_on)  # the twin's own runtime
+            runtime.record_speed(staged.path, self.speed_key(spec), runtime.Speed(candidate.ms, machine))
             extra = {
                 "parity_error": candidate.fidelity.max_error,
                 "correlation": candidate.fidelity.correlation,
@@ -328,6 +333,7 @@ class Exporter:
         self.measured_on = fp32_i.machine
         runtime.record_speed(fp32_dir, fp32_key, runtime.Speed(fp32_ms, fp32_i.machine))
         times = {c.name: round(fp32_ms * t.ms / fp32_i.ms, 1) for c, t in zip(faithful, twins_i, strict=True)}
+        self.twin_machines = {c.name: t.machine for c, t in zip(faithful, twins_i, strict=True)}
         return fp32_ms, times
 
     def refreshed(self, row: Row) -> Row:

@@ -13,7 +13,7 @@ same) exposes, read from its source: ``PERFORMANCE_HINT``, ``NUM_STREAMS``,
 static batch of ``max_batch_size`` (smaller batches refused unless padded). What follows:
 
 - No way to ask for FP32: on a CPU with a BF16 matrix engine (AMX) OpenVINO's default runs the
-  whole graph in BF16, measured broken for these graphs (correlation 0.964: DESIGN.md). So the
+  whole graph in BF16, measured broken for these graphs (correlation 0.964 on a Xeon with AMX). So the
   flavour is for Intel nodes without one (AVX-512, VNNI), where the default is FP32: the overlay
   (deploy/k8s/overlays/cpu-intel) keeps it off AMX nodes, which keep overlays/cpu.
 - BF16 twins are left out: their FP32 pre/post is a run-time mark (engines.KEEP_PRECISION) that

@@ -7,7 +7,7 @@ Two kinds of candidate, built from the FP32 model's own model.onnx:
 - ``*_bf16``: the same graph on OpenVINO with the network in BF16 and the fused pre/post
   processing kept in FP32 (``depthstream.engines.stays_fp32``); only where OpenVINO's CPU plugin
   runs BF16 (a BF16 matrix engine: AMX or AVX512-BF16). The exported graph run wholly in BF16
-  was measured broken (correlation 0.964), the bare network faithful (0.9999): DESIGN.md.
+  was measured broken (correlation 0.964), the bare network faithful (0.9999), on a Xeon with AMX.
 
 A candidate is faithful when, on photographs, its depth correlates >= ``MIN_CORRELATION`` with
 its FP32 model's (run by ONNX Runtime, the reference) and differs by at most ``MAX_ERROR`` of the

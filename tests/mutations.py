@@ -18,7 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-COPIED = ("bridge", "client", "demo", "depthstream", "export", "serving", "web", "tests", "pyproject.toml")
+COPIED = (
+    *(
+        "bench",
+        "bridge",
+        "client",
+        "demo",
+        "depthstream",
+        "deploy",
+        "docs",
+        "export",
+        "serving",
+        "web",
+        "tests",
+    ),
+    *("pyproject.toml", "Makefile", "README.md", "SECURITY.md", "requirements.txt", "requirements-dev.txt"),
+)
 TEST_TIMEOUT_S = 60  # one test hanging past this fails (pytest-timeout): a hang is a test failure
 # The fast suite, chosen by marker (tests/conftest.py assigns them from the fixtures a test uses):
 # in-process, no real server (integration) and no tiny-model export (export).
@@ -133,8 +148,8 @@ MUTATIONS = [
     ),
     Mutation(
         "points not subsampled",
-        "bridge/session.py",
-        'step = protocol.POINTS_STEP if request.output == "points" else 1',
+        "bridge/rendering.py",
+        'step = POINTS_STEP if request.output == "points" else 1',
         "step = 1",
     ),
     Mutation(
@@ -227,7 +242,7 @@ MUTATIONS = [
     ),
     Mutation(
         "model list never cached",
-        "bridge/app.py",
+        "bridge/catalog.py",
         "if time.monotonic() - self._read_at > self.ttl_s:",
         "if True:",
     ),
@@ -236,20 +251,20 @@ MUTATIONS = [
     Mutation(
         "expired frames not counted",
         "bridge/session.py",
-        "            self._count_dropped(frame.seq, DropReason.EXPIRED)\n",
+        "            self.outbox.count_dropped(frame.seq, DropReason.EXPIRED)\n",
         "            pass\n",
     ),
     Mutation(
         "NaN depth sent as an image",
-        "bridge/session.py",
+        "bridge/rendering.py",
         "except NoFiniteDepth:  # colorize and the raw encoding both refuse an all-NaN/Inf depth\n"
-        '            raise BadOutput("the model returned no finite depth for this frame") from None',
+        '            raise RenderError("the model returned no finite depth for this frame") from None',
         "except NoFiniteDepth:\n            return [b''], None",
     ),
     Mutation(
         "replaced frames not counted",
         "bridge/session.py",
-        "        if self.pending is not None:\n            self._count_dropped(self.pending.seq, DropReason.REPLACED)\n        self.pending = Frame(",
+        "        if self.pending is not None:\n            self.outbox.count_dropped(self.pending.seq, DropReason.REPLACED)\n        self.pending = Frame(",
         "        self.pending = Frame(",
     ),
     # turns at Triton
@@ -306,7 +321,7 @@ MUTATIONS = [
     Mutation("bicubic kernel off", "export/resize.py", "CUBIC_A = -0.75", "CUBIC_A = -0.5"),
     # raw depth on the stream
     Mutation(
-        "raw depth by default", "bridge/protocol.py", 'DEFAULT_OUTPUT = "color"', 'DEFAULT_OUTPUT = "both"'
+        "raw depth by default", "depthstream/wire.py", 'DEFAULT_OUTPUT = "color"', 'DEFAULT_OUTPUT = "both"'
     ),
     Mutation(
         "raw depth one level short",
@@ -373,7 +388,7 @@ MUTATIONS = [
     Mutation("explicit default ignored", "bridge/default_model.py", "if configured != AUTO:", "if False:"),
     Mutation(
         "dropped frames not told",
-        "bridge/session.py",
+        "bridge/outbox.py",
         "        self.notices.add(seq, reason)\n",
         "        pass\n",
     ),
@@ -385,7 +400,7 @@ MUTATIONS = [
     ),
     Mutation(
         "a rate below 1 frame/s never grants",
-        "bridge/session.py",
+        "bridge/admission.py",
         "self.burst = max(rate, 1.0)",
         "self.burst = rate",
     ),

@@ -165,6 +165,7 @@ def test_the_embedded_triton_asks_for_the_gpu_and_records_where_it_ran(tiny_repo
     assert measured == []
 
 
+@pytest.mark.integration  # starts its own tritonserver
 def test_the_python_backend_model_logs_its_provider_and_the_fallback(tiny_repository, tmp_path):
     """A real tritonserver told to use CUDA on a machine without it: the model still loads on
     the CPU and answers, and Triton's log says so."""

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from starlette import status
 
-from bridge.app import MODEL_LIST_TTL_S
+from bridge.catalog import MODEL_LIST_TTL_S
 from bridge.protocol import ErrorCode
 from depthstream.contract import DEFAULT_MODEL, MAX_IMAGE_SIDE, MODELS
 from tests.app_client import answer, closed_with, hello, jpeg, make_client
@@ -432,3 +432,20 @@ def test_hello_says_which_models_are_served_and_an_optional_one_missing_is_no_wa
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert not any(twin in message for message in warnings), warnings
     assert any(twin in r.getMessage() and "not served here" in r.getMessage() for r in caplog.records)
+
+
+def test_the_page_is_compressed_and_revalidated_not_refetched(client):
+    plain = client.get("/vendor/three/three.core.js", headers={"Accept-Encoding": "identity"})
+    gzipped = client.get("/vendor/three/three.core.js", headers={"Accept-Encoding": "gzip"})
+    assert gzipped.headers["content-encoding"] == "gzip" and gzipped.content == plain.content
+    assert gzipped.num_bytes_downloaded < len(plain.content) / 3  # the bytes on the wire
+    page = client.get("/")
+    assert page.headers["cache-control"] == "no-cache" and page.headers["etag"]
+    again = client.get("/", headers={"If-None-Match": page.headers["etag"]})
+    assert again.status_code == status.HTTP_304_NOT_MODIFIED and again.content == b""
+
+
+def test_the_3d_view_and_three_js_are_not_loaded_with_the_page(client):
+    """main.js imports view3d.js (and with it three.js) only when the 3D view is opened."""
+    main = client.get("/main.js").text
+    assert 'from "./view3d.js"' not in main and 'await import("./view3d.js")' in main

@@ -175,6 +175,7 @@ def test_3d_view_draws_the_stream_and_the_page_stays_responsive(page, record_pro
     page.wait_for_selector("#model:not([disabled])")
     page.select_option("#model", "depth_anything_v2_small_252")
     page.click("#toggle-3d")
+    page.wait_for_selector("#depth", state="hidden")  # once the 3D view (and three.js) loaded
     assert page.is_visible("#view3d") and page.is_hidden("#depth")
     # points take the camera's colors: the colormap and its colorbar do not apply
     assert page.is_hidden("#colorbar") and page.is_disabled("#colormap")

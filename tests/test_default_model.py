@@ -10,9 +10,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from bridge.app import create_app
+from bridge.catalog import ModelInfo
 from bridge.default_model import LIVE_FPS, choose_default, estimated_fps
 from bridge.settings import BridgeSettings
-from bridge.triton import ModelInfo
 from depthstream.contract import DEFAULT_MODEL, MODELS
 from tests.fake_triton import FakeTriton
 

@@ -124,6 +124,7 @@ def test_the_served_config_names_the_runtime_and_a_writable_cache(tiny_repositor
     assert params["depthstream_speed_measured_on"].endswith(engines.OPENVINO_SETTINGS)
 
 
+@pytest.mark.integration  # starts its own tritonserver
 def test_a_real_triton_serves_a_model_on_openvino(tiny_repository, tmp_path):
     """The Python backend runs the model on OpenVINO when its config says so: the same depth
     as ONNX Runtime, and Triton's log names the runtime."""

@@ -194,6 +194,7 @@ def nan_repository(tiny_repository, tiny_checkpoints, tmp_path):
     return repository
 
 
+@pytest.mark.integration  # starts its own tritonserver
 def test_nan_output_is_an_error_for_that_frame(nan_repository, tmp_path):
     # on ONNX Runtime, which propagates the NaN: OpenVINO's kernels turned this model's output
     # into zeros (measured: a flat map, no NaN), which is a model the bridge cannot tell broken

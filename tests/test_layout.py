@@ -53,3 +53,45 @@ def test_every_planted_bug_of_make_mutate_still_finds_its_target():
     assert missing == [], (
         f"make mutate would stop at these: edit their targets in tests/mutations.py: {missing}"
     )
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path, known: set[str]) -> set[str]:
+    """The project's modules ``path`` imports, anywhere in it (inside functions and under
+    TYPE_CHECKING too: a circle there is a circle to the reader)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found & known
+
+
+def test_no_import_circle_anywhere():
+    paths = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
+    known = {module_name(p) for p in paths}
+    graph = {module_name(p): imported_modules(p, known) - {module_name(p)} for p in paths}
+    for package in PACKAGES:  # importing a package's module is not importing its __init__ back
+        for module in graph:
+            graph[module].discard(package)
+    circles = []
+
+    def visit(module: str, trail: list[str]) -> None:
+        for target in sorted(graph[module]):
+            if target in trail:
+                circles.append(" -> ".join([*trail[trail.index(target) :], target]))
+            elif target not in done:
+                visit(target, [*trail, target])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        if module not in done:
+            visit(module, [module])
+    assert circles == [], f"import circles: {circles}"

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from bridge.admission import RateLimiter
 from bridge.notices import MAX_RANGES, NOTICE_INTERVAL_S, DropNotices, DropReason, merged
-from bridge.session import RateLimiter
 from tests.app_client import hello, jpeg, make_client
 from tests.fake_triton import FakeTriton
 

@@ -325,7 +325,7 @@ def test_without_webgl_the_3d_view_says_so_once(browser, bridge):
     with open_page(browser, bridge.url + "/", NO_WEBGL) as page:
         page.wait_for_selector("#model:not([disabled])")
         page.click("#toggle-3d")
-        assert "needs WebGL" in banner(page)
+        assert "needs WebGL" in banner_said(page, "needs WebGL")  # once the 3D view's code loaded
         assert page.get_attribute("#toggle-3d", "aria-pressed") == "false" and page.is_hidden("#view3d")
         tries = page.evaluate("window.__webglTries")
         page.click("#start")

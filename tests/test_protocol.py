@@ -109,5 +109,15 @@ def test_any_json_object_is_parsed_or_refused_cleanly(message):
 def test_server_messages_are_strict_json():
     error = json.loads(error_message(ErrorCode.BAD_IMAGE, "nope", seq=3))
     assert error == {"type": "error", "code": "bad_image", "message": "nope", "seq": 3}
-    depth = json.loads(depth_message(4, "m", {"infer": 1.234}, 2, 64, 48, False))
+    depth = json.loads(
+        depth_message(
+            seq=4,
+            model="m",
+            timings_ms={"infer": 1.234},
+            dropped=2,
+            width=64,
+            height=48,
+            random_weights=False,
+        )
+    )
     assert depth["seq"] == 4 and depth["dropped"] == 2 and depth["timings_ms"] == {"infer": 1.23}

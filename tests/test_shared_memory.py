@@ -185,6 +185,7 @@ def test_an_abandoned_requests_region_is_retired_so_its_late_depth_lands_in_no_o
     assert len(still_registered) == 1, "Triton holds the fresh region only"
 
 
+@pytest.mark.integration  # starts its own tritonserver
 def test_after_triton_restarts_the_frame_is_retried_over_grpc_and_new_regions_follow(
     tiny_repository, tmp_path
 ):

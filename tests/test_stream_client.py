@@ -6,6 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -25,6 +26,8 @@ from depthstream.render import raw_depth
 from depthstream.wire import CloseCode, ErrorCode
 from tests.helpers import free_port
 from tests.wire import get, jpeg, wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_books_balance_whatever_the_outcome():
@@ -66,11 +69,11 @@ def test_a_stream_through_the_real_bridge_answers_fails_and_accounts(bridge):
         assert raw_depth.decode(answer.raw, answer.header["raw"]).shape == (240, 320)
         bad = stream.send(b"\xff\xd8 not a JPEG")
         error = stream.next_outcome()
-        assert isinstance(error, Error) and (error.code, error.seq) == (ErrorCode.BAD_IMAGE, bad)
+        assert isinstance(error, Error) and (error.code, error.seq) == (ErrorCode.UNSUPPORTED_FORMAT, bad)
         refused = stream.configure(model="no_such_model")
         assert refused["type"] == "error" and refused["code"] == ErrorCode.UNKNOWN_MODEL
         books = stream.accounts
-        assert (books.sent, books.answered, books.failed, books.pending) == (2, 1, {"bad_image": 1}, 0)
+        assert (books.sent, books.answered, books.failed, books.pending) == (2, 1, {"unsupported_format": 1}, 0)
         assert books.stream_errors == {"unknown_model": 1}
 
 
@@ -79,7 +82,7 @@ def test_a_draining_bridge_answers_what_it_holds_and_the_rest_is_in_transit(trit
     client's books hold every frame sent (answered, dropped or in transit), and it reconnects."""
     port = free_port()
     command = [sys.executable, "-m", "bridge", "--port", str(port), "--triton-url", triton.settings.grpc_url]
-    process = subprocess.Popen([*command, "--log-level", "warning"])
+    process = subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT)
     try:
         assert wait_until(lambda: _up(port), timeout_s=30)
         stream = StreamClient.connect(f"ws://127.0.0.1:{port}/ws")
@@ -92,8 +95,13 @@ def test_a_draining_bridge_answers_what_it_holds_and_the_rest_is_in_transit(trit
                 outcomes.append(stream.next_outcome(timeout_s=30))
         assert closed.value.draining and stream.accounts.closes == [CloseCode.GOING_AWAY]
         assert any(isinstance(o, Answer) for o in outcomes), "the frame in flight is answered"
+        seqs = [o.seq for o in outcomes if not isinstance(o, Dropped)]
+        seqs += [
+            seq for o in outcomes if isinstance(o, Dropped) for a, b in o.seqs for seq in range(a, b + 1)
+        ]
+        assert len(seqs) == len(set(seqs)) and set(seqs) <= {0, 1, 2}, "each frame settled once at most"
         books = stream.accounts
-        assert books.sent == 3 and books.settled + books.in_transit == 3
+        assert (books.sent, books.settled, books.in_transit) == (3, len(seqs), 3 - len(seqs))
         assert process.wait(timeout=15) == 0
     finally:
         if process.poll() is None:
@@ -105,3 +113,16 @@ def _up(port: int) -> bool:
         return get(f"http://127.0.0.1:{port}/healthz")[0] == 200
     except OSError:
         return False
+
+
+def test_the_readmes_client_example_runs(bridge, tmp_path, monkeypatch):
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "StreamClient" in b)
+    cv2.imwrite(str(tmp_path / "photo.jpg"), np.full((200, 320, 3), 128, np.uint8))
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(block.replace("ws://127.0.0.1:8080/ws", bridge.ws_url), namespace)  # noqa: S102
+    assert namespace["depth"].shape == (200, 320)
+    assert namespace["stream"].accounts.answered == 1

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from bridge.catalog import ModelInfo
 from bridge.default_model import choose_default
-from bridge.triton import ModelInfo
 from depthstream import runtime
 
 BURST_FACTOR = 3.0
