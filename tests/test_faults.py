@@ -41,6 +41,7 @@ def own_triton(tiny_repository, tmp_path):
     server.stop()
 
 
+@pytest.mark.integration  # a real uvicorn
 def test_triton_down_at_startup(tmp_path):
     settings = bridge_settings(f"127.0.0.1:{free_port()}", request_timeout_s=1.0)
     with RunningBridge(settings) as bridge:
