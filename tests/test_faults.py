@@ -24,7 +24,7 @@ from serving.supervisor import TritonSupervisor
 from serving.triton import EmbeddedTriton
 from tests.helpers import free_port
 from tests.servers import ARTIFACTS, RunningBridge, bridge_settings, triton_settings
-from tests.wire import get, jpeg, metric, next_answer, open_stream, recv_json, wait_until
+from tests.wire import bridge_up, get, jpeg, metric, next_answer, open_stream, recv_json, wait_until
 
 GOOD = jpeg(64, 48)
 ONE_MODEL = (DEPTH_ANYTHING_V2_SMALL.name,)
@@ -149,7 +149,7 @@ def test_sigterm_finishes_in_flight_frames_and_closes_1001(triton):
         ]
     )
     try:
-        assert wait_until(lambda: _up(port), timeout_s=30)
+        assert wait_until(lambda: bridge_up(port), timeout_s=30)
         with connect(f"ws://127.0.0.1:{port}/ws") as ws:
             recv_json(ws)
             ws.send(jpeg(640, 480))
@@ -164,13 +164,6 @@ def test_sigterm_finishes_in_flight_frames_and_closes_1001(triton):
     finally:
         if process.poll() is None:
             process.kill()
-
-
-def _up(port: int) -> bool:
-    try:
-        return get(f"http://127.0.0.1:{port}/healthz")[0] == 200
-    except OSError:
-        return False
 
 
 @pytest.fixture

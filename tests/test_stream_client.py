@@ -25,7 +25,7 @@ from client.stream import (
 from depthstream.render import raw_depth
 from depthstream.wire import CloseCode, ErrorCode
 from tests.helpers import free_port
-from tests.wire import get, jpeg, wait_until
+from tests.wire import bridge_up, jpeg, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,7 +73,12 @@ def test_a_stream_through_the_real_bridge_answers_fails_and_accounts(bridge):
         refused = stream.configure(model="no_such_model")
         assert refused["type"] == "error" and refused["code"] == ErrorCode.UNKNOWN_MODEL
         books = stream.accounts
-        assert (books.sent, books.answered, books.failed, books.pending) == (2, 1, {"unsupported_format": 1}, 0)
+        assert (books.sent, books.answered, books.failed, books.pending) == (
+            2,
+            1,
+            {"unsupported_format": 1},
+            0,
+        )
         assert books.stream_errors == {"unknown_model": 1}
 
 
@@ -84,7 +89,7 @@ def test_a_draining_bridge_answers_what_it_holds_and_the_rest_is_in_transit(trit
     command = [sys.executable, "-m", "bridge", "--port", str(port), "--triton-url", triton.settings.grpc_url]
     process = subprocess.Popen([*command, "--log-level", "warning"], cwd=ROOT)
     try:
-        assert wait_until(lambda: _up(port), timeout_s=30)
+        assert wait_until(lambda: bridge_up(port), timeout_s=30)
         stream = StreamClient.connect(f"ws://127.0.0.1:{port}/ws")
         for _ in range(3):
             stream.send(jpeg(640, 480))
@@ -106,13 +111,6 @@ def test_a_draining_bridge_answers_what_it_holds_and_the_rest_is_in_transit(trit
     finally:
         if process.poll() is None:
             process.kill()
-
-
-def _up(port: int) -> bool:
-    try:
-        return get(f"http://127.0.0.1:{port}/healthz")[0] == 200
-    except OSError:
-        return False
 
 
 def test_the_readmes_client_example_runs(bridge, tmp_path, monkeypatch):

@@ -81,3 +81,11 @@ def png(array: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".png", array)
     assert ok
     return data.tobytes()
+
+
+def bridge_up(port: int) -> bool:
+    """Whether a bridge on this host answers its health check yet."""
+    try:
+        return get(f"http://127.0.0.1:{port}/healthz")[0] == 200
+    except OSError:
+        return False
