@@ -6,8 +6,10 @@
 4. the full stack: WebSocket clients sending JPEG frames to the bridge, 1 and 8 clients;
    the presets and the metric models: ONNX Runtime direct and the full stack, one client;
 5. where one frame's milliseconds go, stage by stage, at the fastest model (bench.breakdown);
-6. the worst case: the costliest input the contract accepts, per model (bench.worst_case).
-Writes bench/results/bench.json, bench.png, breakdown.json, worst_case.json and the README's tables.
+6. flicker: a still scene's depth frame to frame, steady depth on and off (bench.flicker);
+7. the worst case: the costliest input the contract accepts, per model (bench.worst_case).
+Writes bench/results/bench.json, bench.png, breakdown.json, flicker.json, worst_case.json and the
+README's tables.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import approaches, breakdown, perf_analyzer, raw_cost, report, worst_case
+from bench import approaches, breakdown, flicker, perf_analyzer, raw_cost, report, worst_case
 from bench.frames import jpegs, stream
 from bench.goals import goals
-from bench.harness import ROOT, Bridge, machine, server_settings
+from bench.harness import ROOT, Bridge, provenance, server_settings
 from bench.measure import Result, rss_mb
 from depthstream import accelerator, engine_choice, engines, runtime
 from depthstream.contract import (
@@ -269,7 +271,7 @@ def measure_servers(plan: Plan) -> None:
 
 def write_reports(args: BenchSettings, results: list[Result]) -> None:
     """bench.json, bench.png, bench.md and the README's table; then the raw-depth and worst-case runs."""
-    where = machine()
+    where = provenance()  # the machine, the date and the commit, in every table
     achieved = goals(results)
     report.write_json(args.output / "bench.json", where, results, achieved)
     report.plot(args.output / "bench.png", where, results)
@@ -283,6 +285,8 @@ def write_reports(args: BenchSettings, results: list[Result]) -> None:
     raw_cost.run(args.repository, args.output, where, readme)
     # where one frame's milliseconds go, stage by stage, at the fastest model (bench/breakdown.py)
     breakdown.run(args.repository, args.output, where, readme)
+    # flicker, steady depth on and off: the mechanism and through the stack (bench/flicker.py)
+    flicker.run(args.repository, args.output, where, readme)
     # 5: the worst case the contract's limits allow, per model (bench/worst_case.py)
     worst_case.run(args.repository, args.output, ROOT / "build" / "worst-case", where, args.quick, readme)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
 from pathlib import Path
@@ -166,7 +165,7 @@ async def full_stack(
     duration_s: float,
     pids: tuple[int, ...],
 ) -> Result:
-    import websockets
+    from client.stream import Answer, AsyncStreamClient
 
     latencies: list[float] = []
     bridge_ms: list[float] = []
@@ -174,23 +173,23 @@ async def full_stack(
 
     async def client(offset: int) -> None:
         nonlocal errors
-        async with websockets.connect(ws_url, max_size=None, compression=None) as ws:
-            await ws.recv()  # hello
-            await ws.send(json.dumps({"type": "config", "model": spec.name}))
-            await ws.recv()  # config ack
+        stream = await AsyncStreamClient.connect(ws_url)
+        try:
+            await stream.configure(model=spec.name)
             i = offset
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
-                await ws.send(jpegs[i % len(jpegs)])
-                header = json.loads(await ws.recv())
-                if header["type"] != "depth":
+                await stream.send(jpegs[i % len(jpegs)])
+                outcome = await stream.next_outcome()
+                if not isinstance(outcome, Answer):
                     errors += 1
                     continue
-                await ws.recv()  # the JPEG
                 latencies.append(time.perf_counter() - t0)
-                timings = header["timings_ms"]
+                timings = outcome.header["timings_ms"]
                 bridge_ms.append(timings["decode"] + timings["colorize"] + timings["encode"])
                 i += 1
+        finally:
+            await stream.close()
 
     deadline = time.perf_counter() + 2.0  # warm-up: one client, ~2 s
     await client(0)

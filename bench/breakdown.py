@@ -28,7 +28,6 @@ import tritonclient.grpc as grpcclient
 from bench.frames import jpegs, stream
 from bench.harness import ROOT, Bridge, run_alone, server_settings
 from bench.report import publish
-from bridge.protocol import OUTPUTS
 from depthstream import engine_choice, runtime
 from depthstream.contract import MODELS, OUTPUT_NAME
 from depthstream.model_config import ONNX_FILE, VERSION
@@ -69,21 +68,13 @@ def triton_split(before, after) -> dict[str, float]:
 TRANSPORTS = {"shared_memory": "shared memory", "plain_grpc": "plain gRPC"}  # the bridge's two ways
 
 
-def next_of(ws, kind: str) -> str:
-    """The next text message of this type, past notices and the binaries of earlier answers."""
-    while True:
-        message = ws.recv()
-        if isinstance(message, str) and json.loads(message)["type"] == kind:
-            return message
-
-
 class Paths:
     """The ways to the model, each timed on the same frame."""
 
     def __init__(
         self, repository: Path, model: str, triton: EmbeddedTriton, bridges: dict[str, Bridge]
     ) -> None:
-        from websockets.sync.client import connect
+        from client.stream import StreamClient
 
         self.model = model
         self.server = triton
@@ -95,12 +86,9 @@ class Paths:
         self.exits = contextlib.ExitStack()
         self.streams = {}
         for transport, bridge in bridges.items():
-            ws = self.exits.enter_context(connect(bridge.ws_url, max_size=None, compression=None))
-            ws.recv()  # hello
-            ws.send(json.dumps({"type": "config", "model": model}))
-            while json.loads(ws.recv())["type"] != "config":
-                pass
-            self.streams[transport] = ws
+            stream = self.exits.enter_context(StreamClient.connect(bridge.ws_url))
+            stream.configure(model=model)
+            self.streams[transport] = stream
 
     def stats(self):
         stats = self.grpc.get_inference_statistics(self.model).model_stats[0].inference_stats
@@ -119,30 +107,22 @@ class Paths:
         return {"round_trip": round_trip, **triton_split(before, self.stats())}
 
     def full_stack(self, transport: str, jpeg: bytes) -> dict[str, float]:
-        ws = self.streams[transport]
+        stream = self.streams[transport]
         before = self.stats()
         start = time.perf_counter()
-        ws.send(jpeg)
-        header = json.loads(ws.recv())
-        while header["type"] != "depth":  # a notice or an error: this bench sends one at a time
-            if header["type"] == "error":
-                raise RuntimeError(f"the bridge refused a frame: {header['message']}")
-            header = json.loads(ws.recv())
-        ws.recv()  # the JPEG
+        stream.send(jpeg)
+        answer = answer_of(stream.next_outcome())
         round_trip = (time.perf_counter() - start) * 1e3
-        return {"round_trip": round_trip, **header["timings_ms"], **triton_split(before, self.stats())}
+        return {"round_trip": round_trip, **answer.header["timings_ms"], **triton_split(before, self.stats())}
 
     def bytes_per_frame(self, output: str, jpeg: bytes) -> int:
         """What the bridge sends back for one frame asking for ``output``: its header and binaries."""
-        ws = self.streams["shared_memory"]
-        ws.send(json.dumps({"type": "config", "output": output}))
-        next_of(ws, "config")
-        ws.send(jpeg)
-        header = next_of(ws, "depth")
-        size = len(header.encode()) + sum(len(ws.recv()) for _ in OUTPUTS[output])
-        ws.send(json.dumps({"type": "config", "output": "color"}))
-        next_of(ws, "config")
-        return size
+        stream = self.streams["shared_memory"]
+        stream.configure(output=output)
+        stream.send(jpeg)
+        answer = answer_of(stream.next_outcome())
+        stream.configure(output="color")
+        return len(json.dumps(answer.header).encode()) + sum(len(b) for b in answer.binaries)
 
     def close(self) -> None:
         self.exits.close()
@@ -154,37 +134,30 @@ PACED_BLOCK_S = 4.0
 PACED_BLOCKS = 2  # per path, alternating: a slow spell falls on both
 
 
-def settled_by(message: str | bytes) -> tuple[int, int]:
-    """(frames answered with depth, frames settled) by one message: a depth header answers its
-    frame; an error for a frame, or a dropped notice, settles frames without depth."""
-    if isinstance(message, bytes):
-        return 0, 0  # a header's binary
-    message = json.loads(message)
-    if message["type"] == "depth":
-        return 1, 1
-    if message["type"] == "error" and message.get("seq") is not None:
-        return 0, 1
-    if message["type"] == "dropped":
-        return 0, sum(last - first + 1 for first, last in message["seqs"])
-    return 0, 0
+def answer_of(outcome):
+    """This bench sends one frame at a time and expects its depth: anything else ends it."""
+    from client.stream import Answer
+
+    if not isinstance(outcome, Answer):
+        raise RuntimeError(f"the bridge did not answer a frame: {outcome}")
+    return outcome
 
 
-def paced_stream(ws, jpegs: list[bytes], seconds: float) -> tuple[int, float]:
+def paced_stream(stream, jpegs: list[bytes], seconds: float) -> tuple[int, float]:
     """(answers, seconds between the first and the last) for a client paced as the page is: a
     new frame as soon as fewer than PACED_IN_FLIGHT are unsettled, for ``seconds``. Timed from
     the first answer, not the first send: a stream's rate, without the one latency it starts with."""
-    sent = settled = 0
+    from client.stream import Answer
+
+    books = stream.accounts  # what each message settles: an answer, a frame's error, a drop
     answers: list[float] = []
     deadline = time.perf_counter() + seconds
     while True:
-        while sent - settled < PACED_IN_FLIGHT and time.perf_counter() < deadline:
-            ws.send(jpegs[sent % len(jpegs)])
-            sent += 1
-        if settled == sent:
+        while books.pending < PACED_IN_FLIGHT and time.perf_counter() < deadline:
+            stream.send(jpegs[books.sent % len(jpegs)])
+        if books.pending == 0:
             return len(answers) - 1, answers[-1] - answers[0]
-        depth, done = settled_by(ws.recv())
-        settled += done
-        if depth:
+        if isinstance(stream.next_outcome(), Answer):
             answers.append(time.perf_counter())
 
 

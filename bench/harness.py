@@ -33,13 +33,32 @@ def machine() -> str:
     )
 
 
+def commit() -> str:
+    """The commit the figures are measured on, marked when the working tree differs from it."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "an unknown commit (no git)"
+    return f"commit {sha}" + (" with uncommitted changes" if dirty else "")
+
+
+def provenance() -> str:
+    """Where and when a figure comes from: the machine, the date (UTC) and the commit."""
+    return f"{machine()}, {time.strftime('%Y-%m-%d', time.gmtime())}, {commit()}"
+
+
 def run_alone(run, readme: Path | None) -> int:
     """``python -m bench.<measurement> [REPOSITORY]``: one measurement on its own, into
     bench/results/ (and the README where given)."""
     repository = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "model_repository"
     output = ROOT / "bench" / "results"
     output.mkdir(parents=True, exist_ok=True)
-    run(repository, output, machine(), readme)
+    run(repository, output, provenance(), readme)
     return 0
 
 

@@ -58,16 +58,18 @@ class CameraLog:
     errors: Counter[str] = field(default_factory=Counter)
     frame_errors: int = 0
 
-    def take(self, body: dict) -> None:
-        if body["type"] == "depth":
-            self.latencies.append(time.perf_counter() - self.sent_at[body["seq"]])
-            self.answered_seqs.append(body["seq"])
-            self.infer_ms.append(body["timings_ms"]["infer"])
-            self.bridge_ms.append(body["timings_ms"]["total"])
-        elif body["type"] == "error":
-            self.errors[body["code"]] += 1
+    def take(self, outcome) -> None:
+        from client.stream import Answer, Error
+
+        if isinstance(outcome, Answer):
+            self.latencies.append(time.perf_counter() - self.sent_at[outcome.seq])
+            self.answered_seqs.append(outcome.seq)
+            self.infer_ms.append(outcome.header["timings_ms"]["infer"])
+            self.bridge_ms.append(outcome.header["timings_ms"]["total"])
+        elif isinstance(outcome, Error):
+            self.errors[outcome.code] += 1
             # a rate-limited frame is also counted in "dropped"
-            if "seq" in body and body["code"] != "rate_limited":
+            if outcome.seq is not None and outcome.code != "rate_limited":
                 self.frame_errors += 1
 
     def summary(self, accounts: dict) -> dict:
@@ -93,35 +95,30 @@ class CameraLog:
 
 async def camera(ws_url: str, model: str, frames: list[bytes], fps: float, duration_s: float) -> dict:
     """One client: send at ``fps`` for ``duration_s``, then settle and read the accounts."""
-    import websockets
+    from client.stream import AsyncStreamClient
 
     log = CameraLog()
-    configs: asyncio.Queue[dict] = asyncio.Queue()
+    stream = await AsyncStreamClient.connect(ws_url)
 
-    async def receive(ws) -> None:
-        async for message in ws:
-            if isinstance(message, bytes):
-                continue
-            body = json.loads(message)
-            if body["type"] == "config":
-                await configs.put(body)
-            else:
-                log.take(body)
+    async def receive() -> None:
+        while True:
+            log.take(await stream.next_outcome())
 
-    async with websockets.connect(ws_url, max_size=None, compression=None) as ws:
-        receiver = asyncio.create_task(receive(ws))
-        await ws.send(json.dumps({"type": "config", "model": model}))
-        await asyncio.wait_for(configs.get(), 30)
+    try:
+        await stream.configure(model=model)
+        receiver = asyncio.create_task(receive())
         seq, start = 0, time.perf_counter()
         while time.perf_counter() - start < duration_s:
             log.sent_at[seq] = time.perf_counter()
-            await ws.send(frames[seq % len(frames)])
+            await stream.send(frames[seq % len(frames)])
             seq += 1
             await asyncio.sleep(max(0.0, start + seq / fps - time.perf_counter()))
         await asyncio.sleep(SETTLE_S)
-        await ws.send(json.dumps({"type": "config"}))
-        accounts = await asyncio.wait_for(configs.get(), 30)
+        await stream.send_config()  # an empty config: the bridge's accounts of this stream
+        accounts = await asyncio.wait_for(stream.acks.get(), 30)
         receiver.cancel()
+    finally:
+        await stream.close()
     return log.summary(accounts)
 
 

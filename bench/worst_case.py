@@ -156,22 +156,22 @@ def measure_new_shapes(client, model: str, count: int) -> Cost:
 
 
 async def _bridge_round_trips(ws_url: str, model: str, data: bytes, repeats: int) -> list[float]:
-    import websockets
+    from client.stream import Answer, AsyncStreamClient
 
     times = []
-    async with websockets.connect(ws_url, max_size=None, compression=None) as ws:
-        await ws.recv()
-        await ws.send(json.dumps({"type": "config", "model": model}))
-        await ws.recv()
+    stream = await AsyncStreamClient.connect(ws_url)
+    try:
+        await stream.configure(model=model)
         for i in range(repeats + 1):
             start = time.perf_counter()
-            await ws.send(data)
-            header = json.loads(await ws.recv())
-            if header["type"] != "depth":
-                raise RuntimeError(f"the bridge answered {header}")
-            await ws.recv()
+            await stream.send(data)
+            outcome = await stream.next_outcome()
+            if not isinstance(outcome, Answer):
+                raise RuntimeError(f"the bridge answered {outcome}")
             if i:  # the first is the warm-up
                 times.append((time.perf_counter() - start) * 1e3)
+    finally:
+        await stream.close()
     return times
 
 

@@ -1,8 +1,9 @@
 """The WebSocket wire protocol (documented in the README).
 
 Client -> server
-  text:   JSON control, ``{"type": "config", "model": "...", "colormap": "...", "output": "..."}``;
-          every field optional; unknown types, fields or values are refused with an error message.
+  text:   JSON control, ``{"type": "config", "model": "...", "colormap": "...", "output": "...",
+          "steady": true|false, "new_scene": true}``; every field optional; unknown types,
+          fields or values are refused with an error message.
   binary: one encoded image (JPEG, PNG or WebP) per message.
 Server -> client
   text:   ``{"type": "hello", ...}`` once on connect; ``{"type": "config", ...}`` after each
@@ -10,7 +11,9 @@ Server -> client
           every answered frame ``{"type": "depth", "seq": N, "binary": [...], ...}`` immediately
           followed by the binary messages it lists: the colorized depth as JPEG and/or the raw
           depth (``uint16le``, with ``raw.min``/``raw.max``), at the frame's size, or for
-          ``points`` the raw depth of every second pixel each way (``raw.step``);
+          ``points`` the raw depth of every second pixel each way (``raw.step``); its
+          ``alignment`` says how a relative depth was aligned to the stream (scale, shift) or
+          is null (steady off, metric depth);
           ``{"type": "error", "code": "...", "message": "...", "seq": N?}`` on errors;
           ``{"type": "dropped", "seqs": [[first, last], ...], "reasons": {...}, "dropped": total}``
           for frames that will not be answered (bridge/notices.py). Every frame ends in exactly
@@ -75,6 +78,8 @@ class ConfigUpdate:
     model: str | None = None
     colormap: str | None = None
     output: str | None = None
+    steady: bool | None = None
+    new_scene: bool = False
 
 
 def _choice(value: Any, field: str, allowed: dict, code: ErrorCode) -> str:
@@ -82,6 +87,12 @@ def _choice(value: Any, field: str, allowed: dict, code: ErrorCode) -> str:
         shown = repr(value)[:64]
         raise ProtocolError(code, f"unknown {field} {shown}; choose one of {', '.join(allowed)}")
     return value
+
+
+def _flag(value: Any, field: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ProtocolError(ErrorCode.BAD_VALUE, f"{field} takes true or false, not {repr(value)[:32]}")
 
 
 def parse_control(text: str) -> ConfigUpdate:
@@ -105,7 +116,7 @@ def parse_control(text: str) -> ConfigUpdate:
     if unknown:
         raise ProtocolError(
             ErrorCode.UNKNOWN_FIELD,
-            f"unknown field(s) {', '.join(unknown)[:64]}; config takes model, colormap and output",
+            f"unknown field(s) {', '.join(unknown)[:64]}; config takes {', '.join(CONFIG_FIELDS)}",
         )
     model, colormap, output = message.get("model"), message.get("colormap"), message.get("output")
     return ConfigUpdate(
@@ -114,6 +125,8 @@ def parse_control(text: str) -> ConfigUpdate:
         if colormap is None
         else _choice(colormap, "colormap", COLORMAPS, ErrorCode.UNKNOWN_COLORMAP),
         output=None if output is None else _choice(output, "output", OUTPUTS, ErrorCode.UNKNOWN_OUTPUT),
+        steady=_flag(message.get("steady"), "steady"),
+        new_scene=bool(_flag(message.get("new_scene"), "new_scene")),
     )
 
 
@@ -146,6 +159,7 @@ def depth_message(
     colormap: str | None = None,
     kind: DepthKind = DepthKind.RELATIVE,
     display_range: tuple[float, float] | None = None,
+    alignment: dict | None = None,
 ) -> str:
     body = {
         "type": MessageType.DEPTH,
@@ -159,6 +173,9 @@ def depth_message(
         "height": height,
         "random_weights": random_weights,
         "binary": list(OUTPUTS[output]),  # the binary messages that follow, in order
+        # how this relative depth was aligned to the stream (aligned = scale * depth + shift):
+        # null when it was not (steady off, metric depth)
+        "alignment": alignment,
     }
     if display_range is not None:
         # the colorbar's ends for this JPEG, in the model's units: bright (near) to dark (far)

@@ -1,8 +1,9 @@
 """What a stream draws from a frame's depth: the colorized JPEG, the raw depth, or both.
 
-Each stream has one :class:`StreamRenderer`: its colour range (smoothed over the stream's frames,
-started again on a model switch, in frame order) and the drawing itself, run in a worker thread
-by the session. The drawing functions live in ``depthstream.render``; this module only applies
+Each stream has one :class:`StreamRenderer`: the alignment of its relative depth to the stream
+(depthstream/render/steady.py: scale and shift per frame, so that a still scene holds still), its
+colour range (smoothed over the stream's frames), both started again in frame order on a model
+switch or a new scene, and the drawing itself, run in a worker thread by the session. The drawing functions live in ``depthstream.render``; this module only applies
 them to one stream's requests.
 """
 
@@ -15,9 +16,10 @@ import numpy as np
 
 from bridge import images
 from bridge.protocol import OUTPUTS, POINTS_STEP, ErrorCode
-from depthstream.contract import MODELS
+from depthstream.contract import MODELS, DepthKind
 from depthstream.render import raw_depth
 from depthstream.render.colorize import NoFiniteDepth, RangeSmoother, colorize
+from depthstream.render.steady import Alignment, DepthAligner
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,8 @@ class Request:
     model: str
     colormap: str
     output: str
+    steady: bool = True  # align relative depth to the stream
+    scene: int = 0  # counts the client's new_scene requests: a new one starts the alignment again
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Rendered:
 
     display_range: tuple[float, float] | None = None
     raw: dict | None = None
+    alignment: dict | None = None  # scale, shift, residual, restarted; None: not aligned
 
 
 class RenderError(Exception):
@@ -53,38 +58,62 @@ def _ms_since(start: float) -> float:
 
 
 class StreamRenderer:
-    """One stream's drawing: its smoothed colour range, and ``render``."""
+    """One stream's drawing: its depth alignment, its smoothed colour range, and ``render``."""
 
     def __init__(self, jpeg_quality: int) -> None:
         self.jpeg_quality = jpeg_quality
         self.smoother = RangeSmoother()
-        self.smoothed_model: str | None = None  # the model the smoother's range belongs to
+        self.aligner = DepthAligner()
+        self.drawn: tuple[str, int, bool] | None = None  # the (model, scene, steady) of the last frame
 
     def render(
         self, depth: np.ndarray, request: Request, timings: dict[str, float]
     ) -> tuple[list[bytes], Rendered]:
         """(binary messages in the protocol's order, what the header says of them); refuses
         NaN/Inf-only output with RenderError."""
-        if request.model != self.smoothed_model:  # another model, another depth scale: start again
-            self.smoother.reset()  # here, in frame order: a frame of the old model may still be drawing
-            self.smoothed_model = request.model
-        binaries: list[bytes] = []
+        if (request.model, request.scene, request.steady) != self.drawn:
+            # another model (another depth scale), a new scene, alignment turned on or off: start
+            # again, here in frame order (a frame of the old model may still be drawing)
+            self.smoother.reset()
+            self.aligner.reset()
+            self.drawn = (request.model, request.scene, request.steady)
         rendered = Rendered()
+        alignment = None
+        if request.steady and MODELS[request.model].depth is DepthKind.RELATIVE:  # metres stay as they are
+            alignment = self._align(depth, rendered, timings)
+        binaries: list[bytes] = []
         try:
             if "jpeg" in OUTPUTS[request.output]:
-                binaries.append(self._jpeg(depth, request, rendered, timings))
+                binaries.append(self._jpeg(depth, request, rendered, timings, alignment))
             if raw_depth.ENCODING in OUTPUTS[request.output]:
-                binaries.append(self._raw(depth, request, rendered, timings))
+                binaries.append(self._raw(depth, request, rendered, timings, alignment))
         except NoFiniteDepth:  # colorize and the raw encoding both refuse an all-NaN/Inf depth
             raise RenderError("the model returned no finite depth for this frame") from None
         return binaries, rendered
 
+    def _align(self, depth: np.ndarray, rendered: Rendered, timings: dict[str, float]) -> Alignment | None:
+        """The frame's alignment (applied by the drawing to its ranges, not to each pixel)."""
+        start = time.perf_counter()
+        alignment = self.aligner.fit(depth)
+        if alignment.restarted:
+            self.smoother.reset()  # a new scene: its own colour range at once, not after ~5 frames
+        rendered.alignment = alignment.header()
+        timings["align"] = _ms_since(start)
+        return None if alignment.restarted else alignment  # restarted: the frame as it is
+
     def _jpeg(
-        self, depth: np.ndarray, request: Request, rendered: Rendered, timings: dict[str, float]
+        self,
+        depth: np.ndarray,
+        request: Request,
+        rendered: Rendered,
+        timings: dict[str, float],
+        alignment: Alignment | None,
     ) -> bytes:
         start = time.perf_counter()
         kind = MODELS[request.model].depth
-        bgr = colorize(depth, request.colormap, self.smoother, require_finite=True, kind=kind)
+        bgr = colorize(
+            depth, request.colormap, self.smoother, require_finite=True, kind=kind, alignment=alignment
+        )
         rendered.display_range = self.smoother.range
         timings["colorize"] = _ms_since(start)
         start = time.perf_counter()
@@ -93,11 +122,19 @@ class StreamRenderer:
         return encoded
 
     def _raw(
-        self, depth: np.ndarray, request: Request, rendered: Rendered, timings: dict[str, float]
+        self,
+        depth: np.ndarray,
+        request: Request,
+        rendered: Rendered,
+        timings: dict[str, float],
+        alignment: Alignment | None,
     ) -> bytes:
         start = time.perf_counter()
         step = POINTS_STEP if request.output == "points" else 1
         payload, rendered.raw = raw_depth.encode(depth[::step, ::step], MODELS[request.model].depth)
+        if alignment is not None:  # the same values, read as the aligned depth (scale > 0 keeps their order)
+            rendered.raw["min"] = alignment.map(rendered.raw["min"])
+            rendered.raw["max"] = alignment.map(rendered.raw["max"])
         if step > 1:  # grid cell (i, j) is the frame's pixel (step i, step j)
             rendered.raw["step"] = step
         timings["raw"] = _ms_since(start)

@@ -58,6 +58,8 @@ class StreamSession:
         self.ready_models: list[str] = []  # what the server serves now (the app sets it too)
         self.colormap = settings.default_colormap
         self.output = protocol.DEFAULT_OUTPUT
+        self.steady = settings.steady
+        self.scene = 0  # new_scene requests so far
         self.renderer = StreamRenderer(settings.jpeg_quality)
         self.next_seq = 0
         self.outbox = Outbox(websocket, settings.send_timeout_s, metrics)
@@ -91,6 +93,7 @@ class StreamSession:
                 colormaps=list(COLORMAPS),
                 output=self.output,
                 outputs=list(protocol.OUTPUTS),
+                steady=self.steady,
                 max_message_bytes=self.settings.max_message_bytes,
                 max_pixels=self.settings.max_pixels,
                 # what paces a client: frames over max_fps are dropped; a frame older than
@@ -155,12 +158,16 @@ class StreamSession:
             self.colormap = update.colormap
         if update.output is not None:
             self.output = update.output
+        if update.steady is not None:
+            self.steady = update.steady
+        self.scene += update.new_scene
         await self.outbox.send(
             protocol.config_ack(
                 model=self.model,
                 depth=MODELS[self.model].depth_meaning,
                 colormap=self.colormap,
                 output=self.output,
+                steady=self.steady,
                 random_weights=self.random_weights,
                 # the stream's accounts so far: a config message with no field asks for them
                 received=self.next_seq,
@@ -206,7 +213,7 @@ class StreamSession:
         try:
             async with self.gateway.turn(self.model) as turn:
                 # the stream's choices when its turn begins (the model: the one the turn runs)
-                request = Request(turn.model, self.colormap, self.output)
+                request = Request(turn.model, self.colormap, self.output, self.steady, self.scene)
                 frame = self._take_for(turn)
                 if frame is None:
                     return
@@ -313,6 +320,7 @@ class StreamSession:
             colormap=request.colormap,
             kind=MODELS[request.model].depth,
             display_range=rendered.display_range,
+            alignment=rendered.alignment,
         )
         await self.outbox.send(header, *binaries, notice=True)  # the JSON and its binaries adjacent
         self.metrics.frames_answered.labels(request.model).inc()

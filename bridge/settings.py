@@ -32,6 +32,9 @@ class BridgeSettings(Settings):
     default_model: str = "auto"
     default_colormap: str = DEFAULT_COLORMAP
     jpeg_quality: int = 80
+    # a stream's relative depth aligned frame to frame (depthstream/render/steady.py) unless its
+    # config says "steady": false
+    steady: bool = True
     request_timeout_s: float = 10.0  # per-inference deadline on the gRPC call
     max_message_bytes: int = 4 * 1024 * 1024  # largest WebSocket message
     max_pixels: int = MAX_IMAGE_PIXELS  # largest image, checked from its header before decoding

@@ -9,7 +9,8 @@ Given a video file or a folder of images instead, it writes a depth video (or a 
 images), side by side with the input with ``--side-by-side``, the raw depth of every frame with
 ``--raw-dir``, a coloured point cloud of every frame with ``--ply`` (binary PLY and the
 intrinsics as JSON: metres for a metric model), with batches and several requests in flight (client/frames.py), a progress bar
-and a final line with frames per second.
+and a final line with frames per second. A video's depth holds still: each frame aligned to the
+video and one range for all of it (``--per-frame``: each frame as the model answers it).
 """
 
 from __future__ import annotations
@@ -95,6 +96,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also write each frame's raw depth (16-bit PNG, its range in text chunks)",
     )
     many.add_argument(
+        "--per-frame",
+        action="store_true",
+        help="a video's depth as the model answers each frame, colours in a range that follows the "
+        "frames (default: each frame aligned to the video, one range for the whole video)",
+    )
+    many.add_argument(
         "--batch",
         type=int,
         default=None,
@@ -128,6 +135,7 @@ def run_many(args: argparse.Namespace) -> int:
         args.in_flight,
         ply_dir=args.ply,
         hfov_deg=args.hfov,
+        steady=not args.per_frame,
     )
     try:
         outcome = asyncio.run(frames.run(job))

@@ -6,6 +6,11 @@ and writing overlap with inference. At most ``in_flight x batch`` frames are hel
 results are written in order. Writes a colorized depth video (or one PNG per image), side by
 side with the input if asked, and on request the raw depth of every frame as a 16-bit PNG whose
 text chunks carry the numbers that map it back (depthstream.render.raw_depth.write_png16).
+
+A video's depth holds still by default (client/steady_video.py): each frame aligned to the video
+and all drawn in one range, after the last frame is in; ``steady=False`` writes each frame as the
+model answers it, colours in a range smoothed from frame to frame, as they are written. A folder
+of images is a set of photographs: each is drawn on its own.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 import tritonclient.grpc.aio as grpcaio
 from tqdm import tqdm
 
+from client.steady_video import DepthSpool, about
 from depthstream.contract import (
     MAX_BATCH_SIZE,
     MAX_IMAGE_PIXELS,
@@ -29,7 +35,7 @@ from depthstream.contract import (
     OUTPUT_NAME,
 )
 from depthstream.render import pointcloud, raw_depth
-from depthstream.render.colorize import RangeSmoother, colorize
+from depthstream.render.colorize import RangeSmoother, apply_colormap, colorize, to_uint8
 from depthstream.request import depth_request
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
@@ -49,6 +55,7 @@ class Job:
     timeout_s: float = 60.0
     ply_dir: Path | None = None  # a coloured point cloud per frame (depthstream.render.pointcloud)
     hfov_deg: float = pointcloud.DEFAULT_HFOV_DEG
+    steady: bool = True  # a video: aligned frames, one range (False: each frame as answered)
 
 
 @dataclass
@@ -137,17 +144,51 @@ class Writer:
         self.fps = fps
         self.video = video
         self.smoother = RangeSmoother() if video else None  # a video's colors stay steady
+        self.kind = MODELS[job.model].depth
+        # a steady video is drawn once every frame is in, from depth spooled to disk
+        spool_dir = job.output.parent if video else None
+        self.spool = DepthSpool(self.kind, align=True, directory=spool_dir) if video and job.steady else None
         self.writer: cv2.VideoWriter | None = None
         if not video:
             job.output.mkdir(parents=True, exist_ok=True)
         for folder in (job.raw_dir, job.ply_dir):
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-        self.kind = MODELS[job.model].depth
 
     def write(self, name: str, rgb: np.ndarray, depth: np.ndarray) -> None:
+        """One frame's depth, in order: written now, or spooled for ``finish``."""
+        if self.spool is not None:
+            self.spool.add(name, depth)
+            return
         picture = colorize(depth, self.job.colormap, self.smoother, kind=self.kind)
+        self._emit(name, rgb, depth, picture)
+
+    def finish(self, progress=None) -> None:
+        """A steady video: every spooled frame drawn in the video's range (the source read again
+        for what needs its pixels: side by side, point clouds)."""
+        if self.spool is None:
+            return
+        colour_range, raw_range = self.spool.video_range(), self.spool.raw_range()
+        needs_rgb = self.job.side_by_side or self.job.ply_dir is not None
+        sources = read_video(self.job.source)[0] if needs_rgb else None
+        for item, depth in self.spool.frames():
+            rgb = next(sources)[1] if sources is not None else None
+            picture = apply_colormap(to_uint8(depth, *colour_range, self.kind), self.job.colormap)
+            self._emit(item.name, rgb, depth, picture, raw_range, about(item))
+            if progress:
+                progress(1)
+
+    def _emit(
+        self,
+        name: str,
+        rgb: np.ndarray | None,
+        depth: np.ndarray,
+        picture: np.ndarray,
+        value_range: tuple[float, float] | None = None,
+        notes: dict | None = None,
+    ) -> None:
         if self.job.side_by_side:
+            assert rgb is not None
             picture = np.hstack([cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), picture])
         if self.video:
             if self.writer is None:
@@ -165,16 +206,26 @@ class Writer:
                 self.job.raw_dir / f"{name}.png",
                 depth,
                 self.kind,
+                value_range,
                 model=self.job.model,
-                frame=name,
+                **(notes or {"frame": name}),
             )
         if self.job.ply_dir is not None:
             job = self.job
+            assert rgb is not None
             pointcloud.write_cloud(
-                job.ply_dir / name, depth, rgb, job.model, self.kind, job.hfov_deg, frame=name
+                job.ply_dir / name,
+                depth,
+                rgb,
+                job.model,
+                self.kind,
+                job.hfov_deg,
+                **(notes or {"frame": name}),
             )
 
     def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
         if self.writer is not None:
             self.writer.release()
 
@@ -266,6 +317,9 @@ async def run(job: Job, quiet: bool = False) -> Outcome:
             finally:
                 producer.cancel()
                 abandon(pending)
+        if writer.spool is not None:
+            with tqdm(total=outcome.frames, unit="frame", disable=quiet, desc="drawing in one range") as bar:
+                await asyncio.to_thread(writer.finish, bar.update)
         outcome.seconds = time.perf_counter() - started
     finally:
         writer.close()

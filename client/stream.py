@@ -18,6 +18,7 @@ in transit counted as such, so a client that reconnects (``reconnect``) knows wh
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,13 +129,14 @@ class ServerClosed(Exception):
 
 def connect_options(token: str | None, origin: str | None) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    options: dict[str, Any] = {"max_size": None, "additional_headers": headers}
+    # frames are JPEGs and float16 depth: per-message deflate would cost CPU for nothing
+    options: dict[str, Any] = {"max_size": None, "compression": None, "additional_headers": headers}
     if origin is not None:
         options["origin"] = origin
     return options
 
 
-def config_message(**changes: str | None) -> str:
+def config_message(**changes: str | bool | None) -> str:
     unknown = set(changes) - set(CONFIG_FIELDS)
     if unknown:
         raise ValueError(f"config takes {', '.join(CONFIG_FIELDS)}; not {', '.join(sorted(unknown))}")
@@ -195,7 +197,7 @@ class StreamClient:
         """A new connection keeping these books (after a drain: what was lost is in_transit)."""
         return StreamClient.connect(url, token, origin, self.accounts)
 
-    def configure(self, **changes: str | None) -> dict[str, Any]:
+    def configure(self, **changes: str | bool | None) -> dict[str, Any]:
         """Change model, colormap or output; returns the server's acknowledgement, or the error
         that refused it. Over the control rate the server ignores a config (and says so): this
         then waits out ``RECV_TIMEOUT_S``."""
@@ -266,6 +268,9 @@ class AsyncStreamClient:
         self.hello = hello
         self.accounts = accounts or Accounts()
         self.next_seq = 0
+        # acknowledgements read by next_outcome, for a caller that reads outcomes in one task
+        # and sends its config from another (send_config, then acks.get())
+        self.acks: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
     @classmethod
     async def connect(
@@ -280,16 +285,22 @@ class AsyncStreamClient:
             raise ServerClosed(None, f"expected hello, got {hello.get('type')!r}")
         return cls(ws, hello)
 
-    async def configure(self, **changes: str | None) -> dict[str, Any]:
+    async def send_config(self, **changes: str | bool | None) -> None:
+        await self.ws.send(config_message(**changes))
+
+    async def configure(self, **changes: str | bool | None) -> dict[str, Any]:
+        """Change the stream and wait for the answer (nobody else may be reading outcomes)."""
         from websockets.exceptions import ConnectionClosed
 
-        await self.ws.send(config_message(**changes))
+        await self.send_config(**changes)
         try:
             while True:
                 message = json.loads(await self.ws.recv())
                 answer = answers_config(message)
                 await self._settle(message)
                 if answer:
+                    if message.get("type") == MessageType.CONFIG:
+                        self.acks.get_nowait()  # returned here: not left for acks' readers
                     return message
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else None
@@ -316,6 +327,8 @@ class AsyncStreamClient:
             raise ServerClosed(code) from None
 
     async def _settle(self, message: dict[str, Any]) -> Outcome | None:
+        if message.get("type") == MessageType.CONFIG:
+            self.acks.put_nowait(message)
         count = len(message.get("binary", [])) if message.get("type") == MessageType.DEPTH else 0
         binaries = [await self.ws.recv() for _ in range(count)]
         outcome = outcome_of(message, binaries)

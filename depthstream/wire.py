@@ -24,6 +24,7 @@ class ErrorCode(enum.StrEnum):
     UNKNOWN_MODEL = "unknown_model"
     UNKNOWN_COLORMAP = "unknown_colormap"
     UNKNOWN_OUTPUT = "unknown_output"
+    BAD_VALUE = "bad_value"  # a config field of the wrong type (steady and new_scene take true/false)
     BAD_IMAGE = "bad_image"
     UNSUPPORTED_FORMAT = "unsupported_format"
     IMAGE_TOO_LARGE = "image_too_large"
@@ -67,6 +68,7 @@ CONFIG_ERRORS = frozenset(
         ErrorCode.UNKNOWN_MODEL,
         ErrorCode.UNKNOWN_COLORMAP,
         ErrorCode.UNKNOWN_OUTPUT,
+        ErrorCode.BAD_VALUE,
         ErrorCode.MESSAGE_TOO_LARGE,
         ErrorCode.MODEL_NOT_READY,
         ErrorCode.MODEL_MISMATCH,
@@ -102,5 +104,7 @@ OUTPUTS = {"color": ("jpeg",), "raw": ("uint16le",), "both": ("jpeg", "uint16le"
 # per 2x2 pixels needs (the page's 3D view): a quarter of the raw bytes, and no JPEG
 POINTS_STEP = 2
 DEFAULT_OUTPUT = "color"
-CONFIG_FIELDS = ("model", "colormap", "output")  # what a client's config message may set
+# what a client's config message may set: steady, the stream's alignment of relative depth on
+# or off (depthstream/render/steady.py); new_scene, start that alignment again (the source changed)
+CONFIG_FIELDS = ("model", "colormap", "output", "steady", "new_scene")
 JPEG, RAW = "jpeg", "uint16le"  # the binary messages a depth header lists

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from bench.goals import goals
@@ -147,13 +145,3 @@ def test_the_breakdowns_stages_add_up_to_the_frames_own_time_outside_the_model()
         217 - 2 - 205 - 2.5 - 1.5
     )
     assert min(stages.values()) >= 0
-
-
-def test_a_paced_client_counts_what_each_message_settles():
-    from bench.breakdown import settled_by
-
-    assert settled_by(json.dumps({"type": "depth", "seq": 4})) == (1, 1)
-    assert settled_by(json.dumps({"type": "error", "seq": 5, "code": "timeout"})) == (0, 1)
-    assert settled_by(json.dumps({"type": "error", "code": "rate_limited"})) == (0, 0), "about the stream"
-    assert settled_by(json.dumps({"type": "dropped", "seqs": [[1, 3], [6, 6]], "dropped": 4})) == (0, 4)
-    assert settled_by(b"\xff\xd8 a JPEG") == (0, 0)

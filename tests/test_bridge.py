@@ -59,6 +59,7 @@ def test_model_switch_mid_stream(bridge):
             "depth": {"kind": "relative", "units": "relative", "larger": "closer"},
             "colormap": "turbo",
             "output": "color",
+            "steady": True,  # the default: relative depth aligned to the stream
             "random_weights": False,
             "received": 1,
             "dropped": 0,

@@ -54,6 +54,7 @@ export function cameraJson(header, hfovDeg, points) {
     units: isMetric(raw) ? "m" : `relative (a shape: ${RELATIVE_NEAR} to ${RELATIVE_FAR}, not metres)`,
     axes: "OpenCV camera: x right, y down, z forward",
     seq: header.seq, points,
+    alignment: header.alignment ?? null, // aligned = scale * the model's depth + shift; null: as answered
   };
 }
 

@@ -8,7 +8,8 @@ import { Connection, retryDelayMs } from "./connection.js";
 import { Capture } from "./capture.js";
 import { pageTimings } from "./timings.js";
 import * as view2d from "./view2d.js";
-import { saveCloud, saveColorized, saveRaw } from "./save.js";
+import { download, saveCloud, saveColorized, saveRaw } from "./save.js";
+import { Recorder, recordingSupported } from "./record.js";
 import { DEFAULT_HFOV_DEG, distanceBetween, pointAt, unitsLabel } from "./geometry.js";
 
 const PAUSE_AFTER_SERVER_ERROR_MS = 1000; // don't hammer a server that just said it can't
@@ -21,6 +22,7 @@ const page = {
   pendingHeader: null, pendingBinaries: [], // an answer's JSON and the binaries it announced
   view3d: false, lastRaw: null, rawSavePending: false, colorSavePending: false,
   cloudSavePending: false, measurePending: null, picks: [], hfov: DEFAULT_HFOV_DEG,
+  newScene: false, // the source changed: the next config says so
   shownSeq: -1, // the answer on screen: the picture drawn, or the 3D view's points placed
 };
 const connection = new Connection({ onOpen, onText, onBinary, onClosed });
@@ -138,14 +140,17 @@ function sendConfig() {
     return;
   }
   lastConfigAt = performance.now();
-  connection.send(JSON.stringify({ type: "config", model: ui.model.value, colormap: ui.colormap.value, output: wantedOutput() }));
+  const config = { type: "config", model: ui.model.value, colormap: ui.colormap.value, output: wantedOutput(), steady: ui.steady.checked };
+  if (page.newScene) config.new_scene = true; // another source: the alignment starts again
+  connection.send(JSON.stringify(config));
+  page.newScene = false; // unsent (no socket): the next connection is a new stream anyway
 }
 
 function onText(message) {
   switch (message.type) {
     case "config":
       // a reply to an older choice (or one the server refused): the latest goes out again
-      if (message.model !== ui.model.value || message.colormap !== ui.colormap.value) sendConfig();
+      if (message.model !== ui.model.value || message.colormap !== ui.colormap.value || message.steady !== ui.steady.checked) sendConfig();
       updateRandomBanner(message.random_weights);
       ui.depthModel.textContent = message.model;
       clearBanner("model");
@@ -280,6 +285,7 @@ async function start() {
 
 function stop() {
   capture.stop();
+  recorder.stop(); // the recording so far is saved
   ui.start.disabled = false;
   ui.stop.disabled = true;
   view2d.showStats({ fps: 0, latencyMs: null }); // nothing streams now
@@ -426,8 +432,29 @@ ui.file.addEventListener("change", () => {
   if (!ui.file.files[0]) return;
   stop();
   capture.useFile(ui.file.files[0]);
+  newScene();
 });
-ui.useCamera.addEventListener("click", () => { stop(); capture.useCamera(); });
+ui.useCamera.addEventListener("click", () => { stop(); capture.useCamera(); newScene(); });
+ui.steady.addEventListener("change", sendConfig);
+function newScene() {
+  page.newScene = true;
+  sendConfig();
+}
+
+// --- recording (record.js) -------------------------------------------------------------------------
+const recorder = new Recorder((blob, name) => download(blob, name), (reason) => { showRecording(); setStatus(reason); });
+function showRecording() {
+  ui.record.textContent = recorder.recording ? "Stop recording" : "Record";
+  ui.record.setAttribute("aria-pressed", String(recorder.recording));
+  ui.recordWhat.disabled = recorder.recording;
+}
+ui.record.disabled = !recordingSupported();
+if (ui.record.disabled) ui.record.title = "this browser cannot record video (MediaRecorder with WebM)";
+ui.record.addEventListener("click", () => {
+  if (recorder.recording) recorder.stop();
+  else recorder.start(ui.model.value, ui.recordWhat.value === "both");
+  showRecording();
+});
 
 async function init() {
   for (let failures = 1; ; failures++) {

@@ -49,7 +49,7 @@ async function png16(width, height, q, texts) {
   return new Blob([PNG_SIGNATURE, pngChunk("IHDR", header), ...text, pngChunk("IDAT", new Uint8Array(zipped)), pngChunk("IEND", new Uint8Array())], { type: "image/png" });
 }
 
-function download(blob, name) {
+export function download(blob, name) {
   const link = document.createElement("a");
   link.href = URL.createObjectURL(blob);
   link.download = name;
@@ -69,6 +69,8 @@ export async function saveRaw({ header, q }) {
     "depthstream.min": String(raw.min),
     "depthstream.max": String(raw.max),
     "depthstream.units": raw.units ?? "relative",
+    // how the stream aligned this frame (aligned = scale * model's depth + shift), or null
+    "depthstream.alignment": JSON.stringify(header.alignment ?? null),
     "depthstream.mapping": raw.units === "m"
       ? "depth = min + q * (max - min) / 65535 (metres from the camera: larger is farther)"
       : "depth = min + q * (max - min) / 65535 (relative inverse depth: larger is closer)",

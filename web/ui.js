@@ -12,6 +12,7 @@ export const ui = {
   colorbarRamp: $("colorbar-ramp"), colorbarName: $("colorbar-name"),
   colorbarNear: $("colorbar-near"), colorbarFar: $("colorbar-far"), save3d: $("save-3d"),
   hfov: $("hfov"), hfovValue: $("hfov-value"), view3dLabel: $("view3d-label"), measure: $("measure"),
+  steady: $("steady"), record: $("record"), recordWhat: $("record-what"),
 };
 
 const TOKEN = new URLSearchParams(location.search).get("token"); // when the bridge requires one

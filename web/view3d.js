@@ -35,7 +35,7 @@ function setUp() {
   if (renderer) return true;
   if (unavailable) return false;
   try {
-    renderer = new THREE.WebGLRenderer({ antialias: false });
+    renderer = new THREE.WebGLRenderer({ antialias: false, preserveDrawingBuffer: true }) // recordable (record.js);
   } catch (err) {
     unavailable = "The 3D view needs WebGL, which this browser does not offer (or has turned off).";
     stats.error = `WebGL is not available: ${err.message}`;

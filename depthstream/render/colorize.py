@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from depthstream.contract import DepthKind
+from depthstream.render.steady import Alignment
 
 COLORMAPS: dict[str, int | None] = {
     "inferno": cv2.COLORMAP_INFERNO,
@@ -109,16 +110,23 @@ def colorize(
     smoother: RangeSmoother | None = None,
     require_finite: bool = False,
     kind: DepthKind = DepthKind.RELATIVE,
+    alignment: Alignment | None = None,
 ) -> np.ndarray:
     """Depth [H, W] float -> BGR uint8 [H, W, 3], near bright and far dark (``kind`` says which
-    way the depth runs); pass a smoother to keep colors stable.
+    way the depth runs); pass a smoother to keep colors stable. With an ``alignment`` the depth is
+    drawn as its aligned self (the smoother's range is in aligned units) without computing it:
+    the range is mapped back instead of every pixel forward.
 
     Depth with no finite value gives a valid (flat) image, or NoFiniteDepth if required."""
     observed = depth_range(depth)
     if observed is None and require_finite:
         raise NoFiniteDepth("no finite depth value")
+    if alignment is not None and observed is not None:
+        observed = (alignment.map(observed[0]), alignment.map(observed[1]))
     if smoother is not None:
         low, high = smoother.update(observed)
     else:
         low, high = observed or (0.0, 1.0)
+    if alignment is not None:
+        low, high = alignment.unmap(low), alignment.unmap(high)
     return apply_colormap(to_uint8(depth, low, high, kind), colormap)

@@ -9,6 +9,8 @@ not a compression (measured in the README).
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from depthstream.contract import DepthKind
@@ -18,15 +20,18 @@ ENCODING = "uint16le"
 LEVELS = 65535
 
 
-def quantize(depth: np.ndarray, kind: DepthKind = DepthKind.RELATIVE) -> tuple[np.ndarray, dict]:
-    """(uint16 [H, W] little-endian, header fields) for an [H, W] float depth. Non-finite pixels
-    (a broken model) become the far end: ``min`` for relative inverse depth, ``max`` for metres;
-    a depth with no finite value at all is NoFiniteDepth."""
+def quantize(
+    depth: np.ndarray, kind: DepthKind = DepthKind.RELATIVE, value_range: tuple[float, float] | None = None
+) -> tuple[np.ndarray, dict]:
+    """(uint16 [H, W] little-endian, header fields) for an [H, W] float depth, over its own
+    [min, max] or ``value_range`` (values beyond it saturate: one range for a whole video).
+    Non-finite pixels (a broken model) become the far end: ``min`` for relative inverse depth,
+    ``max`` for metres; a depth with no finite value at all is NoFiniteDepth."""
     finite = np.isfinite(depth)
     values = depth[finite]
     if values.size == 0:
         raise NoFiniteDepth("no finite depth value")
-    low, high = float(values.min()), float(values.max())
+    low, high = value_range or (float(values.min()), float(values.max()))
     span = high - low
     scale = LEVELS / span if span > 0 else 0.0
     far = high if kind is DepthKind.METRIC else low
@@ -54,14 +59,20 @@ def decode(payload: bytes, header: dict) -> np.ndarray:
 PNG_MAPPING = "depth = min + q * (max - min) / 65535"
 
 
-def write_png16(path, depth: np.ndarray, kind: DepthKind = DepthKind.RELATIVE, **about: str) -> dict:
+def write_png16(
+    path,
+    depth: np.ndarray,
+    kind: DepthKind = DepthKind.RELATIVE,
+    value_range: tuple[float, float] | None = None,
+    **about,
+) -> dict:
     """A 16-bit grayscale PNG of ``depth`` (quantize) whose text chunks carry what maps it back
     (``depthstream.min``, ``depthstream.max``, ``depthstream.mapping``, ``depthstream.units``, and
     ``about``'s keys as ``depthstream.<key>``), as the page's Save raw depth writes it. Returns the
     header fields."""
     from PIL import Image, PngImagePlugin  # Pillow: only the tools write files, not the bridge
 
-    quantized, header = quantize(depth, kind)
+    quantized, header = quantize(depth, kind, value_range)
     info = PngImagePlugin.PngInfo()
     texts = {
         "min": repr(header["min"]),
@@ -71,7 +82,7 @@ def write_png16(path, depth: np.ndarray, kind: DepthKind = DepthKind.RELATIVE, *
         **about,
     }
     for key, value in texts.items():
-        info.add_text(f"depthstream.{key}", value)
+        info.add_text(f"depthstream.{key}", value if isinstance(value, str) else json.dumps(value))
     Image.fromarray(quantized.astype(np.uint16)).save(path, pnginfo=info)
     return header
 
