@@ -86,10 +86,12 @@ down: ## stop what `make up` started
 	$(COMPOSE) -p depthstream -f deploy/compose.yaml down
 
 demo: setup ## export (WEIGHTS=random for a smoke demo), run Triton + the bridge, open http://127.0.0.1:8080/
-	@$(PYTHON) -m export --brief --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS) $(EXPORT_ARGS) || { \
+	@$(PYTHON) -m export --brief --first --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS) $(EXPORT_ARGS) || { \
 	  echo; echo "make demo: no weights. \`make demo WEIGHTS=random\` runs a smoke demo (meaningless depth)," \
 	  "or point it at a checkpoint: make demo MODEL=<name> WEIGHTS=DIR"; exit 2; }
-	@$(PYTHON) -m demo --repository $(REPOSITORY) --port $(BRIDGE_PORT)
+	@# the quickest model first, served at once; the rest exported while the page streams
+	@DEMO_EXPORT_ARGS="--model $(MODEL) $(EXPORT_FLAGS) $(EXPORT_ARGS)" \
+	  $(PYTHON) -m demo --repository $(REPOSITORY) --port $(BRIDGE_PORT)
 
 bridge: setup ## run only the bridge (Triton already running; BRIDGE_* variables configure it)
 	$(PYTHON) -m bridge --port $${BRIDGE_PORT:-$(BRIDGE_PORT)} --triton-url $${BRIDGE_TRITON_URL:-127.0.0.1:$(GRPC_PORT)}

@@ -121,6 +121,7 @@ async def api_models(request: Request) -> Response:
         {
             **describe(info.name),
             "ready": info.ready,
+            "coming": not info.ready and info.name in state.catalog.coming,
             "random_weights": info.random_weights,
             "problem": info.problem,
             # the model alone on one 640x480 frame where it is served, and the page's rate from it
@@ -132,7 +133,7 @@ async def api_models(request: Request) -> Response:
         }
         for info in await state.catalog.get(gateway)
         # an optional preset or INT8 twin that this repository does not serve is left out
-        if info.ready or info.name in CHECKPOINTS
+        if info.ready or info.name in CHECKPOINTS or info.name in state.catalog.coming
     ]
     choice = await default_choice(state, gateway)
     return JSONResponse(
@@ -254,6 +255,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             log.info(
                 "model %s ready%s", info.name, " (RANDOM WEIGHTS: smoke model)" if info.random_weights else ""
             )
+        elif info.name in state.catalog.coming:
+            log.info("model %s: coming (make demo exports it while the page streams)", info.name)
         elif info.name in CHECKPOINTS:
             log.warning("model %s: %s (Triton at %s)", info.name, info.problem, settings.triton_url)
         else:  # an optional preset or INT8 twin (the export drops a twin that is not faster)

@@ -45,6 +45,9 @@ class ModelCatalog:
 
     def __init__(self, ttl_s: float = MODEL_LIST_TTL_S) -> None:
         self.ttl_s = ttl_s
+        # models that will be served soon (make demo exports them while the page streams): the
+        # page lists them as coming, not as broken
+        self.coming: frozenset[str] = frozenset()
         self._models: list[ModelInfo] = []
         self._read_at = -float("inf")
         self._lock = asyncio.Lock()

@@ -3,6 +3,12 @@
 ``python -m demo [--repository DIR] [bridge flags]``: Triton's settings come from the
 environment (``HTTP_PORT``, ``GRPC_PORT``, ``METRICS_PORT``, ``TRITON_*``) and ``--repository``;
 every other flag is the bridge's. Both are validated before anything starts.
+
+The first depth comes soon: ``make demo`` exports the quickest model first (``export --first``)
+and starts here; with ``DEMO_EXPORT_ARGS`` set (the export's flags) this process exports the
+rest in the background, at a lower priority, while the page streams, then loads each new model
+into the running Triton with the admin key only it holds (model control ``explicit``); the page
+lists them as coming until then.
 """
 
 from __future__ import annotations
@@ -10,19 +16,23 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import signal
+import subprocess
 import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import cv2
 
-from bridge.catalog import ModelInfo
+from bridge.catalog import ModelCatalog, ModelInfo
 from bridge.default_model import choose_default
 from bridge.own_work import own_work_ms
 from bridge.server import build_server, run_until_stopped
 from bridge.settings import BridgeSettings, parse_settings
 from depthstream import model_config
+from depthstream.contract import EXPORTABLE, variants_of
 from depthstream.model_config import CONFIG_FILE
 from depthstream.settings import SettingsError, parse
 from serving.supervisor import TritonSupervisor
@@ -30,6 +40,52 @@ from serving.triton import EmbeddedTriton, TritonSettings
 
 log = logging.getLogger("demo")
 TRITON_LOG = Path("build/tritonserver.log")
+EXPORT_LOG = Path("build/export-rest.log")
+EXPORT_ARGS_VARIABLE = "DEMO_EXPORT_ARGS"
+
+
+def asked_models(export_args: list[str]) -> set[str]:
+    """The models the export's ``--model`` asks for (their twins too are judged, and appear once
+    kept, not before: a twin slower than its model here is dropped)."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--model", default="all")
+    checkpoints = list(EXPORTABLE) if parser.parse_known_args(export_args)[0].model == "all" else []
+    checkpoints = checkpoints or [parser.parse_known_args(export_args)[0].model]
+    return {
+        spec.name
+        for name in checkpoints
+        if name in EXPORTABLE
+        for spec in variants_of(name)
+        if not spec.is_twin
+    }
+
+
+def export_the_rest(
+    export_args: list[str], repository: Path, triton: EmbeddedTriton, catalog: ModelCatalog
+) -> None:
+    """The models after the first: exported at a lower priority while the page streams, then
+    loaded into the running Triton. A failure is said and the demo goes on with what it serves."""
+    if not catalog.coming:
+        return
+    print(
+        f"make demo: exporting {len(catalog.coming)} more models in the background (log: {EXPORT_LOG})",
+        flush=True,
+    )
+    argv = [sys.executable, "-m", "export", "--brief", "--output", str(repository), *export_args]
+    with EXPORT_LOG.open("w") as log_file:
+        done = subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, preexec_fn=lambda: os.nice(10))
+    try:
+        if done.returncode != 0:
+            print(
+                f"make demo: exporting the rest failed (see {EXPORT_LOG}); serving what is here", flush=True
+            )
+            return
+        added = triton.add_models()
+        print(f"make demo: Triton now serves {len(triton.models)} models ({len(added)} added)", flush=True)
+    except Exception as exc:  # a model that will not load: said, the others keep streaming
+        print(f"make demo: loading the new models failed ({exc}); see {TRITON_LOG}", flush=True)
+    finally:
+        catalog.coming = frozenset()
 
 
 def served_models(triton: EmbeddedTriton) -> list[ModelInfo]:
@@ -58,7 +114,7 @@ def start_up_lines(settings: BridgeSettings, triton: EmbeddedTriton) -> list[str
     machines = sorted({info.measured_on for info in infos if info.measured_on})
     lines = [
         f"depthstream is live: open http://{settings.host}:{settings.port}/",
-        f"  Triton serves {len(infos)} models on gRPC {triton.settings.grpc_url} (its log: {TRITON_LOG})",
+        f"  Triton serves {len(infos)} model{'s' * (len(infos) != 1)} on gRPC {triton.settings.grpc_url} (its log: {TRITON_LOG})",
         f"  measured on: {'; '.join(machines) or 'not recorded'}",
         f"  the page opens on {choice.reason}",
         "  (estimates are for Triton and the bridge: a browser on this same machine shares its CPU",
@@ -80,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
     args, bridge_argv = parser.parse_known_args(argv)
+    export_args = shlex.split(os.environ.get(EXPORT_ARGS_VARIABLE, ""))
+    control = ["--model-control", "explicit"] if export_args else []  # models come in later
     try:
-        triton_settings = parse(TritonSettings, ["--repository", str(args.repository)])
+        triton_settings = parse(TritonSettings, ["--repository", str(args.repository), *control])
         settings = parse_settings(bridge_argv)
         # the bridge holds the shared-memory key only, never Triton's admin key
         settings = replace(
@@ -108,6 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = build_server(settings)
         print("\n" + "\n".join(start_up_lines(settings, triton)) + "\n", flush=True)
+        if export_args:
+            catalog = server.config.app.state.depthstream.catalog
+            catalog.coming = frozenset(
+                asked_models(export_args) - set(triton.models)
+            )  # before the bridge starts
+            rest = (export_args, args.repository, triton, catalog)
+            threading.Thread(target=export_the_rest, args=rest, name="export-rest", daemon=True).start()
         run_until_stopped(server)
     finally:
         supervisor.shutdown()

@@ -127,9 +127,9 @@ def parse(
             f"{field.metadata.get('help', '')} (env {cls.variable(field.name)}, default {default!r})".strip()
         )
         flag = f"--{field.name.replace('_', '-')}"
-        if hints[field.name] is bool:
+        if hints[field.name] is bool:  # --name turns it on, --no-name off
             parser.add_argument(
-                flag, dest=field.name, action="store_const", const="1", default=None, help=help_text
+                flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
             )
         else:
             parser.add_argument(flag, dest=field.name, default=None, help=help_text)
@@ -139,6 +139,9 @@ def parse(
         if raw is None:
             raw = environ.get(cls.variable(field.name))
         if raw is None:
+            continue
+        if isinstance(raw, bool):  # a flag
+            chosen[field.name] = raw
             continue
         try:
             chosen[field.name] = _converter(hints[field.name])(raw)

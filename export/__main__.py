@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from depthstream import engine_choice, engines, runtime
-from depthstream.contract import EXPORTABLE, ModelSpec, Precision, twins_of, variants_of
+from depthstream.contract import EXPORTABLE, MODELS, ModelSpec, Precision, twins_of, variants_of
 from export import configs, report, twins
 from export.checkpoints import CheckpointError, LoadedCheckpoint, load_checkpoint
 from export.graph import FusedDepthModel, make_exportable
@@ -80,6 +80,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="what serves each FP32 model: the faster here, measured (auto), onnxruntime or openvino",
     )
     parser.add_argument(
+        "--only",
+        type=lambda text: frozenset(name.strip() for name in text.split(",") if name.strip()),
+        default=frozenset(),
+        metavar="NAME[,NAME]",
+        help="only these models of the checkpoints asked, without their twins (make demo's first "
+        "depth: the rest follows)",
+    )
+    parser.add_argument(
+        "--first",
+        action="store_true",
+        help="only the fastest model of the checkpoints asked (relative depth first), without twins: "
+        "what make demo serves at once, the rest following",
+    )
+    parser.add_argument(
         "--brief", action="store_true", help="one line instead of the table when every model is up to date"
     )
     parser.add_argument(
@@ -92,6 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--weights DIR holds one checkpoint: name it with --model")
     if args.weights is not None and args.random_weights:
         parser.error("--weights and --random-weights exclude each other")
+    unknown = sorted(args.only - {spec.name for spec in MODELS.values() if not spec.is_twin})
+    if unknown:
+        parser.error(f"--only takes models of the contract (not twins); not {', '.join(unknown)}")
     return args
 
 
@@ -140,7 +157,8 @@ class Exporter:
         return self._loaded
 
     def specs(self) -> list[ModelSpec]:
-        return [spec for spec in variants_of(self.base.name) if not spec.is_twin]
+        only = self.args.only
+        return [s for s in variants_of(self.base.name) if not s.is_twin and (not only or s.name in only)]
 
     def steps(self) -> int:
         return sum(1 + len(self.twin_specs(spec)) for spec in self.specs())
@@ -148,6 +166,8 @@ class Exporter:
     def twin_specs(self, spec: ModelSpec) -> list[ModelSpec]:
         """The candidates built here: no INT8 with ``--int8 never``, no BF16 where it cannot run
         (said once, by main)."""
+        if self.args.only:  # the first depth, soon: twins are judged when the rest is exported
+            return []
         skipped = set()
         if self.args.int8 == "never":
             skipped.add(Precision.INT8)
@@ -344,16 +364,26 @@ class Exporter:
         return dataclasses.replace(row, ms_here=self.choice(self.args.output / row.model).speed.ms)
 
 
+def first_model(checkpoints: list[str]) -> str:
+    """The quickest to export and serve of these checkpoints' models: relative depth before
+    metres (a camera's scene, whatever its size), then the smallest network input."""
+    candidates = [spec for name in checkpoints for spec in variants_of(name) if not spec.is_twin]
+    return min(candidates, key=lambda s: (s.depth != "relative", s.resize.size)).name
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     report.quiet_third_parties(args.verbose)
     names = list(EXPORTABLE) if args.model == "all" else [args.model]
+    if args.first:
+        args.only = frozenset({first_model(names)})
     if args.random_weights:
         print("export: RANDOM WEIGHTS (smoke mode): the real architectures, MEANINGLESS depth")
     if engines.openvino_version() is None:
         print(f"export: {engine_choice.NO_OPENVINO} (make setup installs it)")
     progress = Progress(0)
     exporters = [Exporter(EXPORTABLE[name], args, progress) for name in names]
+    exporters = [exporter for exporter in exporters if exporter.specs()]  # --only may leave some out
     no_bf16 = twins.bf16_unavailable(exporters[0].providers)
     if no_bf16:
         print(f"export: no BF16 twins: {no_bf16}")

@@ -106,9 +106,11 @@ def generate(
     simulated_extra_ms: int = 0,  # a slower machine on purpose, for tests and overload drills
     device: str = "auto",
     engine: str = "auto",
+    replace: bool = True,
 ) -> list[str]:
-    """Write the embedded flavour of ``repository`` into ``target`` (replacing it), with each
-    model's speed on this machine (measured once per machine and recorded beside the model)."""
+    """Write the embedded flavour of ``repository`` into ``target`` (replacing it, or with
+    ``replace=False`` adding these models to it), with each model's speed on this machine
+    (measured once per machine and recorded beside the model)."""
     available = exported_models(repository)
     hint = "run `make export` (or `make export WEIGHTS=random` for a smoke test) first"
     if not available:
@@ -120,7 +122,8 @@ def generate(
     providers = tuple(runtime.wanted_providers(device))
     if engines.openvino_version() is None:
         log.warning("%s (make setup installs it)", engine_choice.NO_OPENVINO)
-    shutil.rmtree(target, ignore_errors=True)
+    if replace:
+        shutil.rmtree(target, ignore_errors=True)
     for name in names:
         source = repository / name
         production = model_config.parse((source / CONFIG_FILE).read_text())
@@ -140,7 +143,7 @@ def generate(
             choice.runner,
         )
         version_dir = target / name / VERSION
-        version_dir.mkdir(parents=True)
+        version_dir.mkdir(parents=True, exist_ok=not replace)
         header = (
             f"# Embedded flavour, generated from {source / CONFIG_FILE} by serving.repository; do not edit.\n"
         )

@@ -25,6 +25,7 @@ from pathlib import Path
 from depthstream.accelerator import DEVICES
 from depthstream.contract import MODELS
 from depthstream.engines import ENGINE_CHOICES, openvino_version
+from depthstream.model_config import exported_models
 from depthstream.request import SHM_KEY_NAME
 from depthstream.settings import Settings, SettingsError, setting
 from serving.repository import EmptyRepositoryError, generate
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent  # holds the depthstream package
 # Triton holds the shared-memory key only (it registers its frames' regions), never the one that
 # could change what is served
 ADMIN_APIS = "model-repository,logging,trace"
+ADMIN_KEY_HEADER = "admin-key"  # the header that carries the admin key (its name in the flags below)
 SHARED_MEMORY_API = "shared-memory"
 
 
@@ -69,6 +71,9 @@ class TritonSettings(Settings):
         "auto", help="auto (the faster of ONNX Runtime and OpenVINO here, measured), onnxruntime or openvino"
     )
     ready_timeout_s: float = setting(120.0, help="how long to wait for every model to be ready")
+    # none: the models at start, for good (the lock-down); explicit: the process holding the admin
+    # key may load more later (make demo, which brings in what it exports after the first depth)
+    model_control: str = setting("none", help="none or explicit (models added by the admin-key holder)")
     admin_key: str = setting(flag=False, default_factory=lambda: secrets.token_hex(16))
     shm_key: str = setting(flag=False, default_factory=lambda: secrets.token_hex(16))
 
@@ -91,6 +96,7 @@ class TritonSettings(Settings):
                     "auto or onnxruntime: OpenVINO is not installed (make setup installs it)",
                 ),
                 ("ready_timeout_s", self.ready_timeout_s > 0, "positive"),
+                ("model_control", self.model_control in ("none", "explicit"), "none or explicit"),
             ]
         )
         ports = list(self.ports.values())
@@ -187,15 +193,21 @@ def server_env() -> dict[str, str]:
     return env
 
 
-def command(settings: TritonSettings, repository: Path, backends: Path, shm_prefix: str) -> list[str]:
+def command(
+    settings: TritonSettings, repository: Path, backends: Path, shm_prefix: str, models: list[str]
+) -> list[str]:
     server_dir, _ = _pytriton_dirs()
-    admin = f"{ADMIN_APIS}:admin-key={settings.admin_key}"
+    if settings.model_control == "explicit":  # the models of the start, loaded; more by load_models
+        control = ["--model-control-mode=explicit", *(f"--load-model={name}" for name in models)]
+    else:
+        control = ["--model-control-mode=none"]
+    admin = f"{ADMIN_APIS}:{ADMIN_KEY_HEADER}={settings.admin_key}"
     shared_memory = f"{SHARED_MEMORY_API}:{SHM_KEY_NAME}={settings.shm_key}"
     return [
         str(server_dir / "bin" / "tritonserver"),
         f"--model-repository={repository}",
         f"--backend-directory={backends}",
-        "--model-control-mode=none",
+        *control,
         "--strict-readiness=true",
         "--exit-on-error=true",
         f"--http-address={settings.host}",
@@ -285,7 +297,7 @@ class EmbeddedTriton:
         output = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115 (owned by Popen)
         log.info("starting tritonserver: models %s, gRPC %s", ", ".join(self.models), s.grpc_url)
         self.process = subprocess.Popen(
-            command(s, repository.resolve(), backends.resolve(), self.shm_prefix),
+            command(s, repository.resolve(), backends.resolve(), self.shm_prefix, self.models),
             env=server_env(),
             stdout=output,
             stderr=subprocess.STDOUT if output else None,
@@ -296,6 +308,33 @@ class EmbeddedTriton:
             output.close()
         self.wait_ready()
         return self
+
+    def add_models(self) -> list[str]:
+        """Load the exported models this Triton does not serve yet (model control ``explicit``:
+        with the admin key this process holds); the names added. Streams go on meanwhile."""
+        if self.settings.model_control != "explicit":
+            raise TritonStartError("models are added only under model_control explicit")
+        s = self.settings
+        known = set(self.models)
+        wanted = [name for name in exported_models(s.repository) if name not in known]
+        if s.models:
+            wanted = [name for name in wanted if name in s.models]
+        added = generate(
+            s.repository, self.served_repository, wanted, s.threads, s.dynamic_batching,
+            s.simulated_extra_ms, s.device, s.engine, replace=False,
+        ) if wanted else []  # fmt: skip
+        for name in added:
+            request = urllib.request.Request(
+                f"{s.http_url}/v2/repository/models/{name}/load",
+                data=b"{}",
+                method="POST",
+                headers={ADMIN_KEY_HEADER: s.admin_key, "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=s.ready_timeout_s):
+                pass  # answers once the model is loaded (or with an HTTP error: raised)
+            self.models.append(name)
+            log.info("tritonserver now serves %s", name)
+        return added
 
     def wait_ready(self) -> None:
         deadline = time.monotonic() + self.settings.ready_timeout_s

@@ -274,8 +274,52 @@ def test_raw_depth_saved_by_the_page_is_what_triton_returns_for_that_frame(page,
     request.set_data_from_numpy(rgb[None])
     direct = client.infer("depth_anything_v2_small_252", [request]).as_numpy("DEPTH")[0]
     client.close()
-    assert (low, high) == (float(direct.min()), float(direct.max()))
-    assert np.abs(depth - direct).max() <= (high - low) / 65535 / 2 * (1 + 1e-9)
+    # steady depth (the default): the saved frame is Triton's answer aligned to the stream, and
+    # its PNG says how; undone, it is that answer within half a 16-bit step
+    alignment = json.loads(text["depthstream.alignment"])
+    scale, shift = alignment["scale"], alignment["shift"]
+    assert scale > 0
+    assert (low, high) == pytest.approx((scale * direct.min() + shift, scale * direct.max() + shift), rel=1e-5)
+    undone = (depth - shift) / scale
+    step = (direct.max() - direct.min()) / 65535
+    assert np.abs(undone - direct).max() <= step / 2 * 1.001 + 1e-5 * np.abs(direct).max()
+
+
+def test_record_saves_a_webm_of_the_depth_view_across_a_model_switch(page, tmp_path):
+    """Record, then a model switch, then Stop recording: a WebM named after the model and the
+    time, that OpenCV decodes, with at least one frame per second recorded."""
+    import cv2
+
+    page.wait_for_selector("#model:not([disabled])")
+    page.select_option("#model", "depth_anything_v2_small_252")
+    page.click("#start")
+    wait_for_frames(page, 2)
+    page.select_option("#record-what", "both")
+    page.click("#record")
+    assert page.inner_text("#record") == "Stop recording"
+    started = time.monotonic()
+    time.sleep(2)
+    page.select_option("#model", "depth_anything_v2_small_364")  # the recording goes on
+    wait_for_frames(page, frames(page) + 1)
+    time.sleep(1)
+    with page.expect_download(timeout=60_000) as saving:
+        page.click("#record")
+    seconds = time.monotonic() - started
+    download = saving.value
+    assert re.fullmatch(r"depthstream-depth_anything_v2_small_252-\d{8}-\d{6}\.webm", download.suggested_filename)
+    path = tmp_path / download.suggested_filename
+    download.save_as(path)
+    assert page.inner_text("#record") == "Record"
+    page.click("#stop")
+    capture = cv2.VideoCapture(str(path))
+    decoded, shape = 0, None
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        decoded, shape = decoded + 1, frame.shape
+    assert decoded >= int(seconds), f"{decoded} frames decoded from {seconds:.1f} s recorded"
+    assert shape is not None and shape[1] > shape[0], "camera and depth side by side"
 
 
 def test_the_colorbar_follows_the_colormap(page):

@@ -3,6 +3,8 @@ the real embedded Triton with the tiny models."""
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -41,6 +43,7 @@ def test_a_video_becomes_a_side_by_side_depth_video_with_raw_depth(triton, tmp_p
             "--side-by-side",
             "--raw-dir",
             str(raw_dir),
+            "--per-frame",  # each frame exactly as Triton answers it (the steady video: below)
         ]
     )
     assert code == 0
@@ -70,6 +73,45 @@ def test_a_video_becomes_a_side_by_side_depth_video_with_raw_depth(triton, tmp_p
     depth = raw_depth.read_png16(raw_dir / "000004.png")
     low, high = float(direct.min()), float(direct.max())
     assert np.abs(depth - direct).max() <= (high - low) / 65535 / 2 * (1 + 1e-9)
+
+
+def direct_depth(url: str, video, index: int) -> np.ndarray:
+    capture = cv2.VideoCapture(str(video))
+    for _ in range(index + 1):
+        ok, bgr = capture.read()
+    assert ok
+    client = grpcclient.InferenceServerClient(url)
+    request = grpcclient.InferInput("IMAGE", [1, *bgr.shape], "UINT8")
+    request.set_data_from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[None])
+    depth = client.infer(MODEL, [request]).as_numpy("DEPTH")[0]
+    client.close()
+    return depth
+
+
+def test_a_steady_video_is_aligned_and_drawn_in_one_range_that_can_be_undone(triton, tmp_path):
+    """The default for a video: every raw frame in the video's one range, each carrying the
+    alignment that maps Triton's answer onto it; the model runs once a frame."""
+    from PIL import Image
+
+    video = tmp_path / "walk.mp4"
+    write_video(video)
+    raw_dir = tmp_path / "raw"
+    url = triton.settings.grpc_url
+    assert direct_client.main([str(video), "--model", MODEL, "--url", url, "--raw-dir", str(raw_dir)]) == 0
+    assert len(read_video(tmp_path / f"walk.mp4.{MODEL}.mp4")) == FRAMES
+    texts = [Image.open(raw_dir / f"{i:06d}.png").text for i in range(FRAMES)]
+    assert len({(t["depthstream.min"], t["depthstream.max"]) for t in texts}) == 1, "one range"
+    alignments = [json.loads(t["depthstream.alignment"]) for t in texts]
+    assert alignments[0]["restarted"] and all(a["scale"] > 0 for a in alignments)
+    # frame 4 as Triton answers it, aligned with what its PNG says: the PNG's depth, within the
+    # spool's step and the video range's step (each half a 16-bit step of its range)
+    direct = direct_depth(url, video, 4)
+    aligned = alignments[4]["scale"] * direct + alignments[4]["shift"]
+    low, high = float(texts[4]["depthstream.min"]), float(texts[4]["depthstream.max"])
+    spool_step = (aligned.max() - aligned.min()) / 65535
+    assert np.abs(raw_depth.read_png16(raw_dir / "000004.png") - aligned).max() <= (
+        spool_step + (high - low) / 65535
+    ) * (1 + 1e-6) + 1e-6
 
 
 def test_a_folder_of_images_of_several_sizes(triton, tmp_path, capsys):

@@ -134,6 +134,7 @@ OTHER_VALUES = {
     "allowed_origins": ("https://a.example", "https://a.example"),
     "token": ("x" * 16, "x" * 16),
     "allow_no_token": ("1", True),
+    "steady": ("false", False),
     "log_level": ("debug", "debug"),
 }
 
@@ -151,9 +152,11 @@ def test_every_variable_is_honoured_and_its_flag_wins(name):
     assert getattr(parse_settings([], environ={variable: raw}), name) == value
     default = getattr(BridgeSettings(), name)
     flag = f"--{name.replace('_', '-')}"
-    argv = [flag] if isinstance(default, bool) else [flag, str(default)]
-    if not isinstance(default, bool):
-        assert getattr(parse_settings(argv, environ={variable: raw}), name) == default, "the flag wins"
+    if isinstance(default, bool):  # --name or --no-name, whatever the variable says
+        argv = [flag if default else f"--no-{flag[2:]}"]
+    else:
+        argv = [flag, str(default)]
+    assert getattr(parse_settings(argv, environ={variable: raw}), name) == default, "the flag wins"
 
 
 @pytest.mark.parametrize(

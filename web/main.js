@@ -44,7 +44,8 @@ const DEPTH_GROUPS = { relative: "Relative depth (shape: larger is closer)", met
 
 function modelOption(m) {
   page.models[m.name] = m;
-  const option = new Option(`${m.title}${speedLabel(m)}${m.random_weights ? " (random weights)" : ""}${m.ready ? "" : " (not ready)"}`, m.name);
+  const state = m.ready ? "" : m.coming ? " (coming: being exported)" : " (not ready)";
+  const option = new Option(`${m.title}${speedLabel(m)}${m.random_weights ? " (random weights)" : ""}${state}`, m.name);
   option.disabled = !m.ready;
   if (m.recorded_ms) option.title = `observed on live traffic now: ${Math.round(m.ms_per_frame)} ms a frame (recorded: ${Math.round(m.recorded_ms)} ms on ${m.measured_on})`;
   else if (m.ms_per_frame) option.title = `the model alone: ${Math.round(m.ms_per_frame)} ms per 640×480 frame, measured on ${m.measured_on}`;
@@ -87,7 +88,32 @@ async function loadModels() {
   view2d.setColormapStops(info.colormap_stops);
   view2d.showColorbar();
   updateRandomBanner();
+  followComing(info);
   return firstReady ? "ok" : "retry";
+}
+
+// models still being exported (make demo serves the first ones at once): the list is read again
+// until they are all in, keeping the user's choice
+const COMING_POLL_MS = 10000;
+function followComing(info) {
+  const coming = info.models.filter((m) => m.coming).length;
+  if (coming === 0) return;
+  ui.modelWhy.textContent += ` ${coming} more model${coming > 1 ? "s are" : " is"} being exported and will appear here.`;
+  setTimeout(refreshModels, COMING_POLL_MS);
+}
+
+async function refreshModels() {
+  const response = await fetch(withToken("api/models")).catch(() => null);
+  if (!response?.ok) {
+    setTimeout(refreshModels, COMING_POLL_MS);
+    return;
+  }
+  const info = await response.json();
+  const chosen = ui.model.value;
+  ui.model.replaceChildren(...modelGroups(info.models));
+  ui.model.value = page.models[chosen]?.ready ? chosen : ui.model.value;
+  ui.modelWhy.textContent = info.default_reason ? `Starts on ${info.default_reason}` : "";
+  followComing(info);
 }
 
 function updateRandomBanner(flag) {
