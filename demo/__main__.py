@@ -31,7 +31,7 @@ from bridge.default_model import choose_default
 from bridge.own_work import own_work_ms
 from bridge.server import build_server, run_until_stopped
 from bridge.settings import BridgeSettings, parse_settings
-from depthstream import model_config
+from depthstream import accelerator, model_config
 from depthstream.contract import EXPORTABLE, variants_of
 from depthstream.model_config import CONFIG_FILE
 from depthstream.settings import SettingsError, parse
@@ -41,6 +41,7 @@ from serving.triton import EmbeddedTriton, TritonSettings
 log = logging.getLogger("demo")
 TRITON_LOG = Path("build/tritonserver.log")
 EXPORT_LOG = Path("build/export-rest.log")
+GPU_WARNINGS = ";\n  without a GPU its CUDA, NVML and pinned-memory warnings are expected"
 EXPORT_ARGS_VARIABLE = "DEMO_EXPORT_ARGS"
 
 
@@ -114,7 +115,8 @@ def start_up_lines(settings: BridgeSettings, triton: EmbeddedTriton) -> list[str
     machines = sorted({info.measured_on for info in infos if info.measured_on})
     lines = [
         f"depthstream is live: open http://{settings.host}:{settings.port}/",
-        f"  Triton serves {len(infos)} model{'s' * (len(infos) != 1)} on gRPC {triton.settings.grpc_url} (its log: {TRITON_LOG})",
+        f"  Triton serves {len(infos)} model{'s' * (len(infos) != 1)} on gRPC {triton.settings.grpc_url} "
+        f"(its log: {TRITON_LOG}{GPU_WARNINGS if not accelerator.gpu_names() else ''})",
         f"  measured on: {'; '.join(machines) or 'not recorded'}",
         f"  the page opens on {choice.reason}",
         "  (estimates are for Triton and the bridge: a browser on this same machine shares its CPU",
