@@ -9,7 +9,8 @@
 6. flicker: a still scene's depth frame to frame, steady depth on and off (bench.flicker);
 7. the worst case: the costliest input the contract accepts, per model (bench.worst_case).
 Writes bench/results/bench.json, bench.png, breakdown.json, flicker.json, worst_case.json and the
-README's tables.
+tables in docs/performance.md (the raw-depth one in docs/protocol.md) and three figures in the
+README; ``--quick`` writes under build/bench-quick/ and leaves the docs alone.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import approaches, breakdown, flicker, perf_analyzer, raw_cost, report, worst_case
+from bench import approaches, breakdown, flicker, headline, perf_analyzer, raw_cost, report, worst_case
 from bench.frames import jpegs, stream
 from bench.goals import goals
 from bench.harness import ROOT, Bridge, provenance, server_settings
@@ -41,6 +42,9 @@ from depthstream.settings import Settings, SettingsError, parse, setting
 from export.repository import ONNX_FILE, VERSION, read_manifest
 from serving.triton import EmbeddedTriton
 
+PERFORMANCE_PAGE = ROOT / "docs" / "performance.md"  # the tables' home (README.md: three figures)
+PROTOCOL_PAGE = ROOT / "docs" / "protocol.md"  # the raw-depth table
+QUICK_OUTPUT = ROOT / "build" / "bench-quick"
 PERF_ANALYZER_MIN_WINDOW_MS = 5000  # about 5 requests of the reference model on 2 slow cores
 
 
@@ -55,8 +59,10 @@ class BenchSettings(Settings):
     duration_s: float = setting(8.0, help="seconds per server measurement")
     concurrency: str = setting("1,2,4,8", help="comma-separated client counts for Triton gRPC")
     output: Path = setting(ROOT / "bench" / "results")
-    quick: bool = setting(False, help="fewer frames and levels: a smoke run")
-    no_readme: bool = setting(False, help="do not rewrite the README's tables")
+    quick: bool = setting(
+        False, help="fewer frames and levels: a smoke run (written under build/, never the docs)"
+    )
+    no_readme: bool = setting(False, help="do not rewrite the tables in docs/ and the README's figures")
 
     def validate(self) -> None:
         levels = [c.strip() for c in self.concurrency.split(",")]
@@ -74,7 +80,10 @@ class BenchSettings(Settings):
 
     def effective(self) -> BenchSettings:
         """With --quick: fewer frames, shorter runs, two levels."""
-        return replace(self, frames=3, duration_s=3.0, concurrency="1,4", quick=True) if self.quick else self
+        if not self.quick:
+            return self
+        output = QUICK_OUTPUT if self.output == ROOT / "bench" / "results" else self.output
+        return replace(self, frames=3, duration_s=3.0, concurrency="1,4", output=output)
 
     @property
     def levels(self) -> list[int]:
@@ -277,18 +286,23 @@ def write_reports(args: BenchSettings, results: list[Result]) -> None:
     report.plot(args.output / "bench.png", where, results)
     table = report.markdown(where, results, achieved)
     (args.output / "bench.md").write_text(table + "\n")
-    readme = None if args.no_readme else ROOT / "README.md"
-    if readme is not None:
-        report.update_readme(readme, table)
+    # the docs' tables, never from a smoke run (--quick writes under build/ only)
+    performance = None if args.no_readme or args.quick else PERFORMANCE_PAGE
+    if performance is not None:
+        report.update_readme(performance, table)
     print(table)
     # raw depth on the stream: bytes and the bridge's time per frame (bench/raw_cost.py)
-    raw_cost.run(args.repository, args.output, where, readme)
+    raw_cost.run(args.repository, args.output, where, performance and PROTOCOL_PAGE)
     # where one frame's milliseconds go, stage by stage, at the fastest model (bench/breakdown.py)
-    breakdown.run(args.repository, args.output, where, readme)
+    breakdown.run(args.repository, args.output, where, performance)
     # flicker, steady depth on and off: the mechanism and through the stack (bench/flicker.py)
-    flicker.run(args.repository, args.output, where, readme)
+    flicker.run(args.repository, args.output, where, performance)
     # 5: the worst case the contract's limits allow, per model (bench/worst_case.py)
-    worst_case.run(args.repository, args.output, ROOT / "build" / "worst-case", where, args.quick, readme)
+    worst_case.run(
+        args.repository, args.output, ROOT / "build" / "worst-case", where, args.quick, performance
+    )
+    if performance is not None:
+        headline.write(args.output, ROOT / "README.md")  # three figures, from the tables above
 
 
 def main(argv: list[str] | None = None) -> int:

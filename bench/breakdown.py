@@ -8,7 +8,7 @@ statistics, read around each request, split its side into queue, compute input (
 tensor into the Python backend), compute infer (the backend's stub: ONNX Runtime and its copies)
 and compute output; the bridge's ``timings_ms`` split its side. Every figure is the median over
 the frames. ``python -m bench.breakdown [REPOSITORY]`` writes bench/results/breakdown.json and
-prints the table; ``make bench`` also writes it into the README.
+prints the table; ``make bench`` also writes it into docs/performance.md.
 """
 
 from __future__ import annotations

@@ -54,7 +54,7 @@ def provenance() -> str:
 
 def run_alone(run, readme: Path | None) -> int:
     """``python -m bench.<measurement> [REPOSITORY]``: one measurement on its own, into
-    bench/results/ (and the README where given)."""
+    bench/results/ (and its docs page where given)."""
     repository = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "model_repository"
     output = ROOT / "bench" / "results"
     output.mkdir(parents=True, exist_ok=True)

@@ -3,7 +3,7 @@ to encode them, for the encoding the bridge uses (``uint16le``) against the ones
 used (zlib over the same bytes, a 16-bit PNG), beside the default colorized JPEG.
 
 ``python -m bench.raw_cost`` (also part of ``make bench``) writes bench/results/raw_cost.json and
-the README's table. The depth is the reference model's on a real photograph (its random weights
+the table in docs/protocol.md. The depth is the reference model's on a real photograph (its random weights
 in smoke mode: a noisier map, which compresses worse than a real one).
 """
 
@@ -103,4 +103,4 @@ def run(repository: Path, output: Path, where: str, readme: Path | None) -> dict
 
 
 if __name__ == "__main__":
-    sys.exit(run_alone(run, ROOT / "README.md"))
+    sys.exit(run_alone(run, ROOT / "docs" / "protocol.md"))

@@ -1,4 +1,4 @@
-"""Write the results: JSON, a PNG plot, and the README's table (between markers)."""
+"""Write the results: JSON, a PNG plot, and the tables in docs/ (between markers)."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ def update_readme(readme: Path, table: str) -> None:
 
 
 def publish(path: Path, report: dict, table: str, readme: Path | None, markers: tuple[str, str]) -> None:
-    """A side measurement's results: its JSON, its table in the README (between its markers,
+    """A side measurement's results: its JSON, its table in its docs page (between its markers,
     unless ``readme`` is None) and on stdout."""
     path.write_text(json.dumps(report, indent=2) + "\n")
     if readme is not None:

@@ -31,7 +31,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 
 from bench.frames import stream
-from bench.harness import ROOT, Bridge, machine, server_settings
+from bench.harness import ROOT, Bridge, provenance, server_settings
 from depthstream.contract import (
     CHECKPOINTS,
     MAX_BATCH_SIZE,
@@ -353,9 +353,9 @@ def main(argv: list[str] | None = None) -> int:
         args.repository,
         args.output,
         ROOT / "build" / "worst-case",
-        machine(),
+        provenance(),
         args.quick,
-        None if args.no_readme else ROOT / "README.md",
+        None if args.no_readme or args.quick else ROOT / "docs" / "performance.md",
     )
     return 0 if all(row["met"] for entry in report["models"].values() for row in entry["rows"]) else 1
 

@@ -134,8 +134,8 @@ def parse(
         else:
             parser.add_argument(flag, dest=field.name, default=None, help=help_text)
     args = parser.parse_args(argv)
-    for field in fields:
-        raw = getattr(args, field.name)
+    for field in dataclasses.fields(cls):  # a setting without a flag (a secret) still reads its variable
+        raw = getattr(args, field.name, None)
         if raw is None:
             raw = environ.get(cls.variable(field.name))
         if raw is None:

@@ -279,7 +279,9 @@ def test_raw_depth_saved_by_the_page_is_what_triton_returns_for_that_frame(page,
     alignment = json.loads(text["depthstream.alignment"])
     scale, shift = alignment["scale"], alignment["shift"]
     assert scale > 0
-    assert (low, high) == pytest.approx((scale * direct.min() + shift, scale * direct.max() + shift), rel=1e-5)
+    assert (low, high) == pytest.approx(
+        (scale * direct.min() + shift, scale * direct.max() + shift), rel=1e-5
+    )
     undone = (depth - shift) / scale
     step = (direct.max() - direct.min()) / 65535
     assert np.abs(undone - direct).max() <= step / 2 * 1.001 + 1e-5 * np.abs(direct).max()
@@ -306,7 +308,9 @@ def test_record_saves_a_webm_of_the_depth_view_across_a_model_switch(page, tmp_p
         page.click("#record")
     seconds = time.monotonic() - started
     download = saving.value
-    assert re.fullmatch(r"depthstream-depth_anything_v2_small_252-\d{8}-\d{6}\.webm", download.suggested_filename)
+    assert re.fullmatch(
+        r"depthstream-depth_anything_v2_small_252-\d{8}-\d{6}\.webm", download.suggested_filename
+    )
     path = tmp_path / download.suggested_filename
     download.save_as(path)
     assert page.inner_text("#record") == "Record"

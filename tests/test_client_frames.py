@@ -109,9 +109,10 @@ def test_a_steady_video_is_aligned_and_drawn_in_one_range_that_can_be_undone(tri
     aligned = alignments[4]["scale"] * direct + alignments[4]["shift"]
     low, high = float(texts[4]["depthstream.min"]), float(texts[4]["depthstream.max"])
     spool_step = (aligned.max() - aligned.min()) / 65535
-    assert np.abs(raw_depth.read_png16(raw_dir / "000004.png") - aligned).max() <= (
-        spool_step + (high - low) / 65535
-    ) * (1 + 1e-6) + 1e-6
+    assert (
+        np.abs(raw_depth.read_png16(raw_dir / "000004.png") - aligned).max()
+        <= (spool_step + (high - low) / 65535) * (1 + 1e-6) + 1e-6
+    )
 
 
 def test_a_folder_of_images_of_several_sizes(triton, tmp_path, capsys):

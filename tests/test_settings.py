@@ -152,10 +152,8 @@ def test_every_variable_is_honoured_and_its_flag_wins(name):
     assert getattr(parse_settings([], environ={variable: raw}), name) == value
     default = getattr(BridgeSettings(), name)
     flag = f"--{name.replace('_', '-')}"
-    if isinstance(default, bool):  # --name or --no-name, whatever the variable says
-        argv = [flag if default else f"--no-{flag[2:]}"]
-    else:
-        argv = [flag, str(default)]
+    # a boolean: --name or --no-name, whatever the variable says
+    argv = [flag if default else f"--no-{flag[2:]}"] if isinstance(default, bool) else [flag, str(default)]
     assert getattr(parse_settings(argv, environ={variable: raw}), name) == default, "the flag wins"
 
 
@@ -202,3 +200,16 @@ def test_a_rejected_secret_is_not_echoed():
     with pytest.raises(SettingsError) as error:
         BridgeSettings(token="short-secret").validate()
     assert "short-secret" not in str(error.value) and "a value of 12 characters" in str(error.value)
+
+
+def test_make_serve_and_make_bridge_can_share_a_shared_memory_key_through_variables():
+    """The embedded Triton's shared-memory key has no flag (ps would show it) but reads
+    TRITON_SHM_KEY, so `TRITON_SHM_KEY=k make serve` and `BRIDGE_TRITON_SHM_KEY=k make bridge`
+    agree; unset, it is random per start."""
+    from depthstream.settings import parse
+    from serving.triton import TritonSettings
+
+    key = "s" * 32
+    assert parse(TritonSettings, [], environ={"TRITON_SHM_KEY": key}).shm_key == key
+    assert parse(TritonSettings, [], environ={}).shm_key != parse(TritonSettings, [], environ={}).shm_key
+    assert parse_settings([], environ={"BRIDGE_TRITON_SHM_KEY": key}).triton_shm_key == key

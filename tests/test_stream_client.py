@@ -113,10 +113,10 @@ def test_a_draining_bridge_answers_what_it_holds_and_the_rest_is_in_transit(trit
             process.kill()
 
 
-def test_the_readmes_client_example_runs(bridge, tmp_path, monkeypatch):
+def test_the_protocol_pages_client_example_runs(bridge, tmp_path, monkeypatch):
     import re
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "protocol.md").read_text()
     block = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "StreamClient" in b)
     cv2.imwrite(str(tmp_path / "photo.jpg"), np.full((200, 320, 3), 128, np.uint8))
     monkeypatch.chdir(tmp_path)
