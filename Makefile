@@ -111,9 +111,10 @@ test-fast: setup ## the tests that need no tritonserver, uvicorn or browser (a f
 mutate: setup ## mutation test: hand-made bugs in bridge, contract and export must fail a fast test
 	$(PYTHON) -m tests.mutations
 
-check: setup ## lint and format check
+check: setup ## lint, format and type check (mypy over every package outside tests)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 clean: ## remove generated files (keeps .venv and model_repository/)
 	rm -rf build .pytest_cache test-artifacts

@@ -99,6 +99,8 @@ def load_network(repository: Path, name: str):
     from export.checkpoints import load_checkpoint
 
     manifest = read_manifest(repository / name)
+    if manifest is None:
+        raise RuntimeError(f"{repository / name} has no export manifest: run `make export` again")
     spec = MODELS[name]
     weights = None if manifest.source in ("random", spec.hub_id) else Path(manifest.source)
     return load_checkpoint(spec, weights, manifest.random_weights).model
@@ -268,6 +270,7 @@ def measure_servers(plan: Plan) -> None:
     for batching in (False, True):
         settings = server_settings(args.repository, ROOT / "build" / "bench", dynamic_batching=batching)
         with EmbeddedTriton(settings, log_path=args.output / "tritonserver.log") as triton:
+            assert triton.process is not None  # started
             pid = triton.process.pid
             measure_triton_grpc(plan, settings.grpc_url, pid, batching)
             if batching:

@@ -38,9 +38,9 @@ def original_eager(spec: ModelSpec, network, frames: list[np.ndarray]) -> Result
         height, width = rgb.shape[:2]
         net_h, net_w = spec.resize.network_size(height, width)
         x = cv2.resize(rgb.astype(np.float32) / 255.0, (net_w, net_h), interpolation=cv2.INTER_CUBIC)
-        x = torch.from_numpy(((x - mean) / std).transpose(2, 0, 1).copy())[None]
+        pixels = torch.from_numpy(((x - mean) / std).transpose(2, 0, 1).copy())[None]
         with torch.inference_mode():
-            depth = network(pixel_values=x).predicted_depth[:, None]
+            depth = network(pixel_values=pixels).predicted_depth[:, None]
             depth = F.interpolate(
                 depth, (height, width), mode=out.interpolation.value, align_corners=out.align_corners
             )[0, 0].numpy()
@@ -193,7 +193,8 @@ async def full_stack(
 
     deadline = time.perf_counter() + 2.0  # warm-up: one client, ~2 s
     await client(0)
-    latencies.clear(), bridge_ms.clear()
+    latencies.clear()
+    bridge_ms.clear()
     deadline = time.perf_counter() + duration_s
     cpu0, start = cpu_now(*pids), time.perf_counter()
     await asyncio.gather(*(client(k) for k in range(clients)))
@@ -219,7 +220,7 @@ def video_client(
     spec: ModelSpec,
     frames: list[np.ndarray],
     workdir: Path,
-    batch: int,
+    batch: int | None,
     in_flight: int,
     server_pid: int,
 ) -> Result:
@@ -233,7 +234,7 @@ def video_client(
     video = workdir / f"{_size(frames)}.mp4"
     if not video.exists():
         writer = cv2.VideoWriter(
-            str(video), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (frames[0].shape[1], frames[0].shape[0])
+            str(video), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, (frames[0].shape[1], frames[0].shape[0])
         )
         for frame in frames:
             writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))

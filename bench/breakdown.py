@@ -19,7 +19,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -241,7 +243,7 @@ def measure(paths: Paths, frames: list[np.ndarray]) -> dict:
     stacks = [(f"full_stack_{t}", functools.partial(paths.full_stack, t)) for t in paths.streams]
     runs: dict[str, list[dict]] = {}
     for i, (rgb, jpeg) in enumerate(zip(frames, encoded, strict=True)):
-        ways = [
+        ways: list[tuple[str, Callable[[Any], dict[str, float]], Any]] = [
             ("direct", paths.direct, rgb),
             ("triton", paths.triton, rgb),
             *((path, way, jpeg) for path, way in stacks),
@@ -358,7 +360,8 @@ def run(repository: Path, output: Path, where: str, readme: Path | None) -> dict
             paths.close()
             for bridge in bridges.values():
                 bridge.stop()
-    rows, totals = stages(medians), {**summary(medians), **paced_summary(rates)}
+    rows = stages(medians)
+    totals: dict[str, Any] = {**summary(medians), **paced_summary(rates)}
     totals["bytes_per_frame"] = sizes
     config = model_config.parse((repository / model / model_config.CONFIG_FILE).read_text())
     random_weights = model_config.is_random_weights(config)

@@ -51,6 +51,13 @@ class AppState:
     draining: bool = False
     catalog: ModelCatalog = field(default_factory=ModelCatalog)
 
+    @property
+    def triton(self) -> TritonPool:
+        """The endpoints' pool, made by the lifespan before the first request is served."""
+        if self.pool is None:
+            raise RuntimeError("the bridge's lifespan has not started")
+        return self.pool
+
     async def drain(self) -> None:
         """Before the server closes connections (SIGTERM): finish in-flight frames, close 1001."""
         self.draining = True
@@ -101,7 +108,7 @@ async def readyz(request: Request) -> Response:
     state = state_of(request)
     if state.draining:
         return JSONResponse({"status": "not ready", "reason": "shutting down"}, status_code=503)
-    gateway = await state.pool.first_ready()
+    gateway = await state.triton.first_ready()
     if gateway is None:
         reason = f"model server at {state.settings.triton_url} is unreachable or not ready"
         return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
@@ -115,7 +122,7 @@ async def readyz(request: Request) -> Response:
 
 async def api_models(request: Request) -> Response:
     state = state_of(request)
-    gateway = await state.pool.first_ready() or state.pool.gateways[0]
+    gateway = await state.triton.first_ready() or state.triton.gateways[0]
     stack_ms = gateway.observed.stack_ms()
     models = [
         {
@@ -188,7 +195,7 @@ async def stream(websocket: WebSocket) -> None:
         return
     state = state_of(websocket)
     # counted before the first await: a burst of handshakes cannot all pass the limit
-    session = StreamSession(websocket, state.pool, state.settings, state.metrics)
+    session = StreamSession(websocket, state.triton, state.settings, state.metrics)
     state.sessions.add(session)
     state.metrics.connections.inc()
     tasks: list[asyncio.Task] = []

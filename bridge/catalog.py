@@ -33,7 +33,8 @@ class _Follows(Protocol):
 class ModelSource(Protocol):
     """What the catalog reads from: a gateway's models and its live observations."""
 
-    observed: _Follows
+    @property
+    def observed(self) -> _Follows: ...  # read only here: any object that follows will do
 
     async def models(self) -> list[ModelInfo]: ...
 

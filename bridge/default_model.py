@@ -45,24 +45,24 @@ def choose_default(models: list[ModelInfo], configured: str = AUTO, stack_ms: fl
         return DefaultChoice(DEFAULT_MODEL, f"{DEFAULT_MODEL}: the reference model (none is ready yet).")
     timed = [info for info in ready if info.ms_per_frame]
     if not timed:
-        best = ready[0].name
+        name = ready[0].name
         return DefaultChoice(
-            best, f"{best}: the most accurate model served; the server recorded no speeds to judge from."
+            name, f"{name}: the most accurate model served; the server recorded no speeds to judge from."
         )
-    live = [info for info in timed if estimated_fps(info.ms_per_frame, stack_ms) >= LIVE_FPS]
+    live = [info for info in timed if (estimated_fps(info.ms_per_frame, stack_ms) or 0.0) >= LIVE_FPS]
     if live:
         best = live[0]
         return DefaultChoice(
             best.name,
             f"{best.name}: the most accurate model that runs live here "
-            f"(~{estimated_fps(best.ms_per_frame, stack_ms):.1f} frames/s end to end; live is >= {LIVE_FPS:.0f})"
+            f"(~{estimated_fps(best.ms_per_frame, stack_ms) or 0.0:.1f} frames/s end to end; live is >= {LIVE_FPS:.0f})"
             f"{_observed_note(timed)}.",
         )
-    fastest = min(timed, key=lambda info: info.ms_per_frame)
+    fastest = min(timed, key=lambda info: info.ms_per_frame or float("inf"))  # all timed
     return DefaultChoice(
         fastest.name,
         f"{fastest.name}: no model runs live here (>= {LIVE_FPS:.0f} frames/s); this is the fastest "
-        f"(~{estimated_fps(fastest.ms_per_frame, stack_ms):.1f} frames/s){_observed_note(timed)}.",
+        f"(~{estimated_fps(fastest.ms_per_frame, stack_ms) or 0.0:.1f} frames/s){_observed_note(timed)}.",
     )
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 
 import uvicorn
 
 from bridge.access import redact_server_logs
-from bridge.app import create_app
+from bridge.app import AppState, create_app
 from bridge.settings import BridgeSettings
 from bridge.websocket_protocol import DrainingCloseProtocol
 
@@ -17,8 +18,12 @@ class DrainingServer(uvicorn.Server):
     """uvicorn closes WebSockets with 1012 at shutdown; first let in-flight frames finish and
     close each stream with 1001 (going away), as a client expects from a server going down."""
 
+    def __init__(self, config: uvicorn.Config, state: AppState) -> None:
+        super().__init__(config)
+        self.state = state  # the app's: its streams to drain, its catalog (make demo sets what is coming)
+
     async def shutdown(self, sockets=None) -> None:
-        await self.config.app.state.depthstream.drain()
+        await self.state.drain()
         await super().shutdown(sockets)
 
 
@@ -38,7 +43,8 @@ def run_until_stopped(server: uvicorn.Server) -> None:
 
 
 def build_server(settings: BridgeSettings) -> DrainingServer:
-    return DrainingServer(uvicorn_config(settings))
+    config = uvicorn_config(settings)
+    return DrainingServer(config, config.app.state.depthstream)  # type: ignore[union-attr]  # create_app's
 
 
 def uvicorn_config(settings: BridgeSettings) -> uvicorn.Config:
@@ -54,7 +60,7 @@ def uvicorn_config(settings: BridgeSettings) -> uvicorn.Config:
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.drain_timeout_s + 2,
+        timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s) + 2,
     )
     redact_server_logs()  # after uvicorn configured its loggers: ?token=... never reaches a log
     return config

@@ -219,6 +219,7 @@ class StreamSession:
                     return
                 rgb, depth, timings = await self._infer(turn, frame)
         except (ProtocolError, TritonError) as exc:
+            assert frame is not None  # raised by decoding or inference: the frame was taken
             await self.finish_answering()  # answers leave in frame order
             await self._fail(frame, exc)
             return

@@ -80,7 +80,7 @@ class BridgeSettings(Settings):
             return None
         return sum(shared_layout((1, self.max_pixels, 1))), self.triton_shm_key
 
-    def validate(self) -> BridgeSettings:
+    def validate(self) -> None:
         self.require_all(
             [
                 ("host", bool(self.host.strip()), "a host name or address"),
@@ -130,7 +130,6 @@ class BridgeSettings(Settings):
                 f"--host {self.host} serves other machines: set an access token with --token / "
                 "BRIDGE_TOKEN, or disable it explicitly with --allow-no-token / BRIDGE_ALLOW_NO_TOKEN=1"
             )
-        return self
 
 
 def _is_loopback(host: str) -> bool:

@@ -104,6 +104,7 @@ class RegionPool:
         host, a wrong key), or too many abandoned requests still hold theirs."""
         if self.refused is not None and time.monotonic() - self.refused_at < REFUSED_RETRY_S:
             return None
+        region: Region | None
         if self.free:
             region = self.free.pop()
         elif len(self.retiring) >= MAX_RETIRING:

@@ -286,7 +286,8 @@ class TritonGateway:
         try:
             depth = await self._request(model, rgb, timeout_s, region)
         except SharedMemoryGone:  # Triton restarted between two frames: its regions went with it
-            self.regions.forget()
+            if self.regions is not None:
+                self.regions.forget()
             remaining_s = timeout_s - (time.perf_counter() - started)
             depth = await self._request(model, rgb, max(remaining_s, 0.001), None)
         self.observed.add(model, time.perf_counter() - started)
@@ -317,7 +318,7 @@ class TritonGateway:
             )
             depth = self._depth_of(model, result, rgb, region)
         except BaseException as exc:  # a timeout, a client gone (cancelled), an error
-            if region is not None:
+            if region is not None and self.regions is not None:
                 self.regions.retire(region)
             if isinstance(exc, InferenceServerException):
                 if region is not None and SHARED_MEMORY_MISSING in (exc.message() or "").lower():
@@ -327,7 +328,7 @@ class TritonGateway:
                     self.mark_down()
                 raise error from None
             raise
-        if region is not None:
+        if region is not None and self.regions is not None:
             self.regions.release(region)
         return depth
 

@@ -194,7 +194,7 @@ class Writer:
             if self.writer is None:
                 height, width = picture.shape[:2]
                 self.writer = cv2.VideoWriter(
-                    str(self.job.output), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, (width, height)
+                    str(self.job.output), cv2.VideoWriter.fourcc(*"mp4v"), self.fps, (width, height)
                 )
                 if not self.writer.isOpened():
                     raise ValueError(f"cannot write a video to {self.job.output}")
@@ -210,11 +210,12 @@ class Writer:
                 model=self.job.model,
                 **(notes or {"frame": name}),
             )
-        if self.job.ply_dir is not None:
+        ply_dir = self.job.ply_dir
+        if ply_dir is not None:
             job = self.job
             assert rgb is not None
             pointcloud.write_cloud(
-                job.ply_dir / name,
+                ply_dir / name,
                 depth,
                 rgb,
                 job.model,

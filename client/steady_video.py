@@ -54,7 +54,8 @@ class DepthSpool:
             alignment = aligned.header()
         quantized, header = raw_depth.quantize(depth, self.kind)
         self.file.write(quantized.tobytes())
-        self.index.append(Spooled(name, depth.shape, header["min"], header["max"], alignment))
+        height, width = depth.shape
+        self.index.append(Spooled(name, (height, width), header["min"], header["max"], alignment))
         finite = depth[np.isfinite(depth)]
         self.samples.append(self.rng.choice(finite, size=min(SAMPLE_PER_FRAME, finite.size), replace=False))
 

@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         server = build_server(settings)
         print("\n" + "\n".join(start_up_lines(settings, triton)) + "\n", flush=True)
         if export_args:
-            catalog = server.config.app.state.depthstream.catalog
+            catalog = server.state.catalog
             catalog.coming = frozenset(
                 asked_models(export_args) - set(triton.models)
             )  # before the bridge starts

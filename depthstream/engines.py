@@ -105,6 +105,16 @@ def compile_properties(threads: int, precision: InferencePrecision, cache_dir: P
     return properties
 
 
+def usable_cache(directory: Path) -> Path | None:
+    """The compiled-model cache, made if need be; None where it cannot be (no cache: each start
+    compiles again, which is slower but correct)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return directory
+
+
 class OpenVinoSession:
     """An exported model.onnx compiled by OpenVINO for the CPU, run one request at a time."""
 
@@ -115,11 +125,7 @@ class OpenVinoSession:
 
         self.precision = InferencePrecision(precision)
         core = ov.Core()
-        cache = cache_dir if cache_dir is not None else default_cache_dir()
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            cache = None  # no cache: each start compiles again, which is slower but correct
+        cache: Path | None = usable_cache(cache_dir if cache_dir is not None else default_cache_dir())
         model = str(path)
         if self.precision != InferencePrecision.F32:
             model = core.read_model(model)

@@ -62,7 +62,7 @@ class Settings:
 
     @classmethod
     def variable(cls, name: str) -> str:
-        field = next(f for f in dataclasses.fields(cls) if f.name == name)
+        field = next(f for f in dataclasses.fields(typing.cast(Any, cls)) if f.name == name)
         return field.metadata.get("env") or f"{cls.ENV_PREFIX}{name.upper()}"
 
     @classmethod
@@ -120,7 +120,7 @@ def parse(
     parser = parser or argparse.ArgumentParser(prog=prog, description=description)
     hints = typing.get_type_hints(cls)
     chosen: dict[str, Any] = {}
-    fields = [f for f in dataclasses.fields(cls) if f.metadata.get("flag", True)]
+    fields = [f for f in dataclasses.fields(typing.cast(Any, cls)) if f.metadata.get("flag", True)]
     for field in fields:
         default = field.default if field.default is not dataclasses.MISSING else "(generated)"
         help_text = (
@@ -134,7 +134,7 @@ def parse(
         else:
             parser.add_argument(flag, dest=field.name, default=None, help=help_text)
     args = parser.parse_args(argv)
-    for field in dataclasses.fields(cls):  # a setting without a flag (a secret) still reads its variable
+    for field in dataclasses.fields(typing.cast(Any, cls)):  # a setting without a flag (a secret) still reads its variable
         raw = getattr(args, field.name, None)
         if raw is None:
             raw = environ.get(cls.variable(field.name))

@@ -273,6 +273,8 @@ class Exporter:
         wanted = wanted_manifest(spec, self.args)
         if kept is not None and candidate.name == kept.name:
             staged = candidate.staged
+            # a kept twin was built, judged faithful and timed
+            assert staged is not None and candidate.fidelity is not None and candidate.ms is not None
             machine = self.twin_machines.get(spec.name, self.measured_on)  # the twin's own runtime
             runtime.record_speed(staged.path, self.speed_key(spec), runtime.Speed(candidate.ms, machine))
             extra = {

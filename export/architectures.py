@@ -28,7 +28,7 @@ def _depth_anything(
     spec: ModelSpec, hidden: int, layers: int, heads: int, neck: list[int], fusion: int, head: int
 ):
     step = layers // 4
-    backbone = Dinov2Config(
+    backbone = Dinov2Config(  # type: ignore[call-arg]  # backbone kwargs: transformers takes them through **kwargs
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
@@ -54,7 +54,7 @@ def _depth_anything(
 
 def _dpt_beit(hidden: int, layers: int, heads: int, neck: list[int], fusion: int):
     step = layers // 4
-    backbone = BeitConfig(
+    backbone = BeitConfig(  # type: ignore[call-arg]  # as above
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
@@ -97,7 +97,8 @@ def build_tiny(spec: ModelSpec) -> PreTrainedModel:
 
 
 def _last_conv(model: nn.Module) -> nn.Conv2d:
-    convs = [m for m in model.head.modules() if isinstance(m, nn.Conv2d)]
+    head = model.get_submodule("head")
+    convs = [m for m in head.modules() if isinstance(m, nn.Conv2d)]
     return convs[-1]
 
 
@@ -124,6 +125,7 @@ def give_head_structure(
     projection = nn.functional.conv2d(features, direction)
     std = projection.std().clamp_min(1e-12)
     conv.weight.copy_(direction / std)
+    assert conv.bias is not None  # the heads' last convolutions have one
     conv.bias.fill_(float(-projection.mean() / std) + shift)
 
 

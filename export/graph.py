@@ -9,6 +9,8 @@ at every input size instead of the one it was traced at.
 from __future__ import annotations
 
 import types
+import typing
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +23,9 @@ from export.resize import bicubic
 
 class FusedDepthModel(nn.Module):
     """Wraps a transformers depth model: ``IMAGE`` uint8 [N, H, W, 3] -> ``DEPTH`` fp32 [N, H, W]."""
+
+    scale: torch.Tensor  # buffers (register_buffer below), typed for the checker
+    offset: torch.Tensor
 
     def __init__(self, network: nn.Module, spec: ModelSpec) -> None:
         super().__init__()
@@ -104,8 +109,8 @@ def make_exportable(network: nn.Module) -> nn.Module:
     """Patch Depth Anything for export: the head method that would bake the traced size into
     the graph, and the position-embedding interpolation (same maths, faster in ONNX Runtime)."""
     head = getattr(network, "head", None)
-    if type(head).__name__ == "DepthAnythingDepthEstimationHead":
+    if head is not None and type(head).__name__ == "DepthAnythingDepthEstimationHead":
         head.forward = types.MethodType(_trace_friendly_depth_anything_head, head)
-        embeddings = network.backbone.embeddings
+        embeddings = typing.cast(Any, network).backbone.embeddings  # a transformers submodule
         embeddings.interpolate_pos_encoding = types.MethodType(_fast_dinov2_position_encoding, embeddings)
     return network

@@ -27,7 +27,8 @@ def _cubic(distance: torch.Tensor) -> torch.Tensor:
 def _taps(in_len: torch.Tensor, out_len: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Source indices (clamped to the edge) and weights of the 4 taps for each output position."""
     scale = in_len.to(torch.float32) / out_len.to(torch.float32)
-    position = (torch.arange(out_len, dtype=torch.float32) + 0.5) * scale - 0.5
+    # a traced size is a 0-d tensor, which torch.arange takes at run time (its stubs want a number)
+    position = (torch.arange(out_len, dtype=torch.float32) + 0.5) * scale - 0.5  # type: ignore[call-overload]
     start = torch.floor(position)
     fraction = position - start
     last = in_len - 1
@@ -46,6 +47,7 @@ def _resize_axis(x: torch.Tensor, axis: int, in_len: torch.Tensor, out_len: torc
     for index, weight in zip(indices, weights, strict=True):
         term = torch.index_select(x, axis, index) * weight.reshape(shape)
         out = term if out is None else out + term
+    assert out is not None  # four taps
     return out
 
 

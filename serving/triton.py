@@ -337,6 +337,7 @@ class EmbeddedTriton:
         return added
 
     def wait_ready(self) -> None:
+        assert self.process is not None, "start() launches it first"
         deadline = time.monotonic() + self.settings.ready_timeout_s
         urls = [f"{self.settings.http_url}/v2/models/{name}/ready" for name in self.models]
         while time.monotonic() < deadline:

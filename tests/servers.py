@@ -73,7 +73,7 @@ class RunningBridge:
 def bridge_settings(triton_url: str, **overrides):
     from bridge.settings import BridgeSettings
 
-    return BridgeSettings(port=free_port(), triton_url=triton_url, **overrides).validate()
+    return BridgeSettings(port=free_port(), triton_url=triton_url, **overrides)  # validated as built
 
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -80,7 +80,7 @@ def to_uint8(depth: np.ndarray, low: float, high: float, kind: DepthKind = Depth
         depth = np.nan_to_num(depth, nan=far, posinf=far, neginf=far)
     # below low first: convertScaleAbs takes the absolute value, so without this a pixel beyond the
     # far (relative) end would come back bright instead of saturating at 0
-    depth = cv2.max(depth, float(low))
+    depth = cv2.max(depth, float(low))  # type: ignore[call-overload]  # a scalar bound: OpenCV's stubs list arrays only
     gray = cv2.convertScaleAbs(depth, alpha=255.0 / span, beta=-low * 255.0 / span)
     return cv2.bitwise_not(gray, dst=gray) if kind is DepthKind.METRIC else gray
 

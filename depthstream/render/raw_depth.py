@@ -92,6 +92,7 @@ def read_png16(path) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as image:
-        low, high = float(image.text["depthstream.min"]), float(image.text["depthstream.max"])
+        text = image.text  # type: ignore[attr-defined]  # a PNG's text chunks (PIL's PngImageFile)
+        low, high = float(text["depthstream.min"]), float(text["depthstream.max"])
         q = np.asarray(image, dtype=np.uint16)
     return low + q.astype(np.float64) * ((high - low) / LEVELS)
