@@ -282,7 +282,7 @@ def measure_servers(plan: Plan) -> None:
 
 
 def write_reports(args: BenchSettings, results: list[Result]) -> None:
-    """bench.json, bench.png, bench.md and the README's table; then the raw-depth and worst-case runs."""
+    """bench.json, bench.png, bench.md the table in docs/performance.md; then the raw-depth and worst-case runs."""
     where = provenance()  # the machine, the date and the commit, in every table
     achieved = goals(results)
     report.write_json(args.output / "bench.json", where, results, achieved)

@@ -41,7 +41,7 @@ FRAMES = 30
 WARM_UP = 3
 SETTLE_S = 0.05  # between two paths: work one left behind (freeing, logging) must not fall on the next
 # The stack's goals at the fastest model: its own time a frame over the runtime alone, and its
-# paced share of the runtime alone's frames/s (why these replace "<= 5 ms": the README).
+# paced share of the runtime alone's frames/s (why these replace "<= 5 ms": docs/performance.md).
 ADDED_MS_GOAL = 8.0
 PACED_SHARE_GOAL = 0.85
 

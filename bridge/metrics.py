@@ -53,6 +53,10 @@ class BridgeMetrics:
             ["endpoint"],
             registry=r,
         )
+        self._add_gauges(r)
+
+    def _add_gauges(self, r: CollectorRegistry) -> None:
+        """What the bridge holds now, and how long each stage of a frame takes."""
         self.endpoint_up = Gauge(
             "depthstream_endpoint_up",
             "1 while a Triton endpoint takes requests, 0 from a failure until its probe finds it back",

@@ -1,4 +1,4 @@
-"""The WebSocket wire protocol (documented in the README).
+"""The WebSocket wire protocol (documented in docs/protocol.md).
 
 Client -> server
   text:   JSON control, ``{"type": "config", "model": "...", "colormap": "...", "output": "...",

@@ -20,6 +20,7 @@ from starlette.websockets import WebSocket
 
 from bridge import images, protocol
 from bridge.admission import RateLimiter
+from bridge.choices import StreamChoices
 from bridge.metrics import BridgeMetrics
 from bridge.notices import DropReason
 from bridge.outbox import Outbox
@@ -54,12 +55,9 @@ class StreamSession:
         self.gateway = pool.assign()
         self.settings = settings
         self.metrics = metrics
-        self.model = DEFAULT_MODEL  # the app sets its choice (bridge.default_model) before start()
+        # the model: the app sets its choice (bridge.default_model) before start()
+        self.choices = StreamChoices(DEFAULT_MODEL, settings.default_colormap, steady=settings.steady)
         self.ready_models: list[str] = []  # what the server serves now (the app sets it too)
-        self.colormap = settings.default_colormap
-        self.output = protocol.DEFAULT_OUTPUT
-        self.steady = settings.steady
-        self.scene = 0  # new_scene requests so far
         self.renderer = StreamRenderer(settings.jpeg_quality)
         self.next_seq = 0
         self.outbox = Outbox(websocket, settings.send_timeout_s, metrics)
@@ -73,12 +71,14 @@ class StreamSession:
         self.control_limiter = RateLimiter(settings.max_controls_per_s)
         self.controls_refused = 0
         self.draining = False
-        self.random_weights_of: dict[str, bool] = {}  # per model checked, for each answer's header
 
     @property
-    def random_weights(self) -> bool:
-        """Whether the stream's current model carries random weights (as last checked)."""
-        return self.random_weights_of.get(self.model, False)
+    def model(self) -> str:
+        return self.choices.model
+
+    @model.setter
+    def model(self, name: str) -> None:
+        self.choices.model = name
 
     # --- receiving -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -87,13 +87,9 @@ class StreamSession:
             protocol.hello_message(
                 models=list(MODELS),
                 ready=self.ready_models,  # of those, the ones served now
-                model=self.model,
-                depth=MODELS[self.model].depth_meaning,  # what the stream's depth means
-                colormap=self.colormap,
+                **self.choices.fields(),
                 colormaps=list(COLORMAPS),
-                output=self.output,
                 outputs=list(protocol.OUTPUTS),
-                steady=self.steady,
                 max_message_bytes=self.settings.max_message_bytes,
                 max_pixels=self.settings.max_pixels,
                 # what paces a client: frames over max_fps are dropped; a frame older than
@@ -104,7 +100,8 @@ class StreamSession:
             )
         )
         try:
-            self.random_weights_of[self.model] = (await self.gateway.check_model(self.model)).random_weights
+            info = await self.gateway.check_model(self.model)
+            self.choices.random_weights_of[self.model] = info.random_weights
         except TritonError as exc:
             await self.outbox.error(exc.code, exc.message)
 
@@ -152,23 +149,12 @@ class StreamSession:
                 self.metrics.control_rejected.labels(exc.code).inc()
                 await self.outbox.error(exc.code, exc.message)
                 return
-            self.model = update.model
-            self.random_weights_of[update.model] = info.random_weights
-        if update.colormap is not None:
-            self.colormap = update.colormap
-        if update.output is not None:
-            self.output = update.output
-        if update.steady is not None:
-            self.steady = update.steady
-        self.scene += update.new_scene
+            self.choices.random_weights_of[update.model] = info.random_weights
+        self.choices.apply(update)
         await self.outbox.send(
             protocol.config_ack(
-                model=self.model,
-                depth=MODELS[self.model].depth_meaning,
-                colormap=self.colormap,
-                output=self.output,
-                steady=self.steady,
-                random_weights=self.random_weights,
+                **self.choices.fields(),
+                random_weights=self.choices.random_weights,
                 # the stream's accounts so far: a config message with no field asks for them
                 received=self.next_seq,
                 dropped=self.outbox.dropped,
@@ -213,7 +199,7 @@ class StreamSession:
         try:
             async with self.gateway.turn(self.model) as turn:
                 # the stream's choices when its turn begins (the model: the one the turn runs)
-                request = Request(turn.model, self.colormap, self.output, self.steady, self.scene)
+                request = self.choices.request(turn.model)
                 frame = self._take_for(turn)
                 if frame is None:
                     return
@@ -315,7 +301,7 @@ class StreamSession:
             dropped=self.outbox.dropped,
             width=width,
             height=height,
-            random_weights=self.random_weights_of.get(request.model, False),
+            random_weights=self.choices.random_weights_of.get(request.model, False),
             output=request.output,
             raw=rendered.raw,
             colormap=request.colormap,

@@ -27,6 +27,7 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from client import frames
+from depthstream import model_config
 from depthstream.contract import (
     DEFAULT_MODEL,
     MODELS,
@@ -50,6 +51,23 @@ def server_compute_ms(client: grpcclient.InferenceServerClient, model: str) -> t
     stats = client.get_inference_statistics(model).model_stats[0].inference_stats
     compute = stats.compute_input.ns + stats.compute_infer.ns + stats.compute_output.ns
     return stats.success.count, compute
+
+
+def warn_if_random_weights(url: str, model: str) -> None:
+    """Say so when the served model was exported with random weights (a smoke export), as the
+    page and make demo do; a server that cannot say is left to the request's own error."""
+    try:
+        client = grpcclient.InferenceServerClient(url)
+        try:
+            config = client.get_model_config(model).config
+        finally:
+            client.close()
+    except InferenceServerException:
+        return
+    if model_config.is_random_weights(config):
+        print(
+            f"warning: {model} has RANDOM WEIGHTS (a smoke export): its depth is meaningless", file=sys.stderr
+        )
 
 
 def fit_to_contract(rgb: np.ndarray) -> np.ndarray:
@@ -159,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.image.exists():
         print(f"error: {args.image} does not exist", file=sys.stderr)
         return 2
+    warn_if_random_weights(args.url, args.model)
     if args.image.is_dir() or frames.is_video(args.image):
         return run_many(args)
     rgb = cv2.imread(str(args.image), cv2.IMREAD_COLOR_RGB)

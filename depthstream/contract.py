@@ -141,7 +141,11 @@ class ModelSpec:
     @property
     def depth_meaning(self) -> dict:
         """What DEPTH means, as every client reads it (/api/models, hello, headers, config)."""
-        meaning: dict[str, str | int] = {"kind": str(self.depth), "units": self.depth.units, "larger": self.depth.larger}
+        meaning: dict[str, str | int] = {
+            "kind": str(self.depth),
+            "units": self.depth.units,
+            "larger": self.depth.larger,
+        }
         if self.max_depth_m is not None:
             meaning["max_m"] = self.max_depth_m
         return meaning

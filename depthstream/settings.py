@@ -134,7 +134,9 @@ def parse(
         else:
             parser.add_argument(flag, dest=field.name, default=None, help=help_text)
     args = parser.parse_args(argv)
-    for field in dataclasses.fields(typing.cast(Any, cls)):  # a setting without a flag (a secret) still reads its variable
+    for field in dataclasses.fields(
+        typing.cast(Any, cls)
+    ):  # a setting without a flag (a secret) still reads its variable
         raw = getattr(args, field.name, None)
         if raw is None:
             raw = environ.get(cls.variable(field.name))

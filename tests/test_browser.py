@@ -68,7 +68,7 @@ def test_camera_to_depth_live_switch_model_and_stop(page, record_property):
     record_property("latency_ms_depth_anything", page.inner_text("#latency"))
     assert float(page.inner_text("#fps")) > 0
     assert elapsed < 60
-    # the page's own share of a frame (the README's breakdown quotes it): capture and JPEG
+    # the page's own share of a frame (docs/performance.md quotes it): capture and JPEG
     # encode of each camera frame, and drawing each answer
     own = page.evaluate(
         "({encode: window.depthstreamPage.median('encode'), draw: window.depthstreamPage.median('draw'),"
@@ -205,7 +205,7 @@ def test_3d_view_draws_the_stream_and_the_page_stays_responsive(page, record_pro
     assert len(points) >= 5 and all(a.header["binary"] == ["uint16le"] for a in points)
     assert per_frame <= 200_000
 
-    ARTIFACTS.mkdir(exist_ok=True)  # the README's picture of the 3D view comes from here
+    ARTIFACTS.mkdir(exist_ok=True)  # the README's picture (docs/view3d.png) comes from here
     page.screenshot(path=str(ARTIFACTS / "view3d.png"))
     canvas = page.locator("#view3d canvas")
     before = canvas.screenshot()
@@ -450,5 +450,5 @@ def test_a_metric_model_in_metres_measured_and_saved_as_a_point_cloud(page, tmp_
     np.testing.assert_allclose(vertices["z"], z.reshape(-1).astype(np.float32), rtol=1e-6)
     assert "metres" in page.inner_text("#view3d-label") and " m" in page.inner_text("#measure")
     ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / "metric-3d.png"))  # the README's picture
+    page.screenshot(path=str(ARTIFACTS / "metric-3d.png"))  # docs/metres.md's picture (docs/metric-3d.png)
     page.click("#stop")

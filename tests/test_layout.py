@@ -1,4 +1,4 @@
-"""The packages form a stack: nothing imports back up (the README's layout section says why)."""
+"""The packages form a stack: nothing imports back up (docs/architecture.md's layout says why)."""
 
 from __future__ import annotations
 

@@ -69,7 +69,7 @@ def test_raw_depth_gives_the_values_back_within_the_quantization_step(client, fa
     truth = fake.output((1, 48, 64, 3))[0]
     assert (raw["min"], raw["max"]) == (pytest.approx(-3.0), pytest.approx(7.5))
     step = (raw["max"] - raw["min"]) / 65535
-    # the README's reader: numpy alone
+    # docs/protocol.md's reader: numpy alone
     q = np.frombuffer(payload, "<u2").reshape(raw["height"], raw["width"])
     depth = raw["min"] + q * ((raw["max"] - raw["min"]) / 65535)
     assert np.abs(depth - truth).max() <= step / 2 * (1 + 1e-9)

@@ -119,3 +119,16 @@ def test_the_raw_depth_example_reads_what_direct_grpc_returns(bridge, triton, tm
     assert (raw["min"], raw["max"]) == (float(direct.min()), float(direct.max()))
     step = (raw["max"] - raw["min"]) / 65535
     assert np.abs(depth - direct).max() <= step / 2 * (1 + 1e-9)
+
+
+def test_the_configuration_page_lists_every_embedded_triton_setting():
+    import dataclasses
+
+    from serving.triton import TritonSettings
+
+    text = (DOCS / "configuration.md").read_text().split("## The embedded Triton")[1]
+    for field in dataclasses.fields(TritonSettings):
+        variable = TritonSettings.variable(field.name)
+        assert f"`{variable}`" in text, variable
+        if field.metadata.get("flag", True):
+            assert f"`--{field.name.replace('_', '-')}` / `{variable}`" in text, field.name

@@ -1,4 +1,4 @@
-// The WebSocket and its reconnect policy (wire protocol: see the README).
+// The WebSocket and its reconnect policy (wire protocol: docs/protocol.md).
 //
 // The policy is keyed on the close code, not the error code ("busy" is also a per-frame error):
 // a policy refusal (1008: origin, token) does not reconnect by itself and waits for the user; every

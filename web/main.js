@@ -1,7 +1,8 @@
 // depthstream page: camera (or a file) -> JPEG frames over a WebSocket -> colorized depth back.
-// This module wires the others: ui.js (elements, banner), connection.js (the socket and its
-// reconnect policy), accounting.js (every frame's outcome), capture.js (sources, pacing),
-// view2d.js, view3d.js, save.js. Wire protocol: see the README.
+// This module wires the others: ui.js (elements, banner), models.js (the model list),
+// connection.js (the socket and its reconnect policy), accounting.js (every frame's outcome),
+// capture.js (sources, pacing), view2d.js, view3d.js, measure.js, save.js, record.js.
+// Wire protocol: docs/protocol.md.
 import { ui, showBanner, clearBanner, setStatus, withToken } from "./ui.js";
 import { FrameBook } from "./accounting.js";
 import { Connection, retryDelayMs } from "./connection.js";
@@ -9,8 +10,10 @@ import { Capture } from "./capture.js";
 import { pageTimings } from "./timings.js";
 import * as view2d from "./view2d.js";
 import { download, saveCloud, saveColorized, saveRaw } from "./save.js";
+import { loadModels, updateRandomBanner } from "./models.js";
 import { Recorder, recordingSupported } from "./record.js";
-import { DEFAULT_HFOV_DEG, distanceBetween, pointAt, unitsLabel } from "./geometry.js";
+import { DEFAULT_HFOV_DEG } from "./geometry.js";
+import { clickedFraction, measureAt } from "./measure.js";
 
 const PAUSE_AFTER_SERVER_ERROR_MS = 1000; // don't hammer a server that just said it can't
 const CONFIG_GAP_MS = 250; // the server takes at most 5 control messages a second: send the latest
@@ -18,11 +21,12 @@ const STALL_GRACE_MS = 5000; // beyond the server's own deadline, before the pag
 
 const book = new FrameBook();
 const page = {
-  models: {}, errorCodes: { transient: [], model: [] }, stallMs: 15000, framesShown: 0,
+  errorCodes: { transient: [], model: [] }, stallMs: 15000, framesShown: 0,
   pendingHeader: null, pendingBinaries: [], // an answer's JSON and the binaries it announced
   view3d: false, lastRaw: null, rawSavePending: false, colorSavePending: false,
   cloudSavePending: false, measurePending: null, picks: [], hfov: DEFAULT_HFOV_DEG,
   newScene: false, // the source changed: the next config says so
+  steadyChosen: false, // the user ticked or unticked Steady depth
   shownSeq: -1, // the answer on screen: the picture drawn, or the 3D view's points placed
 };
 const connection = new Connection({ onOpen, onText, onBinary, onClosed });
@@ -31,95 +35,6 @@ const capture = new Capture(book, (blob, snapshot) => {
 });
 window.depthstream = { connection, book }; // what the browser tests read
 
-// "~16 fps": frames per second end to end, estimated from the model's speed on the serving machine
-function speedLabel(model) {
-  const fps = model.estimated_fps;
-  if (!fps) return "";
-  return ` — ~${fps >= 10 ? Math.round(fps) : fps.toFixed(1)} fps`;
-}
-
-// --- models and colormaps from the bridge ------------------------------------------------------
-// the models by kind: relative depth (shape) and metric depth (metres) answer different questions
-const DEPTH_GROUPS = { relative: "Relative depth (shape: larger is closer)", metric: "Metric depth (metres)" };
-
-function modelOption(m) {
-  page.models[m.name] = m;
-  const state = m.ready ? "" : m.coming ? " (coming: being exported)" : " (not ready)";
-  const option = new Option(`${m.title}${speedLabel(m)}${m.random_weights ? " (random weights)" : ""}${state}`, m.name);
-  option.disabled = !m.ready;
-  if (m.recorded_ms) option.title = `observed on live traffic now: ${Math.round(m.ms_per_frame)} ms a frame (recorded: ${Math.round(m.recorded_ms)} ms on ${m.measured_on})`;
-  else if (m.ms_per_frame) option.title = `the model alone: ${Math.round(m.ms_per_frame)} ms per 640×480 frame, measured on ${m.measured_on}`;
-  return option;
-}
-
-function modelGroups(models) {
-  return Object.entries(DEPTH_GROUPS).map(([kind, label]) => {
-    const group = document.createElement("optgroup");
-    group.label = label;
-    group.dataset.kind = kind;
-    group.append(...models.filter((m) => (m.depth?.kind ?? "relative") === kind).map(modelOption));
-    return group;
-  }).filter((group) => group.children.length > 0);
-}
-
-// "ok", "retry" (server unreachable or no model ready), or "refused" (needs the user: a token)
-async function loadModels() {
-  let response;
-  try {
-    response = await fetch(withToken("api/models"));
-  } catch (err) {
-    return "retry";
-  }
-  if (response.status === 401) {
-    const body = await response.json().catch(() => ({}));
-    const message = body.message ?? "an access token is required";
-    showBanner(`${message.charAt(0).toUpperCase()}${message.slice(1)}: open the page as …/?token=YOUR_TOKEN`, "refused", { label: "Try again", run: init });
-    return "refused";
-  }
-  if (!response.ok) return "retry";
-  const info = await response.json();
-  ui.model.replaceChildren(...modelGroups(info.models));
-  ui.modelWhy.textContent = info.default_reason ? `Starts on ${info.default_reason}` : "";
-  const firstReady = info.models.find((m) => m.ready);
-  ui.model.value = page.models[info.default_model]?.ready ? info.default_model : (firstReady?.name ?? info.default_model);
-  ui.model.disabled = false;
-  ui.colormap.replaceChildren(...info.colormaps.map((c) => new Option(c, c)));
-  ui.colormap.value = info.default_colormap;
-  view2d.setColormapStops(info.colormap_stops);
-  view2d.showColorbar();
-  updateRandomBanner();
-  followComing(info);
-  return firstReady ? "ok" : "retry";
-}
-
-// models still being exported (make demo serves the first ones at once): the list is read again
-// until they are all in, keeping the user's choice
-const COMING_POLL_MS = 10000;
-function followComing(info) {
-  const coming = info.models.filter((m) => m.coming).length;
-  if (coming === 0) return;
-  ui.modelWhy.textContent += ` ${coming} more model${coming > 1 ? "s are" : " is"} being exported and will appear here.`;
-  setTimeout(refreshModels, COMING_POLL_MS);
-}
-
-async function refreshModels() {
-  const response = await fetch(withToken("api/models")).catch(() => null);
-  if (!response?.ok) {
-    setTimeout(refreshModels, COMING_POLL_MS);
-    return;
-  }
-  const info = await response.json();
-  const chosen = ui.model.value;
-  ui.model.replaceChildren(...modelGroups(info.models));
-  ui.model.value = page.models[chosen]?.ready ? chosen : ui.model.value;
-  ui.modelWhy.textContent = info.default_reason ? `Starts on ${info.default_reason}` : "";
-  followComing(info);
-}
-
-function updateRandomBanner(flag) {
-  ui.bannerRandom.hidden = !(flag ?? Boolean(page.models[ui.model.value]?.random_weights));
-}
-
 // --- the stream ----------------------------------------------------------------------------------
 function onOpen(hello) {
   book.reset(); // sequence numbers start again on a new socket
@@ -127,6 +42,9 @@ function onOpen(hello) {
   page.lastRaw = null;
   view2d.forgetShown();
   page.errorCodes = hello.error_codes; // what each error code means, from the server
+  // the server's default (BRIDGE_STEADY) until the user chooses; then the user's choice, kept
+  // across reconnects
+  if (!page.steadyChosen && typeof hello.steady === "boolean") ui.steady.checked = hello.steady;
   page.stallMs = hello.request_timeout_s * 1000 + STALL_GRACE_MS;
   capture.pace(hello.max_fps);
   clearBanner("network", "stall");
@@ -357,20 +275,10 @@ function requestCloudSave() {
   if (!capture.running) setStatus("press Start: the next frame will be saved as a point cloud");
 }
 
-// where the frame is drawn in the canvas's box: object-fit: contain letterboxes a frame of another
-// shape than the box (a 16:9 camera in the 4:3 view)
-function drawnRect() {
-  const box = ui.depth.getBoundingClientRect();
-  const scale = Math.min(box.width / ui.depth.width, box.height / ui.depth.height);
-  const width = ui.depth.width * scale, height = ui.depth.height * scale;
-  return { left: box.left + (box.width - width) / 2, top: box.top + (box.height - height) / 2, width, height };
-}
-
 // a click on the depth view: that pixel's distance; a second click, the distance between the two
 function pickPixel(event) {
-  const rect = drawnRect();
-  const pick = { x: (event.clientX - rect.left) / rect.width, y: (event.clientY - rect.top) / rect.height };
-  if (pick.x < 0 || pick.x >= 1 || pick.y < 0 || pick.y >= 1) return; // the letterbox's bars
+  const pick = clickedFraction(event);
+  if (!pick) return; // the letterbox's bars
   if (rawOnScreen()) {
     measure(pick);
     return;
@@ -380,26 +288,9 @@ function pickPixel(event) {
   ui.measure.textContent = capture.running ? "measuring…" : "press Start: the next frame will be measured";
 }
 
-function measure({ x, y }) {
-  const { header, q } = page.lastRaw;
-  const raw = header.raw;
-  const u = Math.min(raw.width - 1, Math.floor(x * raw.width));
-  const v = Math.min(raw.height - 1, Math.floor(y * raw.height));
-  const point = pointAt(raw, q, u, v, page.hfov);
-  // each point on the frame on screen when it was clicked; a third click starts again
-  const pick = { u, v, point, seq: header.seq };
-  page.picks = page.picks.length === 1 ? [page.picks[0], pick] : [pick];
-  const units = unitsLabel(raw);
-  const [a, b] = page.picks;
-  const range = (p) => Math.hypot(...p.point).toFixed(2); // from the camera's centre
-  ui.measure.textContent = b
-    ? `A ${range(a)} ${units}, B ${range(b)} ${units}: A to B ${distanceBetween(a.point, b.point).toFixed(2)} ${units}`
-    : `${range(a)} ${units} away (depth ${point[2].toFixed(2)}); click a second point for the distance between`;
-  Object.assign(ui.measure.dataset, {
-    picks: JSON.stringify(page.picks.map((p) => [p.u, p.v, p.seq])), hfov: page.hfov,
-    distance: b ? distanceBetween(a.point, b.point) : "", units: raw.units ?? "relative",
-  });
-  if (b) sendConfig(); // measured: back to what the view needs
+function measure(pick) {
+  page.picks = measureAt(page.lastRaw, pick, page.picks, page.hfov);
+  if (page.picks.length === 2) sendConfig(); // measured: back to what the view needs
 }
 
 async function toggle3d() {
@@ -461,7 +352,7 @@ ui.file.addEventListener("change", () => {
   newScene();
 });
 ui.useCamera.addEventListener("click", () => { stop(); capture.useCamera(); newScene(); });
-ui.steady.addEventListener("change", sendConfig);
+ui.steady.addEventListener("change", () => { page.steadyChosen = true; sendConfig(); });
 function newScene() {
   page.newScene = true;
   sendConfig();
@@ -484,7 +375,7 @@ ui.record.addEventListener("click", () => {
 
 async function init() {
   for (let failures = 1; ; failures++) {
-    const loaded = await loadModels();
+    const loaded = await loadModels(init);
     if (loaded === "ok") break;
     if (loaded === "refused") return; // the banner's button calls init again
     const delay = retryDelayMs(failures);

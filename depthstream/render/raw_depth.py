@@ -2,9 +2,9 @@
 
 Encoding ``uint16le``: the frame's depth (the model's relative inverse depth, or a metric
 model's metres, at the frame's size; ``units`` says which), scaled linearly from [min, max] to [0, 65535], rounded, row-major, little-endian: 2 bytes
-a pixel, read with numpy alone (README, "Raw depth"). ``depth = min + q * (max - min) / 65535``,
+a pixel, read with numpy alone (docs/protocol.md, "Raw depth"). ``depth = min + q * (max - min) / 65535``,
 to within half a step. Chosen over a 16-bit PNG or zlib for what it costs the bridge: a copy,
-not a compression (measured in the README).
+not a compression (measured in docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def encode(depth: np.ndarray, kind: DepthKind = DepthKind.RELATIVE) -> tuple[byt
 
 
 def decode(payload: bytes, header: dict) -> np.ndarray:
-    """What a client does (the README's example): the float depth back from the message."""
+    """What a client does (docs/protocol.md's example): the float depth back from the message."""
     q = np.frombuffer(payload, "<u2").reshape(header["height"], header["width"])
     return header["min"] + q.astype(np.float64) * ((header["max"] - header["min"]) / LEVELS)
 

@@ -1,0 +1,53 @@
+"""What one stream asked for: its model, colormap, output and steady depth, changed by its config
+messages (parsed by bridge/protocol.py), and the fields that ``hello`` and every acknowledgement
+report them with."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.protocol import DEFAULT_OUTPUT, ConfigUpdate
+from bridge.rendering import Request
+from depthstream.contract import MODELS
+
+
+@dataclass
+class StreamChoices:
+    model: str
+    colormap: str
+    output: str = DEFAULT_OUTPUT
+    steady: bool = True  # relative depth aligned to the stream (depthstream/render/steady.py)
+    scene: int = 0  # the client's new_scene requests so far: each starts the alignment again
+    random_weights_of: dict[str, bool] = field(default_factory=dict)  # per model checked
+
+    @property
+    def random_weights(self) -> bool:
+        """Whether the stream's current model carries random weights (as last checked)."""
+        return self.random_weights_of.get(self.model, False)
+
+    def apply(self, update: ConfigUpdate) -> None:
+        """A config message's changes (a new model: already checked with Triton by the caller)."""
+        if update.model is not None:
+            self.model = update.model
+        if update.colormap is not None:
+            self.colormap = update.colormap
+        if update.output is not None:
+            self.output = update.output
+        if update.steady is not None:
+            self.steady = update.steady
+        self.scene += update.new_scene
+
+    def request(self, model: str) -> Request:
+        """What a frame is drawn with when its turn begins (``model``: the one the turn runs)."""
+        return Request(model, self.colormap, self.output, self.steady, self.scene)
+
+    def fields(self) -> dict[str, Any]:
+        """The stream's settings, as hello and each acknowledgement carry them."""
+        return {
+            "model": self.model,
+            "depth": MODELS[self.model].depth_meaning,  # what the stream's depth means
+            "colormap": self.colormap,
+            "output": self.output,
+            "steady": self.steady,
+        }

@@ -1,0 +1,292 @@
+"""The export of one checkpoint's models (``python -m export`` runs one Exporter a checkpoint):
+each FP32 model traced with its fused preprocessing, checked against PyTorch, written into the
+repository through a staging directory, timed as served; then its twins judged (export.twins),
+the fastest faithful one kept where it beats FP32, every other dropped with its reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from depthstream import engine_choice, runtime
+from depthstream.contract import ModelSpec, Precision, twins_of, variants_of
+from export import configs, twins
+from export.checkpoints import LoadedCheckpoint, load_checkpoint
+from export.graph import FusedDepthModel, make_exportable
+from export.images import parity_images, photograph, resized
+from export.onnx_export import OPSET, check_parity, export
+from export.report import Progress, Row
+from export.repository import (
+    ONNX_FILE,
+    VERSION,
+    Manifest,
+    StagedModel,
+    code_fingerprint,
+    is_up_to_date,
+    read_manifest,
+    weights_fingerprint,
+)
+
+log = logging.getLogger("export")
+
+
+def wanted_manifest(spec: ModelSpec, args: argparse.Namespace) -> Manifest:
+    if args.random_weights:
+        source = weights = "random"
+    elif args.weights is not None:
+        source = str(args.weights.resolve())
+        weights = weights_fingerprint(args.weights) if args.weights.is_dir() else "missing"
+    else:
+        source = weights = spec.hub_id
+    return Manifest(
+        model=spec.name,
+        source=source,
+        weights=weights,
+        random_weights=args.random_weights,
+        code=code_fingerprint(),
+    )
+
+
+def network_input(spec: ModelSpec) -> str:
+    if spec.resize.keep_aspect:
+        return f"{spec.resize.size} (sides <= {spec.resize.max_side})"
+    return f"{spec.resize.size}x{spec.resize.size}"
+
+
+class Exporter:
+    """Exports the variants of one checkpoint, loading the checkpoint at most once: each FP32
+    model, then its twins judged against it (export.twins)."""
+
+    def __init__(self, checkpoint: ModelSpec, args: argparse.Namespace, progress: Progress) -> None:
+        self.base = checkpoint
+        self.args = args
+        self.progress = progress
+        self.providers = runtime.wanted_providers()
+        self.verdicts = twins.Verdicts(args.output, self.providers)
+        self.measured_on = ""  # the machine and provider that really ran the timings
+        self.twin_machines: dict[str, str] = {}  # each twin timed: the runtime that ran it
+        self._loaded: LoadedCheckpoint | None = None
+
+    def checkpoint(self) -> LoadedCheckpoint:
+        if self._loaded is None:
+            self.progress.step(self.base.name, "loading the checkpoint")
+            self._loaded = load_checkpoint(self.base, self.args.weights, self.args.random_weights)
+            make_exportable(self._loaded.model)
+        return self._loaded
+
+    def specs(self) -> list[ModelSpec]:
+        only = self.args.only
+        return [s for s in variants_of(self.base.name) if not s.is_twin and (not only or s.name in only)]
+
+    def steps(self) -> int:
+        return sum(1 + len(self.twin_specs(spec)) for spec in self.specs())
+
+    def twin_specs(self, spec: ModelSpec) -> list[ModelSpec]:
+        """The candidates built here: no INT8 with ``--int8 never``, no BF16 where it cannot run
+        (said once, by main)."""
+        if self.args.only:  # the first depth, soon: twins are judged when the rest is exported
+            return []
+        skipped = set()
+        if self.args.int8 == "never":
+            skipped.add(Precision.INT8)
+        if twins.bf16_unavailable(self.providers):
+            skipped.add(Precision.BF16)
+        return [twin for twin in twins_of(spec) if twin.precision not in skipped]
+
+    def run(self) -> list[Row]:
+        rows = []
+        for spec in self.specs():
+            rows.append(self.one(spec))
+            rows += self.judge_twins(spec)
+        return rows
+
+    def one(self, spec: ModelSpec) -> Row:
+        model_dir = self.args.output / spec.name
+        wanted = wanted_manifest(spec, self.args)
+        if not self.args.force and is_up_to_date(model_dir, wanted):
+            if not self.args.brief:
+                self.progress.finish(spec.name, "up to date (--force exports it again)")
+            return self.row(spec, read_manifest(model_dir) or wanted, model_dir, "up to date")
+        started = time.perf_counter()
+        with StagedModel(self.args.output, spec.name) as staged:
+            extra = self.traced(spec, staged)
+            self.progress.step(spec.name, "timing a 640x480 frame (ONNX Runtime, OpenVINO)")
+            self.measured_on = self.choice(staged.path).speed.machine
+            final = self.commit(spec, staged, wanted, started, extra)
+        return self.row(spec, read_manifest(final) or wanted, final, "exported")
+
+    def commit(
+        self, spec: ModelSpec, staged: StagedModel, wanted: Manifest, started: float, extra: dict
+    ) -> Path:
+        staged.write_config(configs.to_text(configs.onnxruntime_config(spec, self.args.random_weights)))
+        seconds = round(time.perf_counter() - started, 1)
+        manifest = dataclasses.replace(
+            wanted, torch=torch.__version__, onnx_opset=OPSET, export_seconds=seconds, **extra
+        )
+        staged.write_manifest(manifest)
+        final = staged.commit()
+        self.progress.finish(spec.name, f"written in {seconds:.1f} s")
+        return final
+
+    def judge_twins(self, fp32: ModelSpec) -> list[Row]:
+        """Rows for each twin candidate of ``fp32``: the one kept, and why each other is not."""
+        candidates = self.twin_specs(fp32)
+        recalled = self.recalled(candidates)
+        if recalled is not None:
+            return recalled
+        started = time.perf_counter()
+        with contextlib.ExitStack() as stack:
+            built = [self.candidate(spec, stack) for spec in candidates]
+            faithful = [c for c in built if c.fidelity is not None and c.fidelity.faithful]
+            fp32_ms, times = self.timed_against_fp32(fp32, faithful) if faithful else (0.0, {})
+            always = f"{fp32.name}_int8" if self.args.int8 == "always" else None
+            kept, why = twins.verdicts(fp32_ms, twins.with_ms(built, times), always)
+            rows = [self.settle(c, kept, why, fp32_ms, started) for c in twins.with_ms(built, times)]
+        if kept is not None:  # one twin per model: a twin of a kind not judged here goes too
+            for other in twins_of(fp32):
+                if other.name != kept.name and other not in candidates:
+                    shutil.rmtree(self.args.output / other.name, ignore_errors=True)
+        return rows
+
+    def recalled(self, candidates: list[ModelSpec]) -> list[Row] | None:
+        """Rows from earlier verdicts when every candidate was judged on this machine from these
+        weights and code already (one kept and up to date, the others dropped): no work."""
+        if self.args.force:
+            return None
+        rows = []
+        for spec in candidates:
+            wanted = wanted_manifest(spec, self.args)
+            model_dir = self.args.output / spec.name
+            if is_up_to_date(model_dir, wanted):
+                rows.append(self.row(spec, read_manifest(model_dir) or wanted, model_dir, "up to date"))
+                continue
+            reason = self.verdicts.recalled(spec.name, lambda m, w=wanted: Manifest(**m).same_input(w))
+            if reason is None:
+                return None
+            rows.append(self.dropped_row(spec, wanted, reason, "up to date"))
+        for spec, row in zip(candidates, rows, strict=True):
+            if row.status == "up to date" and row.ms_here is None:
+                # said in --brief too (what make demo uses): a model the page will not offer
+                said = row.twin.removeprefix("dropped: ")
+                self.progress.finish(spec.name, f"dropped before: {said} ({twins.JUDGE_AGAIN})")
+            elif not self.args.brief:
+                self.progress.finish(spec.name, "up to date (--force exports it again)")
+        return rows
+
+    def candidate(self, spec: ModelSpec, stack: contextlib.ExitStack) -> twins.Candidate:
+        """One twin built in a staging directory and checked against FP32 on photographs."""
+        staged = stack.enter_context(StagedModel(self.args.output, spec.name))
+        fp32_onnx = self.args.output / spec.fp32_twin / VERSION / ONNX_FILE
+        self.progress.step(spec.name, f"building the {spec.precision.upper()} twin")
+        twins.build(spec, fp32_onnx, staged.onnx_path)
+        self.progress.step(spec.name, "checking it against FP32 on photographs")
+        fidelity = twins.measure_fidelity(spec, fp32_onnx, staged.onnx_path, parity_images())
+        return twins.Candidate(spec, staged, fidelity)
+
+    def settle(
+        self, candidate: twins.Candidate, kept, why: dict[str, str], fp32_ms: float, started: float
+    ) -> Row:
+        """Commit the kept twin; drop (and remember) every other candidate."""
+        spec = candidate.spec
+        wanted = wanted_manifest(spec, self.args)
+        if kept is not None and candidate.name == kept.name:
+            staged = candidate.staged
+            # a kept twin was built, judged faithful and timed
+            assert staged is not None and candidate.fidelity is not None and candidate.ms is not None
+            machine = self.twin_machines.get(spec.name, self.measured_on)  # the twin's own runtime
+            runtime.record_speed(staged.path, self.speed_key(spec), runtime.Speed(candidate.ms, machine))
+            extra = {
+                "parity_error": candidate.fidelity.max_error,
+                "correlation": candidate.fidelity.correlation,
+                "fp32_ms": fp32_ms,
+                "twin_ms": candidate.ms,
+            }
+            final = self.commit(spec, staged, wanted, started, extra)
+            self.verdicts.forget(spec.name)
+            return self.row(spec, read_manifest(final) or wanted, final, "exported")
+        reason = why[candidate.name]
+        shutil.rmtree(self.args.output / spec.name, ignore_errors=True)  # an older, kept-then twin
+        if candidate.path is not None:  # built and judged: remembered, not judged again for a week
+            self.verdicts.remember(spec.name, dataclasses.asdict(wanted), reason)
+        self.progress.finish(spec.name, f"dropped: {reason}")
+        return self.dropped_row(spec, wanted, reason, "not written")
+
+    def speed_key(self, spec: ModelSpec) -> str:
+        runner = twins.RUNNERS.get(spec.precision, runtime.ONNXRUNTIME)
+        return runtime.machine_description(runner.provider(self.providers))
+
+    def dropped_row(self, spec: ModelSpec, wanted: Manifest, reason: str, status: str) -> Row:
+        return Row(
+            spec.name, network_input(spec), "-", None, f"dropped: {reason}", wanted.random_weights, status
+        )
+
+    def choice(self, model_dir: Path) -> engine_choice.Choice:
+        """What serves the model here (measured when not judged yet on this machine)."""
+        return engine_choice.for_model(model_dir, self.providers, wanted=self.args.engine)
+
+    def speed_here(self, model_dir: Path) -> tuple[float, str]:
+        choice = self.choice(model_dir)
+        self.measured_on = choice.speed.machine
+        return choice.speed.ms, choice.why.split(":")[0]
+
+    def row(self, spec: ModelSpec, manifest: Manifest, model_dir: Path, status: str) -> Row:
+        if spec.is_twin:
+            parity = f"{manifest.parity_error:.1e} vs FP32"
+            twin = f"kept: {manifest.twin_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
+        else:
+            parity, twin = f"{manifest.parity_error:.1e} vs PyTorch", "-"
+        ms, served_by = self.speed_here(model_dir)
+        return Row(
+            spec.name, network_input(spec), parity, ms, twin, manifest.random_weights, status, served_by
+        )
+
+    def traced(self, spec: ModelSpec, staged: StagedModel) -> dict:
+        fused = FusedDepthModel(self.checkpoint().model, spec).eval()
+        self.progress.step(spec.name, f"tracing to ONNX (opset {OPSET}, network input {spec.resize.size})")
+        export(fused, staged.onnx_path, resized(photograph("astronaut"), 640, 480))
+        self.progress.step(spec.name, "checking ONNX Runtime against PyTorch on photographs")
+        return {"parity_error": check_parity(fused, staged.onnx_path, parity_images())}
+
+    def timed_against_fp32(
+        self, fp32: ModelSpec, faithful: list[twins.Candidate]
+    ) -> tuple[float, dict[str, float]]:
+        """(FP32 ms, each twin's ms). The verdict comes from all of them timed run for run,
+        interleaved: a burst of other load falls on every one alike. The figures come from FP32
+        timed on its own, as it is served: its own row's figure and a second one must agree within
+        25% (else a third is taken), and the least is kept, since other load only ever slows a run;
+        a twin's figure is FP32's times the interleaved ratio."""
+        for candidate in faithful:
+            self.progress.step(candidate.name, "timing it against FP32, interleaved")
+        fp32_dir = self.args.output / fp32.name
+        fp32_onnx = fp32_dir / VERSION / ONNX_FILE
+        served = self.choice(fp32_dir).runner  # a twin must beat FP32 as it is served here
+        fp32_key = runtime.machine_description(served.provider(self.providers))
+        pairs = [(fp32_onnx, served), *((c.path, twins.RUNNERS[c.spec.precision]) for c in faithful)]
+        (fp32_i, *twins_i), _ = runtime.compare(pairs, self.providers)
+        recorded = runtime.recorded_speed(fp32_dir, fp32_key)
+        lone = [] if recorded is None else [recorded.ms]
+        lone.append(runtime.measure(fp32_onnx, self.providers, runner=served)[0].ms)
+        if len(lone) == 2 and not runtime.agree(*lone):
+            log.info("%s: timed at %.0f and %.0f ms: the machine was busy; once more", fp32.name, *lone)
+            lone.append(runtime.measure(fp32_onnx, self.providers, runner=served)[0].ms)
+        fp32_ms = min(lone)
+        self.measured_on = fp32_i.machine
+        runtime.record_speed(fp32_dir, fp32_key, runtime.Speed(fp32_ms, fp32_i.machine))
+        times = {c.name: round(fp32_ms * t.ms / fp32_i.ms, 1) for c, t in zip(faithful, twins_i, strict=True)}
+        self.twin_machines = {c.name: t.machine for c, t in zip(faithful, twins_i, strict=True)}
+        return fp32_ms, times
+
+    def refreshed(self, row: Row) -> Row:
+        """A row's time as recorded now: judging a twin may have timed its FP32 model again
+        after that model's row was made."""
+        if row.ms_here is None:
+            return row
+        return dataclasses.replace(row, ms_here=self.choice(self.args.output / row.model).speed.ms)
