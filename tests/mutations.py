@@ -53,9 +53,9 @@ MUTATIONS = [
     Mutation(
         "an abandoned request's region goes back to the pool",
         "bridge/triton.py",
-        """            if region is not None:
+        """            if region is not None and self.regions is not None:
                 self.regions.retire(region)""",
-        """            if region is not None:
+        """            if region is not None and self.regions is not None:
                 self.regions.release(region)""",
     ),
     Mutation(
@@ -339,7 +339,7 @@ MUTATIONS = [
     Mutation(
         "live threshold ignored",
         "bridge/default_model.py",
-        "live = [info for info in timed if estimated_fps(info.ms_per_frame, stack_ms) >= LIVE_FPS]",
+        "live = [info for info in timed if (estimated_fps(info.ms_per_frame, stack_ms) or 0.0) >= LIVE_FPS]",
         "live = timed",
     ),
     Mutation(

@@ -14,7 +14,7 @@ clients' at the end. The longest time each stream went without an answer is meas
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import os
 import shutil
 import signal
@@ -139,55 +139,64 @@ class Stream:
 
 
 async def stream(url: str, record: Stream, stop: asyncio.Event) -> None:
-    """A camera: one frame every 1/FPS s on a steady clock; on a close, reconnect (0.3 s)."""
-    import websockets
+    """A camera: one frame every 1/FPS s on a steady clock; on a close, reconnect (0.3 s). Each
+    connection's outcomes come from the project's stream client (client/stream.py)."""
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+    from client.stream import AsyncStreamClient, ServerClosed
 
     while not stop.is_set():
         connection = Connection()
         record.connections.append(connection)
         try:
-            async with websockets.connect(url, max_size=None, open_timeout=5) as ws:
-                json.loads(await ws.recv())  # hello
-                receiver = asyncio.create_task(receive(ws, connection, record))
-                while not stop.is_set() and not receiver.done():
-                    await ws.send(FRAME)
-                    connection.sent += 1
-                    await asyncio.sleep(1 / FPS)
-                if not receiver.done():  # the last answers land, then the bridge's accounts
-                    deadline = time.monotonic() + 20
-                    while connection.settled < connection.sent and time.monotonic() < deadline:
-                        await asyncio.sleep(0.1)
-                    await ws.send(json.dumps({"type": "config"}))
-                    await asyncio.wait_for(receiver, 10)
-        except (TimeoutError, OSError, websockets.ConnectionClosed, websockets.InvalidHandshake):
-            pass
+            client = await asyncio.wait_for(AsyncStreamClient.connect(url), 5)
+        except (TimeoutError, OSError, InvalidHandshake, ServerClosed):
+            await asyncio.sleep(0.3)
+            continue
+        receiver = asyncio.create_task(receive(client, connection, record))
+        try:
+            while not stop.is_set() and not receiver.done():
+                await client.send(FRAME)
+                connection.sent += 1
+                await asyncio.sleep(1 / FPS)
+            if not receiver.done():  # the last answers land, then the bridge's accounts
+                deadline = time.monotonic() + 20
+                while connection.settled < connection.sent and time.monotonic() < deadline:
+                    await asyncio.sleep(0.1)
+                await client.send_config()
+                connection.accounts = await asyncio.wait_for(client.acks.get(), 10)
+        except ConnectionClosed as closed:  # a send found it closed, maybe before the receiver did
+            if connection.close_code is None and closed.rcvd is not None:
+                connection.close_code = closed.rcvd.code
+        except (TimeoutError, OSError, ServerClosed):
+            pass  # the bridge went away: its close code is in the receiver's record
+        finally:
+            with contextlib.suppress(TimeoutError):  # the receiver reads the close, if it comes
+                await asyncio.wait_for(asyncio.shield(receiver), 1)
+            receiver.cancel()
+            with contextlib.suppress(Exception):
+                await client.close()
         if not stop.is_set():
             await asyncio.sleep(0.3)
 
 
-async def receive(ws, connection: Connection, record: Stream) -> None:
-    import websockets
+async def receive(client, connection: Connection, record: Stream) -> None:
+    """Every outcome of one connection, seq by seq, until it closes (its close code kept)."""
+    from client.stream import Answer, Dropped, Error, ServerClosed
 
     try:
-        async for message in ws:
-            if isinstance(message, bytes):
-                continue
-            body = json.loads(message)
-            if body["type"] == "depth":
-                connection.answered.add(body["seq"])
+        while True:
+            outcome = await client.next_outcome()
+            if isinstance(outcome, Answer):
+                connection.answered.add(outcome.seq)
                 record.answers_at.append(time.monotonic())
-            elif body["type"] == "dropped":
-                for first, last in body["seqs"]:
+            elif isinstance(outcome, Dropped):
+                for first, last in outcome.seqs:
                     connection.dropped.update(range(first, last + 1))
-            elif body["type"] == "error" and "seq" in body:
-                connection.errors.add(body["seq"])
-            elif body["type"] == "config":
-                connection.accounts = body
-                return
-    except websockets.ConnectionClosed as closed:
-        connection.close_code = closed.rcvd.code if closed.rcvd else None
-        return
-    connection.close_code = ws.close_code
+            elif isinstance(outcome, Error) and outcome.seq is not None:
+                connection.errors.add(outcome.seq)
+    except ServerClosed as closed:
+        connection.close_code = closed.code
 
 
 @pytest.fixture
