@@ -158,7 +158,9 @@ class Writer:
     def write(self, name: str, rgb: np.ndarray, depth: np.ndarray) -> None:
         """One frame's depth, in order: written now, or spooled for ``finish``."""
         if self.spool is not None:
-            self.spool.add(name, depth)
+            aligned, item = self.spool.add(name, depth)
+            # a point cloud needs no video-wide range: written now, from the exact aligned depth
+            self._write_cloud(name, aligned, rgb, about(item))
             return
         picture = colorize(depth, self.job.colormap, self.smoother, kind=self.kind)
         self._emit(name, rgb, depth, picture)
@@ -169,12 +171,11 @@ class Writer:
         if self.spool is None:
             return
         colour_range, raw_range = self.spool.video_range(), self.spool.raw_range()
-        needs_rgb = self.job.side_by_side or self.job.ply_dir is not None
-        sources = read_video(self.job.source)[0] if needs_rgb else None
+        sources = read_video(self.job.source)[0] if self.job.side_by_side else None
         for item, depth in self.spool.frames():
             rgb = next(sources)[1] if sources is not None else None
             picture = apply_colormap(to_uint8(depth, *colour_range, self.kind), self.job.colormap)
-            self._emit(item.name, rgb, depth, picture, raw_range, about(item))
+            self._emit(item.name, rgb, depth, picture, raw_range, about(item), clouds=False)
             if progress:
                 progress(1)
 
@@ -186,6 +187,7 @@ class Writer:
         picture: np.ndarray,
         value_range: tuple[float, float] | None = None,
         notes: dict | None = None,
+        clouds: bool = True,
     ) -> None:
         if self.job.side_by_side:
             assert rgb is not None
@@ -210,18 +212,16 @@ class Writer:
                 model=self.job.model,
                 **(notes or {"frame": name}),
             )
-        ply_dir = self.job.ply_dir
-        if ply_dir is not None:
-            job = self.job
+        if clouds:
+            self._write_cloud(name, depth, rgb, notes)
+
+    def _write_cloud(self, name: str, depth: np.ndarray, rgb: np.ndarray | None, notes: dict | None) -> None:
+        job = self.job
+        if job.ply_dir is not None:
             assert rgb is not None
+            notes = notes or {"frame": name}
             pointcloud.write_cloud(
-                ply_dir / name,
-                depth,
-                rgb,
-                job.model,
-                self.kind,
-                job.hfov_deg,
-                **(notes or {"frame": name}),
+                job.ply_dir / name, depth, rgb, job.model, self.kind, job.hfov_deg, **notes
             )
 
     def close(self) -> None:

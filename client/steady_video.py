@@ -47,7 +47,9 @@ class DepthSpool:
         self.samples: list[np.ndarray] = []
         self.rng = np.random.default_rng(0)
 
-    def add(self, name: str, depth: np.ndarray) -> None:
+    def add(self, name: str, depth: np.ndarray) -> tuple[np.ndarray, Spooled]:
+        """Spools one frame; returns its depth as aligned (exact, before the 16-bit spool) and
+        its record, for what needs each frame at full precision now (point clouds)."""
         alignment = None
         if self.aligner is not None:
             depth, aligned = self.aligner.align(depth)
@@ -55,9 +57,11 @@ class DepthSpool:
         quantized, header = raw_depth.quantize(depth, self.kind)
         self.file.write(quantized.tobytes())
         height, width = depth.shape
-        self.index.append(Spooled(name, (height, width), header["min"], header["max"], alignment))
+        item = Spooled(name, (height, width), header["min"], header["max"], alignment)
+        self.index.append(item)
         finite = depth[np.isfinite(depth)]
         self.samples.append(self.rng.choice(finite, size=min(SAMPLE_PER_FRAME, finite.size), replace=False))
+        return depth, item
 
     def raw_range(self) -> tuple[float, float]:
         """The video's smallest and largest depth: the raw frames' one range (nothing saturates)."""
