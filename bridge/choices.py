@@ -1,15 +1,18 @@
 """What one stream asked for: its model, colormap, output and steady depth, changed by its config
 messages (parsed by bridge/protocol.py), and the fields that ``hello`` and every acknowledgement
-report them with."""
+report them with; ``hello`` itself, which also says what a stream may choose and its limits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
+from bridge import protocol
 from bridge.protocol import DEFAULT_OUTPUT, ConfigUpdate
 from bridge.rendering import Request
+from bridge.settings import BridgeSettings
 from depthstream.contract import MODELS
+from depthstream.render.colorize import COLORMAPS
 
 
 @dataclass
@@ -51,3 +54,21 @@ class StreamChoices:
             "output": self.output,
             "steady": self.steady,
         }
+
+
+def hello(settings: BridgeSettings, choices: StreamChoices, ready_models: list[str]) -> str:
+    """The stream's first message: its choices, what it may choose, and its limits."""
+    return protocol.hello_message(
+        models=list(MODELS),
+        ready=ready_models,  # of those, the ones served now
+        **choices.fields(),
+        colormaps=list(COLORMAPS),
+        outputs=list(protocol.OUTPUTS),
+        max_message_bytes=settings.max_message_bytes,
+        max_pixels=settings.max_pixels,
+        # what paces a client: frames over max_fps are dropped; a frame older than
+        # request_timeout_s when its turn comes is dropped (both told in notices)
+        max_fps=settings.max_fps,
+        request_timeout_s=settings.request_timeout_s,
+        error_codes=protocol.error_guide(),
+    )

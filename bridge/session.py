@@ -1,8 +1,8 @@
 """One WebSocket stream: latest frame wins, one inference in flight, stable colors.
 
 The receive loop never waits for inference: a frame that arrives while another is being
-processed waits in a single slot, and a newer frame replaces it (counted in ``dropped``, and
-told to the client in a ``dropped`` notice: bridge/notices.py).
+processed waits in a single slot (bridge/intake.py), and a newer frame replaces it (counted in
+``dropped``, and told to the client in a ``dropped`` notice: bridge/notices.py).
 Decode, colorize and encode run in worker threads, so the event loop never blocks on them, and
 a frame's colorize, encode and send overlap the next frame's inference.
 """
@@ -13,14 +13,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from starlette.websockets import WebSocket
 
-from bridge import images, protocol
+from bridge import choices, images, protocol
 from bridge.admission import RateLimiter
 from bridge.choices import StreamChoices
+from bridge.intake import Frame, FrameIntake
 from bridge.metrics import BridgeMetrics
 from bridge.notices import DropReason
 from bridge.outbox import Outbox
@@ -30,16 +30,8 @@ from bridge.rendering import Rendered, RenderError, Request, StreamRenderer
 from bridge.settings import BridgeSettings
 from bridge.triton import TritonError, TritonUnavailable, Turn
 from depthstream.contract import DEFAULT_MODEL, MODELS
-from depthstream.render.colorize import COLORMAPS
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Frame:
-    seq: int
-    data: bytes
-    received_at: float  # time.perf_counter(): for the timings and the deadline
 
 
 def _ms_since(start: float) -> float:
@@ -59,18 +51,14 @@ class StreamSession:
         self.choices = StreamChoices(DEFAULT_MODEL, settings.default_colormap, steady=settings.steady)
         self.ready_models: list[str] = []  # what the server serves now (the app sets it too)
         self.renderer = StreamRenderer(settings.jpeg_quality)
-        self.next_seq = 0
         self.outbox = Outbox(websocket, settings.send_timeout_s, metrics)
-        self.pending: Frame | None = None
-        self.wakeup = asyncio.Event()
+        self.intake = FrameIntake(settings.max_fps, self.outbox, metrics)
         self.idle = asyncio.Event()  # set while no frame is being processed
         self.idle.set()
         # the last frame inferred, being drawn and sent while the next one is inferred
         self.answering: asyncio.Task | None = None
-        self.limiter = RateLimiter(settings.max_fps)
         self.control_limiter = RateLimiter(settings.max_controls_per_s)
         self.controls_refused = 0
-        self.draining = False
 
     @property
     def model(self) -> str:
@@ -83,22 +71,7 @@ class StreamSession:
     # --- receiving -------------------------------------------------------------------------
     async def start(self) -> None:
         """Greet the client, and check the default model against the contract."""
-        await self.outbox.send(
-            protocol.hello_message(
-                models=list(MODELS),
-                ready=self.ready_models,  # of those, the ones served now
-                **self.choices.fields(),
-                colormaps=list(COLORMAPS),
-                outputs=list(protocol.OUTPUTS),
-                max_message_bytes=self.settings.max_message_bytes,
-                max_pixels=self.settings.max_pixels,
-                # what paces a client: frames over max_fps are dropped; a frame older than
-                # request_timeout_s when its turn comes is dropped (both told in notices)
-                max_fps=self.settings.max_fps,
-                request_timeout_s=self.settings.request_timeout_s,
-                error_codes=protocol.error_guide(),
-            )
-        )
+        await self.outbox.send(choices.hello(self.settings, self.choices, self.ready_models))
         try:
             info = await self.gateway.check_model(self.model)
             self.choices.random_weights_of[self.model] = info.random_weights
@@ -106,31 +79,7 @@ class StreamSession:
             await self.outbox.error(exc.code, exc.message)
 
     async def on_frame(self, data: bytes) -> None:
-        """Put a frame in the slot; a frame still waiting there is replaced and counted.
-
-        Frames over the rate limit, or arriving while the server shuts down, are dropped and
-        counted too (the client hears why, at most once a second)."""
-        seq = self.next_seq
-        self.next_seq += 1
-        self.metrics.frames_in.inc()
-        if self.draining:
-            self.outbox.count_dropped(seq, DropReason.SHUTTING_DOWN)  # the server takes no new work
-            return
-        if not self.limiter.allow():
-            self.outbox.count_dropped(seq, DropReason.RATE_LIMITED)
-            self.metrics.frames_rate_limited.inc()
-            # for people, about the stream: the frame itself is in a dropped notice
-            await self.outbox.say_once_a_second(
-                "frames",
-                ErrorCode.RATE_LIMITED,
-                f"more than {self.settings.max_fps:g} frames per second: extra frames are dropped "
-                "(counted in 'dropped')",
-            )
-            return
-        if self.pending is not None:
-            self.outbox.count_dropped(self.pending.seq, DropReason.REPLACED)
-        self.pending = Frame(seq, data, time.perf_counter())
-        self.wakeup.set()
+        await self.intake.offer(data)
 
     async def on_control(self, text: str) -> None:
         if not self.control_limiter.allow():
@@ -156,7 +105,7 @@ class StreamSession:
                 **self.choices.fields(),
                 random_weights=self.choices.random_weights,
                 # the stream's accounts so far: a config message with no field asks for them
-                received=self.next_seq,
+                received=self.intake.received,
                 dropped=self.outbox.dropped,
                 controls_refused=self.controls_refused,
             )
@@ -181,11 +130,12 @@ class StreamSession:
         """Process the latest frame, one at a time, until cancelled. A frame's drawing and
         sending overlap the next frame's inference: the model is never idle waiting for them."""
         while True:
-            if self.pending is None:
+            intake = self.intake
+            if intake.pending is None:
                 await self.finish_answering()  # a send that failed ends the stream here
-                await self.wakeup.wait()
-            self.wakeup.clear()
-            if self.pending is not None:
+                await intake.wakeup.wait()
+            intake.wakeup.clear()
+            if intake.pending is not None:
                 self.idle.clear()
                 try:
                     await self.process_latest()
@@ -241,7 +191,7 @@ class StreamSession:
     def _take_for(self, turn: Turn) -> Frame | None:
         """The frame in the slot, now that its turn came; None when there is none or when it
         could not be answered within its deadline (dropped, and told)."""
-        frame, self.pending = self.pending, None
+        frame = self.intake.take()
         if frame is None:
             return None
         if not turn.can_finish_by(self._deadline(frame)):
@@ -320,10 +270,7 @@ class StreamSession:
 
     async def drain(self, close_code: int) -> None:
         """Shutting down: take no new frames, let the one in flight finish, then close."""
-        self.draining = True
-        if self.pending is not None:
-            self.outbox.count_dropped(self.pending.seq, DropReason.SHUTTING_DOWN)
-            self.pending = None
+        self.intake.stop()
         try:
             async with asyncio.timeout(self.settings.drain_timeout_s):
                 await self.idle.wait()

@@ -247,7 +247,7 @@ MUTATIONS = [
         "if True:",
     ),
     # the session
-    Mutation("rate limit off", "bridge/session.py", "if not self.limiter.allow():", "if False:"),
+    Mutation("rate limit off", "bridge/intake.py", "if not self.limiter.allow():", "if False:"),
     Mutation(
         "expired frames not counted",
         "bridge/session.py",
@@ -263,9 +263,34 @@ MUTATIONS = [
     ),
     Mutation(
         "replaced frames not counted",
-        "bridge/session.py",
+        "bridge/intake.py",
         "        if self.pending is not None:\n            self.outbox.count_dropped(self.pending.seq, DropReason.REPLACED)\n        self.pending = Frame(",
         "        self.pending = Frame(",
+    ),
+    Mutation(
+        "frames taken while the server drains",
+        "bridge/intake.py",
+        "        if self.draining:\n",
+        "        if False:\n",
+    ),
+    Mutation(
+        "steady depth fits grid points without depth as if they had it",
+        "depthstream/render/steady.py",
+        "        if self.reference_finite and finite.all():",
+        "        if finite.all():",
+    ),
+    # the stream client's books (client/stream.py)
+    Mutation(
+        "a dropped notice's frames not counted by the client",
+        "client/stream.py",
+        "self.dropped += outcome.count()",
+        "self.dropped += 1",
+    ),
+    Mutation(
+        "frames in transit at a close forgotten by the client",
+        "client/stream.py",
+        "        self.in_transit += self.pending\n",
+        "        pass\n",
     ),
     # turns at Triton
     Mutation(

@@ -167,6 +167,26 @@ def test_draining_sends_the_frame_in_flight_before_closing(client, fake):
         assert closed_with(ws) == status.WS_1001_GOING_AWAY
 
 
+def test_a_frame_sent_while_draining_is_dropped_and_told_before_the_close(client, fake):
+    fake.delay_s = 0.4  # the first frame is at the model while the drain begins
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_bytes(jpeg())
+        time.sleep(0.05)
+        drained = client.portal.start_task_soon(client.app.state.depthstream.drain)
+        time.sleep(0.05)
+        ws.send_bytes(jpeg())  # arrives during the drain: never inferred
+        texts = []
+        while (message := ws.receive())["type"] != "websocket.close":
+            texts += [json.loads(message["text"])] if "text" in message else []
+        assert message["code"] == status.WS_1001_GOING_AWAY
+        drained.result(timeout=5)
+    answers = [m["seq"] for m in texts if m["type"] == "depth"]
+    notices = [(m["seqs"], m["reasons"]) for m in texts if m["type"] == "dropped"]
+    assert answers == [0] and notices == [([[1, 1]], {"shutting_down": 1})], texts
+    assert fake.calls["infer"] == 1
+
+
 def test_answers_leave_in_frame_order_while_drawing_overlaps_the_next_inference(client):
     with client.websocket_connect("/ws") as ws:
         hello(ws)

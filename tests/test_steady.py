@@ -44,6 +44,23 @@ def test_the_fit_recovers_a_known_scale_and_shift_within_one_percent():
     assert np.abs(aligned - reference).mean() < 0.01 * span
 
 
+def test_pixels_without_depth_are_left_out_and_the_reference_fills_when_they_get_some():
+    full = scene()
+    sky = full.copy()
+    sky[:30] = np.nan  # no depth there (a model's sky, an invalid region)
+    aligner = DepthAligner()
+    aligner.fit(sky)
+    alignment = aligner.fit(noisy(np.where(np.isnan(sky), np.inf, sky), 2.0, 1.0))
+    assert alignment.scale == pytest.approx(0.5, rel=0.01) and not alignment.restarted
+    alignment = aligner.fit(noisy(full, 2.0, 1.0, seed=2))  # depth everywhere now
+    assert alignment.scale == pytest.approx(0.5, rel=0.01) and not alignment.restarted
+    assert np.isfinite(aligner.reference).all()
+    top = aligner.reference[: 30 // aligner.step]
+    assert np.abs(top - full[: 30 : aligner.step, :: aligner.step][: top.shape[0]]).max() < 0.05
+    alignment = aligner.fit(noisy(full, 3.0, 0.0, seed=3))  # and every grid point is fitted again
+    assert alignment.scale == pytest.approx(1 / 3, rel=0.01)
+
+
 def test_an_occluding_patch_of_a_fifth_of_the_pixels_moves_the_fit_less_than_five_percent():
     reference = scene()
     aligner = DepthAligner()

@@ -91,20 +91,29 @@ def fit_affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
     if x_q3 - x_q1 <= MIN_SPAN * max(1.0, abs(x_median)):
         return 0.0, y_median, np.ones(x.shape, dtype=bool)
     # centred, in float64: the sums below stay exact enough however far from zero the depth is
-    xc, yc = x.astype(np.float64) - x_median, y.astype(np.float64) - y_median
+    xc = x.astype(np.float64)
+    xc -= x_median
+    yc = y.astype(np.float64)
+    yc -= y_median
     scale, offset = (y_q3 - y_q1) / (x_q3 - x_q1), 0.0  # yc = scale * xc + offset
     cut = int(KEEP * (x.size - 1))
+    miss = np.empty_like(xc)
     kept = np.ones(x.shape, dtype=bool)
     for _ in range(FIT_ROUNDS):
-        miss = np.abs(scale * xc + offset - yc)
+        np.multiply(xc, scale, out=miss)
+        miss += offset
+        miss -= yc
+        np.abs(miss, out=miss)
         kept = miss <= np.partition(miss, cut)[cut]
-        xs, ys = xc[kept], yc[kept]
-        n, sx, sy = xs.size, xs.sum(), ys.sum()
-        variance = n * (xs @ xs) - sx * sx
+        # sums over the kept points as dot products with a 0/1 weight: no copies of the points
+        weight = kept.astype(np.float64)
+        weighted_x = weight * xc
+        n, sx, sy = float(weight.sum()), float(weighted_x.sum()), float(weight @ yc)
+        variance = n * float(weighted_x @ xc) - sx * sx
         if variance <= 1e-12 * n * n:
             return 0.0, y_median, kept
-        scale = float((n * (xs @ ys) - sx * sy) / variance)
-        offset = float((sy - scale * sx) / n)
+        scale = (n * float(weighted_x @ yc) - sx * sy) / variance
+        offset = (sy - scale * sx) / n
     return scale, y_median + offset - scale * x_median, kept
 
 
@@ -115,6 +124,7 @@ class DepthAligner:
         self.reference: np.ndarray | None = None  # aligned depth on the grid
         self.shape: tuple[int, int] | None = None
         self.step = 1
+        self.reference_finite = False  # every grid point of the reference has depth
 
     def reset(self) -> None:
         self.reference = None
@@ -131,12 +141,17 @@ class DepthAligner:
         if self.reference is None or self.shape != (height, width):
             return self._restart(depth)
         sample = np.ascontiguousarray(depth[:: self.step, :: self.step], dtype=np.float32)
-        valid = np.isfinite(sample) & np.isfinite(self.reference)
-        if valid.sum() < SAMPLES // 10:  # too little finite depth to fit: a new reference
-            return self._restart(depth)
-        x, y = sample[valid], self.reference[valid]
+        finite = np.isfinite(sample)
+        if self.reference_finite and finite.all():  # the usual case: every grid point, no copies
+            valid, x, y = None, sample.reshape(-1), self.reference.reshape(-1)
+        else:
+            valid = finite & np.isfinite(self.reference)
+            if valid.sum() < SAMPLES // 10:  # too little finite depth to fit: a new reference
+                return self._restart(depth)
+            x, y = sample[valid], self.reference[valid]
         scale, shift, kept = fit_affine(x, y)
-        residual = float(np.median(np.abs(scale * x[kept] + shift - y[kept]))) / spread(y)
+        (miss,) = _ranks(np.abs(scale * x[kept] + shift - y[kept]), 0.5)
+        residual = miss / spread(y)
         if scale <= 0 or residual > CUT_RESIDUAL:
             return self._restart(depth)
         self._update_reference(scale * sample + shift, valid, kept)
@@ -158,10 +173,20 @@ class DepthAligner:
         self.shape = (height, width)
         self.step = grid_step(height, width)
         self.reference = np.array(depth[:: self.step, :: self.step], dtype=np.float32)
+        self.reference_finite = bool(np.isfinite(self.reference).all())
         return Alignment(1.0, 0.0, 0.0, restarted=True)
 
-    def _update_reference(self, aligned: np.ndarray, valid: np.ndarray, kept: np.ndarray) -> None:
+    def _update_reference(self, aligned: np.ndarray, valid: np.ndarray | None, kept: np.ndarray) -> None:
+        """Moves the reference towards this frame's aligned grid: the fitted points at
+        REFERENCE_RATE, the others at OUTLIER_RATE (``valid``: the grid points both have; None:
+        all of them, ``kept`` then marks the grid itself)."""
         assert self.reference is not None
+        if valid is None:
+            rate = np.where(
+                kept.reshape(self.reference.shape), np.float32(REFERENCE_RATE), np.float32(OUTLIER_RATE)
+            )
+            self.reference += rate * (aligned - self.reference)
+            return
         rate = np.full(self.reference.shape, OUTLIER_RATE, dtype=np.float32)
         rate.reshape(-1)[np.flatnonzero(valid)[kept]] = REFERENCE_RATE  # the fitted points
         with np.errstate(invalid="ignore"):
@@ -170,3 +195,4 @@ class DepthAligner:
         # grid points with no depth yet take the first finite aligned value they get
         missing = ~np.isfinite(self.reference) & np.isfinite(aligned)
         self.reference[missing] = aligned[missing]
+        self.reference_finite = bool(np.isfinite(self.reference).all())
