@@ -38,6 +38,7 @@ from bench.frames import jpegs, stream
 from bench.harness import ROOT, Bridge, server_settings
 from bench.measure import rss_mb
 from depthstream.contract import DEFAULT_MODEL, MODELS
+from depthstream.settings import Settings, SettingsError, parse, setting
 from serving.triton import EmbeddedTriton
 
 SETTLE_S = 12.0  # after the last frame: longer than the bridge's deadline, so every frame has ended
@@ -238,17 +239,37 @@ async def soak(ws_url: str, model: str, clients: int, fps: float, duration_s: fl
     }
 
 
+@dataclass(frozen=True)
+class SoakSettings(Settings):
+    ENV_PREFIX = "SOAK_"
+
+    repository: Path = setting(ROOT / "model_repository", help="exported models")
+    model: str = setting(DEFAULT_MODEL, help="the model every client streams")
+    clients: int = setting(8, help="streams at once")
+    fps: float = setting(10.0, help="frames each client sends per second")
+    duration_s: float = setting(60.0, help="seconds of each phase")
+    output: Path = setting(ROOT / "bench" / "results" / "soak.json")
+
+    def validate(self) -> None:
+        self.require_all(
+            [
+                ("model", self.model in MODELS, f"one of {', '.join(MODELS)}"),
+                ("clients", self.clients >= 1, "at least 1"),
+                ("fps", self.fps > 0, "positive"),
+                ("duration_s", self.duration_s > 0, "positive"),
+            ]
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.soak", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--model", choices=list(MODELS), default=DEFAULT_MODEL)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--fps", type=float, default=10.0, help="frames each client sends per second")
-    parser.add_argument("--duration-s", type=float, default=60.0)
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "soak.json")
-    args = parser.parse_args(argv)
+    try:
+        args = parse(SoakSettings, argv, parser=parser)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     settings = server_settings(args.repository, ROOT / "build" / "soak")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with EmbeddedTriton(settings, log_path=args.output.with_suffix(".tritonserver.log")):

@@ -15,7 +15,6 @@ of a shape too.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import math
@@ -41,6 +40,7 @@ from depthstream.contract import (
     MODELS,
 )
 from depthstream.request import depth_request
+from depthstream.settings import Settings, SettingsError, parse, setting
 from serving.triton import EmbeddedTriton
 
 TIME_GOAL, MEMORY_GOAL = 3.0, 2.5
@@ -334,14 +334,22 @@ def run(
     return report
 
 
-def main(argv: list[str] | None = None) -> int:
+@dataclass(frozen=True)
+class WorstCaseSettings(Settings):
+    ENV_PREFIX = "WORST_CASE_"
 
-    parser = argparse.ArgumentParser(prog="python -m bench.worst_case", description=__doc__)
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results")
-    parser.add_argument("--quick", action="store_true", help="a coarser grid, one repeat: a smoke run")
-    parser.add_argument("--no-readme", action="store_true")
-    args = parser.parse_args(argv)
+    repository: Path = setting(ROOT / "model_repository", help="exported models")
+    output: Path = setting(ROOT / "bench" / "results", help="where worst_case.json and its table go")
+    quick: bool = setting(False, help="a coarser grid, one repeat: a smoke run (never written to the docs)")
+    no_readme: bool = setting(False, help="do not rewrite the table in docs/performance.md")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse(WorstCaseSettings, argv, prog="python -m bench.worst_case", description=__doc__)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     missing = [m for m in CHECKPOINTS if not (args.repository / m / "1" / "model.onnx").is_file()]
     if missing:
         print(

@@ -15,11 +15,9 @@ video and one range for all of it (``--per-frame``: each frame as the model answ
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -27,15 +25,16 @@ import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
 from client import frames
+from client.settings import ClientSettings, parse_settings
 from depthstream import model_config
 from depthstream.contract import (
-    DEFAULT_MODEL,
     MODELS,
     OUTPUT_NAME,
 )
 from depthstream.render import pointcloud, raw_depth
-from depthstream.render.colorize import COLORMAPS, DEFAULT_COLORMAP, colorize
+from depthstream.render.colorize import colorize
 from depthstream.request import depth_request
+from depthstream.settings import SettingsError
 
 
 def infer(
@@ -81,62 +80,7 @@ def fit_to_contract(rgb: np.ndarray) -> np.ndarray:
     return fitted
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m client", description=__doc__)
-    parser.add_argument("image", type=Path, help="a JPEG, PNG or WebP file; a video; or a folder of images")
-    parser.add_argument("--model", choices=list(MODELS), default=DEFAULT_MODEL, help="default: %(default)s")
-    parser.add_argument("--url", default="127.0.0.1:8001", help="Triton gRPC address")
-    parser.add_argument("--colormap", choices=list(COLORMAPS), default=DEFAULT_COLORMAP)
-    parser.add_argument("--output-dir", type=Path, default=None, help="one image: default beside the image")
-    parser.add_argument(
-        "--ply",
-        type=Path,
-        metavar="DIR",
-        help="also write each frame as a coloured point cloud: DIR/NAME.ply and NAME.json (intrinsics)",
-    )
-    parser.add_argument(
-        "--hfov",
-        type=float,
-        default=pointcloud.DEFAULT_HFOV_DEG,
-        metavar="DEG",
-        help="the camera's horizontal field of view for --ply (default: %(default)g, a typical webcam)",
-    )
-    many = parser.add_argument_group("a video or a folder")
-    many.add_argument(
-        "--output",
-        type=Path,
-        help="the depth video (default INPUT.MODEL.mp4) or folder (default INPUT.MODEL/)",
-    )
-    many.add_argument("--side-by-side", action="store_true", help="the input beside its depth")
-    many.add_argument(
-        "--raw-dir",
-        type=Path,
-        help="also write each frame's raw depth (16-bit PNG, its range in text chunks)",
-    )
-    many.add_argument(
-        "--per-frame",
-        action="store_true",
-        help="a video's depth as the model answers each frame, colours in a range that follows the "
-        "frames (default: each frame aligned to the video, one range for the whole video)",
-    )
-    many.add_argument(
-        "--batch",
-        type=int,
-        default=None,
-        help="frames per request, capped by the model (default: what pays for it)",
-    )
-    many.add_argument(
-        "--in-flight", type=int, default=2, help="requests in flight at once (default: %(default)s)"
-    )
-    args = parser.parse_args(argv)
-    if (args.batch is not None and args.batch < 1) or args.in_flight < 1:
-        parser.error("--batch and --in-flight must be at least 1")
-    if not pointcloud.MIN_HFOV_DEG <= args.hfov <= pointcloud.MAX_HFOV_DEG:
-        parser.error(f"--hfov must be {pointcloud.MIN_HFOV_DEG:g} to {pointcloud.MAX_HFOV_DEG:g} degrees")
-    return args
-
-
-def run_many(args: argparse.Namespace) -> int:
+def run_many(args: ClientSettings) -> int:
     """A video or a folder of images: many frames, in batches, several requests in flight."""
     suffix = ".mp4" if frames.is_video(args.image) else ""
     source = args.image.resolve()  # `.` has no name to build on
@@ -173,7 +117,11 @@ def run_many(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_settings(argv, description=__doc__)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not args.image.exists():
         print(f"error: {args.image} does not exist", file=sys.stderr)
         return 2

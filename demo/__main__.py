@@ -21,7 +21,7 @@ import signal
 import subprocess
 import sys
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -34,7 +34,7 @@ from bridge.settings import BridgeSettings, parse_settings
 from depthstream import accelerator, model_config
 from depthstream.contract import EXPORTABLE, variants_of
 from depthstream.model_config import CONFIG_FILE
-from depthstream.settings import SettingsError, parse
+from depthstream.settings import Settings, SettingsError, parse, parse_known, setting
 from serving.supervisor import TritonSupervisor
 from serving.triton import EmbeddedTriton, TritonSettings
 
@@ -42,7 +42,27 @@ log = logging.getLogger("demo")
 TRITON_LOG = Path("build/tritonserver.log")
 EXPORT_LOG = Path("build/export-rest.log")
 GPU_WARNINGS = ";\n  without a GPU its CUDA, NVML and pinned-memory warnings are expected"
-EXPORT_ARGS_VARIABLE = "DEMO_EXPORT_ARGS"
+
+
+@dataclass(frozen=True)
+class DemoSettings(Settings):
+    """make demo's own settings; every other flag is the bridge's (bridge/settings.py)."""
+
+    ENV_PREFIX = "DEMO_"
+
+    repository: Path = setting(Path("model_repository"), help="the Triton model repository to serve")
+    # set by make demo: the export of the models not served yet, run while the demo serves
+    export_args: str = setting("", flag=False, help="flags of python -m export for the rest")
+
+    def validate(self) -> None:
+        try:
+            shlex.split(self.export_args)
+        except ValueError:
+            self.require("export_args", False, "flags of python -m export, quoted as a shell quotes")
+
+    @property
+    def export_argv(self) -> list[str]:
+        return shlex.split(self.export_args)
 
 
 def asked_models(export_args: list[str]) -> set[str]:
@@ -135,12 +155,10 @@ def log_level_asked(bridge_argv: list[str]) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__)
-    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
-    args, bridge_argv = parser.parse_known_args(argv)
-    export_args = shlex.split(os.environ.get(EXPORT_ARGS_VARIABLE, ""))
-    control = ["--model-control", "explicit"] if export_args else []  # models come in later
     try:
+        args, bridge_argv = parse_known(DemoSettings, argv, prog="python -m demo", description=__doc__)
+        export_args = args.export_argv
+        control = ["--model-control", "explicit"] if export_args else []  # models come in later
         triton_settings = parse(TritonSettings, ["--repository", str(args.repository), *control])
         settings = parse_settings(bridge_argv)
         # the bridge holds the shared-memory key only, never Triton's admin key

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import enum
 import math
 import os
 import types
@@ -28,11 +29,19 @@ class SettingsError(ValueError):
 
 
 def setting(
-    default: Any = dataclasses.MISSING, *, env: str | None = None, help: str = "", flag: bool = True, **kw
+    default: Any = dataclasses.MISSING,
+    *,
+    env: str | None = None,
+    help: str = "",
+    flag: bool = True,
+    positional: bool = False,
+    metavar: str | None = None,
+    **kw,
 ):
     """A settings field: ``env`` overrides the variable's name (default: prefix + NAME);
-    ``flag=False`` keeps it off the command line and out of the environment."""
-    metadata = {"env": env, "help": help, "flag": flag}
+    ``flag=False`` keeps it off the command line and out of the environment; ``positional``
+    makes it a required argument of the command line (no variable)."""
+    metadata = {"env": env, "help": help, "flag": flag, "positional": positional, "metavar": metavar}
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=metadata, **kw)
     return dataclasses.field(default=default, metadata=metadata, **kw)
@@ -67,6 +76,9 @@ class Settings:
 
     @classmethod
     def describe(cls, name: str) -> str:
+        field = next(f for f in dataclasses.fields(typing.cast(Any, cls)) if f.name == name)
+        if not field.metadata.get("flag", True):  # read from its variable only
+            return cls.variable(name)
         return f"--{name.replace('_', '-')} / {cls.variable(name)}"
 
 
@@ -88,8 +100,15 @@ def _integer(text: str) -> int:
     return int(text.strip())
 
 
+def _is_choice(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, enum.Enum)
+
+
 def _converter(kind: Any) -> Callable[[str], Any]:
-    """str -> the field's type (bool, int, float, Path, str, tuple[str, ...], X | None)."""
+    """str -> the field's type (bool, int, float, Path, str, an enum of choices,
+    tuple[str, ...], X | None)."""
+    if _is_choice(kind):
+        return lambda text: kind(text.strip())
     if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
         (inner,) = [a for a in typing.get_args(kind) if a is not type(None)]
         convert = _converter(inner)
@@ -107,6 +126,58 @@ def _converter(kind: Any) -> Callable[[str], Any]:
     return str
 
 
+def _arguments(cls: type[S], parser: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(typing.cast(Any, cls)):
+        if not field.metadata.get("flag", True):
+            continue
+        kind = hints[field.name]
+        help_text = field.metadata.get("help", "")
+        metavar = field.metadata.get("metavar")
+        if _is_choice(kind):
+            metavar = metavar or "{" + ",".join(choice.value for choice in kind) + "}"
+        if field.metadata.get("positional"):
+            parser.add_argument(field.name, metavar=metavar or field.name.upper(), help=help_text)
+            continue
+        default = field.default if field.default is not dataclasses.MISSING else "(generated)"
+        shown = default.value if isinstance(default, enum.Enum) else default
+        shown = str(shown) if isinstance(shown, Path) else shown
+        help_text = f"{help_text} (env {cls.variable(field.name)}, default {shown!r})".strip()
+        flag = f"--{field.name.replace('_', '-')}"
+        if kind is bool:  # --name turns it on, --no-name off
+            parser.add_argument(
+                flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            parser.add_argument(flag, dest=field.name, default=None, metavar=metavar, help=help_text)
+
+
+def _build(cls: type[S], args: argparse.Namespace, environ: Mapping[str, str]) -> S:
+    hints = typing.get_type_hints(cls)
+    chosen: dict[str, Any] = {}
+    for field in dataclasses.fields(typing.cast(Any, cls)):
+        # a setting without a flag (a secret) still reads its variable; a positional has none
+        raw = getattr(args, field.name, None)
+        if raw is None and not field.metadata.get("positional"):
+            raw = environ.get(cls.variable(field.name))
+        if raw is None:
+            continue
+        if isinstance(raw, bool):  # a flag
+            chosen[field.name] = raw
+            continue
+        kind = hints[field.name]
+        try:
+            chosen[field.name] = _converter(kind)(raw)
+        except ValueError:
+            if _is_choice(kind):
+                choices = ", ".join(choice.value for choice in kind)
+                raise SettingsError(
+                    f"{cls.describe(field.name)} must be one of {choices}; got {raw!r}"
+                ) from None
+            raise SettingsError(f"{cls.describe(field.name)}: cannot read {raw!r}") from None
+    return cls(**chosen)
+
+
 def parse(
     cls: type[S],
     argv: list[str] | None = None,
@@ -116,37 +187,20 @@ def parse(
     parser: argparse.ArgumentParser | None = None,
 ) -> S:
     """Build ``cls`` from flags, then variables, then defaults (validated as it is built)."""
-    environ = os.environ if environ is None else environ
     parser = parser or argparse.ArgumentParser(prog=prog, description=description)
-    hints = typing.get_type_hints(cls)
-    chosen: dict[str, Any] = {}
-    fields = [f for f in dataclasses.fields(typing.cast(Any, cls)) if f.metadata.get("flag", True)]
-    for field in fields:
-        default = field.default if field.default is not dataclasses.MISSING else "(generated)"
-        help_text = (
-            f"{field.metadata.get('help', '')} (env {cls.variable(field.name)}, default {default!r})".strip()
-        )
-        flag = f"--{field.name.replace('_', '-')}"
-        if hints[field.name] is bool:  # --name turns it on, --no-name off
-            parser.add_argument(
-                flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
-            )
-        else:
-            parser.add_argument(flag, dest=field.name, default=None, help=help_text)
-    args = parser.parse_args(argv)
-    for field in dataclasses.fields(
-        typing.cast(Any, cls)
-    ):  # a setting without a flag (a secret) still reads its variable
-        raw = getattr(args, field.name, None)
-        if raw is None:
-            raw = environ.get(cls.variable(field.name))
-        if raw is None:
-            continue
-        if isinstance(raw, bool):  # a flag
-            chosen[field.name] = raw
-            continue
-        try:
-            chosen[field.name] = _converter(hints[field.name])(raw)
-        except ValueError:
-            raise SettingsError(f"{cls.describe(field.name)}: cannot read {raw!r}") from None
-    return cls(**chosen)
+    _arguments(cls, parser)
+    return _build(cls, parser.parse_args(argv), os.environ if environ is None else environ)
+
+
+def parse_known(
+    cls: type[S],
+    argv: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    prog: str | None = None,
+    description: str | None = None,
+) -> tuple[S, list[str]]:
+    """As ``parse``, leaving the flags that are not ``cls``'s to the caller (for another process)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    _arguments(cls, parser)
+    args, rest = parser.parse_known_args(argv)
+    return _build(cls, args, os.environ if environ is None else environ), rest

@@ -7,13 +7,13 @@ it is faster here (export.twins).
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import logging
 import sys
-from pathlib import Path
 
 from depthstream import engine_choice, engines, runtime
-from depthstream.contract import EXPORTABLE, MODELS, variants_of
+from depthstream.contract import EXPORTABLE, variants_of
+from depthstream.settings import SettingsError
 from export import report, twins
 from export.checkpoints import CheckpointError
 from export.exporter import Exporter
@@ -23,85 +23,9 @@ from export.repository import (
     ONNX_FILE,
     VERSION,
 )
+from export.settings import parse_settings
 
 log = logging.getLogger("export")
-
-
-def arguments() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__)
-    parser.add_argument(
-        "--model",
-        choices=[*EXPORTABLE, "all"],
-        default="all",
-        help="which checkpoint to export, with its presets (default: all: relative and metric)",
-    )
-    parser.add_argument(
-        "--weights",
-        type=Path,
-        metavar="DIR",
-        help="local checkpoint directory (save_pretrained layout), for one --model",
-    )
-    parser.add_argument(
-        "--random-weights",
-        action="store_true",
-        help="smoke mode: real architectures with random weights, MEANINGLESS output",
-    )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=Path("model_repository"),
-        metavar="DIR",
-        help="Triton model repository to write (default: model_repository)",
-    )
-    parser.add_argument("--force", action="store_true", help="re-export models that are up to date")
-    parser.add_argument(
-        "--int8",
-        choices=["auto", "always", "never"],
-        default="auto",
-        help="the INT8 candidate twin: judged with the others (auto), kept when faithful (always), or never built",
-    )
-    parser.add_argument(
-        "--engine",
-        choices=engines.ENGINE_CHOICES,
-        default="auto",
-        help="what serves each FP32 model: the faster here, measured (auto), onnxruntime or openvino",
-    )
-    parser.add_argument(
-        "--only",
-        type=lambda text: frozenset(name.strip() for name in text.split(",") if name.strip()),
-        default=frozenset(),
-        metavar="NAME[,NAME]",
-        help="only these models of the checkpoints asked, without their twins (make demo's first "
-        "depth: the rest follows)",
-    )
-    parser.add_argument(
-        "--first",
-        action="store_true",
-        help="only the fastest model of the checkpoints asked (relative depth first), without twins: "
-        "what make demo serves at once, the rest following",
-    )
-    parser.add_argument(
-        "--brief", action="store_true", help="one line instead of the table when every model is up to date"
-    )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show the libraries' own logs (quantizer, tracer, ONNX Runtime)",
-    )
-    return parser
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = arguments()
-    args = parser.parse_args(argv)
-    if args.weights is not None and args.model == "all":
-        parser.error("--weights DIR holds one checkpoint: name it with --model")
-    if args.weights is not None and args.random_weights:
-        parser.error("--weights and --random-weights exclude each other")
-    unknown = sorted(args.only - {spec.name for spec in MODELS.values() if not spec.is_twin})
-    if unknown:
-        parser.error(f"--only takes models of the contract (not twins); not {', '.join(unknown)}")
-    return args
 
 
 def first_model(checkpoints: list[str]) -> str:
@@ -112,11 +36,15 @@ def first_model(checkpoints: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    try:
+        args = parse_settings(argv, description=__doc__)
+    except SettingsError as exc:
+        print(f"export: error: {exc}", file=sys.stderr)
+        return 2
     report.quiet_third_parties(args.verbose)
-    names = list(EXPORTABLE) if args.model == "all" else [args.model]
+    names = args.checkpoints
     if args.first:
-        args.only = frozenset({first_model(names)})
+        args = dataclasses.replace(args, only=(first_model(names),))
     if args.random_weights:
         print("export: RANDOM WEIGHTS (smoke mode): the real architectures, MEANINGLESS depth")
     if engines.openvino_version() is None:

@@ -6,7 +6,6 @@ the fastest faithful one kept where it beats FP32, every other dropped with its 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import logging
@@ -34,11 +33,12 @@ from export.repository import (
     read_manifest,
     weights_fingerprint,
 )
+from export.settings import ExportSettings
 
 log = logging.getLogger("export")
 
 
-def wanted_manifest(spec: ModelSpec, args: argparse.Namespace) -> Manifest:
+def wanted_manifest(spec: ModelSpec, args: ExportSettings) -> Manifest:
     if args.random_weights:
         source = weights = "random"
     elif args.weights is not None:
@@ -65,7 +65,7 @@ class Exporter:
     """Exports the variants of one checkpoint, loading the checkpoint at most once: each FP32
     model, then its twins judged against it (export.twins)."""
 
-    def __init__(self, checkpoint: ModelSpec, args: argparse.Namespace, progress: Progress) -> None:
+    def __init__(self, checkpoint: ModelSpec, args: ExportSettings, progress: Progress) -> None:
         self.base = checkpoint
         self.args = args
         self.progress = progress
@@ -269,7 +269,8 @@ class Exporter:
         fp32_onnx = fp32_dir / VERSION / ONNX_FILE
         served = self.choice(fp32_dir).runner  # a twin must beat FP32 as it is served here
         fp32_key = runtime.machine_description(served.provider(self.providers))
-        pairs = [(fp32_onnx, served), *((c.path, twins.RUNNERS[c.spec.precision]) for c in faithful)]
+        built = [(c.path, twins.RUNNERS[c.spec.precision]) for c in faithful if c.path is not None]
+        pairs = [(fp32_onnx, served), *built]  # a faithful twin was built: each has its path
         (fp32_i, *twins_i), _ = runtime.compare(pairs, self.providers)
         recorded = runtime.recorded_speed(fp32_dir, fp32_key)
         lone = [] if recorded is None else [recorded.ms]

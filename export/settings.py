@@ -1,0 +1,91 @@
+"""``python -m export``'s settings: one frozen object, from flags, then ``EXPORT_*`` variables,
+then defaults (the shared scheme of depthstream.settings), validated as it is built."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from depthstream.contract import EXPORTABLE, MODELS
+from depthstream.engines import ENGINE_CHOICES
+from depthstream.settings import Settings, SettingsError, parse, setting
+
+ALL = "all"
+
+
+class Int8Choice(enum.StrEnum):
+    AUTO = "auto"  # built, judged with the other twins
+    ALWAYS = "always"  # kept when faithful, faster or not
+    NEVER = "never"  # not built
+
+
+def servable_models() -> list[str]:
+    """What ``--only`` may name: the contract's models, not their twins."""
+    return [spec.name for spec in MODELS.values() if not spec.is_twin]
+
+
+@dataclass(frozen=True)
+class ExportSettings(Settings):
+    ENV_PREFIX = "EXPORT_"
+
+    model: str = setting(
+        ALL,
+        metavar="{" + ",".join([*EXPORTABLE, ALL]) + "}",
+        help="which checkpoint to export, with its presets (all: relative and metric)",
+    )
+    weights: Path | None = setting(
+        None, metavar="DIR", help="local checkpoint directory (save_pretrained layout), for one --model"
+    )
+    random_weights: bool = setting(
+        False, help="smoke mode: real architectures with random weights, MEANINGLESS output"
+    )
+    output: Path = setting(Path("model_repository"), metavar="DIR", help="Triton model repository to write")
+    force: bool = setting(False, help="re-export models that are up to date")
+    int8: Int8Choice = setting(
+        Int8Choice.AUTO,
+        help="the INT8 candidate twin: judged with the others (auto), kept when faithful (always), "
+        "or never built",
+    )
+    engine: str = setting(
+        "auto",
+        metavar="{" + ",".join(ENGINE_CHOICES) + "}",
+        help="what serves each FP32 model: the faster here, measured (auto), onnxruntime or openvino",
+    )
+    only: tuple[str, ...] = setting(
+        (),
+        metavar="NAME[,NAME]",
+        help="only these models of the checkpoints asked, without their twins (make demo's first "
+        "depth: the rest follows)",
+    )
+    first: bool = setting(
+        False,
+        help="only the fastest model of the checkpoints asked (relative depth first), without twins: "
+        "what make demo serves at once, the rest following",
+    )
+    brief: bool = setting(False, help="one line instead of the table when every model is up to date")
+    verbose: bool = setting(False, help="show the libraries' own logs (quantizer, tracer, ONNX Runtime)")
+
+    def validate(self) -> None:
+        unknown = sorted(set(self.only) - set(servable_models()))
+        self.require_all(
+            [
+                ("model", self.model in (*EXPORTABLE, ALL), f"one of {', '.join([*EXPORTABLE, ALL])}"),
+                ("engine", self.engine in ENGINE_CHOICES, f"one of {', '.join(ENGINE_CHOICES)}"),
+                ("only", not unknown, f"models of the contract, not twins (not {', '.join(unknown)})"),
+            ]
+        )
+        if self.weights is not None and self.model == ALL:
+            raise SettingsError(f"{self.describe('weights')} holds one checkpoint: name it with --model")
+        if self.weights is not None and self.random_weights:
+            raise SettingsError("--weights and --random-weights exclude each other")
+
+    @property
+    def checkpoints(self) -> list[str]:
+        return list(EXPORTABLE) if self.model == ALL else [self.model]
+
+
+def parse_settings(
+    argv: list[str] | None = None, environ: dict[str, str] | None = None, description: str | None = None
+) -> ExportSettings:
+    return parse(ExportSettings, argv, environ, prog="python -m export", description=description)
