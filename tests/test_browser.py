@@ -58,7 +58,10 @@ def test_camera_to_depth_live_switch_model_and_stop(page, record_property):
     labels = page.eval_on_selector_all("#model option", "os => os.map(o => [o.textContent, o.title])")
     for text, title in labels:
         assert re.search(r" — ~[\d.]+ fps", text), text
-        assert re.match(r"the model alone: \d+ ms per 640×480 frame, measured on \d+ x ", title), title
+        # the record, or, on a machine busier than when it was recorded, what live traffic shows
+        recorded = re.match(r"the model alone: \d+ ms per 640×480 frame, measured on \d+ x ", title)
+        live = re.match(r"observed on live traffic now: \d+ ms a frame \(recorded: \d+ ms on \d+ x ", title)
+        assert recorded or live, title
     page.click("#start")
     started = time.monotonic()
     wait_for_frames(page, 5)
