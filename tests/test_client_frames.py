@@ -176,8 +176,8 @@ def test_bad_inputs_are_clear_errors(triton, tmp_path, capsys):
     err = capsys.readouterr().err
     assert (missing, empty, broken) == (2, 2, 2)
     assert "does not exist" in err and "holds no image" in err and "cannot open" in err
-    with pytest.raises(SystemExit):
-        direct_client.main([str(tmp_path / "empty"), "--in-flight", "0"])
+    assert direct_client.main([str(tmp_path / "empty"), "--in-flight", "0"]) == 2
+    assert "--in-flight / CLIENT_IN_FLIGHT must be at least 1" in capsys.readouterr().err
 
 
 def test_one_unreadable_image_is_a_clear_error_not_a_hang(triton, tmp_path, capsys):
