@@ -7,7 +7,6 @@ import json
 
 import cv2
 import numpy as np
-import pytest
 import tritonclient.grpc as grpcclient
 
 from client import __main__ as direct_client
