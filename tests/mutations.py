@@ -277,8 +277,8 @@ MUTATIONS = [
     Mutation(
         "steady depth fits grid points without depth as if they had it",
         "depthstream/render/steady.py",
-        "        if self.reference_finite and finite.all():",
-        "        if finite.all():",
+        "        if finite.all() and np.isfinite(self.reference).all():  # the usual case: no copies",
+        "        if finite.all():  # the usual case: no copies",
     ),
     # the stream client's books (client/stream.py)
     Mutation(

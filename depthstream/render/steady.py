@@ -124,7 +124,6 @@ class DepthAligner:
         self.reference: np.ndarray | None = None  # aligned depth on the grid
         self.shape: tuple[int, int] | None = None
         self.step = 1
-        self.reference_finite = False  # every grid point of the reference has depth
 
     def reset(self) -> None:
         self.reference = None
@@ -142,7 +141,7 @@ class DepthAligner:
             return self._restart(depth)
         sample = np.ascontiguousarray(depth[:: self.step, :: self.step], dtype=np.float32)
         finite = np.isfinite(sample)
-        if self.reference_finite and finite.all():  # the usual case: every grid point, no copies
+        if finite.all() and np.isfinite(self.reference).all():  # the usual case: no copies
             valid, x, y = None, sample.reshape(-1), self.reference.reshape(-1)
         else:
             valid = finite & np.isfinite(self.reference)
@@ -173,7 +172,6 @@ class DepthAligner:
         self.shape = (height, width)
         self.step = grid_step(height, width)
         self.reference = np.array(depth[:: self.step, :: self.step], dtype=np.float32)
-        self.reference_finite = bool(np.isfinite(self.reference).all())
         return Alignment(1.0, 0.0, 0.0, restarted=True)
 
     def _update_reference(self, aligned: np.ndarray, valid: np.ndarray | None, kept: np.ndarray) -> None:
@@ -195,4 +193,3 @@ class DepthAligner:
         # grid points with no depth yet take the first finite aligned value they get
         missing = ~np.isfinite(self.reference) & np.isfinite(aligned)
         self.reference[missing] = aligned[missing]
-        self.reference_finite = bool(np.isfinite(self.reference).all())
