@@ -9,7 +9,10 @@ the exported graph, so a client never needs to know a model's input resolution.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field, replace
 
 INPUT_NAME = "IMAGE"
 INPUT_DTYPE = "UINT8"  # Triton datatype string (metadata); configs use TYPE_UINT8
@@ -40,13 +43,24 @@ MIN_IMAGE_SIDE = 2  # the resize needs at least a 2x2 image to have a shape wort
 class Interpolation(enum.StrEnum):
     BICUBIC = "bicubic"
     BILINEAR = "bilinear"
+    LANCZOS = "lanczos"  # PIL's only (an added checkpoint's processor)
+    BOX = "box"  # PIL's only
+
+
+class ResizeRule(enum.StrEnum):
+    """How the network's input size follows the image's."""
+
+    LOWER_BOUND = "lower_bound"  # official Depth Anything: both sides >= size, keep the aspect
+    STRETCH = "stretch"  # a fixed size x width (MiDaS DPT-BEiT, most DPT checkpoints)
+    CLOSEST = "closest"  # transformers' keep_aspect_ratio: scale as little as possible
+    DIVISOR = "divisor"  # GLPN: each side rounded down to a multiple (no size of its own)
 
 
 @dataclass(frozen=True)
 class Resize:
     """How a model's input is resized before the network.
 
-    keep_aspect (Depth Anything): the official rule, scale so both sides are >= ``size``, each
+    LOWER_BOUND (Depth Anything): the official rule, scale so both sides are >= ``size``, each
     side rounded to the nearest multiple of ``multiple_of`` and never below ``size``; then the
     ceiling: neither side above ``max_side`` = that rule's long side at ``max_aspect``:1
     (1288 for size 518). Up to ``max_aspect``:1, in both orientations, the ceiling never binds
@@ -55,29 +69,70 @@ class Resize:
     every image to a square; the output is still resized back to the input's own size.
     Without it, a 60x600 strip became a 518x5180 input (63 s, 9.8 GB on 2 cores).
 
-    Otherwise (MiDaS DPT-BEiT) the image is stretched to ``size`` x ``size``.
+    STRETCH (MiDaS DPT-BEiT): the image is stretched to ``size`` x ``width`` (square without one).
+
+    CLOSEST (transformers' DPT and Depth Anything processors, ``keep_aspect_ratio``): the one
+    scale of the two nearer to 1, each side rounded to the nearest multiple; the same ceiling.
+
+    DIVISOR (GLPN): each side rounded down to a multiple of ``multiple_of``; ``size`` is the
+    ceiling on the long side (the image is scaled down to it first, keeping its aspect).
+
+    ``pil``: resampled as the transformers processors do it, with PIL (antialiased when
+    shrinking, PIL's filters, uint8 between the passes), instead of OpenCV's cubic.
+    ``pad_to``: the normalized image centre-padded with zeros to a multiple (DPT's ``do_pad``).
     """
 
     size: int
-    keep_aspect: bool
+    rule: ResizeRule = ResizeRule.LOWER_BOUND
     multiple_of: int = 1
     interpolation: Interpolation = Interpolation.BICUBIC
     max_aspect: float = 2.5
+    width: int | None = None  # STRETCH only: the fixed width (square when None)
+    pil: bool = False
+    pad_to: int = 1
+
+    @property
+    def keep_aspect(self) -> bool:
+        return self.rule is not ResizeRule.STRETCH
 
     @property
     def max_side(self) -> int:
         """The ceiling on either side of the network input."""
-        if not self.keep_aspect:
+        if self.rule is ResizeRule.STRETCH:
+            return max(self.size, self.width or self.size)
+        if self.rule is ResizeRule.DIVISOR:
             return self.size
         return self._constrain(self.size * self.max_aspect)
 
     def network_size(self, height: int, width: int) -> tuple[int, int]:
         """The (height, width) the network sees for an input of this size (reference maths)."""
-        if not self.keep_aspect:
-            return self.size, self.size
+        if self.rule is ResizeRule.STRETCH:
+            return self.size, self.width or self.size
+        if self.rule is ResizeRule.DIVISOR:
+            scale = min(1.0, self.size / max(height, width))
+            m = self.multiple_of
+            return max(m, math.floor(height * scale / m) * m), max(m, math.floor(width * scale / m) * m)
+        if self.rule is ResizeRule.CLOSEST:
+            scale_h, scale_w = self.size / height, self.size / width
+            scale = scale_w if abs(1 - scale_w) < abs(1 - scale_h) else scale_h
+            m, ceiling = self.multiple_of, self.max_side
+            return tuple(  # type: ignore[return-value]
+                min(max(m, round(scale * side / m) * m), ceiling) for side in (height, width)
+            )
         scale = max(self.size / height, self.size / width)
         ceiling = self.max_side
         return min(self._constrain(scale * height), ceiling), min(self._constrain(scale * width), ceiling)
+
+    def padded(self, side: int) -> int:
+        return -(-side // self.pad_to) * self.pad_to
+
+    def describe(self) -> str:
+        """The rule in a few words (export's table, the served config)."""
+        if self.rule is ResizeRule.STRETCH:
+            return f"{self.size}x{self.width or self.size}"
+        if self.rule is ResizeRule.DIVISOR:
+            return f"multiple of {self.multiple_of} (sides <= {self.size})"
+        return f"{self.size} (sides <= {self.max_side})"
 
     def _constrain(self, x: float) -> int:
         # Official Depth-Anything-V2 Resize.constrain_to_multiple_of (numpy round: half to even).
@@ -136,7 +191,43 @@ class ModelSpec:
     output_resize: OutputResize
     precision: Precision = Precision.FP32
     depth: DepthKind = DepthKind.RELATIVE
-    max_depth_m: int | None = None  # a metric head's ceiling: sigmoid x max_depth
+    max_depth_m: float | None = None  # a metric head's ceiling: sigmoid x max_depth
+    rescale: float = 1 / 255  # uint8 -> the processor's scale, before mean and std
+    added: bool = False  # exported with --checkpoint, not one of the curated models
+    revision: str = ""  # the checkpoint's hub revision, where it came from the hub
+    presets: tuple[int, ...] = ()  # smaller network sizes served beside it (keep-aspect rules)
+
+    def to_json(self) -> str:
+        """The whole spec, as the export writes it into the served config (parameters)."""
+        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        """A spec read back from a served config; ValueError names what is wrong."""
+        try:
+            raw = json.loads(text)
+            resize = raw.pop("resize")
+            output = raw.pop("output_resize")
+            return cls(
+                **{
+                    **raw,
+                    "mean": tuple(raw["mean"]),
+                    "std": tuple(raw["std"]),
+                    "presets": tuple(raw["presets"]),
+                    "precision": Precision(raw["precision"]),
+                    "depth": DepthKind(raw["depth"]),
+                },
+                resize=Resize(
+                    **{
+                        **resize,
+                        "rule": ResizeRule(resize["rule"]),
+                        "interpolation": Interpolation(resize["interpolation"]),
+                    }
+                ),
+                output_resize=OutputResize(Interpolation(output["interpolation"]), bool(output["align_corners"])),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"not a model spec ({type(exc).__name__}: {exc})") from None
 
     @property
     def depth_meaning(self) -> dict:
@@ -170,11 +261,14 @@ DEPTH_ANYTHING_V2_SMALL = ModelSpec(
     hub_id="depth-anything/Depth-Anything-V2-Small-hf",
     architecture="DepthAnythingForDepthEstimation",
     model_type="depth_anything",
-    resize=Resize(size=518, keep_aspect=True, multiple_of=14),
+    resize=Resize(size=518, rule=ResizeRule.LOWER_BOUND, multiple_of=14),
     mean=IMAGENET_MEAN,
     std=IMAGENET_STD,
     # Official infer_image: F.interpolate(depth, (h, w), mode="bilinear", align_corners=True)
     output_resize=OutputResize(Interpolation.BILINEAR, align_corners=True),
+    # Quality presets: the network's input size is the CPU lever (tokens grow with the square
+    # of the side). Depth Anything takes any multiple of 14; DPT-BEiT stays at its trained 384.
+    presets=(364, 252),
 )
 
 MIDAS_DPT_BEIT_BASE_384 = ModelSpec(
@@ -184,7 +278,7 @@ MIDAS_DPT_BEIT_BASE_384 = ModelSpec(
     hub_id="Intel/dpt-beit-base-384",
     architecture="DPTForDepthEstimation",
     model_type="dpt",
-    resize=Resize(size=384, keep_aspect=False),
+    resize=Resize(size=384, rule=ResizeRule.STRETCH),
     mean=(0.5, 0.5, 0.5),
     std=(0.5, 0.5, 0.5),
     # MiDaS run.py and Hugging Face post-processing: bicubic, align_corners=False
@@ -205,6 +299,7 @@ def _metric(setting: str, max_depth_m: int) -> ModelSpec:
         hub_id=f"depth-anything/Depth-Anything-V2-Metric-{setting}-Small-hf",
         depth=DepthKind.METRIC,
         max_depth_m=max_depth_m,
+        presets=(),
     )
 
 
@@ -223,9 +318,7 @@ METRIC_CHECKPOINTS: dict[str, ModelSpec] = {
 # What `python -m export --model` chooses between.
 EXPORTABLE: dict[str, ModelSpec] = {**CHECKPOINTS, **METRIC_CHECKPOINTS}
 
-# Quality presets: the network's input size is the CPU lever (tokens grow with the square of
-# the side). Depth Anything takes any multiple of 14; DPT-BEiT stays at its trained 384.
-DEPTH_ANYTHING_PRESETS = (364, 252)
+DEPTH_ANYTHING_PRESETS = DEPTH_ANYTHING_V2_SMALL.presets
 
 
 def _preset(base: ModelSpec, size: int) -> ModelSpec:
@@ -234,6 +327,7 @@ def _preset(base: ModelSpec, size: int) -> ModelSpec:
         name=f"{base.name}_{size}",
         title=f"{base.title} @{size}",
         resize=replace(base.resize, size=size),
+        presets=(),
     )
 
 
@@ -243,20 +337,56 @@ def _twin(spec: ModelSpec, precision: Precision) -> ModelSpec:
     )
 
 
-def _variants() -> list[ModelSpec]:
-    fp32 = [
-        DEPTH_ANYTHING_V2_SMALL,
-        *(_preset(DEPTH_ANYTHING_V2_SMALL, s) for s in DEPTH_ANYTHING_PRESETS),
-        MIDAS_DPT_BEIT_BASE_384,
-        *METRIC_CHECKPOINTS.values(),
-    ]
-    return [variant for spec in fp32 for variant in (spec, *(_twin(spec, p) for p in TWIN_PRECISIONS))]
+def twins_of(spec: ModelSpec) -> list[ModelSpec]:
+    """The reduced-precision candidates of one FP32 model."""
+    return [_twin(spec, precision) for precision in TWIN_PRECISIONS]
 
 
-# Every model a Triton repository may serve. Of each FP32 model's twins (INT8, BF16), the export
-# keeps at most one: the fastest faithful one, where it is faster than FP32 here (export.twins).
-MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in _variants()}
+def fp32_variants(base: ModelSpec) -> list[ModelSpec]:
+    """A checkpoint's FP32 models: itself, then its quality presets."""
+    return [base, *(_preset(base, size) for size in base.presets)]
+
+
+def all_variants(base: ModelSpec) -> list[ModelSpec]:
+    """Every model a checkpoint may give: its FP32 models and each one's twin candidates."""
+    return [variant for spec in fp32_variants(base) for variant in (spec, *twins_of(spec))]
+
+
+# Every curated model a Triton repository may serve. Of each FP32 model's twins (INT8, BF16), the
+# export keeps at most one: the fastest faithful one, where it is faster than FP32 here
+# (export.twins). Models exported with --checkpoint join them through ``register``.
+MODELS: dict[str, ModelSpec] = {spec.name: spec for base in EXPORTABLE.values() for spec in all_variants(base)}
 DEFAULT_MODEL = DEPTH_ANYTHING_V2_SMALL.name
+
+# Models this process learnt of from a served repository (added with --checkpoint): the
+# repository is the catalog, the curated tables above its defaults.
+_ADDED: dict[str, ModelSpec] = {}
+
+# Triton's model names, as the export derives them: what a stream, a flag or a path may name
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_]{0,62}")
+
+
+def register(spec: ModelSpec) -> None:
+    """Make a served model known to this process (read from its config's parameters)."""
+    if spec.name not in MODELS:
+        _ADDED[spec.name] = spec
+
+
+def spec_of(name: str) -> ModelSpec:
+    """The spec of a curated or registered model; KeyError for one this process does not know."""
+    spec = MODELS.get(name) or _ADDED.get(name)
+    if spec is None:
+        raise KeyError(name)
+    return spec
+
+
+def known(name: str) -> bool:
+    return name in MODELS or name in _ADDED
+
+
+def known_models() -> dict[str, ModelSpec]:
+    """Every model this process knows: the curated ones, then those registered."""
+    return {**MODELS, **_ADDED}
 
 
 def accuracy_rank(spec: ModelSpec) -> tuple:
@@ -271,13 +401,8 @@ def accuracy_rank(spec: ModelSpec) -> tuple:
 
 def variants_of(checkpoint: str) -> list[ModelSpec]:
     """The served models built from one checkpoint, FP32 before the twins."""
-    specs = [spec for spec in MODELS.values() if spec.checkpoint == checkpoint]
+    specs = [spec for spec in known_models().values() if spec.checkpoint == checkpoint]
     return sorted(specs, key=lambda spec: spec.is_twin)
-
-
-def twins_of(spec: ModelSpec) -> list[ModelSpec]:
-    """The reduced-precision candidates of one FP32 model."""
-    return [MODELS[f"{spec.name}_{precision}"] for precision in TWIN_PRECISIONS]
 
 
 TensorSpec = tuple[str, str, tuple[int, ...]]  # name, Triton datatype, shape with batch dim
@@ -291,8 +416,6 @@ def expected_tensors() -> tuple[list[TensorSpec], list[TensorSpec]]:
 def contract_violations(model: str, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> list[str]:
     """What differs between a served model's tensors and the contract (empty: it conforms)."""
     problems = []
-    if model not in MODELS:
-        problems.append(f"{model!r} is not a model of the contract ({', '.join(MODELS)})")
     want_inputs, want_outputs = expected_tensors()
     for kind, got, want in (("input", inputs, want_inputs), ("output", outputs, want_outputs)):
         normalized = [(name, dtype, tuple(shape)) for name, dtype, shape in got]

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.onnx.operators import shape_as_tensor
 
-from depthstream.contract import Interpolation, ModelSpec
+from depthstream.contract import Interpolation, ModelSpec, ResizeRule
+from export import pil_resize
 from export.resize import bicubic
 
 
@@ -33,27 +34,51 @@ class FusedDepthModel(nn.Module):
         self.spec = spec
         std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
         mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        # (x / 255 - mean) / std as one multiply-add
-        self.register_buffer("scale", 1.0 / (255.0 * std), persistent=False)
+        # (x * rescale - mean) / std as one multiply-add
+        self.register_buffer("scale", spec.rescale / std, persistent=False)
         self.register_buffer("offset", -mean / std, persistent=False)
 
     def network_size(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | tuple[int, int]:
+        """The contract's Resize.network_size, in tensor ops on the traced input's shape."""
         resize = self.spec.resize
-        if not resize.keep_aspect:
-            return resize.size, resize.size
+        if resize.rule is ResizeRule.STRETCH:
+            return resize.size, resize.width or resize.size
         # float64 like the reference's numpy maths, so rounding ties break the same way
         hw = shape_as_tensor(image)[1:3].to(torch.float64)
-        scale = torch.max(resize.size / hw)
         m = resize.multiple_of
+        if resize.rule is ResizeRule.DIVISOR:
+            scale = torch.clamp(resize.size / torch.max(hw), max=1.0)
+            new_hw = torch.clamp(torch.floor(scale * hw / m) * m, min=m).to(torch.int64)
+            return new_hw[0], new_hw[1]
+        scales = resize.size / hw
+        if resize.rule is ResizeRule.CLOSEST:  # the scale nearer to 1, for both sides
+            # one-element slices, not 0-d tensors: the exporter casts 0-d float64 to float32
+            gap = torch.abs(scales - 1.0)
+            scale = torch.where(gap[1:2] < gap[0:1], scales[1:2], scales[0:1])
+            low = float(m)
+        else:
+            scale = torch.max(scales)
+            low = float(resize.size)  # the reference rounds up instead; same result here
         new_hw = torch.round(scale * hw / m) * m
-        # never below the lower bound (the reference rounds up instead; same result here), and
         # never above the contract's ceiling: what bounds the cost of any one image
-        new_hw = torch.clamp(new_hw, min=resize.size, max=resize.max_side).to(torch.int64)
+        new_hw = torch.clamp(new_hw, min=low, max=resize.max_side).to(torch.int64)
         return new_hw[0], new_hw[1]
 
+    def preprocess(self, image: torch.Tensor) -> torch.Tensor:
+        rule = self.spec.resize
+        pixels = image.permute(0, 3, 1, 2).to(torch.float32)
+        if not rule.pil:  # the official pipelines: OpenCV's cubic on the normalized image
+            pixels = pixels * self.scale + self.offset
+            return resize(pixels, self.network_size(image), rule.interpolation, align_corners=False)
+        # the transformers processors: Pillow on the uint8 image, then rescale, normalize, pad
+        pixels = pil_resize.resize(pixels, *self.network_size(image), rule.interpolation)
+        pixels = pixels * self.scale + self.offset
+        if rule.pad_to > 1:
+            pixels = centre_pad(pixels, rule.pad_to)
+        return pixels
+
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        pixels = image.permute(0, 3, 1, 2).to(torch.float32) * self.scale + self.offset
-        pixels = resize(pixels, self.network_size(image), self.spec.resize.interpolation, align_corners=False)
+        pixels = self.preprocess(image)
         depth = self.network(pixel_values=pixels).predicted_depth  # [N, h, w]
         out = self.spec.output_resize
         size = (image.shape[1], image.shape[2])
@@ -61,6 +86,18 @@ class FusedDepthModel(nn.Module):
         # a reshape, not squeeze(1): the exporter turns that into an If that copies the whole
         # input-sized output (75 ms for a 4096x1638 input)
         return depth.reshape(depth.shape[0], depth.shape[2], depth.shape[3])
+
+
+def centre_pad(pixels: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Zeros around the image up to a multiple of ``multiple`` (DPT's pad_image: the odd pixel
+    after the image)."""
+    hw = shape_as_tensor(pixels)[2:4]
+    extra = (torch.ceil(hw.to(torch.float64) / multiple) * multiple).to(torch.int64) - hw
+    before = extra // 2
+    after = extra - before
+    # 0-d tensors, not ints: the traced graph pads each input size as it comes
+    pads = [before[1], after[1], before[0], after[0]]
+    return F.pad(pixels, pads)  # type: ignore[arg-type]
 
 
 def resize(x: torch.Tensor, size, interpolation: Interpolation, align_corners: bool) -> torch.Tensor:
