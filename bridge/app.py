@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from bridge import protocol
 from bridge.access import origin_allowed, token_ok
-from bridge.catalog import ModelCatalog
+from bridge.catalog import ModelCatalog, ModelInfo
 from bridge.default_model import AUTO, LIVE_FPS, DefaultChoice, choose_default, estimated_fps
 from bridge.metrics import BridgeMetrics
 from bridge.outbox import SlowClient
@@ -77,23 +77,41 @@ async def default_choice(state: AppState, gateway: TritonGateway) -> DefaultChoi
     return choose_default(await state.catalog.get(gateway), stack_ms=gateway.observed.stack_ms())
 
 
-def describe(name: str) -> dict:
-    spec = MODELS[name]
-    return {
-        "name": name,
-        "title": spec.title,
-        "hub_id": spec.hub_id,
+def describe(info: ModelInfo) -> dict:
+    """A model as /api/models lists it: what its served config records (the repository is the
+    catalog), or the curated spec of one that is not served."""
+    spec = info.spec or MODELS.get(info.name)
+    about: dict = {
+        "name": info.name,
         "input": {"name": INPUT_NAME, "datatype": "UINT8", "shape": ["N", "H", "W", 3]},
         "output": {"name": OUTPUT_NAME, "datatype": "FP32", "shape": ["N", "H", "W"]},
+    }
+    if spec is None:  # served, but its config says nothing the bridge can use
+        return {
+            **about,
+            "title": info.name,
+            "hub_id": None,
+            "checkpoint": None,
+            "precision": None,
+            "depth": None,
+            "network_input": None,
+            "added": True,
+        }
+    return {
+        **about,
+        "title": spec.title,
+        "hub_id": spec.hub_id,
         "checkpoint": spec.checkpoint,
         "precision": str(spec.precision),
         "depth": spec.depth_meaning,  # relative inverse depth, or metres
         "network_input": {
             "size": spec.resize.size,
+            "rule": str(spec.resize.rule),
             "keep_aspect": spec.resize.keep_aspect,
             "multiple_of": spec.resize.multiple_of,
             "max_side": spec.resize.max_side,
         },
+        "added": spec.added,  # exported with --checkpoint, not one of the curated models
     }
 
 
@@ -126,7 +144,7 @@ async def api_models(request: Request) -> Response:
     stack_ms = gateway.observed.stack_ms()
     models = [
         {
-            **describe(info.name),
+            **describe(info),
             "ready": info.ready,
             "coming": not info.ready and info.name in state.catalog.coming,
             "random_weights": info.random_weights,
@@ -139,8 +157,9 @@ async def api_models(request: Request) -> Response:
             "recorded_ms": info.recorded_ms,
         }
         for info in await state.catalog.get(gateway)
-        # an optional preset or INT8 twin that this repository does not serve is left out
-        if info.ready or info.name in CHECKPOINTS or info.name in state.catalog.coming
+        # an optional preset or INT8 twin that this repository does not serve is left out; a
+        # served model that breaks the contract is listed with the reason
+        if info.ready or info.mismatch or info.name in CHECKPOINTS or info.name in state.catalog.coming
     ]
     choice = await default_choice(state, gateway)
     return JSONResponse(
@@ -255,6 +274,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         settings.max_in_flight,
         state.client_factory,
         settings.shared_memory_for,
+        settings.triton_admin_key,
     )
     gateway = await state.pool.first_ready() or state.pool.gateways[0]
     for info in await state.catalog.get(gateway):

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from depthstream.contract import ModelSpec
+
 MODEL_LIST_TTL_S = 5.0  # /api/models answers from a list this fresh at most
 
 
@@ -24,6 +26,7 @@ class ModelInfo:
     # set when ms_per_frame follows live traffic instead (bridge/observed.py): the record
     recorded_ms: float | None = None
     mismatch: bool = False  # served, but not as the contract says (not a matter of waiting)
+    spec: ModelSpec | None = None  # what it is, as its served config records it (when ready)
 
 
 class _Follows(Protocol):

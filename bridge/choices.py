@@ -11,7 +11,7 @@ from bridge import protocol
 from bridge.protocol import DEFAULT_OUTPUT, ConfigUpdate
 from bridge.rendering import Request
 from bridge.settings import BridgeSettings
-from depthstream.contract import MODELS
+from depthstream.contract import known_models, spec_of
 from depthstream.render.colorize import COLORMAPS
 
 
@@ -49,7 +49,7 @@ class StreamChoices:
         """The stream's settings, as hello and each acknowledgement carry them."""
         return {
             "model": self.model,
-            "depth": MODELS[self.model].depth_meaning,  # what the stream's depth means
+            "depth": spec_of(self.model).depth_meaning,  # what the stream's depth means
             "colormap": self.colormap,
             "output": self.output,
             "steady": self.steady,
@@ -59,7 +59,7 @@ class StreamChoices:
 def hello(settings: BridgeSettings, choices: StreamChoices, ready_models: list[str]) -> str:
     """The stream's first message: its choices, what it may choose, and its limits."""
     return protocol.hello_message(
-        models=list(MODELS),
+        models=list(known_models()),
         ready=ready_models,  # of those, the ones served now
         **choices.fields(),
         colormaps=list(COLORMAPS),

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridge.catalog import ModelInfo
-from depthstream.contract import DEFAULT_MODEL, MODELS, DepthKind, accuracy_rank
+from depthstream.contract import DEFAULT_MODEL, DepthKind, accuracy_rank, spec_of
 
 AUTO = "auto"
 LIVE_FPS = 5.0
@@ -39,8 +39,8 @@ def choose_default(models: list[ModelInfo], configured: str = AUTO, stack_ms: fl
     if configured != AUTO:
         return DefaultChoice(configured, f"{configured}: set by BRIDGE_DEFAULT_MODEL / --default-model.")
     # a metric model answers another question (how far, in metres): chosen by the user, never here
-    relative = [info for info in models if info.ready and MODELS[info.name].depth is DepthKind.RELATIVE]
-    ready = sorted(relative, key=lambda info: accuracy_rank(MODELS[info.name]))
+    relative = [info for info in models if info.ready and spec_of(info.name).depth is DepthKind.RELATIVE]
+    ready = sorted(relative, key=lambda info: accuracy_rank(spec_of(info.name)))
     if not ready:
         return DefaultChoice(DEFAULT_MODEL, f"{DEFAULT_MODEL}: the reference model (none is ready yet).")
     timed = [info for info in ready if info.ms_per_frame]

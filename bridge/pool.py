@@ -24,6 +24,7 @@ class TritonPool:
         max_in_flight: int = 0,
         client_factory=None,
         shared_memory_for=lambda url: None,
+        admin_key: str = "",
     ) -> None:
         self.gateways = [
             TritonGateway(
@@ -33,6 +34,7 @@ class TritonPool:
                 client_factory(url) if client_factory else None,
                 on_up=lambda up, url=url: metrics.endpoint_up.labels(url).set(1 if up else 0),
                 shared_memory=shared_memory_for(url),
+                admin_key=admin_key,
             )
             for url in urls
         ]

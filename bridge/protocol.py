@@ -26,7 +26,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from depthstream.contract import MODELS, DepthKind
+from depthstream.contract import DepthKind, known_models
 from depthstream.render.colorize import COLORMAPS
 from depthstream.wire import (  # the vocabulary, shared with every client; re-exported here
     CLOSE_FOR,
@@ -120,7 +120,7 @@ def parse_control(text: str) -> ConfigUpdate:
         )
     model, colormap, output = message.get("model"), message.get("colormap"), message.get("output")
     return ConfigUpdate(
-        model=None if model is None else _choice(model, "model", MODELS, ErrorCode.UNKNOWN_MODEL),
+        model=None if model is None else _choice(model, "model", known_models(), ErrorCode.UNKNOWN_MODEL),
         colormap=None
         if colormap is None
         else _choice(colormap, "colormap", COLORMAPS, ErrorCode.UNKNOWN_COLORMAP),

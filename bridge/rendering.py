@@ -16,7 +16,7 @@ import numpy as np
 
 from bridge import images
 from bridge.protocol import OUTPUTS, POINTS_STEP, ErrorCode
-from depthstream.contract import MODELS, DepthKind
+from depthstream.contract import DepthKind, spec_of
 from depthstream.render import raw_depth
 from depthstream.render.colorize import NoFiniteDepth, RangeSmoother, colorize
 from depthstream.render.steady import Alignment, DepthAligner
@@ -79,7 +79,7 @@ class StreamRenderer:
             self.drawn = (request.model, request.scene, request.steady)
         rendered = Rendered()
         alignment = None
-        if request.steady and MODELS[request.model].depth is DepthKind.RELATIVE:  # metres stay as they are
+        if request.steady and spec_of(request.model).depth is DepthKind.RELATIVE:  # metres stay as they are
             alignment = self._align(depth, rendered, timings)
         binaries: list[bytes] = []
         try:
@@ -110,7 +110,7 @@ class StreamRenderer:
         alignment: Alignment | None,
     ) -> bytes:
         start = time.perf_counter()
-        kind = MODELS[request.model].depth
+        kind = spec_of(request.model).depth
         bgr = colorize(
             depth, request.colormap, self.smoother, require_finite=True, kind=kind, alignment=alignment
         )
@@ -131,7 +131,7 @@ class StreamRenderer:
     ) -> bytes:
         start = time.perf_counter()
         step = POINTS_STEP if request.output == "points" else 1
-        payload, rendered.raw = raw_depth.encode(depth[::step, ::step], MODELS[request.model].depth)
+        payload, rendered.raw = raw_depth.encode(depth[::step, ::step], spec_of(request.model).depth)
         if alignment is not None:  # the same values, read as the aligned depth (scale > 0 keeps their order)
             rendered.raw["min"] = alignment.map(rendered.raw["min"])
             rendered.raw["max"] = alignment.map(rendered.raw["max"])

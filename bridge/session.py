@@ -29,7 +29,7 @@ from bridge.protocol import ErrorCode, ProtocolError
 from bridge.rendering import Rendered, RenderError, Request, StreamRenderer
 from bridge.settings import BridgeSettings
 from bridge.triton import TritonError, TritonUnavailable, Turn
-from depthstream.contract import DEFAULT_MODEL, MODELS
+from depthstream.contract import DEFAULT_MODEL, spec_of
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ class StreamSession:
             output=request.output,
             raw=rendered.raw,
             colormap=request.colormap,
-            kind=MODELS[request.model].depth,
+            kind=spec_of(request.model).depth,
             display_range=rendered.display_range,
             alignment=rendered.alignment,
         )

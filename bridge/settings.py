@@ -7,7 +7,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from depthstream.contract import MAX_IMAGE_PIXELS, MODELS
+from depthstream.contract import CHECKPOINTS, MAX_IMAGE_PIXELS, MODEL_NAME
 from depthstream.render.colorize import COLORMAPS, DEFAULT_COLORMAP
 from depthstream.request import shared_layout
 from depthstream.settings import Settings, SettingsError, parse
@@ -22,7 +22,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 @dataclass(frozen=True)
 class BridgeSettings(Settings):
     ENV_PREFIX = "BRIDGE_"
-    SECRETS = frozenset({"token", "triton_shm_key"})
+    SECRETS = frozenset({"token", "triton_shm_key", "triton_admin_key"})
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -47,6 +47,9 @@ class BridgeSettings(Settings):
     # auto: try it; off: never
     triton_shm: str = "auto"
     triton_shm_key: str = ""  # Triton's key for its restricted shared-memory protocol, if set
+    # Triton's admin key, read only for its repository index (which lists failed models too);
+    # without it the bridge lists the models Triton has loaded (bridge/triton.py served_names)
+    triton_admin_key: str = ""
     max_fps: float = 30.0  # frames per second per connection; more are dropped and counted
     # control (config) messages per second per connection; more are refused and counted: a model
     # switch costs Triton up to three metadata calls (cached per endpoint for a second)
@@ -97,8 +100,8 @@ class BridgeSettings(Settings):
                 ("max_in_flight", self.max_in_flight >= 0, "0 (from the model's config) or more"),
                 (
                     "default_model",
-                    self.default_model in ("auto", *MODELS),
-                    f"auto or one of {', '.join(MODELS)}",
+                    self.default_model == "auto" or bool(MODEL_NAME.fullmatch(self.default_model)),
+                    f"auto or a served model's name, such as {', '.join(CHECKPOINTS)}",
                 ),
                 ("default_colormap", self.default_colormap in COLORMAPS, f"one of {', '.join(COLORMAPS)}"),
                 (

@@ -21,12 +21,14 @@ from bridge.observed import ObservedTimes
 from bridge.protocol import ErrorCode
 from bridge.shared_memory import Region, RegionPool
 from depthstream.contract import (
+    CHECKPOINTS,
     MODELS,
     OUTPUT_NAME,
     contract_violations,
+    register,
 )
-from depthstream.model_config import is_random_weights, served_speed
-from depthstream.request import depth_request
+from depthstream.model_config import is_random_weights, served_speed, spec_of
+from depthstream.request import ADMIN_KEY_HEADER, depth_request
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +136,13 @@ class TritonGateway:
         client=None,
         on_up=None,
         shared_memory: tuple[int, str] | None = None,
+        admin_key: str = "",
     ) -> None:
         self.url = url
+        # Triton's key to its repository index (the models that failed to load, too); without
+        # it the bridge lists the models Triton serves ready (its statistics)
+        self.admin_key = admin_key
+        self._said_listing: str | None = None
         self.on_up = on_up or (lambda up: None)  # told when the endpoint goes down and comes back
         self.request_timeout_s = request_timeout_s
         # tritonclient's aio client; the fast tests pass a stand-in with the same methods
@@ -224,7 +231,8 @@ class TritonGateway:
             return False
 
     async def model_info(self, name: str) -> ModelInfo:
-        """Ready, conforming to the contract, and whether it carries random weights."""
+        """Ready, conforming to the contract, what it is (its spec, from its config's
+        parameters), and whether it carries random weights."""
         try:
             if not await self.client.is_model_ready(name, client_timeout=HEALTH_TIMEOUT_S):
                 return ModelInfo(name, ready=False, problem="not ready on the model server")
@@ -237,11 +245,19 @@ class TritonGateway:
             [(t.name, t.datatype, tuple(t.shape)) for t in group] for group in (meta.inputs, meta.outputs)
         ]
         problems = contract_violations(name, *tensors)
+        try:
+            spec = spec_of(config)
+        except ValueError as exc:
+            problems.append(str(exc))
         if problems:
-            log.error("model %s does not match the contract: %s", name, "; ".join(problems))
+            log.error("model %s is not served: it does not match the contract: %s", name, "; ".join(problems))
             return ModelInfo(
-                name, ready=False, problem="served model does not match the contract", mismatch=True
+                name,
+                ready=False,
+                problem=f"served model does not match the contract: {'; '.join(problems)}",
+                mismatch=True,
             )
+        register(spec)
         if self.auto_capacity:
             # the endpoint's bound is the smallest served model's: the same whatever was read
             # last (a /readyz or /api/models call must not change admission)
@@ -249,13 +265,54 @@ class TritonGateway:
             self.limit.set_capacity(min(self._capacities.values()) * await self.servers_behind())
         ms, machine = served_speed(config) or (None, "")
         return ModelInfo(
-            name, ready=True, random_weights=is_random_weights(config), ms_per_frame=ms, measured_on=machine
+            name,
+            ready=True,
+            random_weights=is_random_weights(config),
+            ms_per_frame=ms,
+            measured_on=machine,
+            spec=spec,
         )
 
+    async def served_names(self) -> list[str]:
+        """The models Triton serves: its repository index (with the admin key: failed ones too),
+        else the models its statistics report (those loaded), else the curated names."""
+        if self.admin_key:
+            try:
+                index = await self.client.get_model_repository_index(
+                    headers={ADMIN_KEY_HEADER: self.admin_key}, client_timeout=HEALTH_TIMEOUT_S
+                )
+                return [model.name for model in index.models]
+            except InferenceServerException as exc:
+                self._say_listing(
+                    f"its repository index was refused ({exc.message()}); is BRIDGE_TRITON_ADMIN_KEY right?"
+                )
+        try:
+            stats = await self.client.get_inference_statistics(client_timeout=HEALTH_TIMEOUT_S)
+        except InferenceServerException as exc:
+            self._say_listing(
+                f"its statistics were refused ({exc.message()}): only the curated models are known"
+            )
+            return list(MODELS)
+        if not self.admin_key:
+            self._say_listing(
+                "without BRIDGE_TRITON_ADMIN_KEY the bridge lists the models Triton has loaded, "
+                "not those that failed to load"
+            )
+        return sorted({model.name for model in stats.model_stats})
+
+    def _say_listing(self, what: str) -> None:
+        if self._said_listing != what:  # once, not at every /api/models
+            self._said_listing = what
+            log.info("the models of Triton at %s: %s", self.url, what)
+
     async def models(self) -> list[ModelInfo]:
+        """Every model served, and the curated reference models (listed as missing if not)."""
         if not await self.server_ready():
-            return [ModelInfo(name, ready=False, problem="model server unavailable") for name in MODELS]
-        return list(await asyncio.gather(*(self.model_info(name) for name in MODELS)))
+            return [ModelInfo(name, ready=False, problem="model server unavailable") for name in CHECKPOINTS]
+        served = set(await self.served_names())
+        curated = [name for name in MODELS if name in served or name in CHECKPOINTS]
+        names = curated + sorted(served - set(curated))
+        return list(await asyncio.gather(*(self.model_info(name) for name in names)))
 
     async def check_model(self, name: str) -> ModelInfo:
         """Raise unless ``name`` is ready and conforms (at start-up and on every model switch)."""

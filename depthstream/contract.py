@@ -12,7 +12,7 @@ import enum
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 
 INPUT_NAME = "IMAGE"
 INPUT_DTYPE = "UINT8"  # Triton datatype string (metadata); configs use TYPE_UINT8
@@ -224,7 +224,9 @@ class ModelSpec:
                         "interpolation": Interpolation(resize["interpolation"]),
                     }
                 ),
-                output_resize=OutputResize(Interpolation(output["interpolation"]), bool(output["align_corners"])),
+                output_resize=OutputResize(
+                    Interpolation(output["interpolation"]), bool(output["align_corners"])
+                ),
             )
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise ValueError(f"not a model spec ({type(exc).__name__}: {exc})") from None
@@ -355,7 +357,9 @@ def all_variants(base: ModelSpec) -> list[ModelSpec]:
 # Every curated model a Triton repository may serve. Of each FP32 model's twins (INT8, BF16), the
 # export keeps at most one: the fastest faithful one, where it is faster than FP32 here
 # (export.twins). Models exported with --checkpoint join them through ``register``.
-MODELS: dict[str, ModelSpec] = {spec.name: spec for base in EXPORTABLE.values() for spec in all_variants(base)}
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec for base in EXPORTABLE.values() for spec in all_variants(base)
+}
 DEFAULT_MODEL = DEPTH_ANYTHING_V2_SMALL.name
 
 # Models this process learnt of from a served repository (added with --checkpoint): the
@@ -416,6 +420,8 @@ def expected_tensors() -> tuple[list[TensorSpec], list[TensorSpec]]:
 def contract_violations(model: str, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> list[str]:
     """What differs between a served model's tensors and the contract (empty: it conforms)."""
     problems = []
+    if not MODEL_NAME.fullmatch(model):
+        problems.append(f"{model[:64]!r} is not a model name (lower case letters, digits and _, at most 63)")
     want_inputs, want_outputs = expected_tensors()
     for kind, got, want in (("input", inputs, want_inputs), ("output", outputs, want_outputs)):
         normalized = [(name, dtype, tuple(shape)) for name, dtype, shape in got]

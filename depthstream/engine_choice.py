@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from depthstream import accelerator, engines, runtime
-from depthstream.contract import MODELS, Precision
+from depthstream import accelerator, engines, model_config, runtime
+from depthstream.contract import Precision
 from depthstream.engines import Engine
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,7 @@ def for_model(
     """The runner for one served model: an INT8 twin stays on ONNX Runtime (its quantized graph
     ran slower on OpenVINO, 862 against 556 ms on a Xeon with AMX), a BF16 twin is OpenVINO's, any other model gets the
     measured or forced choice."""
-    spec = MODELS.get(model_dir.name)
-    precision = spec.precision if spec is not None else Precision.FP32
+    precision = model_config.precision_of(model_dir)
     if precision == Precision.BF16:
         if engines.openvino_version() is None:
             raise RuntimeError(f"{model_dir.name} is a BF16 twin: OpenVINO runs it, and it is not installed")

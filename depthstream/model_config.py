@@ -9,7 +9,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from depthstream.contract import RANDOM_WEIGHTS_MARKER
+from depthstream.contract import MODELS, RANDOM_WEIGHTS_MARKER, ModelSpec, Precision, register
 
 CONFIG_FILE = "config.pbtxt"
 ONNX_FILE = "model.onnx"
@@ -38,6 +38,60 @@ MS_PER_FRAME_PARAM = "depthstream_ms_per_frame"
 # Written by the export from the contract: what DEPTH means (depth_kind, depth_units, ...).
 DEPTH_PARAM_PREFIX = "depth_"
 MEASURED_ON_PARAM = "depthstream_speed_measured_on"
+# Written by the export: the whole spec (the repository is the catalog), and a few of its fields
+# for a person reading the config (title, source, revision, twin_of, added, network_size)
+SPEC_PARAM = "depthstream_spec"
+
+
+def spec_params(spec: ModelSpec) -> dict[str, str]:
+    """What the export writes about a model into its config's parameters."""
+    return {
+        SPEC_PARAM: spec.to_json(),
+        "title": spec.title,
+        "source": spec.hub_id,
+        "revision": spec.revision,
+        "twin_of": spec.fp32_twin if spec.is_twin else "",
+        "added": "true" if spec.added else "false",
+        "network_size": spec.resize.describe(),
+    }
+
+
+def spec_of(config: mc.ModelConfig) -> ModelSpec:
+    """The model's spec as its config records it; a config written before the export recorded
+    it names a curated model. ValueError says what is wrong."""
+    if SPEC_PARAM not in config.parameters:
+        if config.name in MODELS:
+            return MODELS[config.name]
+        raise ValueError(f"{config.name}: its config records no {SPEC_PARAM}; export it again")
+    spec = ModelSpec.from_json(config.parameters[SPEC_PARAM].string_value)
+    if spec.name != config.name:
+        raise ValueError(f"{config.name}: its config records the spec of {spec.name}")
+    return spec
+
+
+def precision_of(model_dir: Path) -> Precision:
+    """A model's precision as its config records it (FP32 where it records none: a staging
+    directory, or a model exported before the spec was recorded and not curated)."""
+    try:
+        spec = spec_of(parse((model_dir / CONFIG_FILE).read_text()))
+        if spec.name == model_dir.name:  # Triton serves a model under its directory's name
+            return spec.precision
+    except (OSError, ValueError, text_format.ParseError):
+        pass
+    curated = MODELS.get(model_dir.name)
+    return curated.precision if curated is not None else Precision.FP32
+
+
+def register_repository(repository: Path) -> dict[str, str]:
+    """Make the models of a repository on disk known to this process; {name: problem} for those
+    whose config cannot be read."""
+    problems = {}
+    for name in exported_models(repository):
+        try:
+            register(spec_of(parse((repository / name / CONFIG_FILE).read_text())))
+        except (OSError, ValueError, text_format.ParseError) as exc:
+            problems[name] = str(exc)
+    return problems
 
 
 def served_speed(config: mc.ModelConfig) -> tuple[float, str] | None:

@@ -16,6 +16,9 @@ from depthstream.contract import INPUT_DTYPE, INPUT_NAME, OUTPUT_NAME
 # client sends it in this gRPC header
 SHM_KEY_NAME = "shm-key"
 SHM_KEY_HEADER = f"triton-grpc-protocol-{SHM_KEY_NAME}"
+# ... and its model-repository protocol (the repository's index) behind its admin key
+ADMIN_KEY_NAME = "admin-key"
+ADMIN_KEY_HEADER = f"triton-grpc-protocol-{ADMIN_KEY_NAME}"
 
 
 def shared_layout(batch_shape: tuple[int, ...]) -> tuple[int, int]:

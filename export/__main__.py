@@ -14,7 +14,7 @@ import sys
 from depthstream import engine_choice, engines, runtime
 from depthstream.contract import EXPORTABLE, variants_of
 from depthstream.settings import SettingsError
-from export import report, twins
+from export import added, report, twins
 from export.checkpoints import CheckpointError
 from export.exporter import Exporter
 from export.onnx_export import ParityError
@@ -23,7 +23,7 @@ from export.repository import (
     ONNX_FILE,
     VERSION,
 )
-from export.settings import parse_settings
+from export.settings import ExportSettings, parse_settings
 
 log = logging.getLogger("export")
 
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export: error: {exc}", file=sys.stderr)
         return 2
     report.quiet_third_parties(args.verbose)
+    if args.list or args.remove or args.checkpoint:
+        return catalog_command(args)
     names = args.checkpoints
     if args.first:
         args = dataclasses.replace(args, only=(first_model(names),))
@@ -71,6 +73,30 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{report.render(rows)}\n\nEach model is in {args.output}/<model>/ (config.pbtxt, {VERSION}/{ONNX_FILE}, "
         f"{runtime.SPEED_FILE}). ms/frame: the model alone on one 640x480 frame, as served, on {machine}."
     )
+    return 0
+
+
+def catalog_command(args: ExportSettings) -> int:
+    """--list, --remove NAME or --checkpoint ID_OR_DIR: the repository as a catalog."""
+    try:
+        if args.remove:
+            removed = added.remove(args.output, args.remove)
+            print(f"export: removed {', '.join(removed)} from {args.output}")
+        if args.checkpoint:
+            progress = Progress(0)
+            spec, rows = added.export_checkpoint(args, progress)
+            print(f"\n{report.render(rows)}\n")
+            print(
+                f"export: {spec.name} added from {spec.hub_id}: {spec.depth_meaning['kind']} depth "
+                f"({spec.depth_meaning['units']}), network input {spec.resize.describe()}. "
+                f"A running Triton loads it at its next start (make demo loads new models itself)."
+            )
+    except (CheckpointError, ParityError) as exc:
+        print(f"export: error: {exc}", file=sys.stderr)
+        print(f"export: {args.output} is as it was", file=sys.stderr)
+        return 2
+    if args.list:
+        print(added.listing(args.output))
     return 0
 
 

@@ -45,7 +45,12 @@ REFUSED_FAMILIES = {
     "depth_pro": "its processor needs torchvision here and its FOV head is not served yet",
 }
 # PIL's resample codes (PIL.Image.Resampling) the graph reproduces (export.pil_resize)
-PIL_FILTERS = {1: Interpolation.LANCZOS, 2: Interpolation.BILINEAR, 3: Interpolation.BICUBIC, 4: Interpolation.BOX}
+PIL_FILTERS = {
+    1: Interpolation.LANCZOS,
+    2: Interpolation.BILINEAR,
+    3: Interpolation.BICUBIC,
+    4: Interpolation.BOX,
+}
 PIL_NAMES = {0: "nearest", 5: "hamming"}
 # what DPT-family post-processing does (transformers' post_process_depth_estimation)
 POST_PROCESS = OutputResize(Interpolation.BICUBIC, align_corners=False)
@@ -75,7 +80,9 @@ def _read_json(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise CheckpointError(f"{path.parent}: no {path.name}; expected a save_pretrained directory ({what})") from None
+        raise CheckpointError(
+            f"{path.parent}: no {path.name}; expected a save_pretrained directory ({what})"
+        ) from None
     except (OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not readable JSON ({exc})") from None
     if not isinstance(data, dict):
@@ -95,14 +102,22 @@ def check_files(directory: Path) -> dict:
         )
     if not any(directory.glob("*.safetensors")):
         pickles = [p.name for p in directory.glob("*.bin")] + [p.name for p in directory.glob("*.pt*")]
-        found = f" (it has {', '.join(sorted(pickles))}: pickle, which can run code when loaded)" if pickles else ""
-        raise CheckpointError(f"{directory}: no safetensors weights{found}; the export loads safetensors only")
+        found = (
+            f" (it has {', '.join(sorted(pickles))}: pickle, which can run code when loaded)"
+            if pickles
+            else ""
+        )
+        raise CheckpointError(
+            f"{directory}: no safetensors weights{found}; the export loads safetensors only"
+        )
     return config
 
 
 def family_depth(model_type: str, config: dict, overrides: Overrides) -> tuple[DepthKind, float | None]:
     """What the checkpoint's DEPTH means: the flags, else the family's own meaning."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES as DEPTH_FAMILIES
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_DEPTH_ESTIMATION_MAPPING_NAMES as DEPTH_FAMILIES,
+    )
 
     if model_type not in DEPTH_FAMILIES:
         raise CheckpointError(
@@ -216,7 +231,9 @@ def derive_spec(directory: Path, source: str, overrides: Overrides, revision: st
     rescale, mean, std = normalization(processor)
     name = overrides.name or derived_name(source)
     if not MODEL_NAME.fullmatch(name):
-        raise CheckpointError(f"--name {name!r}: a Triton name is lower case letters, digits and _ (at most 63)")
+        raise CheckpointError(
+            f"--name {name!r}: a Triton name is lower case letters, digits and _ (at most 63)"
+        )
     if name in MODELS:
         raise CheckpointError(f"{name}: a curated model's name; choose another with --name")
     architectures = config.get("architectures") or []

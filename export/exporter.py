@@ -11,12 +11,13 @@ import dataclasses
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from depthstream import engine_choice, runtime
-from depthstream.contract import ModelSpec, Precision, twins_of, variants_of
+from depthstream.contract import ModelSpec, Precision, fp32_variants, twins_of
 from export import configs, twins
 from export.checkpoints import LoadedCheckpoint, load_checkpoint
 from export.graph import FusedDepthModel, make_exportable
@@ -39,7 +40,11 @@ log = logging.getLogger("export")
 
 
 def wanted_manifest(spec: ModelSpec, args: ExportSettings) -> Manifest:
-    if args.random_weights:
+    if spec.added:  # --checkpoint: its own source (a hub id or a directory)
+        directory = Path(spec.hub_id)
+        source = spec.hub_id
+        weights = weights_fingerprint(directory) if directory.is_dir() else spec.revision or spec.hub_id
+    elif args.random_weights:
         source = weights = "random"
     elif args.weights is not None:
         source = str(args.weights.resolve())
@@ -56,17 +61,22 @@ def wanted_manifest(spec: ModelSpec, args: ExportSettings) -> Manifest:
 
 
 def network_input(spec: ModelSpec) -> str:
-    if spec.resize.keep_aspect:
-        return f"{spec.resize.size} (sides <= {spec.resize.max_side})"
-    return f"{spec.resize.size}x{spec.resize.size}"
+    return spec.resize.describe()
 
 
 class Exporter:
     """Exports the variants of one checkpoint, loading the checkpoint at most once: each FP32
     model, then its twins judged against it (export.twins)."""
 
-    def __init__(self, checkpoint: ModelSpec, args: ExportSettings, progress: Progress) -> None:
+    def __init__(
+        self,
+        checkpoint: ModelSpec,
+        args: ExportSettings,
+        progress: Progress,
+        loader: Callable[[], LoadedCheckpoint] | None = None,
+    ) -> None:
         self.base = checkpoint
+        self.loader = loader or (lambda: load_checkpoint(checkpoint, args.weights, args.random_weights))
         self.args = args
         self.progress = progress
         self.providers = runtime.wanted_providers()
@@ -78,13 +88,13 @@ class Exporter:
     def checkpoint(self) -> LoadedCheckpoint:
         if self._loaded is None:
             self.progress.step(self.base.name, "loading the checkpoint")
-            self._loaded = load_checkpoint(self.base, self.args.weights, self.args.random_weights)
+            self._loaded = self.loader()
             make_exportable(self._loaded.model)
         return self._loaded
 
     def specs(self) -> list[ModelSpec]:
         only = self.args.only
-        return [s for s in variants_of(self.base.name) if not s.is_twin and (not only or s.name in only)]
+        return [s for s in fp32_variants(self.base) if not only or s.name in only]
 
     def steps(self) -> int:
         return sum(1 + len(self.twin_specs(spec)) for spec in self.specs())

@@ -7,7 +7,7 @@ import enum
 from dataclasses import dataclass
 from pathlib import Path
 
-from depthstream.contract import EXPORTABLE, MODELS
+from depthstream.contract import EXPORTABLE, MODEL_NAME, MODELS, DepthKind
 from depthstream.engines import ENGINE_CHOICES
 from depthstream.settings import Settings, SettingsError, parse, setting
 
@@ -37,6 +37,21 @@ class ExportSettings(Settings):
     weights: Path | None = setting(
         None, metavar="DIR", help="local checkpoint directory (save_pretrained layout), for one --model"
     )
+    checkpoint: str | None = setting(
+        None,
+        metavar="ID_OR_DIR",
+        help="export this transformers depth checkpoint instead of the curated ones: a hub id or a "
+        "save_pretrained directory with its image processor config",
+    )
+    name: str | None = setting(None, help="the served name of --checkpoint's model (default: from its id)")
+    depth: DepthKind | None = setting(
+        None, help="what --checkpoint's depth means, where its family does not say (relative or metric)"
+    )
+    max_depth: float | None = setting(None, metavar="M", help="--checkpoint's metric ceiling, in metres")
+    remove: str | None = setting(
+        None, metavar="NAME", help="take a model and its twins out of the repository"
+    )
+    list: bool = setting(False, help="say what the repository serves, and stop")
     random_weights: bool = setting(
         False, help="smoke mode: real architectures with random weights, MEANINGLESS output"
     )
@@ -79,6 +94,18 @@ class ExportSettings(Settings):
             raise SettingsError(f"{self.describe('weights')} holds one checkpoint: name it with --model")
         if self.weights is not None and self.random_weights:
             raise SettingsError("--weights and --random-weights exclude each other")
+        if self.checkpoint is None and (self.name, self.depth, self.max_depth) != (None, None, None):
+            raise SettingsError("--name, --depth and --max-depth describe a --checkpoint")
+        if self.checkpoint is not None and (
+            self.weights is not None or self.random_weights or self.model != ALL
+        ):
+            raise SettingsError(
+                "--checkpoint names its own weights: not with --model, --weights or --random-weights"
+            )
+        if self.name is not None and not MODEL_NAME.fullmatch(self.name):
+            raise SettingsError(f"{self.describe('name')}: lower case letters, digits and _, at most 63")
+        if self.max_depth is not None and self.max_depth <= 0:
+            raise SettingsError(f"{self.describe('max_depth')}: metres, above 0")
 
     @property
     def checkpoints(self) -> list[str]:

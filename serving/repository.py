@@ -16,7 +16,7 @@ from pathlib import Path
 from tritonclient.grpc import model_config_pb2 as mc
 
 from depthstream import engine_choice, engines, model_config, runtime
-from depthstream.contract import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, MODELS, Precision
+from depthstream.contract import MAX_IMAGE_PIXELS, MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, Precision
 from depthstream.model_config import (
     CONFIG_FILE,
     MEASURED_ON_PARAM,
@@ -87,11 +87,11 @@ def embedded_config(
     return config
 
 
-def servable_here(name: str) -> bool:
+def servable_here(model_dir: Path) -> bool:
     """A BF16 twin judged on another machine is left out where OpenVINO runs no BF16: it would
     run FP32 on a slower path than its FP32 model's (said in the log)."""
-    spec = MODELS.get(name)
-    if spec is None or spec.precision != Precision.BF16 or engines.bf16_capable():
+    name = model_dir.name
+    if model_config.precision_of(model_dir) != Precision.BF16 or engines.bf16_capable():
         return True
     log.warning("%s: left out: a BF16 twin, and OpenVINO runs no BF16 on this CPU", name)
     return False
@@ -118,7 +118,7 @@ def generate(
     missing = sorted(set(models or []) - set(available))
     if missing:
         raise EmptyRepositoryError(f"{repository} lacks {', '.join(missing)}; {hint}")
-    names = [name for name in models or available if servable_here(name)]
+    names = [name for name in models or available if servable_here(repository / name)]
     providers = tuple(runtime.wanted_providers(device))
     if engines.openvino_version() is None:
         log.warning("%s (make setup installs it)", engine_choice.NO_OPENVINO)

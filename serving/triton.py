@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from depthstream.accelerator import DEVICES
-from depthstream.contract import MODELS
+from depthstream.contract import MODEL_NAME
 from depthstream.engines import ENGINE_CHOICES, openvino_version
 from depthstream.model_config import exported_models
 from depthstream.request import SHM_KEY_NAME
@@ -85,7 +85,11 @@ class TritonSettings(Settings):
                 ("http_port", 1 <= self.http_port <= 65535, port),
                 ("grpc_port", 1 <= self.grpc_port <= 65535, port),
                 ("metrics_port", 1 <= self.metrics_port <= 65535, port),
-                ("models", set(self.models) <= set(MODELS), f"models of the contract ({', '.join(MODELS)})"),
+                (
+                    "models",
+                    all(MODEL_NAME.fullmatch(name) for name in self.models),
+                    "model names: lower case letters, digits and _ (each must be in the repository)",
+                ),
                 ("threads", self.threads is None or self.threads >= 1, "at least 1 (or empty: all cores)"),
                 ("simulated_extra_ms", self.simulated_extra_ms >= 0, "zero or more"),
                 ("device", self.device in DEVICES, f"one of {', '.join(DEVICES)}"),

@@ -19,7 +19,7 @@ from depthstream.contract import (
     OUTPUT_NAME,
     RANDOM_WEIGHTS_MARKER,
 )
-from depthstream.model_config import MEASURED_ON_PARAM, MS_PER_FRAME_PARAM
+from depthstream.model_config import MEASURED_ON_PARAM, MS_PER_FRAME_PARAM, spec_params
 from depthstream.request import SHM_KEY_HEADER
 
 
@@ -34,6 +34,7 @@ class FakeTriton:
         self.up = True
         self.not_ready: set[str] = set()
         self.mismatched: set[str] = set()  # models whose metadata breaks the contract
+        self.served = dict(MODELS)  # name -> spec, as the served configs record them
         self.random_weights = False
         self.ms_per_frame: dict[str, float] = {}  # speeds "recorded" by the serving side, per model
         self.failure: InferenceServerException | None = None  # raised by infer
@@ -60,7 +61,16 @@ class FakeTriton:
 
     async def is_model_ready(self, name, client_timeout=None) -> bool:
         self._count("is_model_ready")
-        return name in MODELS and name not in self.not_ready
+        return name in self.served and name not in self.not_ready
+
+    async def get_inference_statistics(self, model_name="", client_timeout=None, **_):
+        self._count("get_inference_statistics")
+        stats = [SimpleNamespace(name=name) for name in self.served if name not in self.not_ready]
+        return SimpleNamespace(model_stats=stats)
+
+    async def get_model_repository_index(self, headers=None, client_timeout=None, **_):
+        self._count("get_model_repository_index")
+        return SimpleNamespace(models=[SimpleNamespace(name=name) for name in self.served])
 
     async def get_model_metadata(self, name, client_timeout=None):
         self._count("get_model_metadata")
@@ -76,6 +86,9 @@ class FakeTriton:
         config = mc.ModelConfig(name=name, max_batch_size=4)
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=self.instances.get(name, 1))
         config.parameters[RANDOM_WEIGHTS_MARKER].string_value = "true" if self.random_weights else "false"
+        if name in self.served:
+            for key, text in spec_params(self.served[name]).items():
+                config.parameters[key].string_value = text
         if name in self.ms_per_frame:
             config.parameters[MS_PER_FRAME_PARAM].string_value = str(self.ms_per_frame[name])
             config.parameters[

@@ -156,7 +156,7 @@ MUTATIONS = [
     Mutation(
         "a metric model as the automatic default",
         "bridge/default_model.py",
-        "relative = [info for info in models if info.ready and MODELS[info.name].depth is DepthKind.RELATIVE]",
+        "relative = [info for info in models if info.ready and spec_of(info.name).depth is DepthKind.RELATIVE]",
         "relative = [info for info in models if info.ready]",
     ),
     # Triton's answers and the codes the client hears

@@ -19,7 +19,7 @@ EXPECTED_PROBLEM = {
     "wrong_tensor_name.pbtxt": "'pixel_values'",
     "no_batch_dim.pbtxt": "inputs are [('IMAGE', 'UINT8', (-1, -1, 3))]",
     "channels_first.pbtxt": "(-1, 3, -1, -1)",
-    "unknown_model.pbtxt": "not a model of the contract",
+    "unknown_model.pbtxt": "is not a model name",
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from demo.__main__ import served_models, start_up_lines
 from tests.servers import bridge_settings
 
@@ -18,6 +20,7 @@ def test_the_start_up_lines_say_where_to_open_it_and_what_is_served(triton):
     assert "RANDOM WEIGHTS" not in "\n".join(lines) and lines[-1] == "  Ctrl-C stops both."
 
 
+@pytest.mark.integration  # starts a tritonserver of its own
 def test_models_exported_later_are_loaded_into_the_running_triton(tiny_repository, tmp_path):
     """make demo's first depth comes from the quickest model alone; what it exports afterwards
     is loaded into the same tritonserver (model control explicit, with the admin key only the

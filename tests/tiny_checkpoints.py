@@ -145,7 +145,9 @@ FAMILIES: dict[str, tuple[Callable[[], PreTrainedModel], Callable[[], object]]] 
     ),
     "dpt_beit": (
         dpt_beit,
-        lambda: DPTImageProcessor(size={"height": 64, "width": 64}, resample=1, image_mean=[0.4] * 3, image_std=[0.6] * 3),
+        lambda: DPTImageProcessor(
+            size={"height": 64, "width": 64}, resample=1, image_mean=[0.4] * 3, image_std=[0.6] * 3
+        ),
     ),
     "dpt_dinov2": (
         dpt_dinov2,
