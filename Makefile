@@ -21,8 +21,13 @@ BENCH_ARGS ?=
 # more flags for `python -m export` (make export and make demo): --verbose, --force, --int8 never
 EXPORT_ARGS ?=
 
+# CHECKPOINT=ID_OR_DIR: any transformers depth checkpoint instead of the curated ones (NAME=...)
+CHECKPOINT ?=
+NAME ?=
 # WEIGHTS= (hub download) | random (smoke mode) | DIR (a local checkpoint, with MODEL=name)
-ifeq ($(WEIGHTS),random)
+ifneq ($(CHECKPOINT),)
+EXPORT_FLAGS := --checkpoint $(CHECKPOINT) $(if $(NAME),--name $(NAME))
+else ifeq ($(WEIGHTS),random)
 EXPORT_FLAGS := --random-weights
 else ifneq ($(WEIGHTS),)
 EXPORT_FLAGS := --weights $(WEIGHTS)
@@ -52,7 +57,7 @@ $(INSTALLED): requirements.txt requirements-dev.txt depthstream/accelerator.py
 
 setup: $(INSTALLED) ## create .venv with the pinned dependencies (ONNX Runtime's GPU build on NVIDIA machines)
 
-export: setup ## export the models to ONNX in model_repository/ (WEIGHTS=random|DIR, MODEL=name, EXPORT_ARGS=--verbose)
+export: setup ## export the models to ONNX in model_repository/ (WEIGHTS=random|DIR, MODEL=name, CHECKPOINT=ID_OR_DIR, EXPORT_ARGS=--verbose)
 	$(PYTHON) -m export --model $(MODEL) --output $(REPOSITORY) $(EXPORT_FLAGS) $(EXPORT_ARGS)
 
 serve: setup ## run the embedded tritonserver (CPU) on 127.0.0.1 (HTTP_PORT, GRPC_PORT, METRICS_PORT)

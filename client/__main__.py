@@ -27,10 +27,7 @@ from tritonclient.utils import InferenceServerException
 from client import frames
 from client.settings import ClientSettings, parse_settings
 from depthstream import model_config
-from depthstream.contract import (
-    MODELS,
-    OUTPUT_NAME,
-)
+from depthstream.contract import OUTPUT_NAME, known, register, spec_of
 from depthstream.render import pointcloud, raw_depth
 from depthstream.render.colorize import colorize
 from depthstream.request import depth_request
@@ -52,9 +49,10 @@ def server_compute_ms(client: grpcclient.InferenceServerClient, model: str) -> t
     return stats.success.count, compute
 
 
-def warn_if_random_weights(url: str, model: str) -> None:
-    """Say so when the served model was exported with random weights (a smoke export), as the
-    page and make demo do; a server that cannot say is left to the request's own error."""
+def learn_model(url: str, model: str) -> None:
+    """Read what the served model is from its config (the repository is the catalog: an added
+    model's depth kind is there), and say so when it carries random weights (a smoke export),
+    as the page and make demo do; a server that cannot say is left to the request's own error."""
     try:
         client = grpcclient.InferenceServerClient(url)
         try:
@@ -63,6 +61,10 @@ def warn_if_random_weights(url: str, model: str) -> None:
             client.close()
     except InferenceServerException:
         return
+    try:
+        register(model_config.spec_of(config))
+    except ValueError as exc:
+        print(f"warning: {model}: {exc}", file=sys.stderr)
     if model_config.is_random_weights(config):
         print(
             f"warning: {model} has RANDOM WEIGHTS (a smoke export): its depth is meaningless", file=sys.stderr
@@ -125,7 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.image.exists():
         print(f"error: {args.image} does not exist", file=sys.stderr)
         return 2
-    warn_if_random_weights(args.url, args.model)
+    learn_model(args.url, args.model)
+    if not known(args.model):
+        print(
+            f"error: Triton at {args.url} serves no model {args.model} (python -m export --list)",
+            file=sys.stderr,
+        )
+        return 2
     if args.image.is_dir() or frames.is_video(args.image):
         return run_many(args)
     rgb = cv2.imread(str(args.image), cv2.IMREAD_COLOR_RGB)
@@ -149,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         client.close()
     color_path = out_dir / f"{args.image.stem}.{args.model}.png"
     raw_path = out_dir / f"{args.image.stem}.{args.model}.depth16.png"
-    kind = MODELS[args.model].depth
+    kind = spec_of(args.model).depth
     cv2.imwrite(str(color_path), colorize(depth, args.colormap, kind=kind))
     raw_depth.write_png16(raw_path, depth, kind, model=args.model)
     if args.ply is not None:

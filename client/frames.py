@@ -31,8 +31,8 @@ from depthstream.contract import (
     MAX_BATCH_SIZE,
     MAX_IMAGE_PIXELS,
     MAX_IMAGE_SIDE,
-    MODELS,
     OUTPUT_NAME,
+    spec_of,
 )
 from depthstream.render import pointcloud, raw_depth
 from depthstream.render.colorize import RangeSmoother, apply_colormap, colorize, to_uint8
@@ -144,7 +144,7 @@ class Writer:
         self.fps = fps
         self.video = video
         self.smoother = RangeSmoother() if video else None  # a video's colors stay steady
-        self.kind = MODELS[job.model].depth
+        self.kind = spec_of(job.model).depth
         # a steady video is drawn once every frame is in, from depth spooled to disk
         spool_dir = job.output.parent if video else None
         self.spool = DepthSpool(self.kind, align=True, directory=spool_dir) if video and job.steady else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from depthstream.contract import DEFAULT_MODEL, MODELS
+from depthstream.contract import CHECKPOINTS, DEFAULT_MODEL, MODEL_NAME
 from depthstream.render import pointcloud
 from depthstream.render.colorize import COLORMAPS, DEFAULT_COLORMAP
 from depthstream.settings import Settings, parse, setting
@@ -21,7 +21,11 @@ class ClientSettings(Settings):
     ENV_PREFIX = "CLIENT_"
 
     image: Path = setting(positional=True, help="a JPEG, PNG or WebP file; a video; or a folder of images")
-    model: str = setting(DEFAULT_MODEL, metavar=_one_of(MODELS))
+    model: str = setting(
+        DEFAULT_MODEL,
+        metavar="NAME",
+        help=f"a served model ({', '.join(CHECKPOINTS)}, ...: python -m export --list)",
+    )
     url: str = setting("127.0.0.1:8001", help="Triton's gRPC address")
     colormap: str = setting(DEFAULT_COLORMAP, metavar=_one_of(COLORMAPS))
     output_dir: Path | None = setting(
@@ -61,7 +65,11 @@ class ClientSettings(Settings):
         low, high = pointcloud.MIN_HFOV_DEG, pointcloud.MAX_HFOV_DEG
         self.require_all(
             [
-                ("model", self.model in MODELS, f"one of {', '.join(MODELS)}"),
+                (
+                    "model",
+                    bool(MODEL_NAME.fullmatch(self.model)),
+                    "a model's name (lower case letters, digits and _)",
+                ),
                 ("colormap", self.colormap in COLORMAPS, f"one of {', '.join(COLORMAPS)}"),
                 ("url", bool(self.url.strip()), "Triton's gRPC host:port"),
                 ("hfov", low <= self.hfov <= high, f"{low:g} to {high:g} degrees"),

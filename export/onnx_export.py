@@ -19,6 +19,10 @@ OPSET = 18
 # Largest accepted difference between ONNX Runtime and PyTorch, as a fraction of the range of
 # PyTorch's output. Correct exports measure ~1e-5..1e-4; a baked-in size is 5-30% off.
 PARITY_TOLERANCE = 2e-3
+# With Pillow's resampling (an added checkpoint) the image is rounded to uint8 between passes, as
+# Pillow does: a last-bit difference between two runtimes flips a pixel at a rounding tie by one
+# level, which a tiny random network amplifies (3e-3 seen). The bound against the pipeline.
+PIL_PARITY_TOLERANCE = 1e-2
 
 
 class ParityError(Exception):
@@ -53,7 +57,9 @@ def run_onnx(session: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
     return session.run([OUTPUT_NAME], {INPUT_NAME: batch})[0]
 
 
-def check_parity(fused: torch.nn.Module, path: Path, images: list[np.ndarray]) -> float:
+def check_parity(
+    fused: torch.nn.Module, path: Path, images: list[np.ndarray], tolerance: float = PARITY_TOLERANCE
+) -> float:
     """Run ONNX Runtime and PyTorch on each image; raise ParityError past the tolerance."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
@@ -66,10 +72,10 @@ def check_parity(fused: torch.nn.Module, path: Path, images: list[np.ndarray]) -
             raise ParityError(f"ONNX output shape {actual.shape} != PyTorch {reference.shape}")
         error = relative_error(actual, reference)
         log.info("parity at %dx%d: %.2e of range", image.shape[1], image.shape[0], error)
-        if not np.isfinite(actual).all() or error > PARITY_TOLERANCE:
+        if not np.isfinite(actual).all() or error > tolerance:
             raise ParityError(
                 f"ONNX Runtime differs from PyTorch by {error:.2e} of the range at "
-                f"{image.shape[1]}x{image.shape[0]} (tolerance {PARITY_TOLERANCE:.0e}); refusing to write"
+                f"{image.shape[1]}x{image.shape[0]} (tolerance {tolerance:.0e}); refusing to write"
             )
         worst = max(worst, error)
     return worst
