@@ -32,7 +32,7 @@ from bridge.own_work import own_work_ms
 from bridge.server import build_server, run_until_stopped
 from bridge.settings import BridgeSettings, parse_settings
 from depthstream import accelerator, model_config
-from depthstream.contract import EXPORTABLE, variants_of
+from depthstream.contract import EXPORTABLE, register, variants_of
 from depthstream.model_config import CONFIG_FILE
 from depthstream.settings import Settings, SettingsError, parse, parse_known, setting
 from serving.supervisor import TritonSupervisor
@@ -116,6 +116,12 @@ def served_models(triton: EmbeddedTriton) -> list[ModelInfo]:
     for name in triton.models:
         config = model_config.parse((triton.served_repository / name / CONFIG_FILE).read_text())
         ms, machine = model_config.served_speed(config) or (None, "")
+        try:
+            spec = model_config.spec_of(config)
+        except ValueError as exc:  # the bridge refuses it too, saying why
+            log.warning("%s", exc)
+            continue
+        register(spec)
         infos.append(
             ModelInfo(
                 name,
@@ -123,6 +129,7 @@ def served_models(triton: EmbeddedTriton) -> list[ModelInfo]:
                 random_weights=model_config.is_random_weights(config),
                 ms_per_frame=ms,
                 measured_on=machine,
+                spec=spec,
             )
         )
     return infos
