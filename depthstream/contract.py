@@ -234,7 +234,7 @@ class ModelSpec:
     @property
     def depth_meaning(self) -> dict:
         """What DEPTH means, as every client reads it (/api/models, hello, headers, config)."""
-        meaning: dict[str, str | int] = {
+        meaning: dict[str, str | int | float] = {
             "kind": str(self.depth),
             "units": self.depth.units,
             "larger": self.depth.larger,

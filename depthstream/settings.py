@@ -36,12 +36,21 @@ def setting(
     flag: bool = True,
     positional: bool = False,
     metavar: str | None = None,
+    option: str | None = None,
     **kw,
 ):
     """A settings field: ``env`` overrides the variable's name (default: prefix + NAME);
     ``flag=False`` keeps it off the command line and out of the environment; ``positional``
-    makes it a required argument of the command line (no variable)."""
-    metadata = {"env": env, "help": help, "flag": flag, "positional": positional, "metavar": metavar}
+    makes it a required argument of the command line (no variable); ``option`` names its flag
+    where the field's name cannot be the flag's (``list`` would shadow the builtin)."""
+    metadata = {
+        "env": env,
+        "help": help,
+        "flag": flag,
+        "positional": positional,
+        "metavar": metavar,
+        "option": option,
+    }
     if default is dataclasses.MISSING:
         return dataclasses.field(metadata=metadata, **kw)
     return dataclasses.field(default=default, metadata=metadata, **kw)
@@ -79,7 +88,11 @@ class Settings:
         field = next(f for f in dataclasses.fields(typing.cast(Any, cls)) if f.name == name)
         if not field.metadata.get("flag", True):  # read from its variable only
             return cls.variable(name)
-        return f"--{name.replace('_', '-')} / {cls.variable(name)}"
+        return f"{_option(field)} / {cls.variable(name)}"
+
+
+def _option(field: dataclasses.Field) -> str:
+    return field.metadata.get("option") or f"--{field.name.replace('_', '-')}"
 
 
 def _boolean(text: str) -> bool:
@@ -143,7 +156,7 @@ def _arguments(cls: type[S], parser: argparse.ArgumentParser) -> None:
         shown = default.value if isinstance(default, enum.Enum) else default
         shown = str(shown) if isinstance(shown, Path) else shown
         help_text = f"{help_text} (env {cls.variable(field.name)}, default {shown!r})".strip()
-        flag = f"--{field.name.replace('_', '-')}"
+        flag = _option(field)
         if kind is bool:  # --name turns it on, --no-name off
             parser.add_argument(
                 flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None, help=help_text

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"export: error: {exc}", file=sys.stderr)
         return 2
     report.quiet_third_parties(args.verbose)
-    if args.list or args.remove or args.checkpoint:
+    if args.listing or args.remove or args.checkpoint:
         return catalog_command(args)
     names = args.checkpoints
     if args.first:
@@ -95,7 +95,7 @@ def catalog_command(args: ExportSettings) -> int:
         print(f"export: error: {exc}", file=sys.stderr)
         print(f"export: {args.output} is as it was", file=sys.stderr)
         return 2
-    if args.list:
+    if args.listing:
         print(added.listing(args.output))
     return 0
 

@@ -47,7 +47,7 @@ def _depth_anything(
             head_hidden_size=head,
             # a metric head ends in sigmoid x max_depth (metres); a relative one in ReLU
             depth_estimation_type=str(spec.depth),
-            max_depth=spec.max_depth_m or 1,
+            max_depth=int(spec.max_depth_m or 1),
         )
     )
 

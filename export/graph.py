@@ -71,7 +71,8 @@ class FusedDepthModel(nn.Module):
             pixels = pixels * self.scale + self.offset
             return resize(pixels, self.network_size(image), rule.interpolation, align_corners=False)
         # the transformers processors: Pillow on the uint8 image, then rescale, normalize, pad
-        pixels = pil_resize.resize(pixels, *self.network_size(image), rule.interpolation)
+        height, width = self.network_size(image)
+        pixels = pil_resize.resize(pixels, height, width, rule.interpolation)
         pixels = pixels * self.scale + self.offset
         if rule.pad_to > 1:
             pixels = centre_pad(pixels, rule.pad_to)

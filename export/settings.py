@@ -51,7 +51,9 @@ class ExportSettings(Settings):
     remove: str | None = setting(
         None, metavar="NAME", help="take a model and its twins out of the repository"
     )
-    list: bool = setting(False, help="say what the repository serves, and stop")
+    listing: bool = setting(
+        False, option="--list", env="EXPORT_LIST", help="say what the repository serves, and stop"
+    )
     random_weights: bool = setting(
         False, help="smoke mode: real architectures with random weights, MEANINGLESS output"
     )
