@@ -129,3 +129,31 @@ def test_a_twin_of_an_added_model_was_judged(added):
     else:
         assert not twin.exists()
     assert np.isfinite(len(served))
+
+
+def test_the_page_lists_added_models_by_kind_and_streams_one(added, browser):
+    _, server, _ = added
+    with RunningBridge(bridge_settings(server.settings.grpc_url, default_model="glpn")) as bridge:
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        try:
+            page.goto(bridge.url + "/")
+            page.wait_for_selector("#model:not([disabled])")
+            groups = page.eval_on_selector_all(
+                "#model optgroup",
+                "gs => gs.map(g => [g.dataset.kind, [...g.children].map(o => [o.value, o.textContent])])",
+            )
+            by_kind = {kind: dict(options) for kind, options in groups}
+            assert "glpn" in by_kind["metric"] and "· added" in by_kind["metric"]["glpn"]
+            assert "· added" in by_kind["relative"]["depth_anything"]
+            assert page.input_value("#model") == "glpn"
+            page.click("#start")
+            page.wait_for_function(
+                "Number(document.getElementById('frames').textContent) > 2", timeout=60_000
+            )
+            page.click("#stop")
+        finally:
+            context.close()
+        assert errors == []

@@ -19,9 +19,12 @@ const DEPTH_GROUPS = { relative: "Relative depth (shape: larger is closer)", met
 
 function modelOption(m) {
   models[m.name] = m;
-  const state = m.ready ? "" : m.coming ? " (coming: being exported)" : " (not ready)";
-  const option = new Option(`${m.title}${speedLabel(m)}${m.random_weights ? " (random weights)" : ""}${state}`, m.name);
+  const state = m.ready ? "" : m.coming ? " (coming: being exported)" : m.problem?.startsWith("served model does not match") ? " (refused: see its title)" : " (not ready)";
+  // a checkpoint added with `export --checkpoint`, not one of the curated models
+  const added = m.added ? " · added" : "";
+  const option = new Option(`${m.title}${added}${speedLabel(m)}${m.random_weights ? " (random weights)" : ""}${state}`, m.name);
   option.disabled = !m.ready;
+  if (!m.ready && m.problem) option.title = m.problem;
   if (m.recorded_ms) option.title = `observed on live traffic now: ${Math.round(m.ms_per_frame)} ms a frame (recorded: ${Math.round(m.recorded_ms)} ms on ${m.measured_on})`;
   else if (m.ms_per_frame) option.title = `the model alone: ${Math.round(m.ms_per_frame)} ms per 640×480 frame, measured on ${m.measured_on}`;
   return option;
