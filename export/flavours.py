@@ -38,7 +38,8 @@ from pathlib import Path
 
 from tritonclient.grpc import model_config_pb2 as mc
 
-from depthstream.contract import MODELS, Precision
+from depthstream import model_config
+from depthstream.contract import ModelSpec, Precision
 from depthstream.model_config import CONFIG_FILE, ONNX_FILE, VERSION, exported_models
 from export import configs
 from export.repository import read_manifest
@@ -49,8 +50,14 @@ def _random_weights(source: Path, name: str) -> bool:
     return bool(manifest and manifest.random_weights)
 
 
-def cpu_config(name: str, random_weights: bool) -> mc.ModelConfig:
-    config = configs.onnxruntime_config(MODELS[name], random_weights, tensorrt_fp16=False)
+def spec_in(source: Path, name: str) -> ModelSpec:
+    """A model's spec as its exported config records it (curated or added: the repository is
+    the catalog)."""
+    return model_config.spec_of(model_config.parse((source / name / CONFIG_FILE).read_text()))
+
+
+def cpu_config(spec: ModelSpec, random_weights: bool) -> mc.ModelConfig:
+    config = configs.onnxruntime_config(spec, random_weights, tensorrt_fp16=False)
     del config.instance_group[:]
     config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     return config
@@ -59,7 +66,8 @@ def cpu_config(name: str, random_weights: bool) -> mc.ModelConfig:
 def write_cpu(source: Path, target: Path) -> list[Path]:
     written = []
     for name in exported_models(source):
-        if MODELS[name].precision == Precision.BF16:  # OpenVINO's: the onnxruntime backend would run FP32
+        spec = spec_in(source, name)
+        if spec.precision == Precision.BF16:  # OpenVINO's: the onnxruntime backend would run FP32
             print(f"{name}: left out of the cpu flavour (a BF16 twin: the openvino flavour serves it)")
             continue
         version_dir = target / name / VERSION
@@ -71,7 +79,7 @@ def write_cpu(source: Path, target: Path) -> list[Path]:
         except OSError:
             shutil.copyfile(source / name / VERSION / ONNX_FILE, onnx)
         path = target / name / CONFIG_FILE
-        path.write_text(configs.to_text(cpu_config(name, _random_weights(source, name))))
+        path.write_text(configs.to_text(cpu_config(spec, _random_weights(source, name))))
         written.append(path)
     return written
 
@@ -79,9 +87,9 @@ def write_cpu(source: Path, target: Path) -> list[Path]:
 IR_FILE = "model.xml"
 
 
-def openvino_config(name: str, random_weights: bool) -> mc.ModelConfig:
+def openvino_config(spec: ModelSpec, random_weights: bool) -> mc.ModelConfig:
     """The openvino backend's config for one model: latency first, one stream, batch in the model."""
-    config = configs.onnxruntime_config(MODELS[name], random_weights, tensorrt_fp16=False)
+    config = configs.onnxruntime_config(spec, random_weights, tensorrt_fp16=False)
     config.ClearField("dynamic_batching")  # needs max_batch_size > 0, which this backend pads
     config.backend = "openvino"
     config.max_batch_size = 0
@@ -103,8 +111,8 @@ def openvino_ir(onnx: Path, target: Path) -> None:
     ov.save_model(ov.Core().read_model(str(onnx)), str(target), compress_to_fp16=False)
 
 
-def openvino_left_out(name: str) -> str | None:
-    precision = MODELS[name].precision
+def openvino_left_out(spec: ModelSpec) -> str | None:
+    precision = spec.precision
     if precision == Precision.INT8:
         return "an INT8 twin: OpenVINO ran its dynamic-INT8 graph slower than ONNX Runtime"
     if precision == Precision.BF16:
@@ -115,7 +123,8 @@ def openvino_left_out(name: str) -> str | None:
 def write_openvino(source: Path, target: Path) -> list[Path]:
     written = []
     for name in exported_models(source):
-        why = openvino_left_out(name)
+        spec = spec_in(source, name)
+        why = openvino_left_out(spec)
         if why is not None:
             print(f"{name}: left out of the openvino flavour ({why})")
             continue
@@ -123,16 +132,17 @@ def write_openvino(source: Path, target: Path) -> list[Path]:
         version_dir.mkdir(parents=True, exist_ok=True)
         openvino_ir(source / name / VERSION / ONNX_FILE, version_dir / IR_FILE)
         path = target / name / CONFIG_FILE
-        path.write_text(configs.to_text(openvino_config(name, _random_weights(source, name))))
+        path.write_text(configs.to_text(openvino_config(spec, _random_weights(source, name))))
         written.append(path)
     return written
 
 
 def write_plans(source: Path, target: Path) -> list[Path]:
     written = []
-    for name, spec in MODELS.items():
+    for name in exported_models(source):
         if not (target / name / VERSION / "model.plan").is_file():
             continue
+        spec = spec_in(source, name)
         path = target / name / CONFIG_FILE
         path.write_text(configs.to_text(configs.tensorrt_plan_config(spec, _random_weights(source, name))))
         written.append(path)

@@ -58,9 +58,11 @@ def run_onnx(session: ort.InferenceSession, batch: np.ndarray) -> np.ndarray:
 
 
 def check_parity(
-    fused: torch.nn.Module, path: Path, images: list[np.ndarray], tolerance: float = PARITY_TOLERANCE
+    fused: torch.nn.Module, path: Path, images: list[np.ndarray], tolerance: float | None = None
 ) -> float:
-    """Run ONNX Runtime and PyTorch on each image; raise ParityError past the tolerance."""
+    """Run ONNX Runtime and PyTorch on each image; raise ParityError past the tolerance
+    (``PARITY_TOLERANCE`` unless another is given)."""
+    tolerance = PARITY_TOLERANCE if tolerance is None else tolerance
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = 0.0
     for image in images:

@@ -270,3 +270,19 @@ def test_an_unknown_family_is_served_once_its_depth_is_said():
     kind, ceiling = family_depth("chmv2", {}, Overrides(depth=DepthKind.METRIC, max_depth=40))
     assert (kind, ceiling) == (DepthKind.METRIC, 40)
     assert math.isclose(family_depth("glpn", {"max_depth": 10}, Overrides())[1] or 0, 10)
+
+
+def test_the_repository_flavours_carry_added_models(added_repository, tmp_path):
+    from export import flavours
+
+    written = flavours.write_cpu(added_repository, tmp_path / "cpu")
+    assert {path.parent.name for path in written} == set(model_config.exported_models(added_repository))
+    config = model_config.parse((tmp_path / "cpu" / "glpn" / "config.pbtxt").read_text())
+    assert (
+        model_config.spec_of(config).depth is DepthKind.METRIC
+        and config.parameters["added"].string_value == "true"
+    )
+    (openvino,) = [
+        p for p in flavours.write_openvino(added_repository, tmp_path / "ov") if p.parent.name == "glpn"
+    ]
+    assert model_config.spec_of(model_config.parse(openvino.read_text())).name == "glpn"

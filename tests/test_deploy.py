@@ -207,7 +207,7 @@ def test_a_bf16_twins_fp32_marks_do_not_survive_an_ir_so_the_openvino_flavour_le
     ov.save_model(model, str(tmp_path / "marked.xml"), compress_to_fp16=False)
     saved = ov.Core().read_model(str(tmp_path / "marked.xml"))
     assert not any(engines.KEEP_PRECISION in node.get_rt_info() for node in saved.get_ops())
-    assert "BF16" in flavours.openvino_left_out("depth_anything_v2_small_252_bf16")
+    assert "BF16" in flavours.openvino_left_out(MODELS["depth_anything_v2_small_252_bf16"])
 
 
 def test_cpu_flavour_conforms(tiny_repository, tmp_path):
