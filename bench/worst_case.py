@@ -37,8 +37,10 @@ from depthstream.contract import (
     MAX_IMAGE_PIXELS,
     MAX_IMAGE_SIDE,
     MIN_IMAGE_SIDE,
-    MODELS,
+    known_models,
+    spec_of,
 )
+from depthstream.model_config import register_repository
 from depthstream.request import depth_request
 from depthstream.settings import Settings, SettingsError, parse, setting
 from serving.triton import EmbeddedTriton
@@ -121,7 +123,7 @@ def measure_grpc(
     pixels = np.ascontiguousarray(np.stack([image(height, width)] * batch))
     first = timed_request_ms(client, model, pixels)
     times = [timed_request_ms(client, model, pixels) for _ in range(repeats)]
-    net = MODELS[model].resize.network_size(height, width)
+    net = spec_of(model).resize.network_size(height, width)
     memory = peak_memory_mb(onnx_path, height, width, batch, repeats)
     return Cost(
         model, "gRPC", height, width, batch, f"{net[1]}x{net[0]}", statistics.median(times), memory, first
@@ -138,7 +140,7 @@ def measure_cold(client, onnx_path: Path, model: str, height: int, width: int, c
         else [width + 1 + i for i in range(count)]
     )
     times = [timed_request_ms(client, model, image(height, w)[None].copy()) for w in widths]
-    net = MODELS[model].resize.network_size(height, width)
+    net = spec_of(model).resize.network_size(height, width)
     memory = peak_memory_mb(onnx_path, height, width, 1, 1)
     median = statistics.median(times)
     return Cost(model, "gRPC", height, width, 1, f"{net[1]}x{net[0]}", median, memory, median)
@@ -149,7 +151,7 @@ def measure_new_shapes(client, model: str, count: int) -> Cost:
     request is a shape the server has never seen; the median time of ``count`` of them."""
     height, width = BASELINE
     times = [timed_request_ms(client, model, image(height, width + 1 + i)[None].copy()) for i in range(count)]
-    net = MODELS[model].resize.network_size(height, width + 1)
+    net = spec_of(model).resize.network_size(height, width + 1)
     return Cost(
         model, "gRPC", height, width + 1, 1, f"{net[1]}x{net[0]}", statistics.median(times), 0.0, max(times)
     )
@@ -181,7 +183,7 @@ def measure_bridge(ws_url: str, onnx_path: Path, model: str, height: int, width:
     )
     assert ok
     times = asyncio.run(_bridge_round_trips(ws_url, model, data.tobytes(), repeats))
-    net = MODELS[model].resize.network_size(height, width)
+    net = spec_of(model).resize.network_size(height, width)
     memory = peak_memory_mb(onnx_path, height, width, 1, repeats)  # the model's process: as over gRPC
     return Cost(model, "bridge", height, width, 1, f"{net[1]}x{net[0]}", statistics.median(times), memory)
 
@@ -234,15 +236,34 @@ def search_model(client, onnx_path: Path, model: str, ws_url: str, quick: bool, 
     }
 
 
-def search(triton: EmbeddedTriton, repository: Path, ws_url: str, quick: bool, progress=None) -> dict:
-    """Every model of CHECKPOINTS, one after the other."""
+def worst_case_models(repository: Path) -> tuple[str, ...]:
+    """The curated reference models, then each checkpoint added with ``--checkpoint`` (its full
+    network size; the repository is the catalog)."""
+    register_repository(repository)
+    added = [
+        name
+        for name, spec in known_models().items()
+        if spec.added and spec.name == spec.checkpoint and (repository / name / "1" / "model.onnx").is_file()
+    ]
+    return (*CHECKPOINTS, *sorted(added))
+
+
+def search(
+    triton: EmbeddedTriton,
+    repository: Path,
+    ws_url: str,
+    quick: bool,
+    progress=None,
+    models=tuple(CHECKPOINTS),
+) -> dict:
+    """Every model asked (the curated reference models by default), one after the other."""
     with grpcclient.InferenceServerClient(triton.settings.grpc_url) as client:
         return {
             "models": {
                 model: search_model(
                     client, repository / model / "1" / "model.onnx", model, ws_url, quick, progress
                 )
-                for model in CHECKPOINTS
+                for model in models
             }
         }
 
@@ -307,7 +328,7 @@ def run(
     repository: Path, output: Path, workdir: Path, machine: str, quick: bool, readme: Path | None
 ) -> dict:
 
-    models = tuple(CHECKPOINTS)
+    models = worst_case_models(repository)
     settings = server_settings(repository, workdir, models=models)
     with EmbeddedTriton(settings, log_path=output / "tritonserver-worst-case.log") as triton:
         bridge = Bridge(settings.grpc_url)
@@ -317,6 +338,7 @@ def run(
                 repository,
                 bridge.ws_url,
                 quick,
+                models=models,
                 progress=lambda c: print(
                     f"  {c.model} {c.shape}: {c.ms:.0f} ms, {c.peak_mb:.0f} MB", flush=True
                 ),

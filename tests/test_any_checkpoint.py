@@ -286,3 +286,12 @@ def test_the_repository_flavours_carry_added_models(added_repository, tmp_path):
         p for p in flavours.write_openvino(added_repository, tmp_path / "ov") if p.parent.name == "glpn"
     ]
     assert model_config.spec_of(model_config.parse(openvino.read_text())).name == "glpn"
+
+
+def test_the_worst_case_bench_takes_added_checkpoints_too(added_repository):
+    from bench.worst_case import worst_case_models
+
+    models = worst_case_models(added_repository)
+    assert models[:2] == ("depth_anything_v2_small", "midas_dpt_beit_base_384")
+    # each added checkpoint at its full network size; no preset, no twin
+    assert set(models[2:]) == {derived_name(family) for family in FAMILIES}
