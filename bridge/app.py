@@ -159,7 +159,11 @@ async def api_models(request: Request) -> Response:
         for info in await state.catalog.get(gateway)
         # an optional preset or INT8 twin that this repository does not serve is left out; a
         # served model that breaks the contract is listed with the reason
-        if info.ready or info.mismatch or info.name in CHECKPOINTS or info.name in state.catalog.coming
+        if info.ready
+        or info.mismatch
+        or info.failed
+        or info.name in CHECKPOINTS
+        or info.name in state.catalog.coming
     ]
     choice = await default_choice(state, gateway)
     return JSONResponse(
@@ -284,7 +288,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             )
         elif info.name in state.catalog.coming:
             log.info("model %s: coming (make demo exports it while the page streams)", info.name)
-        elif info.name in CHECKPOINTS:
+        elif info.name in CHECKPOINTS or info.failed or info.mismatch:
             log.warning("model %s: %s (Triton at %s)", info.name, info.problem, settings.triton_url)
         else:  # an optional preset or INT8 twin (the export drops a twin that is not faster)
             log.info("model %s: not served here (optional; `make export` says why)", info.name)

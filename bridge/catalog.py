@@ -27,6 +27,7 @@ class ModelInfo:
     recorded_ms: float | None = None
     mismatch: bool = False  # served, but not as the contract says (not a matter of waiting)
     spec: ModelSpec | None = None  # what it is, as its served config records it (when ready)
+    failed: bool = False  # in Triton's repository index, and it failed to load (problem: why)
 
 
 class _Follows(Protocol):

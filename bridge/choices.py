@@ -11,7 +11,7 @@ from bridge import protocol
 from bridge.protocol import DEFAULT_OUTPUT, ConfigUpdate
 from bridge.rendering import Request
 from bridge.settings import BridgeSettings
-from depthstream.contract import known_models, spec_of
+from depthstream.contract import known, known_models, spec_of
 from depthstream.render.colorize import COLORMAPS
 
 
@@ -49,7 +49,9 @@ class StreamChoices:
         """The stream's settings, as hello and each acknowledgement carry them."""
         return {
             "model": self.model,
-            "depth": spec_of(self.model).depth_meaning,  # what the stream's depth means
+            # what the stream's depth means (None for a model this bridge has not read yet: the
+            # configured default before Triton serves it; checked right after hello)
+            "depth": spec_of(self.model).depth_meaning if known(self.model) else None,
             "colormap": self.colormap,
             "output": self.output,
             "steady": self.steady,

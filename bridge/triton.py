@@ -273,15 +273,19 @@ class TritonGateway:
             spec=spec,
         )
 
-    async def served_names(self) -> list[str]:
-        """The models Triton serves: its repository index (with the admin key: failed ones too),
-        else the models its statistics report (those loaded), else the curated names."""
+    async def served_names(self) -> dict[str, str]:
+        """The models Triton serves, each with why it failed to load ("" if it did not): its
+        repository index (with the admin key: failed ones too, with Triton's reason), else the
+        models its statistics report (those loaded), else the curated names."""
         if self.admin_key:
             try:
                 index = await self.client.get_model_repository_index(
                     headers={ADMIN_KEY_HEADER: self.admin_key}, client_timeout=HEALTH_TIMEOUT_S
                 )
-                return [model.name for model in index.models]
+                return {
+                    model.name: model.reason if model.state not in ("READY", "LOADING", "") else ""
+                    for model in index.models
+                }
             except InferenceServerException as exc:
                 self._say_listing(
                     f"its repository index was refused ({exc.message()}); is BRIDGE_TRITON_ADMIN_KEY right?"
@@ -292,13 +296,13 @@ class TritonGateway:
             self._say_listing(
                 f"its statistics were refused ({exc.message()}): only the curated models are known"
             )
-            return list(MODELS)
+            return dict.fromkeys(MODELS, "")
         if not self.admin_key:
             self._say_listing(
                 "without BRIDGE_TRITON_ADMIN_KEY the bridge lists the models Triton has loaded, "
                 "not those that failed to load"
             )
-        return sorted({model.name for model in stats.model_stats})
+        return dict.fromkeys(sorted({model.name for model in stats.model_stats}), "")
 
     def _say_listing(self, what: str) -> None:
         if self._said_listing != what:  # once, not at every /api/models
@@ -309,10 +313,16 @@ class TritonGateway:
         """Every model served, and the curated reference models (listed as missing if not)."""
         if not await self.server_ready():
             return [ModelInfo(name, ready=False, problem="model server unavailable") for name in CHECKPOINTS]
-        served = set(await self.served_names())
+        served = await self.served_names()
         curated = [name for name in MODELS if name in served or name in CHECKPOINTS]
-        names = curated + sorted(served - set(curated))
-        return list(await asyncio.gather(*(self.model_info(name) for name in names)))
+        names = curated + sorted(set(served) - set(curated))
+        infos = await asyncio.gather(*(self.model_info(name) for name in names))
+        return [
+            ModelInfo(info.name, ready=False, problem=f"failed to load: {served[info.name]}", failed=True)
+            if served.get(info.name) and not info.ready
+            else info
+            for info in infos
+        ]
 
     async def check_model(self, name: str) -> ModelInfo:
         """Raise unless ``name`` is ready and conforms (at start-up and on every model switch)."""

@@ -27,7 +27,7 @@ from tritonclient.utils import InferenceServerException
 from client import frames
 from client.settings import ClientSettings, parse_settings
 from depthstream import model_config
-from depthstream.contract import OUTPUT_NAME, known, register, spec_of
+from depthstream.contract import OUTPUT_NAME, register, spec_of
 from depthstream.render import pointcloud, raw_depth
 from depthstream.render.colorize import colorize
 from depthstream.request import depth_request
@@ -49,26 +49,27 @@ def server_compute_ms(client: grpcclient.InferenceServerClient, model: str) -> t
     return stats.success.count, compute
 
 
-def learn_model(url: str, model: str) -> None:
+def learn_model(url: str, model: str) -> str | None:
     """Read what the served model is from its config (the repository is the catalog: an added
     model's depth kind is there), and say so when it carries random weights (a smoke export),
-    as the page and make demo do; a server that cannot say is left to the request's own error."""
+    as the page and make demo do. Returns what stands in the way, or None."""
     try:
         client = grpcclient.InferenceServerClient(url)
         try:
             config = client.get_model_config(model).config
         finally:
             client.close()
-    except InferenceServerException:
-        return
+    except InferenceServerException as exc:
+        return f"Triton at {url}: {exc.message()} (python -m export --list says what the repository serves)"
     try:
         register(model_config.spec_of(config))
     except ValueError as exc:
-        print(f"warning: {model}: {exc}", file=sys.stderr)
+        return f"{model} is served, but its config says nothing usable: {exc}"
     if model_config.is_random_weights(config):
         print(
             f"warning: {model} has RANDOM WEIGHTS (a smoke export): its depth is meaningless", file=sys.stderr
         )
+    return None
 
 
 def fit_to_contract(rgb: np.ndarray) -> np.ndarray:
@@ -127,12 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.image.exists():
         print(f"error: {args.image} does not exist", file=sys.stderr)
         return 2
-    learn_model(args.url, args.model)
-    if not known(args.model):
-        print(
-            f"error: Triton at {args.url} serves no model {args.model} (python -m export --list)",
-            file=sys.stderr,
-        )
+    problem = learn_model(args.url, args.model)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     if args.image.is_dir() or frames.is_video(args.image):
         return run_many(args)

@@ -13,6 +13,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from google.protobuf import text_format
+
 from depthstream import model_config
 from depthstream.contract import ModelSpec, fp32_variants, twins_of
 from export.any_checkpoint import Overrides, derive_spec, locate
@@ -29,7 +31,7 @@ def served_specs(repository: Path) -> dict[str, ModelSpec | str]:
         try:
             text = (repository / name / model_config.CONFIG_FILE).read_text()
             found[name] = model_config.spec_of(model_config.parse(text))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, text_format.ParseError) as exc:
             found[name] = str(exc)
     return found
 
@@ -52,6 +54,17 @@ def refuse_clash(spec: ModelSpec, repository: Path) -> None:
                 f"{name} is served already, from {source}; choose another name with --name "
                 f"(or take it out first: python -m export --remove {name})"
             )
+
+
+def earlier_models(spec: ModelSpec, repository: Path) -> list[str]:
+    """The models an earlier export of the same checkpoint under the same name wrote."""
+    return [
+        name
+        for name, other in served_specs(repository).items()
+        if isinstance(other, ModelSpec)
+        and other.checkpoint == spec.checkpoint
+        and other.hub_id == spec.hub_id
+    ]
 
 
 def load_added(spec: ModelSpec, directory: Path) -> LoadedCheckpoint:
@@ -77,7 +90,8 @@ def export_checkpoint(args: ExportSettings, progress: Progress) -> tuple[ModelSp
         exporter = Exporter(spec, staged_args, progress, loader=lambda: load_added(spec, directory))
         progress.total += exporter.steps()
         rows = [exporter.refreshed(row) for row in exporter.run()]
-        for name in family_names(spec):  # the old export's models go: twins may be judged otherwise now
+        # the earlier export's models go (twins may be judged otherwise now, presets may differ)
+        for name in family_names(spec) + earlier_models(spec, args.output):
             shutil.rmtree(args.output / name, ignore_errors=True)
         for model in sorted(p for p in staging.iterdir() if not p.name.startswith(".")):
             model.rename(args.output / model.name)

@@ -56,6 +56,8 @@ PIL_NAMES = {0: "nearest", 5: "hamming"}
 POST_PROCESS = OutputResize(Interpolation.BICUBIC, align_corners=False)
 PRESET_FRACTIONS = (0.7, 0.5)  # of the network size, for families that keep the aspect
 GLPN_MAX_SIDE = 1024  # GLPN's processor has no size of its own: the network's ceiling
+# Triton names of at most 63 characters, with room for a preset's and a twin's suffix (_1288_int8)
+MAX_NAME = 52
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ def derived_name(source: str) -> str:
     name = re.sub(r"[^a-z0-9]+", "_", last.lower()).strip("_").removesuffix("_hf")
     if not name or not name[0].isalnum():
         name = f"model_{name}".strip("_")
-    return name[:63].rstrip("_")
+    return name[:MAX_NAME].rstrip("_")
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -155,10 +157,21 @@ def _filter(processor: Any) -> Interpolation:
     return PIL_FILTERS[code]
 
 
+# the processors whose preprocessing and post-processing the graph reproduces (their PIL backends
+# where torchvision is missing, as here)
+KNOWN_PROCESSORS = ("DPTImageProcessor", "GLPNImageProcessor")
+
+
 def processor_resize(processor: Any, model_type: str) -> Resize:
     """The processor's resize rule, filter and padding, as the graph reproduces them."""
+    kind = type(processor).__name__
+    if not kind.startswith(KNOWN_PROCESSORS):
+        raise CheckpointError(
+            f"its image processor is {kind}; the graph reproduces {' and '.join(KNOWN_PROCESSORS)} "
+            "(their preprocessing and their post_process_depth_estimation)"
+        )
     interpolation = _filter(processor)
-    if model_type == "glpn":
+    if kind.startswith("GLPN"):
         if getattr(processor, "do_resize", True) is False:
             raise CheckpointError("its processor does not resize: every input size would reach the network")
         return Resize(
@@ -178,10 +191,13 @@ def processor_resize(processor: Any, model_type: str) -> Resize:
             f"its processor keeps the aspect towards a {height}x{width} box; the graph keeps it towards a square"
         )
     pad_to = int(getattr(processor, "size_divisor", None) or 1) if getattr(processor, "do_pad", False) else 1
+    multiple = int(getattr(processor, "ensure_multiple_of", 1) or 1)
+    if not keep_aspect:  # transformers rounds a fixed box to the multiple too (384 by 14: 378)
+        height, width = (max(multiple, round(side / multiple) * multiple) for side in (height, width))
     return Resize(
         size=height,
         rule=ResizeRule.CLOSEST if keep_aspect else ResizeRule.STRETCH,
-        multiple_of=int(getattr(processor, "ensure_multiple_of", 1) or 1),
+        multiple_of=multiple,
         interpolation=interpolation,
         width=None if keep_aspect or width == height else width,
         pil=True,

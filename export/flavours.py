@@ -36,6 +36,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
 from depthstream import model_config
@@ -50,10 +51,14 @@ def _random_weights(source: Path, name: str) -> bool:
     return bool(manifest and manifest.random_weights)
 
 
-def spec_in(source: Path, name: str) -> ModelSpec:
+def spec_in(source: Path, name: str) -> ModelSpec | None:
     """A model's spec as its exported config records it (curated or added: the repository is
-    the catalog)."""
-    return model_config.spec_of(model_config.parse((source / name / CONFIG_FILE).read_text()))
+    the catalog); None, said, for one whose config records none."""
+    try:
+        return model_config.spec_of(model_config.parse((source / name / CONFIG_FILE).read_text()))
+    except (OSError, ValueError, text_format.ParseError) as exc:
+        print(f"{name}: left out ({exc})")
+        return None
 
 
 def cpu_config(spec: ModelSpec, random_weights: bool) -> mc.ModelConfig:
@@ -67,6 +72,8 @@ def write_cpu(source: Path, target: Path) -> list[Path]:
     written = []
     for name in exported_models(source):
         spec = spec_in(source, name)
+        if spec is None:
+            continue
         if spec.precision == Precision.BF16:  # OpenVINO's: the onnxruntime backend would run FP32
             print(f"{name}: left out of the cpu flavour (a BF16 twin: the openvino flavour serves it)")
             continue
@@ -124,6 +131,8 @@ def write_openvino(source: Path, target: Path) -> list[Path]:
     written = []
     for name in exported_models(source):
         spec = spec_in(source, name)
+        if spec is None:
+            continue
         why = openvino_left_out(spec)
         if why is not None:
             print(f"{name}: left out of the openvino flavour ({why})")
@@ -143,6 +152,8 @@ def write_plans(source: Path, target: Path) -> list[Path]:
         if not (target / name / VERSION / "model.plan").is_file():
             continue
         spec = spec_in(source, name)
+        if spec is None:
+            continue
         path = target / name / CONFIG_FILE
         path.write_text(configs.to_text(configs.tensorrt_plan_config(spec, _random_weights(source, name))))
         written.append(path)

@@ -104,6 +104,8 @@ class ExportSettings(Settings):
             raise SettingsError(
                 "--checkpoint names its own weights: not with --model, --weights or --random-weights"
             )
+        if self.remove is not None and self.checkpoint is not None:
+            raise SettingsError("--remove and --checkpoint: one at a time (each leaves the repository whole)")
         if self.name is not None and not MODEL_NAME.fullmatch(self.name):
             raise SettingsError(f"{self.describe('name')}: lower case letters, digits and _, at most 63")
         if self.max_depth is not None and self.max_depth <= 0:

@@ -35,6 +35,7 @@ class FakeTriton:
         self.not_ready: set[str] = set()
         self.mismatched: set[str] = set()  # models whose metadata breaks the contract
         self.served = dict(MODELS)  # name -> spec, as the served configs record them
+        self.failed: dict[str, str] = {}  # in the repository, failed to load: name -> Triton's reason
         self.random_weights = False
         self.ms_per_frame: dict[str, float] = {}  # speeds "recorded" by the serving side, per model
         self.failure: InferenceServerException | None = None  # raised by infer
@@ -70,7 +71,11 @@ class FakeTriton:
 
     async def get_model_repository_index(self, headers=None, client_timeout=None, **_):
         self._count("get_model_repository_index")
-        return SimpleNamespace(models=[SimpleNamespace(name=name) for name in self.served])
+        ready = [SimpleNamespace(name=name, state="READY", reason="") for name in self.served]
+        failed = [
+            SimpleNamespace(name=name, state="UNAVAILABLE", reason=why) for name, why in self.failed.items()
+        ]
+        return SimpleNamespace(models=ready + failed)
 
     async def get_model_metadata(self, name, client_timeout=None):
         self._count("get_model_metadata")

@@ -295,3 +295,41 @@ def test_the_worst_case_bench_takes_added_checkpoints_too(added_repository):
     assert models[:2] == ("depth_anything_v2_small", "midas_dpt_beit_base_384")
     # each added checkpoint at its full network size; no preset, no twin
     assert set(models[2:]) == {derived_name(family) for family in FAMILIES}
+
+
+def test_a_failure_in_staging_leaves_the_repository_as_it_was(
+    family_checkpoints, added_repository, monkeypatch, capsys
+):
+    from export import onnx_export
+
+    before = tree_digest(added_repository)
+    monkeypatch.setattr(onnx_export, "PIL_PARITY_TOLERANCE", 0.0)  # every export now "differs"
+    monkeypatch.setattr("export.exporter.PIL_PARITY_TOLERANCE", 0.0)
+    code = export_main(
+        ["--checkpoint", str(family_checkpoints["dpt_vit"]), "--output", str(added_repository)]
+    )
+    assert code == 2 and "refusing to write" in capsys.readouterr().err
+    assert tree_digest(added_repository) == before  # dpt_vit as it was, no staging left behind
+
+
+def test_a_fixed_box_is_rounded_to_the_multiple_as_transformers_does(tmp_path):
+    from transformers import DPTImageProcessor
+    from transformers.models.dpt.image_processing_pil_dpt import get_resize_output_image_size
+
+    from export.any_checkpoint import processor_resize
+
+    processor = DPTImageProcessor(size={"height": 384, "width": 512}, ensure_multiple_of=14)
+    rule = processor_resize(processor, "dpt")
+    want = get_resize_output_image_size(np.zeros((3, 480, 640)), (384, 512), False, 14)
+    assert rule.network_size(480, 640) == (want.height, want.width) == (378, 518)
+
+
+def test_a_processor_the_graph_does_not_know_is_refused():
+    from export.any_checkpoint import processor_resize
+    from export.checkpoints import CheckpointError
+
+    class ZoeDepthImageProcessor:  # another family's processor
+        resample = 3
+
+    with pytest.raises(CheckpointError, match="ZoeDepthImageProcessor"):
+        processor_resize(ZoeDepthImageProcessor(), "chmv2")

@@ -476,3 +476,58 @@ def test_the_3d_view_and_three_js_are_not_loaded_with_the_page(client):
     """main.js imports view3d.js (and with it three.js) only when the 3D view is opened."""
     main = client.get("/main.js").text
     assert 'from "./view3d.js"' not in main and 'await import("./view3d.js")' in main
+
+
+def added_spec(name: str = "my_dpt"):
+    from dataclasses import replace
+
+    from depthstream.contract import DepthKind, spec_of
+
+    base = spec_of("midas_dpt_beit_base_384")
+    return replace(
+        base,
+        name=name,
+        title="me/my-dpt",
+        checkpoint=name,
+        hub_id="me/my-dpt",
+        added=True,
+        depth=DepthKind.METRIC,
+        max_depth_m=10,
+    )
+
+
+def test_an_added_model_is_listed_from_its_served_config_and_streams(fake):
+    fake.served["my_dpt"] = added_spec()
+    with make_client(fake) as client:
+        models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+        assert models["my_dpt"]["added"] and models["my_dpt"]["ready"]
+        assert models["my_dpt"]["depth"]["units"] == "m" and models["my_dpt"]["title"] == "me/my-dpt"
+        assert not models["depth_anything_v2_small"]["added"]
+        with client.websocket_connect("/ws") as ws:
+            hello(ws)
+            ws.send_json({"type": "config", "model": "my_dpt", "output": "raw"})
+            assert ws.receive_json()["type"] == "config"
+            ws.send_bytes(jpeg())
+            header, _ = answer(ws)
+            assert header["model"] == "my_dpt" and header["depth"] == "metric"
+
+
+def test_a_default_model_triton_does_not_serve_is_said_after_hello_not_a_crash(fake):
+    with make_client(fake, default_model="not_served_yet") as client, client.websocket_connect("/ws") as ws:
+        greeting = hello(ws)
+        assert greeting["model"] == "not_served_yet" and greeting["depth"] is None
+        error = ws.receive_json()
+        assert error["type"] == "error" and error["code"] == "model_not_ready"
+
+
+def test_with_the_admin_key_a_model_that_failed_to_load_is_listed_with_the_reason(fake):
+    fake.failed["broken_one"] = "failed to load: onnx file is corrupt"
+    for key, listed in (("", False), ("k" * 32, True)):
+        with make_client(fake, triton_admin_key=key) as client:
+            models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+        assert ("broken_one" in models) == listed
+        if listed:
+            assert (
+                not models["broken_one"]["ready"]
+                and "onnx file is corrupt" in models["broken_one"]["problem"]
+            )
