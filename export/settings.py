@@ -45,7 +45,9 @@ class ExportSettings(Settings):
     )
     name: str | None = setting(None, help="the served name of --checkpoint's model (default: from its id)")
     depth: DepthKind | None = setting(
-        None, help="what --checkpoint's depth means, where its family does not say (relative or metric)"
+        None,
+        metavar="{relative,metric}",
+        help="what --checkpoint's depth means, where its family does not say (relative or metric)",
     )
     max_depth: float | None = setting(None, metavar="M", help="--checkpoint's metric ceiling, in metres")
     remove: str | None = setting(
