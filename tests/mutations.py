@@ -50,6 +50,31 @@ class Mutation:
 
 
 MUTATIONS = [
+    # any transformers checkpoint (issue: the repository is the catalog)
+    Mutation(
+        "Pillow's bicubic with OpenCV's coefficient",
+        "export/pil_resize.py",
+        "PIL_CUBIC_A = -0.5",
+        "PIL_CUBIC_A = -0.75",
+    ),
+    Mutation(
+        "the closest rule takes the larger scale",
+        "export/graph.py",
+        "scale = torch.where(gap[1:2] < gap[0:1], scales[1:2], scales[0:1])",
+        "scale = torch.max(scales).reshape(1)",
+    ),
+    Mutation(
+        "a model that failed to load is listed without Triton's reason",
+        "bridge/triton.py",
+        'model.name: model.reason if model.state not in ("READY", "LOADING", "") else ""',
+        'model.name: ""',
+    ),
+    Mutation(
+        "hello reads the spec of a default model not read yet",
+        "bridge/choices.py",
+        '"depth": spec_of(self.model).depth_meaning if known(self.model) else None,',
+        '"depth": spec_of(self.model).depth_meaning,',
+    ),
     # frames through shared memory (issue: the stack's own cost)
     Mutation(
         "an abandoned request's region goes back to the pool",
