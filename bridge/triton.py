@@ -282,8 +282,11 @@ class TritonGateway:
                 index = await self.client.get_model_repository_index(
                     headers={ADMIN_KEY_HEADER: self.admin_key}, client_timeout=HEALTH_TIMEOUT_S
                 )
+                # a model unloaded on purpose (reason "unloaded") has not failed
                 return {
-                    model.name: model.reason if model.state not in ("READY", "LOADING", "") else ""
+                    model.name: model.reason
+                    if model.state == "UNAVAILABLE" and model.reason not in ("", "unloaded")
+                    else ""
                     for model in index.models
                 }
             except InferenceServerException as exc:

@@ -66,8 +66,8 @@ MUTATIONS = [
     Mutation(
         "a model that failed to load is listed without Triton's reason",
         "bridge/triton.py",
-        'model.name: model.reason if model.state not in ("READY", "LOADING", "") else ""',
-        'model.name: ""',
+        'if model.state == "UNAVAILABLE" and model.reason not in ("", "unloaded")',
+        "if False",
     ),
     Mutation(
         "hello reads the spec of a default model not read yet",

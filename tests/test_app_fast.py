@@ -522,10 +522,11 @@ def test_a_default_model_triton_does_not_serve_is_said_after_hello_not_a_crash(f
 
 def test_with_the_admin_key_a_model_that_failed_to_load_is_listed_with_the_reason(fake):
     fake.failed["broken_one"] = "failed to load: onnx file is corrupt"
+    fake.failed["put_away"] = "unloaded"  # unloaded on purpose by the admin: not a failure
     for key, listed in (("", False), ("k" * 32, True)):
         with make_client(fake, triton_admin_key=key) as client:
             models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
-        assert ("broken_one" in models) == listed
+        assert ("broken_one" in models) == listed and "put_away" not in models
         if listed:
             assert (
                 not models["broken_one"]["ready"]
