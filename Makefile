@@ -44,7 +44,7 @@ help: ## list the targets
 ONNXRUNTIME ?= auto
 # the stamp names the choice: ONNXRUNTIME=cpu on an existing .venv installs again
 INSTALLED := $(VENV)/.installed-$(ONNXRUNTIME)
-$(INSTALLED): requirements.txt requirements-dev.txt depthstream/accelerator.py
+$(INSTALLED): requirements.txt requirements-dev.txt requirements-nodeps.txt depthstream/accelerator.py
 	@echo "setup: installing the pinned dependencies into $(VENV) (the first time: a few minutes)"
 	@test -x $(PYTHON) || $(PYTHON_SYSTEM) -m venv $(VENV)
 	@$(PYTHON) -m pip install -qq --upgrade pip
@@ -52,6 +52,7 @@ $(INSTALLED): requirements.txt requirements-dev.txt depthstream/accelerator.py
 	@# the CPU and GPU builds share the `onnxruntime` module: never both
 	@$(PYTHON) -m pip uninstall --quiet --yes onnxruntime onnxruntime-gpu 2>/dev/null || true
 	@$(PYTHON) -m pip install -qq -r $(VENV)/requirements.txt -r requirements-dev.txt
+	@$(PYTHON) -m pip install -qq --no-deps -r requirements-nodeps.txt
 	@rm -f $(VENV)/.installed-*
 	@touch $@
 

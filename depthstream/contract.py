@@ -1,9 +1,12 @@
 """The model contract: one source of truth for export, configs, bridge, clients and tests.
 
 Every served model takes raw RGB pixels and returns depth at the input's own size: relative
-inverse depth (larger = closer, no unit) or, for the metric models, metres from the camera
-(larger = farther); ``ModelSpec.depth`` says which. Preprocessing (resize + normalize) and the resize back are fused into
-the exported graph, so a client never needs to know a model's input resolution.
+inverse depth (larger = closer, no unit), metres from the camera for the metric models, or depth
+up to one unknown scale (Depth Anything 3; larger = farther); ``ModelSpec.depth`` says which.
+A model that estimates its camera also returns ``INTRINSICS`` (``ModelSpec.intrinsics``): a 3x3
+matrix per image, in pixels of the input image. Preprocessing (resize + normalize) and the
+resize back are fused into the exported graph, so a client never needs to know a model's input
+resolution.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ INPUT_DIMS = (-1, -1, 3)  # per item: H, W, RGB; the batch dimension comes from 
 OUTPUT_NAME = "DEPTH"
 OUTPUT_DTYPE = "FP32"
 OUTPUT_DIMS = (-1, -1)  # per item: H, W (the input's size)
+# Optional: the camera a model estimates, [[fx, 0, cx], [0, fy, cy], [0, 0, 1]] per item, in
+# pixels of the input image (already scaled from the network's size back to the input's)
+INTRINSICS_NAME = "INTRINSICS"
+INTRINSICS_DTYPE = "FP32"
+INTRINSICS_DIMS = (3, 3)
 
 # Triton's max_batch_size for every model; requests of the same H and W batch together.
 MAX_BATCH_SIZE = 4
@@ -45,6 +53,7 @@ class Interpolation(enum.StrEnum):
     BILINEAR = "bilinear"
     LANCZOS = "lanczos"  # PIL's only (an added checkpoint's processor)
     BOX = "box"  # PIL's only
+    AREA = "area"  # OpenCV's INTER_AREA when shrinking, INTER_CUBIC when enlarging (Depth Anything 3)
 
 
 class ResizeRule(enum.StrEnum):
@@ -54,6 +63,7 @@ class ResizeRule(enum.StrEnum):
     STRETCH = "stretch"  # a fixed size x width (MiDaS DPT-BEiT, most DPT checkpoints)
     CLOSEST = "closest"  # transformers' keep_aspect_ratio: scale as little as possible
     DIVISOR = "divisor"  # GLPN: each side rounded down to a multiple (no size of its own)
+    UPPER_BOUND = "upper_bound"  # Depth Anything 3: the long side to size, then nearest multiples
 
 
 @dataclass(frozen=True)
@@ -100,7 +110,7 @@ class Resize:
         """The ceiling on either side of the network input."""
         if self.rule is ResizeRule.STRETCH:
             return max(self.size, self.width or self.size)
-        if self.rule is ResizeRule.DIVISOR:
+        if self.rule in (ResizeRule.DIVISOR, ResizeRule.UPPER_BOUND):
             return self.size
         return self._constrain(self.size * self.max_aspect)
 
@@ -108,6 +118,8 @@ class Resize:
         """The (height, width) the network sees for an input of this size (reference maths)."""
         if self.rule is ResizeRule.STRETCH:
             return self.size, self.width or self.size
+        if self.rule is ResizeRule.UPPER_BOUND:
+            return self._upper_bound(height, width)
         if self.rule is ResizeRule.DIVISOR:
             scale = min(1.0, self.size / max(height, width))
             m = self.multiple_of
@@ -132,7 +144,22 @@ class Resize:
             return f"{self.size}x{self.width or self.size}"
         if self.rule is ResizeRule.DIVISOR:
             return f"multiple of {self.multiple_of} (sides <= {self.size})"
+        if self.rule is ResizeRule.UPPER_BOUND:
+            return f"long side {self.size}"
         return f"{self.size} (sides <= {self.max_side})"
+
+    def _upper_bound(self, height: int, width: int) -> tuple[int, int]:
+        # Depth Anything 3's InputProcessor: the long side to ``size`` (Python round: half to
+        # even), then each side to its nearest multiple (ties up); at least one multiple, where
+        # the official processor would hand the network a side of 0 patches
+        scale = self.size / max(height, width)
+        m = self.multiple_of
+
+        def nearest(side: int) -> int:
+            down = side // m * m
+            return max(m, down + m if down + m - side <= side - down else down)
+
+        return nearest(max(1, round(height * scale))), nearest(max(1, round(width * scale)))
 
     def _constrain(self, x: float) -> int:
         # Official Depth-Anything-V2 Resize.constrain_to_multiple_of (numpy round: half to even).
@@ -156,14 +183,20 @@ class DepthKind(enum.StrEnum):
 
     RELATIVE = "relative"  # relative inverse depth: larger is closer; no unit, no fixed scale
     METRIC = "metric"  # distance along the optical axis, in metres: larger is farther
+    SCALED = "scaled"  # distance along the optical axis up to one unknown scale: larger is farther
 
     @property
     def units(self) -> str:
-        return "m" if self is DepthKind.METRIC else "relative"
+        return {DepthKind.METRIC: "m", DepthKind.SCALED: "scale"}.get(self, "relative")
 
     @property
     def larger(self) -> str:
-        return "farther" if self is DepthKind.METRIC else "closer"
+        return "closer" if self is DepthKind.RELATIVE else "farther"
+
+    @property
+    def is_distance(self) -> bool:
+        """Depth proportional to distance (metres or up to scale), not inverse depth."""
+        return self is not DepthKind.RELATIVE
 
 
 class Precision(enum.StrEnum):
@@ -196,6 +229,7 @@ class ModelSpec:
     added: bool = False  # exported with --checkpoint, not one of the curated models
     revision: str = ""  # the checkpoint's hub revision, where it came from the hub
     presets: tuple[int, ...] = ()  # smaller network sizes served beside it (keep-aspect rules)
+    intrinsics: bool = False  # also returns INTRINSICS: the camera it estimates
 
     def to_json(self) -> str:
         """The whole spec, as the export writes it into the served config (parameters)."""
@@ -216,6 +250,7 @@ class ModelSpec:
                     "presets": tuple(raw["presets"]),
                     "precision": Precision(raw["precision"]),
                     "depth": DepthKind(raw["depth"]),
+                    "intrinsics": bool(raw.get("intrinsics", False)),  # absent before the camera
                 },
                 resize=Resize(
                     **{
@@ -242,6 +277,11 @@ class ModelSpec:
         if self.max_depth_m is not None:
             meaning["max_m"] = self.max_depth_m
         return meaning
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The outputs the exported graph and the served config declare, in order."""
+        return (OUTPUT_NAME, INTRINSICS_NAME) if self.intrinsics else (OUTPUT_NAME,)
 
     @property
     def fp32_twin(self) -> str:
@@ -308,6 +348,26 @@ def _metric(setting: str, max_depth_m: int) -> ModelSpec:
 DEPTH_ANYTHING_V2_METRIC_INDOOR_SMALL = _metric("Indoor", 20)  # trained on Hypersim: rooms
 DEPTH_ANYTHING_V2_METRIC_OUTDOOR_SMALL = _metric("Outdoor", 80)  # trained on Virtual KITTI 2: streets
 
+# Depth Anything 3 (the `depth-anything-3` package, not transformers: export.da3): its input
+# processor's rule (the long side to 504, sides to the nearest multiple of 14, cv2 INTER_AREA
+# shrinking and INTER_CUBIC enlarging, ImageNet normalization), depth up to scale, and the
+# camera from its camera decoder. It returns depth at the network's size; bilinear brings it back.
+DEPTH_ANYTHING_3_SMALL = ModelSpec(
+    name="depth_anything_3_small",
+    title="Depth-Anything-3-Small",
+    checkpoint="depth_anything_3_small",
+    hub_id="depth-anything/DA3-SMALL",
+    architecture="DepthAnything3Net",
+    model_type="depth_anything_3",
+    resize=Resize(size=504, rule=ResizeRule.UPPER_BOUND, multiple_of=14, interpolation=Interpolation.AREA),
+    mean=IMAGENET_MEAN,
+    std=IMAGENET_STD,
+    output_resize=OutputResize(Interpolation.BILINEAR, align_corners=False),
+    depth=DepthKind.SCALED,
+    presets=(364, 252),
+    intrinsics=True,
+)
+
 # The reference checkpoints: relative depth, always exported, compared side by side by the bench.
 CHECKPOINTS: dict[str, ModelSpec] = {
     spec.name: spec for spec in (DEPTH_ANYTHING_V2_SMALL, MIDAS_DPT_BEIT_BASE_384)
@@ -317,8 +377,10 @@ METRIC_CHECKPOINTS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (DEPTH_ANYTHING_V2_METRIC_INDOOR_SMALL, DEPTH_ANYTHING_V2_METRIC_OUTDOOR_SMALL)
 }
+# The checkpoints that estimate their camera (INTRINSICS): exported by `make export` too.
+CAMERA_CHECKPOINTS: dict[str, ModelSpec] = {DEPTH_ANYTHING_3_SMALL.name: DEPTH_ANYTHING_3_SMALL}
 # What `python -m export --model` chooses between.
-EXPORTABLE: dict[str, ModelSpec] = {**CHECKPOINTS, **METRIC_CHECKPOINTS}
+EXPORTABLE: dict[str, ModelSpec] = {**CHECKPOINTS, **METRIC_CHECKPOINTS, **CAMERA_CHECKPOINTS}
 
 DEPTH_ANYTHING_PRESETS = DEPTH_ANYTHING_V2_SMALL.presets
 
@@ -412,9 +474,22 @@ def variants_of(checkpoint: str) -> list[ModelSpec]:
 TensorSpec = tuple[str, str, tuple[int, ...]]  # name, Triton datatype, shape with batch dim
 
 
-def expected_tensors() -> tuple[list[TensorSpec], list[TensorSpec]]:
-    """The inputs and outputs every served model must declare, as Triton's metadata reports them."""
-    return ([(INPUT_NAME, INPUT_DTYPE, (-1, *INPUT_DIMS))], [(OUTPUT_NAME, OUTPUT_DTYPE, (-1, *OUTPUT_DIMS))])
+INTRINSICS_TENSOR: TensorSpec = (INTRINSICS_NAME, INTRINSICS_DTYPE, (-1, *INTRINSICS_DIMS))
+
+
+def expected_tensors(intrinsics: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    """The inputs and outputs a served model must declare, as Triton's metadata reports them
+    (``intrinsics``: a model that estimates its camera)."""
+    outputs = [(OUTPUT_NAME, OUTPUT_DTYPE, (-1, *OUTPUT_DIMS))]
+    if intrinsics:
+        outputs.append(INTRINSICS_TENSOR)
+    return ([(INPUT_NAME, INPUT_DTYPE, (-1, *INPUT_DIMS))], outputs)
+
+
+def declares_intrinsics(outputs: list[TensorSpec]) -> bool:
+    """Whether a served model's outputs include the optional INTRINSICS (by name: its shape is
+    checked by contract_violations)."""
+    return any(name == INTRINSICS_NAME for name, _, _ in outputs)
 
 
 def contract_violations(model: str, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> list[str]:
@@ -422,7 +497,7 @@ def contract_violations(model: str, inputs: list[TensorSpec], outputs: list[Tens
     problems = []
     if not MODEL_NAME.fullmatch(model):
         problems.append(f"{model[:64]!r} is not a model name (lower case letters, digits and _, at most 63)")
-    want_inputs, want_outputs = expected_tensors()
+    want_inputs, want_outputs = expected_tensors(declares_intrinsics(outputs))
     for kind, got, want in (("input", inputs, want_inputs), ("output", outputs, want_outputs)):
         normalized = [(name, dtype, tuple(shape)) for name, dtype, shape in got]
         if normalized != want:

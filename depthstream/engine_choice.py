@@ -81,9 +81,12 @@ def judge(model_dir: Path, providers: list[str], threads: int | None) -> Choice:
 
     onnx = model_dir / VERSION / ONNX_FILE
     log.info("%s: timing ONNX Runtime against OpenVINO, interleaved", model_dir.name)
-    (ort_speed, ov_speed), _ = runtime.compare(
-        [(onnx, runtime.ONNXRUNTIME), (onnx, runtime.OPENVINO_F32)], providers, threads
-    )
+    try:
+        (ort_speed, ov_speed), _ = runtime.compare(
+            [(onnx, runtime.ONNXRUNTIME), (onnx, runtime.OPENVINO_F32)], providers, threads
+        )
+    except RuntimeError as exc:  # OpenVINO could not compile or run this graph: ONNX Runtime serves it
+        return cannot_run_openvino(model_dir, providers, threads, exc)
     for runner, speed in ((runtime.ONNXRUNTIME, ort_speed), (runtime.OPENVINO_F32, ov_speed)):
         key = runtime.machine_description(runner.provider(providers), threads)
         runtime.record_speed(model_dir, key, speed)
@@ -102,6 +105,17 @@ def judge(model_dir: Path, providers: list[str], threads: int | None) -> Choice:
     return Choice(
         runtime.ONNXRUNTIME, ort_speed, f"ONNX Runtime: {figures} (OpenVINO must be {MIN_GAIN:.0%} faster)"
     )
+
+
+def cannot_run_openvino(model_dir: Path, providers: list[str], threads: int | None, exc: Exception) -> Choice:
+    """The verdict where OpenVINO fails on a model (seen: Depth Anything 3's graph, whose
+    resize matrices OpenVINO 2026.4's CPU plugin sizes at hundreds of GB): recorded, with why."""
+    reason = next((line for line in reversed(str(exc).splitlines()) if line.strip()), type(exc).__name__)
+    speed = runtime.speed_here(model_dir, providers, threads)
+    verdict = {"engine": str(Engine.ONNXRUNTIME), "onnxruntime_ms": speed.ms, "openvino_failed": reason[:300], "judged_at": time.time()}
+    record_verdict(model_dir, threads, verdict)
+    log.warning("%s: OpenVINO cannot run it (%s): ONNX Runtime serves it", model_dir.name, reason[:200])
+    return Choice(runtime.ONNXRUNTIME, speed, f"ONNX Runtime: OpenVINO cannot run it ({reason[:120]})")
 
 
 def for_model(

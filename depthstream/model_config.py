@@ -39,7 +39,8 @@ MS_PER_FRAME_PARAM = "depthstream_ms_per_frame"
 DEPTH_PARAM_PREFIX = "depth_"
 MEASURED_ON_PARAM = "depthstream_speed_measured_on"
 # Written by the export: the whole spec (the repository is the catalog), and a few of its fields
-# for a person reading the config (title, source, revision, twin_of, added, network_size)
+# for a person reading the config (title, source, revision, twin_of, added, network_size,
+# intrinsics)
 SPEC_PARAM = "depthstream_spec"
 
 
@@ -53,6 +54,7 @@ def spec_params(spec: ModelSpec) -> dict[str, str]:
         "twin_of": spec.fp32_twin if spec.is_twin else "",
         "added": "true" if spec.added else "false",
         "network_size": spec.resize.describe(),
+        "intrinsics": "true" if spec.intrinsics else "false",  # it returns INTRINSICS (its camera)
     }
 
 

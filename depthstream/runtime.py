@@ -78,7 +78,12 @@ def run_options():
 
 def infer(session, batch: np.ndarray) -> np.ndarray:
     """One served run: uint8 [N, H, W, 3] -> depth [N, H, W], with the served run options."""
-    return session.run([OUTPUT_NAME], {INPUT_NAME: batch}, run_options())[0]
+    return infer_outputs(session, batch, [OUTPUT_NAME])[0]
+
+
+def infer_outputs(session, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    """One served run of these outputs (DEPTH, and INTRINSICS where the model has it)."""
+    return session.run(names, {INPUT_NAME: batch}, run_options())
 
 
 def provider_options(provider: str, cache_dir: Path) -> dict:

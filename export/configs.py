@@ -16,6 +16,8 @@ from depthstream import model_config
 from depthstream.contract import (
     INPUT_DIMS,
     INPUT_NAME,
+    INTRINSICS_DIMS,
+    INTRINSICS_NAME,
     MAX_BATCH_SIZE,
     OUTPUT_DIMS,
     OUTPUT_NAME,
@@ -36,6 +38,8 @@ def _base(spec: ModelSpec, random_weights: bool) -> mc.ModelConfig:
     config = mc.ModelConfig(name=spec.name, max_batch_size=MAX_BATCH_SIZE)
     config.input.add(name=INPUT_NAME, data_type=mc.TYPE_UINT8, dims=list(INPUT_DIMS))
     config.output.add(name=OUTPUT_NAME, data_type=mc.TYPE_FP32, dims=list(OUTPUT_DIMS))
+    if spec.intrinsics:  # the camera it estimates (the contract's optional output)
+        config.output.add(name=INTRINSICS_NAME, data_type=mc.TYPE_FP32, dims=list(INTRINSICS_DIMS))
     # Abandoned work is dropped unrun: the dynamic batcher checks its queued requests for
     # cancellation (a client gone, or its gRPC deadline passed; Triton's request_cancellation.md:
     # not once a request reaches the rate limiter, which stays off), and with the timeout

@@ -20,7 +20,7 @@ from depthstream import engine_choice, runtime
 from depthstream.contract import ModelSpec, Precision, fp32_variants, twins_of
 from export import configs, twins
 from export.checkpoints import LoadedCheckpoint, load_checkpoint
-from export.graph import FusedDepthModel, make_exportable
+from export.graph import fused_model, make_exportable
 from export.images import parity_images, photograph, resized
 from export.onnx_export import OPSET, PIL_PARITY_TOLERANCE, check_parity, export
 from export.report import Progress, Row
@@ -259,7 +259,7 @@ class Exporter:
         )
 
     def traced(self, spec: ModelSpec, staged: StagedModel) -> dict:
-        fused = FusedDepthModel(self.checkpoint().model, spec).eval()
+        fused = fused_model(self.checkpoint().model, spec)
         self.progress.step(spec.name, f"tracing to ONNX (opset {OPSET}, network input {spec.resize.size})")
         export(fused, staged.onnx_path, resized(photograph("astronaut"), 640, 480))
         self.progress.step(spec.name, "checking ONNX Runtime against PyTorch on photographs")

@@ -143,9 +143,26 @@ def _fast_dinov2_position_encoding(self, embeddings, height, width):
     return torch.cat((class_pos_embed, grid.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)
 
 
+def fused_model(network: nn.Module, spec: ModelSpec) -> nn.Module:
+    """The graph to export for a loaded network: transformers' or Depth Anything 3's."""
+    if type(network).__name__ == DA3_NETWORK:
+        from export.da3 import FusedDepthAnything3
+
+        return FusedDepthAnything3(network, spec).eval()
+    return FusedDepthModel(network, spec).eval()
+
+
+DA3_NETWORK = "DepthAnything3Net"
+
+
 def make_exportable(network: nn.Module) -> nn.Module:
     """Patch Depth Anything for export: the head method that would bake the traced size into
-    the graph, and the position-embedding interpolation (same maths, faster in ONNX Runtime)."""
+    the graph, and the position-embedding interpolation (same maths, faster in ONNX Runtime);
+    Depth Anything 3's own (export.da3)."""
+    if type(network).__name__ == DA3_NETWORK:
+        from export import da3
+
+        return da3.make_exportable(network)
     head = getattr(network, "head", None)
     if head is not None and type(head).__name__ == "DepthAnythingDepthEstimationHead":
         head.forward = types.MethodType(_trace_friendly_depth_anything_head, head)

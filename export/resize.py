@@ -24,9 +24,13 @@ def _cubic(distance: torch.Tensor) -> torch.Tensor:
     return torch.where(s <= 1, near, far)
 
 
-def _taps(in_len: torch.Tensor, out_len: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Source indices (clamped to the edge) and weights of the 4 taps for each output position."""
-    scale = in_len.to(torch.float32) / out_len.to(torch.float32)
+def _taps(
+    in_len: torch.Tensor, out_len: torch.Tensor, step: torch.Tensor | None = None
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Source indices (clamped to the edge) and weights of the 4 taps for each output position;
+    ``step``: the source distance between output pixels, where not in/out (PyTorch's
+    ``scale_factor``: 1 / scale_factor)."""
+    scale = in_len.to(torch.float32) / out_len.to(torch.float32) if step is None else step
     # a traced size is a 0-d tensor, which torch.arange takes at run time (its stubs want a number)
     position = (torch.arange(out_len, dtype=torch.float32) + 0.5) * scale - 0.5  # type: ignore[call-overload]
     start = torch.floor(position)
@@ -39,8 +43,10 @@ def _taps(in_len: torch.Tensor, out_len: torch.Tensor) -> tuple[list[torch.Tenso
     return indices, weights
 
 
-def _resize_axis(x: torch.Tensor, axis: int, in_len: torch.Tensor, out_len: torch.Tensor) -> torch.Tensor:
-    indices, weights = _taps(in_len, out_len)
+def _resize_axis(
+    x: torch.Tensor, axis: int, in_len: torch.Tensor, out_len: torch.Tensor, step: torch.Tensor | None = None
+) -> torch.Tensor:
+    indices, weights = _taps(in_len, out_len, step)
     shape = [1] * x.dim()
     shape[axis] = -1
     out = None
@@ -51,10 +57,57 @@ def _resize_axis(x: torch.Tensor, axis: int, in_len: torch.Tensor, out_len: torc
     return out
 
 
-def bicubic(x: torch.Tensor, height, width) -> torch.Tensor:
-    """Resize [N, C, H, W] float to (height, width); ints or 0-dim int64 tensors."""
+def bicubic(x: torch.Tensor, height, width, steps: tuple | None = None) -> torch.Tensor:
+    """Resize [N, C, H, W] float to (height, width); ints or 0-dim int64 tensors. ``steps``:
+    (vertical, horizontal) source steps as float32 tensors, where PyTorch was given a
+    scale_factor that is not exactly out/in."""
     shape = shape_as_tensor(x)
     in_h, in_w = shape[2], shape[3]
     out_h, out_w = torch.as_tensor(height), torch.as_tensor(width)
-    x = _resize_axis(x, 3, in_w, out_w)  # width first: the smaller intermediate for webcam frames
-    return _resize_axis(x, 2, in_h, out_h)
+    step_h, step_w = steps if steps is not None else (None, None)
+    x = _resize_axis(x, 3, in_w, out_w, step_w)  # width first: the smaller intermediate for webcam frames
+    return _resize_axis(x, 2, in_h, out_h, step_h)
+
+
+def _area_matrix(in_len: torch.Tensor, out_len: torch.Tensor) -> torch.Tensor:
+    """[out, in] OpenCV's INTER_AREA weights: each output pixel averages the input it covers,
+    input pixels on its border weighted by the fraction covered."""
+    step = in_len.to(torch.float64) / out_len.to(torch.float64)
+    start = torch.arange(out_len, dtype=torch.float64)[:, None] * step  # type: ignore[call-overload]
+    source = torch.arange(in_len, dtype=torch.float64)[None, :]  # type: ignore[call-overload]
+    overlap = torch.minimum(start + step, source + 1) - torch.maximum(start, source)
+    return torch.clamp(overlap, min=0.0) / step
+
+
+def _cubic_matrix(in_len: torch.Tensor, out_len: torch.Tensor) -> torch.Tensor:
+    """[out, in] the bicubic of _taps as a dense matrix: Keys' kernel at each distance, the taps
+    that fall beyond an edge added onto the edge pixel (edge pixels replicated)."""
+    scale = in_len.to(torch.float64) / out_len.to(torch.float64)
+    position = (torch.arange(out_len, dtype=torch.float64) + 0.5) * scale - 0.5  # type: ignore[call-overload]
+    source = torch.arange(in_len, dtype=torch.float64)  # type: ignore[call-overload]
+    distance = source[None, :] - position[:, None]
+    matrix = torch.where(distance.abs() < 2, _cubic(distance), torch.zeros_like(distance))
+    start = torch.floor(position)
+    last = in_len.to(torch.float64) - 1
+    before, beyond = torch.zeros_like(position), torch.zeros_like(position)
+    for offset in (-1, 0, 1, 2):
+        tap = start + offset
+        weight = _cubic(position - tap)
+        before = before + torch.where(tap < 0, weight, torch.zeros_like(weight))
+        beyond = beyond + torch.where(tap > last, weight, torch.zeros_like(weight))
+    first_column = (source == 0).to(torch.float64)[None, :]
+    last_column = (source == last).to(torch.float64)[None, :]
+    return matrix + before[:, None] * first_column + beyond[:, None] * last_column
+
+
+def area_or_cubic(pixels: torch.Tensor, height, width, enlarge: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] uint8 levels -> [N, C, height, width] uint8 levels, as OpenCV resizes an image:
+    INTER_AREA (shrinking), or INTER_CUBIC where ``enlarge`` (a bool tensor). Both are weight
+    matrices chosen before the two matrix products: one pass over the image, whichever it is."""
+    shape = shape_as_tensor(pixels)
+    out_h, out_w = torch.as_tensor(height), torch.as_tensor(width)
+    across = torch.where(enlarge, _cubic_matrix(shape[3], out_w), _area_matrix(shape[3], out_w))
+    down = torch.where(enlarge, _cubic_matrix(shape[2], out_h), _area_matrix(shape[2], out_h))
+    pixels = torch.matmul(pixels, across.to(torch.float32).transpose(0, 1))
+    pixels = torch.matmul(down.to(torch.float32), pixels)
+    return torch.clamp(torch.round(pixels), 0.0, 255.0)  # cv2's saturate_cast: to the nearest level

@@ -25,7 +25,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 # on the stub's PYTHONPATH (serving.triton.server_env)
-from depthstream.runtime import Runner, infer, open_session
+from depthstream.runtime import Runner, infer_outputs, open_session
 
 
 def _error_code(name):
@@ -37,11 +37,13 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {key: value["string_value"] for key, value in config.get("parameters", {}).items()}
-        (inp,), (out,) = config["input"], config["output"]
+        (inp,), outputs = config["input"], config["output"]
         self.model_name = args["model_name"]
-        self.input_name, self.output_name = inp["name"], out["name"]
+        self.input_name = inp["name"]
+        # DEPTH, and INTRINSICS where the model estimates its camera: each with its dtype
+        self.outputs = [(out["name"], pb_utils.triton_string_to_numpy(out["data_type"])) for out in outputs]
+        self.output_names = [name for name, _ in self.outputs]
         self.input_dtype = pb_utils.triton_string_to_numpy(inp["data_type"])
-        self.output_dtype = pb_utils.triton_string_to_numpy(out["data_type"])
         self.max_pixels = int(params["max_image_pixels"])
         self.max_side = int(params["max_image_side"])
         self.min_side = int(params["min_image_side"])
@@ -61,10 +63,10 @@ class TritonPythonModel:
         engine = "OpenVINO" if runner.engine == "openvino" else "ONNX Runtime"
         logger.log_info(f"{self.model_name}: {engine} runs it on {self.session.get_providers()[0]}")
         names = ([i.name for i in self.session.get_inputs()], [o.name for o in self.session.get_outputs()])
-        if names != ([self.input_name], [self.output_name]):
+        if names != ([self.input_name], self.output_names):
             raise pb_utils.TritonModelException(
                 f"{params['onnx_path']} has tensors {names}, config wants "
-                f"{self.input_name} -> {self.output_name}"
+                f"{self.input_name} -> {', '.join(self.output_names)}"
             )
         self._metrics()
 
@@ -102,23 +104,26 @@ class TritonPythonModel:
         problem = self._shape_problem(image)
         if problem is not None:
             return self._skip(*problem)
-        depths = []
+        results = []
         for item in image:  # one image at a time: bounded memory, and a cancel is seen between them
-            if depths and request.is_cancelled():
+            if results and request.is_cancelled():
                 return self._skip("cancelled", "the request was cancelled while it ran", "CANCELLED")
             if self.extra_s:
                 time.sleep(self.extra_s)
             started = time.perf_counter()
             try:
-                depth = infer(self.session, item[None])  # with the served run options
+                result = infer_outputs(self.session, item[None], self.output_names)  # served run options
             except Exception as exc:  # the runtime's failures become this request's error
                 return self._error(f"inference failed: {exc}", "INTERNAL")
             self.run_ms.increment((time.perf_counter() - started) * 1e3)
             self.runs.increment(1)
-            depths.append(depth)
-        depth = np.concatenate(depths) if len(depths) > 1 else depths[0]
-        tensor = pb_utils.Tensor(self.output_name, depth.astype(self.output_dtype, copy=False))
-        return pb_utils.InferenceResponse(output_tensors=[tensor])
+            results.append(result)
+        tensors = []
+        for index, (name, dtype) in enumerate(self.outputs):
+            parts = [result[index] for result in results]
+            array = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            tensors.append(pb_utils.Tensor(name, array.astype(dtype, copy=False)))
+        return pb_utils.InferenceResponse(output_tensors=tensors)
 
     def _shape_problem(self, image):
         """(reason, message, code) when the image is outside the contract, else None."""

@@ -18,14 +18,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
-    """Tiny versions of both architectures, with structured output, saved with save_pretrained."""
+    """Tiny versions of every curated architecture, with structured output, saved as their hub
+    checkpoints are (save_pretrained; Depth Anything 3 as its package saves it)."""
     from export.architectures import random_weights_model
+    from export.checkpoints import DEPTH_ANYTHING_3
+    from tests.tiny_da3 import save_tiny
 
     root = tmp_path_factory.mktemp("checkpoints")
     paths = {}
     for name, spec in EXPORTABLE.items():
         paths[name] = root / name
-        random_weights_model(spec, tiny=True).save_pretrained(paths[name])
+        if spec.model_type == DEPTH_ANYTHING_3:
+            save_tiny(paths[name])
+        else:
+            random_weights_model(spec, tiny=True).save_pretrained(paths[name])
     return paths
 
 
