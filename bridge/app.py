@@ -35,7 +35,7 @@ from bridge.protocol import CLOSE_FOR, CloseCode, ErrorCode
 from bridge.session import StreamSession
 from bridge.settings import BridgeSettings
 from bridge.triton import TritonGateway
-from depthstream.contract import CHECKPOINTS, INPUT_NAME, MODELS, OUTPUT_NAME
+from depthstream.contract import CHECKPOINTS, INPUT_NAME, INTRINSICS_NAME, MODELS, OUTPUT_NAME
 from depthstream.render.colorize import COLORMAPS, colormap_stops
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,7 @@ def describe(info: ModelInfo) -> dict:
             "depth": None,
             "network_input": None,
             "added": True,
+            "intrinsics": False,
         }
     return {
         **about,
@@ -112,6 +113,9 @@ def describe(info: ModelInfo) -> dict:
             "max_side": spec.resize.max_side,
         },
         "added": spec.added,  # exported with --checkpoint, not one of the curated models
+        # it also returns INTRINSICS, the camera it estimates (the depth header's "camera")
+        "intrinsics": spec.intrinsics,
+        **({"outputs": [OUTPUT_NAME, INTRINSICS_NAME]} if spec.intrinsics else {}),
     }
 
 

@@ -52,6 +52,8 @@ class StreamChoices:
             # what the stream's depth means (None for a model this bridge has not read yet: the
             # configured default before Triton serves it; checked right after hello)
             "depth": spec_of(self.model).depth_meaning if known(self.model) else None,
+            # whether its frames carry the camera it estimates (the depth header's "camera")
+            "intrinsics": spec_of(self.model).intrinsics if known(self.model) else False,
             "colormap": self.colormap,
             "output": self.output,
             "steady": self.steady,

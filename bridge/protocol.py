@@ -160,6 +160,7 @@ def depth_message(
     kind: DepthKind = DepthKind.RELATIVE,
     display_range: tuple[float, float] | None = None,
     alignment: dict | None = None,
+    camera: dict | None = None,
 ) -> str:
     body = {
         "type": MessageType.DEPTH,
@@ -176,10 +177,13 @@ def depth_message(
         # how this relative depth was aligned to the stream (aligned = scale * depth + shift):
         # null when it was not (steady off, metric depth)
         "alignment": alignment,
+        # the camera the model estimated (fx, fy, cx, cy in this frame's pixels, hfov_deg,
+        # vfov_deg; smoothed over the stream with steady on): null from a model without one
+        "camera": camera,
     }
     if display_range is not None:
         # the colorbar's ends for this JPEG, in the model's units: bright (near) to dark (far)
-        near, far = display_range if kind is DepthKind.METRIC else display_range[::-1]
+        near, far = display_range if kind.is_distance else display_range[::-1]
         body["colorbar"] = {"near": round(near, 4), "far": round(far, 4), "units": kind.units}
     if raw is not None:
         body["raw"] = raw

@@ -17,6 +17,7 @@ import numpy as np
 from bridge import images
 from bridge.protocol import OUTPUTS, POINTS_STEP, ErrorCode
 from depthstream.contract import DepthKind, spec_of
+from depthstream.render import camera as cameras
 from depthstream.render import raw_depth
 from depthstream.render.colorize import NoFiniteDepth, RangeSmoother, colorize
 from depthstream.render.steady import Alignment, DepthAligner
@@ -41,6 +42,7 @@ class Rendered:
     display_range: tuple[float, float] | None = None
     raw: dict | None = None
     alignment: dict | None = None  # scale, shift, residual, restarted; None: not aligned
+    camera: dict | None = None  # the estimated intrinsics (camera.header); None: not estimated
 
 
 class RenderError(Exception):
@@ -64,23 +66,32 @@ class StreamRenderer:
         self.jpeg_quality = jpeg_quality
         self.smoother = RangeSmoother()
         self.aligner = DepthAligner()
+        self.camera = cameras.CameraSmoother()
         self.drawn: tuple[str, int, bool] | None = None  # the (model, scene, steady) of the last frame
 
     def render(
-        self, depth: np.ndarray, request: Request, timings: dict[str, float]
+        self,
+        depth: np.ndarray,
+        request: Request,
+        timings: dict[str, float],
+        intrinsics: np.ndarray | None = None,
     ) -> tuple[list[bytes], Rendered]:
         """(binary messages in the protocol's order, what the header says of them); refuses
-        NaN/Inf-only output with RenderError."""
+        NaN/Inf-only output with RenderError. ``intrinsics``: the camera the model estimated."""
         if (request.model, request.scene, request.steady) != self.drawn:
             # another model (another depth scale), a new scene, alignment turned on or off: start
             # again, here in frame order (a frame of the old model may still be drawing)
             self.smoother.reset()
             self.aligner.reset()
+            self.camera.reset()
             self.drawn = (request.model, request.scene, request.steady)
         rendered = Rendered()
         alignment = None
-        if request.steady and spec_of(request.model).depth is DepthKind.RELATIVE:  # metres stay as they are
-            alignment = self._align(depth, rendered, timings)
+        kind = spec_of(request.model).depth
+        if request.steady and kind is not DepthKind.METRIC:  # metres stay as they are
+            alignment = self._align(depth, rendered, timings, scale_only=kind is DepthKind.SCALED)
+        if intrinsics is not None:
+            rendered.camera = self._camera(intrinsics, depth.shape, request.steady, rendered)
         binaries: list[bytes] = []
         try:
             if "jpeg" in OUTPUTS[request.output]:
@@ -91,12 +102,25 @@ class StreamRenderer:
             raise RenderError("the model returned no finite depth for this frame") from None
         return binaries, rendered
 
-    def _align(self, depth: np.ndarray, rendered: Rendered, timings: dict[str, float]) -> Alignment | None:
+    def _camera(self, intrinsics: np.ndarray, shape: tuple, steady: bool, rendered: Rendered) -> dict | None:
+        """The header's camera: this frame's estimate, or with steady on the stream's smoothed
+        one (started again at a scene cut, as the alignment is); None for an unusable one."""
+        if not cameras.usable(intrinsics):
+            return None
+        height, width = shape[:2]
+        if steady:
+            intrinsics = self.camera.update(intrinsics, width, height)
+        return cameras.header(intrinsics, width, height, smoothed=steady)
+
+    def _align(
+        self, depth: np.ndarray, rendered: Rendered, timings: dict[str, float], scale_only: bool = False
+    ) -> Alignment | None:
         """The frame's alignment (applied by the drawing to its ranges, not to each pixel)."""
         start = time.perf_counter()
-        alignment = self.aligner.fit(depth)
+        alignment = self.aligner.fit(depth, scale_only)
         if alignment.restarted:
             self.smoother.reset()  # a new scene: its own colour range at once, not after ~5 frames
+            self.camera.reset()  # ... and its own camera
         rendered.alignment = alignment.header()
         timings["align"] = _ms_since(start)
         return None if alignment.restarted else alignment  # restarted: the frame as it is

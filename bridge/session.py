@@ -28,7 +28,7 @@ from bridge.pool import TritonPool
 from bridge.protocol import ErrorCode, ProtocolError
 from bridge.rendering import Rendered, RenderError, Request, StreamRenderer
 from bridge.settings import BridgeSettings
-from bridge.triton import TritonError, TritonUnavailable, Turn
+from bridge.triton import Inferred, TritonError, TritonUnavailable, Turn
 from depthstream.contract import DEFAULT_MODEL, spec_of
 
 log = logging.getLogger(__name__)
@@ -179,10 +179,12 @@ class StreamSession:
                     self.answering = None
 
     async def _render_and_answer(
-        self, frame: Frame, request: Request, rgb: np.ndarray, depth: np.ndarray, timings: dict[str, float]
+        self, frame: Frame, request: Request, rgb: np.ndarray, answer: Inferred, timings: dict[str, float]
     ) -> None:
         try:
-            binaries, rendered = await asyncio.to_thread(self.renderer.render, depth, request, timings)
+            binaries, rendered = await asyncio.to_thread(
+                self.renderer.render, answer.depth, request, timings, answer.intrinsics
+            )
         except RenderError as exc:  # the model's output could not be drawn
             await self._fail(frame, exc)
             return
@@ -204,8 +206,8 @@ class StreamSession:
     def _deadline(self, frame: Frame) -> float:
         return frame.received_at + self.settings.request_timeout_s
 
-    async def _infer(self, turn: Turn, frame: Frame) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
-        """Decode (in a worker thread) and infer: (RGB, depth, timings so far)."""
+    async def _infer(self, turn: Turn, frame: Frame) -> tuple[np.ndarray, Inferred, dict[str, float]]:
+        """Decode (in a worker thread) and infer: (RGB, the model's answer, timings so far)."""
         timings = {"queue": _ms_since(frame.received_at)}
         start = time.perf_counter()
         rgb = await asyncio.to_thread(images.decode, frame.data, self.settings.max_pixels)
@@ -258,6 +260,7 @@ class StreamSession:
             kind=spec_of(request.model).depth,
             display_range=rendered.display_range,
             alignment=rendered.alignment,
+            camera=rendered.camera,
         )
         await self.outbox.send(header, *binaries, notice=True)  # the JSON and its binaries adjacent
         self.metrics.frames_answered.labels(request.model).inc()

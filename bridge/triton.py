@@ -8,6 +8,7 @@ import logging
 import socket
 import time
 from collections.abc import AsyncIterator
+from typing import NamedTuple
 
 import grpc
 import numpy as np
@@ -20,9 +21,11 @@ from bridge.catalog import ModelInfo
 from bridge.observed import ObservedTimes
 from bridge.protocol import ErrorCode
 from bridge.shared_memory import Region, RegionPool
+from depthstream import contract
 from depthstream.contract import (
     CHECKPOINTS,
     MODELS,
+    INTRINSICS_NAME,
     OUTPUT_NAME,
     contract_violations,
     register,
@@ -145,6 +148,7 @@ class TritonGateway:
         self._said_listing: str | None = None
         self.on_up = on_up or (lambda up: None)  # told when the endpoint goes down and comes back
         self.request_timeout_s = request_timeout_s
+        self._said_too_slow: set[str] = set()  # models refused for their speed, logged once each
         # tritonclient's aio client; the fast tests pass a stand-in with the same methods
         self.client = client or grpcclient.InferenceServerClient(url, channel_args=channel_args(url))
         self.down_since: float | None = None
@@ -264,6 +268,8 @@ class TritonGateway:
             self._capacities[name] = capacity_of(config)
             self.limit.set_capacity(min(self._capacities.values()) * await self.servers_behind())
         ms, machine = served_speed(config) or (None, "")
+        if ms is not None and ms / 1e3 > self.request_timeout_s:
+            return self._too_slow(name, spec, ms, machine)
         return ModelInfo(
             name,
             ready=True,
@@ -272,6 +278,19 @@ class TritonGateway:
             measured_on=machine,
             spec=spec,
         )
+
+    def _too_slow(self, name: str, spec, ms: float, machine: str) -> ModelInfo:
+        """A model whose measured time for one frame is beyond the per-request deadline (Depth
+        Pro's 1536x1536 input on a CPU): every frame would time out, so it is not offered, and
+        says why and what to change."""
+        problem = (
+            f"slower than this bridge's deadline: {ms / 1e3:.1f} s a 640x480 frame on {machine or 'the server'}, "
+            f"request_timeout_s is {self.request_timeout_s:g} s (raise BRIDGE_REQUEST_TIMEOUT_S to serve it)"
+        )
+        if name not in self._said_too_slow:
+            self._said_too_slow.add(name)
+            log.warning("model %s is not offered: %s", name, problem)
+        return ModelInfo(name, ready=False, problem=problem, ms_per_frame=ms, measured_on=machine, spec=spec)
 
     async def served_names(self) -> dict[str, str]:
         """The models Triton serves, each with why it failed to load ("" if it did not): its
@@ -344,9 +363,9 @@ class TritonGateway:
             raise TritonUnavailable("the model server is unavailable; retrying")
         raise ModelNotReady(f"{name} is {info.problem}")
 
-    async def infer(self, model: str, rgb: np.ndarray, timeout_s: float | None = None) -> np.ndarray:
-        """RGB uint8 [H, W, 3] -> depth float32 [H, W], within ``timeout_s`` (default: the
-        per-request deadline). Triton hears the deadline too: a request that outlives it is
+    async def infer(self, model: str, rgb: np.ndarray, timeout_s: float | None = None) -> Inferred:
+        """RGB uint8 [H, W, 3] -> depth float32 [H, W] (and the camera, from a model that
+        estimates it), within ``timeout_s`` (default: the per-request deadline). Triton hears the deadline too: a request that outlives it is
         cancelled, and Triton's queue policy (dynamic batcher) drops it unrun."""
         if not self.available:
             raise TritonUnavailable("the model server is unavailable; retrying")
@@ -354,14 +373,14 @@ class TritonGateway:
         started = time.perf_counter()
         region = await self._region_for(rgb, timeout_s)
         try:
-            depth = await self._request(model, rgb, timeout_s, region)
+            answer = await self._request(model, rgb, timeout_s, region)
         except SharedMemoryGone:  # Triton restarted between two frames: its regions went with it
             if self.regions is not None:
                 self.regions.forget()
             remaining_s = timeout_s - (time.perf_counter() - started)
-            depth = await self._request(model, rgb, max(remaining_s, 0.001), None)
+            answer = await self._request(model, rgb, max(remaining_s, 0.001), None)
         self.observed.add(model, time.perf_counter() - started)
-        return depth
+        return answer
 
     async def _region_for(self, rgb: np.ndarray, timeout_s: float) -> Region | None:
         if self.regions is None:
@@ -374,19 +393,22 @@ class TritonGateway:
 
     async def _request(
         self, model: str, rgb: np.ndarray, timeout_s: float, region: Region | None
-    ) -> np.ndarray:
+    ) -> Inferred:
         """One request, through ``region`` when given (its pool gets it back only if Triton is
         done with it)."""
         try:
             if region is not None:
                 region.write_frame(rgb)
+            camera = _estimates_camera(model)
             result = await self.client.infer(
                 model,
-                **depth_request(rgb[None], region.name if region else None),
+                **depth_request(rgb[None], region.name if region else None, intrinsics=camera),
                 timeout=max(1, int(timeout_s * 1e6)),
                 client_timeout=timeout_s,
             )
-            depth = self._depth_of(model, result, rgb, region)
+            answer = Inferred(
+                self._depth_of(model, result, rgb, region), self._camera_of(model, result) if camera else None
+            )
         except BaseException as exc:  # a timeout, a client gone (cancelled), an error
             if region is not None and self.regions is not None:
                 self.regions.retire(region)
@@ -400,7 +422,15 @@ class TritonGateway:
             raise
         if region is not None and self.regions is not None:
             self.regions.release(region)
-        return depth
+        return answer
+
+    @staticmethod
+    def _camera_of(model: str, result) -> np.ndarray:
+        intrinsics = result.as_numpy(INTRINSICS_NAME)
+        if intrinsics is None or intrinsics.shape != (1, 3, 3):
+            log.error("%s returned intrinsics of shape %s", model, None if intrinsics is None else intrinsics.shape)
+            raise BadOutput(f"{model} returned no camera (INTRINSICS) or a wrongly shaped one")
+        return intrinsics[0]
 
     @staticmethod
     def _depth_of(model: str, result, rgb: np.ndarray, region: Region | None) -> np.ndarray:
@@ -410,6 +440,21 @@ class TritonGateway:
             log.error("%s returned shape %s for a %s frame", model, shape, rgb.shape)
             raise BadOutput(f"{model} returned a wrongly shaped depth map")
         return region.read_depth(rgb.shape) if region is not None else result.as_numpy(OUTPUT_NAME)[0]
+
+
+class Inferred(NamedTuple):
+    """One frame's answer: depth [H, W], and the camera [3, 3] from a model that estimates it."""
+
+    depth: np.ndarray
+    intrinsics: np.ndarray | None = None
+
+
+def _estimates_camera(model: str) -> bool:
+    """Whether to ask ``model`` for INTRINSICS (its served config's spec says it has them)."""
+    try:
+        return contract.spec_of(model).intrinsics
+    except KeyError:
+        return False
 
 
 class Turn:
@@ -430,7 +475,7 @@ class Turn:
             return True
         return time.perf_counter() + expected <= deadline
 
-    async def infer(self, rgb: np.ndarray, deadline: float) -> np.ndarray:
+    async def infer(self, rgb: np.ndarray, deadline: float) -> Inferred:
         self.started = time.perf_counter()
         try:
             depth = await self.gateway.infer(self.model, rgb, max(deadline - self.started, 0.001))

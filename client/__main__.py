@@ -27,7 +27,8 @@ from tritonclient.utils import InferenceServerException
 from client import frames
 from client.settings import ClientSettings, parse_settings
 from depthstream import model_config
-from depthstream.contract import OUTPUT_NAME, register, spec_of
+from depthstream.contract import INTRINSICS_NAME, OUTPUT_NAME, register, spec_of
+from depthstream.render import camera as cameras
 from depthstream.render import pointcloud, raw_depth
 from depthstream.render.colorize import colorize
 from depthstream.request import depth_request
@@ -36,10 +37,12 @@ from depthstream.settings import SettingsError
 
 def infer(
     client: grpcclient.InferenceServerClient, model: str, rgb: np.ndarray, timeout_s: float = 30.0
-) -> np.ndarray:
-    """One RGB uint8 [H, W, 3] image in, depth float32 [H, W] out."""
-    result = client.infer(model, **depth_request(rgb[None]), client_timeout=timeout_s)
-    return result.as_numpy(OUTPUT_NAME)[0]
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """One RGB uint8 [H, W, 3] image in; depth float32 [H, W] out, and the camera (3x3, in the
+    image's pixels) from a model that estimates it (INTRINSICS), else None."""
+    camera = spec_of(model).intrinsics
+    result = client.infer(model, **depth_request(rgb[None], intrinsics=camera), client_timeout=timeout_s)
+    return result.as_numpy(OUTPUT_NAME)[0], result.as_numpy(INTRINSICS_NAME)[0] if camera else None
 
 
 def server_compute_ms(client: grpcclient.InferenceServerClient, model: str) -> tuple[int, float]:
@@ -99,7 +102,7 @@ def run_many(args: ClientSettings) -> int:
         args.batch,
         args.in_flight,
         ply_dir=args.ply,
-        hfov_deg=args.hfov,
+        hfov_deg=args.hfov or pointcloud.DEFAULT_HFOV_DEG,
         steady=not args.per_frame,
     )
     try:
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         before = server_compute_ms(client, args.model)
         started = time.perf_counter()
-        depth = infer(client, args.model, rgb)
+        depth, intrinsics = infer(client, args.model, rgb)
         round_trip_ms = (time.perf_counter() - started) * 1e3
         after = server_compute_ms(client, args.model)
     except InferenceServerException as exc:
@@ -161,8 +164,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.ply is not None:
         args.ply.mkdir(parents=True, exist_ok=True)
         stem = args.ply / f"{args.image.stem}.{args.model}"
-        pointcloud.write_cloud(stem, depth, rgb, args.model, kind, args.hfov, frame=args.image.name)
+        estimate = intrinsics if args.hfov is None else None  # --hfov pins the field of view
+        hfov = args.hfov or pointcloud.DEFAULT_HFOV_DEG
+        pointcloud.write_cloud(stem, depth, rgb, args.model, kind, hfov, estimate, frame=args.image.name)
         print(f"wrote {stem}.ply and {stem}.json (the intrinsics; units: {kind.units})")
+    if intrinsics is not None:
+        fx, fy, cx, cy = intrinsics[0, 0], intrinsics[1, 1], intrinsics[0, 2], intrinsics[1, 2]
+        hfov_estimated = cameras.hfov_deg(float(fx), rgb.shape[1])
+        print(
+            f"camera (estimated by {args.model}): fx {fx:.1f}, fy {fy:.1f}, cx {cx:.1f}, cy {cy:.1f} px, "
+            f"horizontal field of view {hfov_estimated:.1f} deg"
+        )
     server_ms = (after[1] - before[1]) / 1e6 if after[0] > before[0] else float("nan")
     print(
         f"{args.model}: {rgb.shape[1]}x{rgb.shape[0]} -> depth {depth.shape[1]}x{depth.shape[0]}, "

@@ -36,10 +36,13 @@ class ClientSettings(Settings):
         metavar="DIR",
         help="also write each frame as a coloured point cloud: DIR/NAME.ply and NAME.json (intrinsics)",
     )
-    hfov: float = setting(
-        pointcloud.DEFAULT_HFOV_DEG,
+    hfov: float | None = setting(
+        None,
         metavar="DEG",
-        help="the camera's horizontal field of view for --ply (a typical webcam's by default)",
+        help=(
+            "the camera's horizontal field of view for --ply: pins it (default: the model's own "
+            f"estimate where it has one, such as Depth Anything 3, else {pointcloud.DEFAULT_HFOV_DEG:g}, a typical webcam's)"
+        ),
     )
     # a video or a folder
     output: Path | None = setting(
@@ -72,7 +75,7 @@ class ClientSettings(Settings):
                 ),
                 ("colormap", self.colormap in COLORMAPS, f"one of {', '.join(COLORMAPS)}"),
                 ("url", bool(self.url.strip()), "Triton's gRPC host:port"),
-                ("hfov", low <= self.hfov <= high, f"{low:g} to {high:g} degrees"),
+                ("hfov", self.hfov is None or low <= self.hfov <= high, f"{low:g} to {high:g} degrees"),
                 ("batch", self.batch is None or self.batch >= 1, "at least 1"),
                 ("in_flight", self.in_flight >= 1, "at least 1"),
             ]

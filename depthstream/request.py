@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tritonclient.grpc as grpcclient
 
-from depthstream.contract import INPUT_DTYPE, INPUT_NAME, OUTPUT_NAME
+from depthstream.contract import INPUT_DTYPE, INPUT_NAME, INTRINSICS_NAME, OUTPUT_NAME
 
 # Triton restricts its shared-memory protocol behind a key of this name (serving.triton); a
 # client sends it in this gRPC header
@@ -28,12 +28,16 @@ def shared_layout(batch_shape: tuple[int, ...]) -> tuple[int, int]:
     return n * height * width * 3, n * height * width * 4
 
 
-def depth_request(batch: np.ndarray, shared_memory: str | None = None) -> dict[str, list]:
-    """uint8 RGB ``[N, H, W, 3]`` -> the ``inputs`` and ``outputs`` of one request for depth.
+def depth_request(
+    batch: np.ndarray, shared_memory: str | None = None, intrinsics: bool = False
+) -> dict[str, list]:
+    """uint8 RGB ``[N, H, W, 3]`` -> the ``inputs`` and ``outputs`` of one request for depth
+    (and ``intrinsics``: the camera, from a model that estimates it; 36 bytes an image, always
+    in the message).
 
-    With ``shared_memory`` (a registered region's name) the tensors go through that region
-    instead of the message, laid out as ``shared_layout`` says; the caller has written the batch
-    there."""
+    With ``shared_memory`` (a registered region's name) the RGB and the depth go through that
+    region instead of the message, laid out as ``shared_layout`` says; the caller has written
+    the batch there."""
     tensor = grpcclient.InferInput(INPUT_NAME, list(batch.shape), INPUT_DTYPE)
     output = grpcclient.InferRequestedOutput(OUTPUT_NAME)
     if shared_memory is None:
@@ -42,4 +46,7 @@ def depth_request(batch: np.ndarray, shared_memory: str | None = None) -> dict[s
         rgb_bytes, depth_bytes = shared_layout(batch.shape)
         tensor.set_shared_memory(shared_memory, rgb_bytes)
         output.set_shared_memory(shared_memory, depth_bytes, offset=rgb_bytes)
-    return {"inputs": [tensor], "outputs": [output]}
+    outputs = [output]
+    if intrinsics:
+        outputs.append(grpcclient.InferRequestedOutput(INTRINSICS_NAME))
+    return {"inputs": [tensor], "outputs": outputs}

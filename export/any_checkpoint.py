@@ -36,13 +36,14 @@ FAMILY_DEPTH = {
     "depth_anything": None,  # from its config: depth_estimation_type, max_depth
     "dpt": DepthKind.RELATIVE,  # MiDaS-style relative inverse depth
     "glpn": DepthKind.METRIC,  # sigmoid x max_depth, metres (NYU, KITTI)
+    "depth_pro": DepthKind.METRIC,  # metres, from its inverse depth and its field of view
 }
+DEPTH_PRO = "depth_pro"
 # Depth families refused, with the reason (the others: unknown until --depth is given)
 REFUSED_FAMILIES = {
     "prompt_depth_anything": "it needs a prompt depth map beside the image (the contract takes an image only)",
     "zoedepth": "its processor pads by reflection and its post-processing averages a flipped pass; "
     "the graph does not reproduce that yet",
-    "depth_pro": "its processor needs torchvision here and its FOV head is not served yet",
 }
 # PIL's resample codes (PIL.Image.Resampling) the graph reproduces (export.pil_resize)
 PIL_FILTERS = {
@@ -237,14 +238,48 @@ def presets(resize: Resize) -> tuple[int, ...]:
     return tuple(sorted((s for s in sizes if m <= s < resize.size), reverse=True))
 
 
+def depth_pro_preprocessing(directory: Path, config: dict) -> tuple[Resize, float, tuple, tuple]:
+    """Depth Pro's processor (DepthProImageProcessor), read from its preprocessor_config.json: it
+    imports torchvision, which the graph replaces. It normalizes first, then stretches the image
+    to its size with torch's bilinear (no antialiasing); its field of view makes the depth metric
+    (post_process_depth_estimation), so a checkpoint without its FOV head is refused."""
+    if not config.get("use_fov_model", False):
+        raise CheckpointError(
+            "this Depth Pro checkpoint has no field-of-view head (use_fov_model): its depth is not in "
+            "metres without one, and it has no camera to serve"
+        )
+    raw = _read_json(directory / "preprocessor_config.json", "the image processor's config")
+    size = raw.get("size") or {"height": 1536, "width": 1536}
+    if not raw.get("do_resize", True):
+        raise CheckpointError("its processor does not resize: every input size would reach the network")
+    if int(raw.get("resample", 2)) != 2:
+        raise CheckpointError("its processor resizes with another filter than bilinear, which the graph does not reproduce")
+    height, width = int(size["height"]), int(size["width"])
+    resize = Resize(
+        size=height,
+        rule=ResizeRule.STRETCH,
+        interpolation=Interpolation.BILINEAR,
+        width=None if width == height else width,
+    )
+    rescale = float(raw.get("rescale_factor", 1 / 255)) if raw.get("do_rescale", True) else 1.0
+    mean = tuple(float(v) for v in raw.get("image_mean", [0.5] * 3))
+    std = tuple(float(v) for v in raw.get("image_std", [0.5] * 3))
+    if not raw.get("do_normalize", True):
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return resize, rescale, mean, std
+
+
 def derive_spec(directory: Path, source: str, overrides: Overrides, revision: str = "") -> ModelSpec:
     """The served model's spec for one checkpoint directory, or CheckpointError with the reason."""
     config = check_files(directory)
     model_type = str(config.get("model_type", ""))
     kind, max_depth = family_depth(model_type, config, overrides)
-    processor = load_processor(directory)
-    resize = processor_resize(processor, model_type)
-    rescale, mean, std = normalization(processor)
+    if model_type == DEPTH_PRO:
+        resize, rescale, mean, std = depth_pro_preprocessing(directory, config)
+    else:
+        processor = load_processor(directory)
+        resize = processor_resize(processor, model_type)
+        rescale, mean, std = normalization(processor)
     name = overrides.name or derived_name(source)
     if not MODEL_NAME.fullmatch(name):
         raise CheckpointError(
@@ -263,13 +298,15 @@ def derive_spec(directory: Path, source: str, overrides: Overrides, revision: st
         resize=resize,
         mean=mean,  # type: ignore[arg-type]  # three values, checked by the processor
         std=std,  # type: ignore[arg-type]
-        output_resize=POST_PROCESS,
+        # Depth Pro's post-processing resizes its inverse depth back with its processor's bilinear
+        output_resize=OutputResize(Interpolation.BILINEAR, align_corners=False) if model_type == DEPTH_PRO else POST_PROCESS,
         depth=kind,
         max_depth_m=max_depth,
         rescale=rescale,
         added=True,
         revision=revision,
         presets=presets(resize),
+        intrinsics=model_type == DEPTH_PRO,  # its field of view, served as INTRINSICS
     )
 
 

@@ -43,6 +43,7 @@ from depthstream import model_config
 from depthstream.contract import ModelSpec, Precision
 from depthstream.model_config import CONFIG_FILE, ONNX_FILE, VERSION, exported_models
 from export import configs
+from export.checkpoints import DEPTH_ANYTHING_3
 from export.repository import read_manifest
 
 
@@ -124,6 +125,11 @@ def openvino_left_out(spec: ModelSpec) -> str | None:
         return "an INT8 twin: OpenVINO ran its dynamic-INT8 graph slower than ONNX Runtime"
     if precision == Precision.BF16:
         return "a BF16 twin: its FP32 pre/post cannot travel in an IR, so the backend would run it wholly in BF16"
+    if spec.model_type == DEPTH_ANYTHING_3:
+        return (
+            "Depth Anything 3: OpenVINO 2026.4's CPU plugin cannot run its graph (it sizes the "
+            "resize matrices at hundreds of GB); the cpu flavour serves it"
+        )
     return None
 
 

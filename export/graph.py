@@ -8,6 +8,7 @@ at every input size instead of the one it was traced at.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from typing import Any
@@ -143,12 +144,40 @@ def _fast_dinov2_position_encoding(self, embeddings, height, width):
     return torch.cat((class_pos_embed, grid.permute(0, 2, 3, 1).reshape(1, -1, dim)), dim=1)
 
 
+class FusedDepthPro(FusedDepthModel):
+    """Depth Pro: ``DEPTH`` in metres and ``INTRINSICS`` from its field-of-view head, as its
+    processor's post_process_depth_estimation makes them: the focal length of the input's width,
+    ``f = 0.5 W / tan(fov / 2)``; its inverse depth scaled by ``W / f``, resized back
+    (bilinear), inverted within [1e-4, 1e4]; the principal point at the centre."""
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        out = self.network(pixel_values=self.preprocess(image))
+        hw = shape_as_tensor(image)[1:3].to(torch.float32)
+        fov = out.field_of_view.reshape(-1) * (math.pi / 180)  # degrees to radians: [N]
+        focal = 0.5 * hw[1] / torch.tan(0.5 * fov)
+        inverse = out.predicted_depth * (hw[1] / focal)[:, None, None]
+        size = (image.shape[1], image.shape[2])
+        inverse = F.interpolate(inverse.unsqueeze(1), size=size, mode="bilinear", align_corners=False)
+        depth = 1.0 / torch.clamp(inverse, min=1e-4, max=1e4)
+        depth = depth.reshape(depth.shape[0], depth.shape[2], depth.shape[3])
+        zero, one = torch.zeros_like(focal), torch.ones_like(focal)
+        rows = [
+            torch.stack([focal, zero, zero + hw[1] / 2], -1),
+            torch.stack([zero, focal, zero + hw[0] / 2], -1),
+            torch.stack([zero, zero, one], -1),
+        ]
+        return depth, torch.stack(rows, dim=1)
+
+
 def fused_model(network: nn.Module, spec: ModelSpec) -> nn.Module:
-    """The graph to export for a loaded network: transformers' or Depth Anything 3's."""
+    """The graph to export for a loaded network: transformers' (Depth Pro's with its camera) or
+    Depth Anything 3's."""
     if type(network).__name__ == DA3_NETWORK:
         from export.da3 import FusedDepthAnything3
 
         return FusedDepthAnything3(network, spec).eval()
+    if spec.model_type == "depth_pro":
+        return FusedDepthPro(network, spec).eval()
     return FusedDepthModel(network, spec).eval()
 
 

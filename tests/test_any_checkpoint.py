@@ -24,7 +24,7 @@ from export.__main__ import main as export_main
 from export.any_checkpoint import derived_name
 from export.graph import FusedDepthModel
 from tests.helpers import photo
-from tests.tiny_checkpoints import FAMILIES, save_tiny
+from tests.tiny_checkpoints import FAMILIES, TINY_FOV_DEG, save_tiny
 
 # the issue's bound: against transformers.pipeline("depth-estimation") on the same checkpoint
 MIN_CORRELATION = 0.999
@@ -38,6 +38,7 @@ KINDS = {
     "dpt_beit": DepthKind.RELATIVE,
     "dpt_dinov2": DepthKind.RELATIVE,
     "glpn": DepthKind.METRIC,
+    "depth_pro": DepthKind.METRIC,
 }
 
 
@@ -48,8 +49,37 @@ def parity(depth: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
     return correlation, float(np.abs(depth - reference).max() / max(high - low, 1e-12))
 
 
+def depth_pro_reference(checkpoint: Path, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Depth Pro as transformers runs it, its processor written out (DepthProImageProcessor imports
+    torchvision): rescale and normalize, then torch's bilinear resize without antialiasing; the
+    model's forward; post_process_depth_estimation's maths with the image's size as target.
+    (depth in metres [H, W], intrinsics [3, 3])."""
+    from transformers import AutoModelForDepthEstimation
+
+    processor = json.loads((checkpoint / "preprocessor_config.json").read_text())
+    height, width = rgb.shape[:2]
+    mean, std = np.float32(processor["image_mean"]), np.float32(processor["image_std"])
+    normalized = (rgb.astype(np.float32) * np.float32(processor["rescale_factor"]) - mean) / std
+    pixels = torch.from_numpy(normalized.transpose(2, 0, 1))[None]
+    size = (processor["size"]["height"], processor["size"]["width"])
+    pixels = torch.nn.functional.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=False)
+    model = AutoModelForDepthEstimation.from_pretrained(checkpoint).eval()
+    with torch.no_grad():
+        out = model(pixel_values=pixels)
+    fov = out.field_of_view[0]
+    focal = 0.5 * width / torch.tan(0.5 * torch.deg2rad(fov))
+    depth = out.predicted_depth[0] * width / focal
+    depth = torch.nn.functional.interpolate(depth[None, None], size=(height, width), mode="bilinear")[0, 0]
+    depth = 1.0 / torch.clamp(depth, min=1e-4, max=1e4)
+    f = float(focal)
+    return depth.numpy(), np.array([[f, 0, width / 2], [0, f, height / 2], [0, 0, 1]])
+
+
 def pipeline_depth(checkpoint: Path, rgb: np.ndarray) -> np.ndarray:
     from transformers import pipeline
+
+    if json.loads((checkpoint / "config.json").read_text())["model_type"] == "depth_pro":
+        return depth_pro_reference(checkpoint, rgb)[0]
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the processor's own: no torchvision, PIL backend
@@ -167,6 +197,34 @@ def test_each_family_matches_the_transformers_pipeline(family, family_checkpoint
             correlation,
             error,
         )
+
+
+def test_depth_pro_serves_its_field_of_view_as_intrinsics(family_checkpoints, added_repository):
+    """Its FOV head becomes INTRINSICS (fx = fy = W / (2 tan(fov / 2)), the principal point at the
+    centre), within 1e-3 of transformers' own post-processing, at each size; metres for depth."""
+    checkpoint = family_checkpoints["depth_pro"]
+    config = model_config.parse((added_repository / "depth_pro" / "config.pbtxt").read_text())
+    spec = model_config.spec_of(config)
+    assert spec.intrinsics and config.parameters["intrinsics"].string_value == "true"
+    assert [output.name for output in config.output] == ["DEPTH", "INTRINSICS"]
+    session = ort.InferenceSession(str(added_repository / "depth_pro" / "1" / "model.onnx"))
+    for width, height in SIZES:
+        rgb = photo(width, height)
+        _, camera = session.run(["DEPTH", "INTRINSICS"], {"IMAGE": rgb[None]})
+        _, want = depth_pro_reference(checkpoint, rgb)
+        assert np.abs(camera[0] - want).max() / want[0, 0] <= 1e-3, (camera[0], want)
+        hfov = math.degrees(2 * math.atan(width / (2 * camera[0, 0, 0])))
+        assert abs(hfov - TINY_FOV_DEG) < 5  # the tiny head's field of view, in degrees
+
+
+def test_depth_pro_without_its_fov_head_is_refused(family_checkpoints, tmp_path):
+    import shutil
+
+    checkpoint = tmp_path / "no_fov"
+    shutil.copytree(family_checkpoints["depth_pro"], checkpoint)
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, "use_fov_model": False}))
+    assert export_main(["--checkpoint", str(checkpoint), "--output", str(tmp_path / "repo")]) == 2
 
 
 def test_families_that_keep_the_aspect_get_presets(family_checkpoints, added_repository):

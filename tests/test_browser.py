@@ -455,3 +455,51 @@ def test_a_metric_model_in_metres_measured_and_saved_as_a_point_cloud(page, tmp_
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "metric-3d.png"))  # docs/metres.md's picture (docs/metric-3d.png)
     page.click("#stop")
+
+
+CAMERA_MODEL = "depth_anything_3_small_252"
+
+
+def test_a_camera_estimating_model_sets_the_field_of_view_and_the_slider_pins_it(page, tmp_path):
+    """Depth Anything 3 streams with its camera: the page shows the estimated field of view, Save
+    3D writes a PLY whose JSON holds the intrinsics the model estimated (those of its frame's
+    header), and moving the slider pins a value that measuring and Save 3D then use."""
+    import numpy as np
+
+    answers = watch_answers(page)
+    page.reload()
+    page.wait_for_selector("#model:not([disabled])")
+    scaled = page.eval_on_selector_all("#model optgroup[data-kind=scaled] option", "os => os.map(o => o.value)")
+    assert CAMERA_MODEL in scaled
+    page.select_option("#model", CAMERA_MODEL)
+    page.click("#start")
+    wait_for_frames(page, 3)
+    page.wait_for_function("document.getElementById('hfov-value').textContent.includes('estimated')")
+    shown = page.inner_text("#hfov-value")
+    assert not page.is_hidden("#hfov-pin") and not page.is_checked("#hfov-pin")
+    estimated = [a.header["camera"] for a in answers if a.header.get("camera")]
+    assert estimated, "the depth headers carry the camera"
+    assert float(shown.split("°")[0]) == pytest.approx(estimated[-1]["hfov_deg"], abs=2)
+
+    about, vertices = save_cloud(page, tmp_path)
+    header = next(a.header for a in answers if a.header["seq"] == about["seq"])
+    assert about["intrinsics_source"] == "estimated by the model" and about["model"] == CAMERA_MODEL
+    for key in ("fx", "fy", "cx", "cy"):
+        assert about[key] == pytest.approx(header["camera"][key], rel=1e-6), key
+    assert about["depth"] == "scaled"
+    raw, payload = raw_depth_by_seq(answers)[about["seq"]]
+    _, z = raw_point(raw, payload, 0, 0, about)
+    from depthstream.render import pointcloud
+
+    expected = pointcloud.back_project(z, about).reshape(-1, 3)
+    got = np.stack([vertices["x"], vertices["y"], vertices["z"]], axis=-1)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+    page.fill("#hfov", "50")  # the override
+    page.dispatch_event("#hfov", "input")
+    assert page.is_checked("#hfov-pin") and page.inner_text("#hfov-value") == "50° (pinned)"
+    pinned, _ = save_cloud(page, tmp_path)
+    assert pinned["intrinsics_source"] == "stated field of view" and pinned["hfov_deg"] == 50
+    page.uncheck("#hfov-pin")  # back to the estimate
+    page.wait_for_function("document.getElementById('hfov-value').textContent.includes('estimated')")
+    page.click("#stop")

@@ -129,3 +129,70 @@ def test_the_clients_ply_for_a_video_frame_is_the_back_projection_of_direct_grpc
     got = np.stack([vertices["x"], vertices["y"], vertices["z"]], axis=-1)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)  # metres, float32 in the file
     np.testing.assert_array_equal(vertices["green"], rgb[..., 1].reshape(-1))
+
+
+# --- the estimated camera (Depth Anything 3, Depth Pro): geometry without weights ---------------
+ROOM = {"left": -2.0, "right": 2.0, "ceiling": -1.2, "floor": 1.5, "back": 5.0}  # metres, y down
+
+
+def box_room(width: int, height: int, camera: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A camera at the origin looking down +z inside a box: each pixel's depth (z, times
+    ``scale`` as a scaled model's depth is) and which face it sees (0 left, 1 right, 2 ceiling,
+    3 floor, 4 back), rendered with the intrinsics ``camera``."""
+    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
+    dx = (u - camera[0, 2]) / camera[0, 0]
+    dy = (v - camera[1, 2]) / camera[1, 1]
+    with np.errstate(divide="ignore"):
+        reach = np.stack(
+            [
+                np.where(dx < 0, ROOM["left"] / dx, np.inf),
+                np.where(dx > 0, ROOM["right"] / dx, np.inf),
+                np.where(dy < 0, ROOM["ceiling"] / dy, np.inf),
+                np.where(dy > 0, ROOM["floor"] / dy, np.inf),
+                np.full_like(dx, ROOM["back"]),
+            ]
+        )
+    face = reach.argmin(axis=0)
+    return reach.min(axis=0) * scale, face
+
+
+def plane_normal(points: np.ndarray) -> np.ndarray:
+    centred = points - points.mean(axis=0)
+    return np.linalg.svd(centred, full_matrices=False)[2][-1]
+
+
+def test_a_box_room_unprojected_with_its_intrinsics_keeps_right_angles_and_distances(tmp_path):
+    """The served path's maths (pointcloud.distances and back_project, the page's geometry.js
+    twin) with the camera a model estimated: a box room rendered with known, non-square,
+    off-centre intrinsics comes back with right angles and its sizes within 1%; the PLY's JSON
+    carries the intrinsics it was made with."""
+    width, height = 320, 240
+    camera = np.array([[250.0, 0, 166.0], [0, 244.0, 117.0], [0, 0, 1]])
+    depth, face = box_room(width, height, camera)
+    z = pointcloud.distances(depth.astype(np.float32), DepthKind.SCALED)
+    points = pointcloud.back_project(z, {"fx": 250.0, "fy": 244.0, "cx": 166.0, "cy": 117.0})
+    faces = [points[face == index] for index in range(5)]
+    assert all(len(f) > 500 for f in faces)
+    normals = [plane_normal(f) for f in faces]
+    for a, b in ((0, 3), (1, 3), (4, 3), (4, 0), (2, 1)):  # walls against floor, back against a wall
+        angle = math.degrees(math.acos(abs(float(normals[a] @ normals[b]))))
+        assert abs(angle - 90) < 0.9, (a, b, angle)  # within 1%
+    room_width = faces[1][:, 0].mean() - faces[0][:, 0].mean()
+    room_height = faces[3][:, 1].mean() - faces[2][:, 1].mean()
+    assert room_width == pytest.approx(4.0, rel=0.01) and room_height == pytest.approx(2.7, rel=0.01)
+    assert faces[4][:, 2].mean() == pytest.approx(5.0, rel=0.01)
+    # the wrong camera (the slider's default) bends it: the test can tell
+    wrong = pointcloud.back_project(z, pointcloud.intrinsics(width, height, 40.0))
+    wrong_width = wrong[face == 1][:, 0].mean() - wrong[face == 0][:, 0].mean()
+    assert abs(wrong_width - 4.0) > 0.1 * 4.0
+    rgb = np.zeros((height, width, 3), np.uint8)
+    count = pointcloud.write_cloud(
+        tmp_path / "room", depth.astype(np.float32), rgb, "depth_anything_3_small", DepthKind.SCALED, 70.0, camera
+    )
+    sidecar = json.loads((tmp_path / "room.json").read_text())
+    assert count == width * height and sidecar["intrinsics_source"] == "estimated by the model"
+    assert (sidecar["fx"], sidecar["fy"], sidecar["cx"], sidecar["cy"]) == (250.0, 244.0, 166.0, 117.0)
+    assert sidecar["hfov_deg"] == pytest.approx(math.degrees(2 * math.atan(160 / 250)), abs=1e-3)
+    assert sidecar["depth"] == "scaled" and "scale" in sidecar["units"]
+    cloud = PlyData.read(str(tmp_path / "room.ply"))["vertex"]
+    assert cloud["x"].max() == pytest.approx(2.0, rel=0.01)  # the right wall, from the file

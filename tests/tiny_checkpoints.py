@@ -3,6 +3,7 @@ set away from their defaults, saved with ``save_pretrained`` (tests of ``export 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from transformers import (
     Dinov2Config,
     DPTConfig,
     DPTForDepthEstimation,
+    DepthProConfig,
+    DepthProForDepthEstimation,
     DPTImageProcessor,
     GLPNConfig,
     GLPNForDepthEstimation,
@@ -113,6 +116,63 @@ def glpn() -> PreTrainedModel:
     return GLPNForDepthEstimation(config)
 
 
+def _small_dinov2() -> dict:
+    return {
+        "model_type": "dinov2",
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+        "image_size": 64,
+        "patch_size": 16,
+    }
+
+
+DEPTH_PRO_SIDE = 256  # the network's input: its patch size (64) over the smallest ratio (0.25)
+TINY_FOV_DEG = 58.0  # where the tiny FOV head is shaped around
+
+
+def depth_pro() -> PreTrainedModel:
+    config = DepthProConfig(
+        patch_size=64,
+        fusion_hidden_size=16,
+        intermediate_hook_ids=[1, 0],
+        intermediate_feature_dims=[16, 16],
+        scaled_images_ratios=[0.25, 0.5, 1],
+        scaled_images_overlap_ratios=[0.0, 0.5, 0.25],
+        scaled_images_feature_dims=[32, 32, 16],
+        use_fov_model=True,
+        image_model_config=_small_dinov2(),
+        patch_model_config=_small_dinov2(),
+        fov_model_config=_small_dinov2(),
+    )
+    return DepthProForDepthEstimation(config)
+
+
+# DepthProImageProcessor imports torchvision (not installed here): its config written as it saves it
+DEPTH_PRO_PROCESSOR = {
+    "image_processor_type": "DepthProImageProcessor",
+    "do_resize": True,
+    "size": {"height": DEPTH_PRO_SIDE, "width": DEPTH_PRO_SIDE},
+    "resample": 2,
+    "do_rescale": True,
+    "rescale_factor": 1 / 255,
+    "do_normalize": True,
+    "image_mean": [0.48, 0.45, 0.41],
+    "image_std": [0.52, 0.5, 0.49],
+}
+
+
+class _WrittenProcessor:
+    """A processor config written as JSON (for a processor that cannot be built here)."""
+
+    def __init__(self, config: dict) -> None:
+        self.config = config
+
+    def save_pretrained(self, directory: Path) -> None:
+        (Path(directory) / "preprocessor_config.json").write_text(json.dumps(self.config, indent=2))
+
+
 # family -> (model builder, image processor with settings away from the defaults)
 FAMILIES: dict[str, tuple[Callable[[], PreTrainedModel], Callable[[], object]]] = {
     "depth_anything": (
@@ -161,6 +221,7 @@ FAMILIES: dict[str, tuple[Callable[[], PreTrainedModel], Callable[[], object]]] 
         ),
     ),
     "glpn": (glpn, lambda: GLPNImageProcessor(size_divisor=64, resample=3)),
+    "depth_pro": (depth_pro, lambda: _WrittenProcessor(DEPTH_PRO_PROCESSOR)),
 }
 
 
@@ -170,7 +231,13 @@ def save_tiny(family: str, directory: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = build().eval()
     shift = 0.0 if "metric" in family or family == "glpn" else 3.0
-    give_head_structure(model, calibration_batch(64), seed, shift)
+    side = DEPTH_PRO_SIDE if family == "depth_pro" else 64
+    give_head_structure(model, calibration_batch(side), seed, shift)
+    if family == "depth_pro":  # its field of view near TINY_FOV_DEG, a little different per image
+        with torch.no_grad():
+            last = model.fov_model.head.layers[-1]  # type: ignore[union-attr, index]
+            last.weight.mul_(0.05)
+            last.bias.fill_(TINY_FOV_DEG)
     model.save_pretrained(directory)  # safetensors
     processor().save_pretrained(directory)  # type: ignore[attr-defined]
     return directory

@@ -1,10 +1,14 @@
 // Pinhole geometry for the 3D view, measuring and Save 3D: the page's half of
 // depthstream/render/pointcloud.py (the direct client's --ply), the same formulas.
 //
-// Square pixels, fx = fy = (width / 2) / tan(hfov / 2) from the horizontal field of view the user
-// sets; the principal point exactly at the image centre, cx = (width - 1) / 2, cy = (height - 1) / 2.
+// The camera ("fov" below) is either the horizontal field of view the user sets, in degrees:
+// square pixels, fx = fy = (width / 2) / tan(hfov / 2), the principal point exactly at the image
+// centre, cx = (width - 1) / 2, cy = (height - 1) / 2; or the camera a model estimated (the depth
+// header's "camera": fx, fy, cx, cy in pixels of the frame, with the frame's width), scaled to
+// the grid it is applied to.
 // A pixel (u, v) at depth z is (x, y, z) = ((u - cx) z / fx, (v - cy) z / fy, z) in the OpenCV
-// camera frame (x right, y down, z forward). A metric model's z is its depth in metres; a relative
+// camera frame (x right, y down, z forward). A metric model's z is its depth in metres (a scaled
+// model's, Depth Anything 3's, its depth up to one unknown scale); a relative
 // model's inverse depth t in [0, 1] of the frame's range becomes relative units,
 // z = 1 / (1/FAR + t (1/NEAR - 1/FAR)): a shape, not a measurement.
 
@@ -14,44 +18,65 @@ export const DEFAULT_HFOV_DEG = 70;
 export const RELATIVE_NEAR = 1, RELATIVE_FAR = 5;
 const LEVELS = 65535;
 
-export function intrinsics(width, height, hfovDeg) {
-  const focal = width / 2 / Math.tan((hfovDeg * Math.PI) / 360);
+export function intrinsics(width, height, fov) {
+  if (isEstimate(fov)) {
+    const s = width / fov.width; // the frame's pixels to this grid's
+    return { fx: fov.fx * s, fy: fov.fy * s, cx: fov.cx * s, cy: fov.cy * s };
+  }
+  const focal = width / 2 / Math.tan((fov * Math.PI) / 360);
   return { fx: focal, fy: focal, cx: (width - 1) / 2, cy: (height - 1) / 2 };
 }
 
-export const isMetric = (raw) => raw.units === "m";
+const isEstimate = (fov) => typeof fov === "object" && fov !== null;
 
-// a raw depth message's z at pixel index i: metres (metric) or relative units
+// the horizontal field of view, in degrees, of either kind of camera
+export const fovDegrees = (fov) =>
+  isEstimate(fov) ? Math.round(((2 * Math.atan(fov.width / (2 * fov.fx))) * 180 / Math.PI) * 10) / 10 : fov;
+
+export const isMetric = (raw) => raw.units === "m";
+// depth that grows with distance: metres, or depth up to scale ("scale")
+export const isDistance = (raw) => raw.units === "m" || raw.units === "scale";
+
+// a raw depth message's z at pixel index i: metres (metric), the model's units (scaled) or
+// relative units
 export function distanceAt(raw, q, i) {
-  if (isMetric(raw)) return raw.min + q[i] * ((raw.max - raw.min) / LEVELS);
+  if (isDistance(raw)) return raw.min + q[i] * ((raw.max - raw.min) / LEVELS);
   const t = q[i] / LEVELS; // 1: the nearest point of this frame
   return 1 / (1 / RELATIVE_FAR + t * (1 / RELATIVE_NEAR - 1 / RELATIVE_FAR));
 }
 
 // 0 (far) to 1 (near) for a quantized value: relative depth grows nearer, metres farther
-export const nearness = (raw, value) => (isMetric(raw) ? 1 - value / LEVELS : value / LEVELS);
+export const nearness = (raw, value) => (isDistance(raw) ? 1 - value / LEVELS : value / LEVELS);
 
 export function backProject(u, v, z, camera) {
   return [((u - camera.cx) * z) / camera.fx, ((v - camera.cy) * z) / camera.fy, z];
 }
 
-export function pointAt(raw, q, u, v, hfovDeg) {
-  const camera = intrinsics(raw.width, raw.height, hfovDeg);
+export function pointAt(raw, q, u, v, fov) {
+  const camera = intrinsics(raw.width, raw.height, fov);
   return backProject(u, v, distanceAt(raw, q, v * raw.width + u), camera);
 }
 
 export const distanceBetween = (a, b) => Math.hypot(a[0] - b[0], a[1] - b[1], a[2] - b[2]);
 
-export const unitsLabel = (raw) => (isMetric(raw) ? "m" : "relative units");
+export const unitsLabel = (raw) => (isMetric(raw) ? "m" : raw.units === "scale" ? "scale units" : "relative units");
+
+const UNITS = {
+  metric: "m",
+  scaled: "depth up to one unknown scale (the model's units, not metres)",
+  relative: `relative (a shape: ${RELATIVE_NEAR} to ${RELATIVE_FAR}, not metres)`,
+};
+const kindOf = (raw) => (isMetric(raw) ? "metric" : raw.units === "scale" ? "scaled" : "relative");
 
 // what a saved cloud's JSON says: the intrinsics it was back-projected with, and its units
-export function cameraJson(header, hfovDeg, points) {
+export function cameraJson(header, fov, points) {
   const raw = header.raw;
   return {
-    ...intrinsics(raw.width, raw.height, hfovDeg),
-    width: raw.width, height: raw.height, hfov_deg: hfovDeg, model: header.model,
-    depth: isMetric(raw) ? "metric" : "relative",
-    units: isMetric(raw) ? "m" : `relative (a shape: ${RELATIVE_NEAR} to ${RELATIVE_FAR}, not metres)`,
+    ...intrinsics(raw.width, raw.height, fov),
+    width: raw.width, height: raw.height, hfov_deg: fovDegrees(fov), model: header.model,
+    intrinsics_source: isEstimate(fov) ? "estimated by the model" : "stated field of view",
+    depth: kindOf(raw),
+    units: UNITS[kindOf(raw)],
     axes: "OpenCV camera: x right, y down, z forward",
     seq: header.seq, points,
     alignment: header.alignment ?? null, // aligned = scale * the model's depth + shift; null: as answered
@@ -59,9 +84,9 @@ export function cameraJson(header, hfovDeg, points) {
 }
 
 // every pixel as a binary little-endian PLY: float32 x, y, z and uchar red, green, blue
-export function plyBlob(raw, q, rgba, hfovDeg) {
+export function plyBlob(raw, q, rgba, fov) {
   const { width, height } = raw;
-  const camera = intrinsics(width, height, hfovDeg);
+  const camera = intrinsics(width, height, fov);
   const count = width * height;
   const header = "ply\nformat binary_little_endian 1.0\ncomment depthstream point cloud, OpenCV camera frame\n"
     + `element vertex ${count}\nproperty float x\nproperty float y\nproperty float z\n`

@@ -12,7 +12,7 @@ import * as view2d from "./view2d.js";
 import { download, saveCloud, saveColorized, saveRaw } from "./save.js";
 import { loadModels, updateRandomBanner } from "./models.js";
 import { Recorder, recordingSupported } from "./record.js";
-import { DEFAULT_HFOV_DEG } from "./geometry.js";
+import { DEFAULT_HFOV_DEG, fovDegrees } from "./geometry.js";
 import { clickedFraction, measureAt } from "./measure.js";
 
 const PAUSE_AFTER_SERVER_ERROR_MS = 1000; // don't hammer a server that just said it can't
@@ -25,6 +25,8 @@ const page = {
   pendingHeader: null, pendingBinaries: [], // an answer's JSON and the binaries it announced
   view3d: false, lastRaw: null, rawSavePending: false, colorSavePending: false,
   cloudSavePending: false, measurePending: null, picks: [], hfov: DEFAULT_HFOV_DEG,
+  estimated: null, // the camera the model estimated (the depth header's), null: none
+  fovPinned: false, // the user pinned the field of view over the model's estimate
   newScene: false, // the source changed: the next config says so
   steadyChosen: false, // the user ticked or unticked Steady depth
   shownSeq: -1, // the answer on screen: the picture drawn, or the 3D view's points placed
@@ -102,6 +104,7 @@ function onText(message) {
     case "depth":
       page.pendingHeader = message;
       page.pendingBinaries = [];
+      followCamera(message);
       break;
     case "dropped": // frames the server will not answer: settled, so the page never waits for them
       book.settleRanges(message.seqs);
@@ -150,7 +153,7 @@ async function load3d() {
   } catch (error) {
     return { ok: false, reason: `The 3D view could not load (${error.message ?? error}).` };
   }
-  view3d.setFieldOfView(page.hfov);
+  view3d.setFieldOfView(fieldOfView());
   return view3d.show();
 }
 
@@ -167,7 +170,7 @@ function onRawDepth(header, buffer, snapshot) {
   if (page.cloudSavePending && page.lastRaw.rgba) {
     page.cloudSavePending = false;
     capture.withSnapshots = page.view3d;
-    saveCloud(page.lastRaw, page.hfov);
+    saveCloud(page.lastRaw, fieldOfView());
   }
   if (page.measurePending) {
     const pick = page.measurePending;
@@ -266,7 +269,7 @@ function rawOnScreen() {
 function requestCloudSave() {
   const raw = rawOnScreen();
   if (raw?.rgba) {
-    saveCloud(raw, page.hfov);
+    saveCloud(raw, fieldOfView());
     return;
   }
   page.cloudSavePending = true; // the next answer carries the raw depth, with the camera's colours
@@ -289,7 +292,7 @@ function pickPixel(event) {
 }
 
 function measure(pick) {
-  page.picks = measureAt(page.lastRaw, pick, page.picks, page.hfov);
+  page.picks = measureAt(page.lastRaw, pick, page.picks, fieldOfView());
   if (page.picks.length === 2) sendConfig(); // measured: back to what the view needs
 }
 
@@ -331,10 +334,44 @@ ui.save3d.addEventListener("click", requestCloudSave);
 ui.depth.addEventListener("click", pickPixel);
 ui.hfov.addEventListener("input", () => {
   page.hfov = Number(ui.hfov.value);
-  ui.hfovValue.textContent = `${page.hfov}°`;
-  view3d?.setFieldOfView(page.hfov);
+  if (page.estimated) page.fovPinned = ui.hfovPin.checked = true; // moving it pins it
+  showFieldOfView();
+  view3d?.setFieldOfView(fieldOfView());
   forgetPicks(); // placed with another field of view
 });
+// the camera every 3D output uses: the model's estimate, unless there is none or the user pinned
+// a field of view (the slider)
+function fieldOfView() {
+  return page.estimated && !page.fovPinned ? page.estimated : page.hfov;
+}
+
+function followCamera(header) {
+  const camera = header.camera ? { ...header.camera, width: header.width, height: header.height } : null;
+  if (!camera && !page.estimated) return;
+  page.estimated = camera;
+  ui.hfovPin.parentElement.hidden = !camera;
+  showFieldOfView();
+  if (camera && !page.fovPinned) view3d?.setFieldOfView(camera);
+}
+
+function showFieldOfView() {
+  const fov = fieldOfView();
+  if (typeof fov === "object") {
+    ui.hfov.value = String(Math.round(fovDegrees(fov)));
+    ui.hfovValue.textContent = `${fovDegrees(fov)}° (estimated)`;
+  } else {
+    ui.hfovValue.textContent = page.estimated ? `${fov}° (pinned)` : `${fov}°`;
+  }
+}
+
+ui.hfovPin.addEventListener("change", () => {
+  page.fovPinned = ui.hfovPin.checked;
+  if (page.fovPinned) page.hfov = Number(ui.hfov.value); // pinned where the estimate stood
+  showFieldOfView();
+  view3d?.setFieldOfView(fieldOfView());
+  forgetPicks();
+});
+
 function forgetPicks() {
   page.picks = [];
   page.measurePending = null;

@@ -1,7 +1,7 @@
 // Measuring on the depth view: a click's place in the frame as drawn, and that pixel's 3D point
 // from the frame's full-resolution raw depth (geometry.js); two clicks, the distance between.
 import { ui } from "./ui.js";
-import { distanceBetween, pointAt, unitsLabel } from "./geometry.js";
+import { distanceBetween, fovDegrees, pointAt, unitsLabel } from "./geometry.js";
 
 // where the frame is drawn in the canvas's box: object-fit: contain letterboxes a frame of another
 // shape than the box (a 16:9 camera in the 4:3 view)
@@ -37,7 +37,7 @@ export function measureAt(last, { x, y }, picks, hfov) {
     ? `A ${range(a)} ${units}, B ${range(b)} ${units}: A to B ${distanceBetween(a.point, b.point).toFixed(2)} ${units}`
     : `${range(a)} ${units} away (depth ${point[2].toFixed(2)}); click a second point for the distance between`;
   Object.assign(ui.measure.dataset, {
-    picks: JSON.stringify(now.map((p) => [p.u, p.v, p.seq])), hfov,
+    picks: JSON.stringify(now.map((p) => [p.u, p.v, p.seq])), hfov: fovDegrees(hfov),
     distance: b ? distanceBetween(a.point, b.point) : "", units: raw.units ?? "relative",
   });
   return now;

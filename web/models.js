@@ -14,8 +14,13 @@ function speedLabel(model) {
 }
 
 // --- models and colormaps from the bridge ------------------------------------------------------
-// the models by kind: relative depth (shape) and metric depth (metres) answer different questions
-const DEPTH_GROUPS = { relative: "Relative depth (shape: larger is closer)", metric: "Metric depth (metres)" };
+// the models by kind: relative depth (shape), metric depth (metres) and depth up to scale with
+// the camera estimated (Depth Anything 3) answer different questions
+const DEPTH_GROUPS = {
+  relative: "Relative depth (shape: larger is closer)",
+  metric: "Metric depth (metres)",
+  scaled: "Depth up to scale, camera estimated",
+};
 
 function modelOption(m) {
   models[m.name] = m;

@@ -11,7 +11,7 @@ export const ui = {
   sourceLabel: $("source-label"), modelWhy: $("model-why"), colorbar: $("colorbar"),
   colorbarRamp: $("colorbar-ramp"), colorbarName: $("colorbar-name"),
   colorbarNear: $("colorbar-near"), colorbarFar: $("colorbar-far"), save3d: $("save-3d"),
-  hfov: $("hfov"), hfovValue: $("hfov-value"), view3dLabel: $("view3d-label"), measure: $("measure"),
+  hfov: $("hfov"), hfovValue: $("hfov-value"), hfovPin: $("hfov-pin"), view3dLabel: $("view3d-label"), measure: $("measure"),
   steady: $("steady"), record: $("record"), recordWhat: $("record-what"),
 };
 

@@ -12,7 +12,7 @@
 import * as THREE from "three";
 import { OrbitControls } from "three/addons/controls/OrbitControls.js";
 import { RecentTimes } from "./timings.js";
-import { DEFAULT_HFOV_DEG, RELATIVE_FAR, RELATIVE_NEAR, distanceAt, intrinsics, isMetric, nearness } from "./geometry.js";
+import { DEFAULT_HFOV_DEG, RELATIVE_FAR, RELATIVE_NEAR, distanceAt, fovDegrees, intrinsics, isMetric, nearness } from "./geometry.js";
 
 const STEP = 2; // one point per 2x2 pixels: 76,800 points for 640x480
 const GRID_M = 20; // the metric grid: 20 m across, 1 m cells
@@ -103,7 +103,7 @@ function update({ raw, q, rgba, width, height }) {
   if (Math.ceil(width / STEP) !== gridWidth || Math.ceil(height / STEP) !== gridHeight) allocate(width, height);
   const position = geometry.attributes.position.array;
   const color = geometry.attributes.color.array;
-  const { fx, fy, cx, cy } = intrinsics(width, height, hfovDeg);
+  const { fx, fy, cx, cy } = intrinsics(width, height, hfovDeg); // a number, or the model's estimate
   const pixels = rgba && rgba.width === width && rgba.height === height ? rgba.data : null;
   let i = 0, lowest = 0, sumZ = 0;
   for (let v = 0; v < height; v += STEP) {
@@ -125,12 +125,14 @@ function update({ raw, q, rgba, width, height }) {
     }
   }
   const metric = isMetric(raw);
-  aim(metric ? "m" : "relative", sumZ / (i / 3));
+  aim(raw.units ?? "relative", sumZ / (i / 3));
   grid.visible = metric;
   grid.position.set(0, lowest, -GRID_M / 2); // the floor: the lowest point of the frame
   label.textContent = metric
-    ? `metres: 1 m grid at the floor, horizontal field of view ${hfovDeg}°`
-    : `relative shape (not metres): this model's depth has no scale; field of view ${hfovDeg}°`;
+    ? `metres: 1 m grid at the floor, horizontal field of view ${fovDegrees(hfovDeg)}°${estimated()}`
+    : raw.units === "scale"
+      ? `depth up to scale (not metres); field of view ${fovDegrees(hfovDeg)}°${estimated()}`
+      : `relative shape (not metres): this model's depth has no scale; field of view ${fovDegrees(hfovDeg)}°${estimated()}`;
   geometry.attributes.position.needsUpdate = true;
   geometry.attributes.color.needsUpdate = true;
   geometry.computeBoundingSphere();
@@ -152,7 +154,10 @@ export function showFrame(detail) {
   if (setUp()) update(detail);
 }
 
-// the user's horizontal field of view: the last frame is placed again with it
+const estimated = () => (typeof hfovDeg === "object" ? " (estimated)" : "");
+
+// the camera: the user's horizontal field of view (degrees) or the model's estimate; the last
+// frame is placed again with it
 export function setFieldOfView(deg) {
   hfovDeg = deg;
   if (last && renderer) update(last);

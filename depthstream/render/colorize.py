@@ -75,14 +75,14 @@ def to_uint8(depth: np.ndarray, low: float, high: float, kind: DepthKind = Depth
     [low, high] to [0, 255], metric (metres: larger is farther) [low, high] to [255, 0]. NaN and
     Inf map to 0 (the far end)."""
     span = max(high - low, MIN_SPAN)
-    far = high if kind is DepthKind.METRIC else low
+    far = high if kind.is_distance else low
     if not np.isfinite(depth).all():
         depth = np.nan_to_num(depth, nan=far, posinf=far, neginf=far)
     # below low first: convertScaleAbs takes the absolute value, so without this a pixel beyond the
     # far (relative) end would come back bright instead of saturating at 0
     depth = cv2.max(depth, float(low))  # type: ignore[call-overload]  # a scalar bound: OpenCV's stubs list arrays only
     gray = cv2.convertScaleAbs(depth, alpha=255.0 / span, beta=-low * 255.0 / span)
-    return cv2.bitwise_not(gray, dst=gray) if kind is DepthKind.METRIC else gray
+    return cv2.bitwise_not(gray, dst=gray) if kind.is_distance else gray
 
 
 def apply_colormap(gray: np.ndarray, colormap: str) -> np.ndarray:

@@ -6,7 +6,11 @@ horizontal field of view the user states, and the principal point exactly at the
 A pixel ``(u, v)`` at depth ``z`` goes to the OpenCV camera frame (x right, y down, z forward):
 ``x = (u - cx) z / fx``, ``y = (v - cy) z / fy``.
 
-A metric model's depth is ``z`` in metres. A relative model's (inverse depth, no scale) is mapped
+A model that estimates its camera (INTRINSICS, depthstream/render/camera.py) is unprojected with
+its estimate instead, unless the user pins a field of view.
+
+A metric model's depth is ``z`` in metres, a scaled one's (Depth Anything 3) ``z`` up to one
+unknown scale. A relative model's (inverse depth, no scale) is mapped
 to relative units as the page's 3D view maps it, ``z = 1 / (1/FAR + t (1/NEAR - 1/FAR))`` with
 ``t`` the frame's inverse depth scaled to [0, 1]: a shape, not a measurement (the JSON says so).
 The page (web/geometry.js) and the direct client both follow this module.
@@ -42,7 +46,7 @@ def intrinsics(width: int, height: int, hfov_deg: float = DEFAULT_HFOV_DEG) -> d
 def distances(depth: np.ndarray, kind: DepthKind) -> np.ndarray:
     """Each pixel's z: metres for a metric model, relative units for a relative one."""
     z = depth.astype(np.float64)
-    if kind is DepthKind.METRIC:
+    if kind.is_distance:  # metres, or distance up to scale: z as it is
         return z
     finite = z[np.isfinite(z)]  # one broken pixel must not flatten the rest
     if finite.size == 0:
@@ -91,33 +95,56 @@ def write_ply(path: Path, points: np.ndarray, rgb: np.ndarray) -> int:
     return len(vertices)
 
 
-def camera_json(model: str, kind: DepthKind, width: int, height: int, hfov_deg: float, **about) -> dict:
-    """What a PLY's sidecar says: the intrinsics it was back-projected with, and its units."""
-    units = (
-        "m"
-        if kind is DepthKind.METRIC
-        else f"relative (a shape: {RELATIVE_NEAR:g} to {RELATIVE_FAR:g}, not metres)"
-    )
+UNITS = {
+    DepthKind.METRIC: "m",
+    DepthKind.SCALED: "depth up to one unknown scale (the model's units, not metres)",
+    DepthKind.RELATIVE: f"relative (a shape: {RELATIVE_NEAR:g} to {RELATIVE_FAR:g}, not metres)",
+}
+
+
+def camera_json(
+    model: str, kind: DepthKind, width: int, height: int, hfov_deg: float, estimated: np.ndarray | None = None, **about
+) -> dict:
+    """What a PLY's sidecar says: the intrinsics it was back-projected with (the model's
+    estimate where given, else the stated field of view's), and its units."""
+    if estimated is not None:
+        camera = {key: float(estimated[row, col]) for key, (row, col) in CAMERA_ENTRIES.items()}
+        hfov_deg = round(math.degrees(2 * math.atan(width / (2 * camera["fx"]))), 3)
+        source = "estimated by the model"
+    else:
+        camera, source = intrinsics(width, height, hfov_deg), "stated field of view"
     return {
-        **intrinsics(width, height, hfov_deg),
+        **camera,
         "width": width,
         "height": height,
         "hfov_deg": hfov_deg,
+        "intrinsics_source": source,
         "model": model,
         "depth": str(kind),
-        "units": units,
+        "units": UNITS[kind],
         "axes": "OpenCV camera: x right, y down, z forward",
         **about,
     }
 
 
+CAMERA_ENTRIES = {"fx": (0, 0), "fy": (1, 1), "cx": (0, 2), "cy": (1, 2)}
+
+
 def write_cloud(
-    stem: Path, depth: np.ndarray, rgb: np.ndarray, model: str, kind: DepthKind, hfov_deg: float, **about
+    stem: Path,
+    depth: np.ndarray,
+    rgb: np.ndarray,
+    model: str,
+    kind: DepthKind,
+    hfov_deg: float,
+    estimated: np.ndarray | None = None,
+    **about,
 ) -> int:
     """``stem``.ply and ``stem``.json for one frame (``stem`` may hold dots: ``photo.model``); the
-    number of points. Non-finite depth is left out of the cloud."""
+    number of points. Non-finite depth is left out of the cloud. ``estimated``: the model's
+    intrinsics, used instead of ``hfov_deg``."""
     height, width = depth.shape
-    camera = camera_json(model, kind, width, height, hfov_deg, **about)
+    camera = camera_json(model, kind, width, height, hfov_deg, estimated, **about)
     count = write_ply(stem.parent / f"{stem.name}.ply", back_project(distances(depth, kind), camera), rgb)
     (stem.parent / f"{stem.name}.json").write_text(json.dumps({**camera, "points": count}, indent=2) + "\n")
     return count

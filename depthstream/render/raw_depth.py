@@ -34,7 +34,7 @@ def quantize(
     low, high = value_range or (float(values.min()), float(values.max()))
     span = high - low
     scale = LEVELS / span if span > 0 else 0.0
-    far = high if kind is DepthKind.METRIC else low
+    far = high if kind.is_distance else low
     # in float64: float32 arithmetic drifts past half a step near the top of the range
     scaled = (np.where(finite, depth, far).astype(np.float64) - low) * scale
     quantized = np.rint(scaled).clip(0, LEVELS).astype("<u2")

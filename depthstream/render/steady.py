@@ -117,6 +117,29 @@ def fit_affine(x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
     return scale, y_median + offset - scale * x_median, kept
 
 
+def fit_scale(x: np.ndarray, y: np.ndarray) -> tuple[float, float, np.ndarray]:
+    """(scale, 0, kept) minimizing |scale * x - y| over the best-fitting KEEP of the points: the
+    alignment of depth known up to scale alone (Depth Anything 3), where a shift would move the
+    camera. Started from the medians' ratio, refitted on the points that fit best."""
+    (x_median,) = _ranks(x, 0.5)
+    (y_median,) = _ranks(y, 0.5)
+    if abs(x_median) <= MIN_SPAN:
+        return 0.0, 0.0, np.ones(x.shape, dtype=bool)
+    xd, yd = x.astype(np.float64), y.astype(np.float64)
+    scale = y_median / x_median
+    cut = int(KEEP * (x.size - 1))
+    kept = np.ones(x.shape, dtype=bool)
+    for _ in range(FIT_ROUNDS):
+        miss = np.abs(scale * xd - yd)
+        kept = miss <= np.partition(miss, cut)[cut]
+        weight = kept.astype(np.float64)
+        denominator = float((weight * xd) @ xd)
+        if denominator <= 1e-12:
+            return 0.0, 0.0, kept
+        scale = float((weight * xd) @ yd) / denominator
+    return scale, 0.0, kept
+
+
 class DepthAligner:
     """One stream's alignment; ``align`` each frame in order, ``reset`` on a new scene."""
 
@@ -133,9 +156,10 @@ class DepthAligner:
     def nbytes(self) -> int:
         return 0 if self.reference is None else self.reference.nbytes
 
-    def fit(self, depth: np.ndarray) -> Alignment:
+    def fit(self, depth: np.ndarray, scale_only: bool = False) -> Alignment:
         """This frame's alignment to the stream (the reference moves on with it). The pixels are
-        not touched: a drawing applies it to the numbers it maps them with (``Alignment.map``)."""
+        not touched: a drawing applies it to the numbers it maps them with (``Alignment.map``).
+        ``scale_only``: depth known up to scale (no shift)."""
         height, width = depth.shape[:2]
         if self.reference is None or self.shape != (height, width):
             return self._restart(depth)
@@ -148,7 +172,7 @@ class DepthAligner:
             if valid.sum() < SAMPLES // 10:  # too little finite depth to fit: a new reference
                 return self._restart(depth)
             x, y = sample[valid], self.reference[valid]
-        scale, shift, kept = fit_affine(x, y)
+        scale, shift, kept = (fit_scale if scale_only else fit_affine)(x, y)
         (miss,) = _ranks(np.abs(scale * x[kept] + shift - y[kept]), 0.5)
         residual = miss / spread(y)
         if scale <= 0 or residual > CUT_RESIDUAL:
