@@ -103,14 +103,7 @@ def load_pretrained(spec: ModelSpec, directory: Path, source: str) -> LoadedChec
     return LoadedCheckpoint(model.eval(), source, random_weights=False)
 
 
-DEPTH_ANYTHING_3 = "depth_anything_3"  # the package's networks, not a transformers model_type
-
-
 def load_checkpoint(spec: ModelSpec, weights: Path | None, random_weights: bool) -> LoadedCheckpoint:
-    if spec.model_type == DEPTH_ANYTHING_3:
-        from export import da3
-
-        return da3.load_checkpoint(spec, weights, random_weights)
     if random_weights:
         from export.architectures import random_weights_model
 

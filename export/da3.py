@@ -39,6 +39,7 @@ from export.resize import area_or_cubic, bicubic
 log = logging.getLogger(__name__)
 
 PACKAGE = "depth_anything_3"
+DEPTH_ANYTHING_3 = "depth_anything_3"  # its ModelSpec.model_type: the package's, not transformers'
 PRESET = "da3-small"  # the package's config of DA3-SMALL
 CONFIG_JSON = "config.json"  # what its hub repositories hold: {"model_name": "da3-small"}
 WEIGHTS_FILE = "model.safetensors"

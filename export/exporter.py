@@ -18,7 +18,7 @@ import torch
 
 from depthstream import engine_choice, runtime
 from depthstream.contract import ModelSpec, Precision, fp32_variants, twins_of
-from export import configs, twins
+from export import configs, da3, twins
 from export.checkpoints import LoadedCheckpoint, load_checkpoint
 from export.graph import fused_model, make_exportable
 from export.images import parity_images, photograph, resized
@@ -76,7 +76,8 @@ class Exporter:
         loader: Callable[[], LoadedCheckpoint] | None = None,
     ) -> None:
         self.base = checkpoint
-        self.loader = loader or (lambda: load_checkpoint(checkpoint, args.weights, args.random_weights))
+        load = da3.load_checkpoint if checkpoint.model_type == da3.DEPTH_ANYTHING_3 else load_checkpoint
+        self.loader = loader or (lambda: load(checkpoint, args.weights, args.random_weights))
         self.args = args
         self.progress = progress
         self.providers = runtime.wanted_providers()

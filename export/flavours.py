@@ -43,7 +43,7 @@ from depthstream import model_config
 from depthstream.contract import ModelSpec, Precision
 from depthstream.model_config import CONFIG_FILE, ONNX_FILE, VERSION, exported_models
 from export import configs
-from export.checkpoints import DEPTH_ANYTHING_3
+from export.da3 import DEPTH_ANYTHING_3
 from export.repository import read_manifest
 
 

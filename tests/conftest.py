@@ -21,7 +21,7 @@ def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
     """Tiny versions of every curated architecture, with structured output, saved as their hub
     checkpoints are (save_pretrained; Depth Anything 3 as its package saves it)."""
     from export.architectures import random_weights_model
-    from export.checkpoints import DEPTH_ANYTHING_3
+    from export.da3 import DEPTH_ANYTHING_3
     from tests.tiny_da3 import save_tiny
 
     root = tmp_path_factory.mktemp("checkpoints")

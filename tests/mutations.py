@@ -157,7 +157,7 @@ MUTATIONS = [
     Mutation(
         "metres drawn far bright",
         "depthstream/render/colorize.py",
-        "return cv2.bitwise_not(gray, dst=gray) if kind is DepthKind.METRIC else gray",
+        "return cv2.bitwise_not(gray, dst=gray) if kind.is_distance else gray",
         "return gray",
     ),
     Mutation(
@@ -169,7 +169,7 @@ MUTATIONS = [
     Mutation(
         "a broken metric pixel sent as the nearest",
         "depthstream/render/raw_depth.py",
-        "far = high if kind is DepthKind.METRIC else low",
+        "far = high if kind.is_distance else low",
         "far = low",
     ),
     Mutation(

@@ -44,7 +44,7 @@ def plain_depth(triton: EmbeddedTriton, rgb: np.ndarray) -> np.ndarray:
     async def infer() -> np.ndarray:
         plain = TritonGateway(triton.settings.grpc_url, 10.0)
         try:
-            return await plain.infer(MODEL, rgb)
+            return (await plain.infer(MODEL, rgb)).depth
         finally:
             await plain.close()
 
@@ -76,7 +76,7 @@ def test_a_hundred_frames_four_at_a_time_each_get_their_own_depth_and_regions_do
         async def worker() -> None:
             while queue:
                 i, rgb = queue.pop(0)
-                depths[i] = await shared.infer(MODEL, rgb)
+                depths[i] = (await shared.infer(MODEL, rgb)).depth
 
         await asyncio.gather(*(worker() for _ in range(4)))
         held, names = shared.regions.registered, registered_with(triton, shared.regions.prefix)
@@ -103,7 +103,7 @@ def test_frames_through_shared_memory_equal_plain_grpc_exactly(triton):
     async def run() -> np.ndarray:
         shared = gateway(triton)
         try:
-            depth = await shared.infer(MODEL, rgb)
+            depth = (await shared.infer(MODEL, rgb)).depth
             assert shared.regions.registered == 1, "it went through a region"
             return depth
         finally:
@@ -118,8 +118,8 @@ def test_a_wrong_key_falls_back_to_plain_grpc_and_says_why(triton, caplog):
     async def run() -> tuple[np.ndarray, int, str | None]:
         refused = gateway(triton, key="not-the-key-of-this-triton")
         try:
-            depth = await refused.infer(MODEL, rgb)
-            depth_again = await refused.infer(MODEL, rgb)  # asked once, not per frame
+            depth = (await refused.infer(MODEL, rgb)).depth
+            depth_again = (await refused.infer(MODEL, rgb)).depth  # asked once, not per frame
             np.testing.assert_array_equal(depth, depth_again)
             return depth, refused.regions.registered, refused.regions.refused
         finally:
@@ -165,7 +165,7 @@ def test_an_abandoned_requests_region_is_retired_so_its_late_depth_lands_in_no_o
             assert shared.regions.in_use == 0 and not shared.regions.free, "never back in the pool"
             assert not (SHM / abandoned).exists(), "unlinked at once"
             # the next frame starts while Triton still writes the first one's depth somewhere
-            depth = await shared.infer(MODEL, second)
+            depth = (await shared.infer(MODEL, second)).depth
             await asyncio.sleep(0.5)
             return (
                 depth,
@@ -197,14 +197,14 @@ def test_after_triton_restarts_the_frame_is_retried_over_grpc_and_new_regions_fo
         async def run() -> None:
             shared = gateway(server)
             try:
-                before = await shared.infer(MODEL, rgb)
+                before = (await shared.infer(MODEL, rgb)).depth
                 os.killpg(server.process.pid, signal.SIGKILL)  # its registrations die with it
                 server.process.wait()
                 server.start()  # same ports and keys, none of this bridge's regions
-                after = await shared.infer(MODEL, rgb)  # Triton says the region is unknown
+                after = (await shared.infer(MODEL, rgb)).depth  # Triton says the region is unknown
                 np.testing.assert_array_equal(after, before)
                 assert shared.regions.in_use == 0 and not shared.regions.free, "the unknown region was let go"
-                again = await shared.infer(MODEL, rgb)
+                again = (await shared.infer(MODEL, rgb)).depth
                 np.testing.assert_array_equal(again, before)
                 assert len(shared.regions.free) == 1 and shared.regions.made == 2, (
                     "a new one, registered anew"

@@ -54,7 +54,7 @@ def run_frames(gate: TritonGateway, batch: list[np.ndarray], at_once: int) -> li
         async def worker() -> None:
             while queue:
                 i, rgb = queue.pop(0)
-                depths[i] = await gate.infer(MODEL, rgb)
+                depths[i] = (await gate.infer(MODEL, rgb)).depth
 
         await asyncio.gather(*(worker() for _ in range(at_once)))
         return depths
@@ -85,7 +85,7 @@ def test_the_depth_read_is_a_copy_the_next_frame_cannot_overwrite(fake):
     first, second = frames(2)[0], frames(2)[0][::-1].copy()
 
     async def run() -> tuple[np.ndarray, np.ndarray]:
-        return await gate.infer(MODEL, first), await gate.infer(MODEL, second)
+        return (await gate.infer(MODEL, first)).depth, (await gate.infer(MODEL, second)).depth
 
     depth_first, _ = asyncio.run(run())
     assert gate.regions.registered == 1, "both frames went through the same region"
@@ -123,7 +123,7 @@ def test_an_abandoned_region_is_retired_and_unregistered_once_triton_is_done_wit
         await asyncio.sleep(0.1)
         assert abandoned in fake.regions, "Triton refuses to let it go while it runs"
         fake.infer = original
-        np.testing.assert_array_equal(await gate.infer(MODEL, rgb), red(rgb))
+        np.testing.assert_array_equal((await gate.infer(MODEL, rgb)).depth, red(rgb))
         assert gate.regions.made == 2, "the next frame gets a fresh region"
         await asyncio.sleep(0.8)  # the abandoned run ends: the retry lets it go
         assert abandoned not in fake.regions
@@ -162,9 +162,9 @@ def test_a_restarted_triton_gets_the_frame_over_grpc_then_a_new_region(fake):
     async def run() -> None:
         await gate.infer(MODEL, rgb)
         fake.restart()
-        np.testing.assert_array_equal(await gate.infer(MODEL, rgb), red(rgb))
+        np.testing.assert_array_equal((await gate.infer(MODEL, rgb)).depth, red(rgb))
         assert gate.regions.in_use == 0 and not gate.regions.free, "the region Triton forgot is let go"
-        np.testing.assert_array_equal(await gate.infer(MODEL, rgb), red(rgb))
+        np.testing.assert_array_equal((await gate.infer(MODEL, rgb)).depth, red(rgb))
         assert len(gate.regions.free) == 1 and gate.regions.made == 2
         await gate.close()
 
@@ -176,7 +176,7 @@ def test_a_triton_on_another_host_never_sees_a_region(fake):
     assert far.shared_memory_for("triton.example:8001") is None
     gate = TritonGateway("triton.example:8001", 5.0, client=fake, shared_memory=None)
     rgb = frames(1)[0]
-    np.testing.assert_array_equal(asyncio.run(gate.infer(MODEL, rgb)), red(rgb))
+    np.testing.assert_array_equal(asyncio.run(gate.infer(MODEL, rgb)).depth, red(rgb))
     assert "register_system_shared_memory" not in fake.calls
 
 
@@ -235,7 +235,7 @@ def test_abandoned_requests_beyond_a_few_fall_back_to_grpc_instead_of_pinning_mo
         assert gate.regions.made == MAX_RETIRING, "no region made beyond the ceiling"
         assert len(gate.regions.retiring) == MAX_RETIRING
         fake.delay_s = 0.0
-        np.testing.assert_array_equal(await gate.infer(MODEL, rgb), red(rgb))  # over plain gRPC
+        np.testing.assert_array_equal((await gate.infer(MODEL, rgb)).depth, red(rgb))  # over plain gRPC
         assert gate.regions.made == MAX_RETIRING
         for task in gate.regions.retiring:
             task.cancel()

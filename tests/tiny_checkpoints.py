@@ -231,6 +231,8 @@ def save_tiny(family: str, directory: Path, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     model = build().eval()
     shift = 0.0 if "metric" in family or family == "glpn" else 3.0
+    if family == "depth_pro":  # its metres are 1 / its output: kept well away from 0 (no 1e4 m pixels)
+        shift = 8.0
     side = DEPTH_PRO_SIDE if family == "depth_pro" else 64
     give_head_structure(model, calibration_batch(side), seed, shift)
     if family == "depth_pro":  # its field of view near TINY_FOV_DEG, a little different per image
