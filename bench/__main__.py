@@ -7,8 +7,10 @@
    the presets and the metric models: ONNX Runtime direct and the full stack, one client;
 5. where one frame's milliseconds go, stage by stage, at the fastest model (bench.breakdown);
 6. flicker: a still scene's depth frame to frame, steady depth on and off (bench.flicker);
-7. the worst case: the costliest input the contract accepts, per model (bench.worst_case).
-Writes bench/results/bench.json, bench.png, breakdown.json, flicker.json, worst_case.json and the
+7. the worst case: the costliest input the contract accepts, per model (bench.worst_case);
+8. the camera models: Depth Anything 3 beside Depth-Anything-V2 at the same network input, its
+   worst case, and Depth Pro's 1536x1536 forward (bench.camera).
+Writes bench/results/bench.json, bench.png, breakdown.json, flicker.json, worst_case.json, camera.json and the
 tables in docs/performance.md (the raw-depth one in docs/protocol.md) and three figures in the
 README; ``--quick`` writes under build/bench-quick/ and leaves the docs alone.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import approaches, breakdown, flicker, headline, perf_analyzer, raw_cost, report, worst_case
+from bench import approaches, breakdown, camera, flicker, headline, perf_analyzer, raw_cost, report, worst_case
 from bench.frames import jpegs, stream
 from bench.goals import goals
 from bench.harness import ROOT, Bridge, provenance, server_settings
@@ -304,6 +306,8 @@ def write_reports(args: BenchSettings, results: list[Result]) -> None:
     worst_case.run(
         args.repository, args.output, ROOT / "build" / "worst-case", where, args.quick, performance
     )
+    # the camera models: DA3 beside DA-V2 at the same network input, its worst case, Depth Pro
+    camera.run(args.output, where, performance, depth_pro=not args.quick)
     if performance is not None:
         headline.write(args.output, ROOT / "README.md")  # three figures, from the tables above
 

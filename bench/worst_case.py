@@ -32,6 +32,7 @@ import tritonclient.grpc as grpcclient
 from bench.frames import stream
 from bench.harness import ROOT, Bridge, provenance, server_settings
 from depthstream.contract import (
+    CAMERA_CHECKPOINTS,
     CHECKPOINTS,
     MAX_BATCH_SIZE,
     MAX_IMAGE_PIXELS,
@@ -237,15 +238,16 @@ def search_model(client, onnx_path: Path, model: str, ws_url: str, quick: bool, 
 
 
 def worst_case_models(repository: Path) -> tuple[str, ...]:
-    """The curated reference models, then each checkpoint added with ``--checkpoint`` (its full
-    network size; the repository is the catalog)."""
+    """The curated reference models, the camera models served, then each checkpoint added with
+    ``--checkpoint`` (its full network size; the repository is the catalog)."""
     register_repository(repository)
     added = [
         name
         for name, spec in known_models().items()
         if spec.added and spec.name == spec.checkpoint and (repository / name / "1" / "model.onnx").is_file()
     ]
-    return (*CHECKPOINTS, *sorted(added))
+    camera = [name for name in CAMERA_CHECKPOINTS if (repository / name / "1" / "model.onnx").is_file()]
+    return (*CHECKPOINTS, *camera, *sorted(added))
 
 
 def search(

@@ -23,8 +23,9 @@ def test_the_session_settings_are_the_ones_chosen():
 def test_every_served_run_passes_the_run_options():
     """Shrinkage is a per-run option: a place that runs an ONNX Runtime session itself would
     serve with another memory behaviour than the one measured. Only runtime.infer runs one
-    (export's parity checks open sessions of their own, not served ones): any ``X.run([...], ...)``
-    call (an ONNX Runtime session's signature: a list of outputs first) elsewhere is a bypass."""
+    (export's parity checks open sessions of their own, not served ones): any ``X.run(names,
+    {...})`` call (an ONNX Runtime session's signature: the outputs, then the feeds as a dict)
+    elsewhere is a bypass."""
     offenders = []
     for folder in ("bench", "serving", "depthstream", "bridge", "client", "demo"):
         for path in (ROOT / folder).rglob("*.py"):
@@ -34,7 +35,7 @@ def test_every_served_run_passes_the_run_options():
                     and isinstance(node.func, ast.Attribute)
                     and node.func.attr == "run"
                     and len(node.args) >= 2
-                    and isinstance(node.args[0], ast.List)
+                    and isinstance(node.args[1], ast.Dict)
                     and not (isinstance(node.func.value, ast.Name) and node.func.value.id == "subprocess")
                 ):
                     offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")
@@ -44,6 +45,6 @@ def test_every_served_run_passes_the_run_options():
 def _infer_line() -> int:
     source = (ROOT / "depthstream" / "runtime.py").read_text()
     for number, line in enumerate(source.splitlines(), 1):
-        if "session.run([OUTPUT_NAME], {INPUT_NAME: batch}, run_options())" in line:
+        if "session.run(names, {INPUT_NAME: batch}, run_options())" in line:
             return number
     raise AssertionError("runtime.infer no longer passes run_options()")
