@@ -166,6 +166,7 @@ async def api_models(request: Request) -> Response:
         if info.ready
         or info.mismatch
         or info.failed
+        or info.too_slow
         or info.name in CHECKPOINTS
         or info.name in state.catalog.coming
     ]
@@ -292,7 +293,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
             )
         elif info.name in state.catalog.coming:
             log.info("model %s: coming (make demo exports it while the page streams)", info.name)
-        elif info.name in CHECKPOINTS or info.failed or info.mismatch:
+        elif info.name in CHECKPOINTS or info.failed or info.mismatch or info.too_slow:
             log.warning("model %s: %s (Triton at %s)", info.name, info.problem, settings.triton_url)
         else:  # an optional preset or INT8 twin (the export drops a twin that is not faster)
             log.info("model %s: not served here (optional; `make export` says why)", info.name)

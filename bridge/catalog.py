@@ -28,6 +28,7 @@ class ModelInfo:
     mismatch: bool = False  # served, but not as the contract says (not a matter of waiting)
     spec: ModelSpec | None = None  # what it is, as its served config records it (when ready)
     failed: bool = False  # in Triton's repository index, and it failed to load (problem: why)
+    too_slow: bool = False  # served, but slower than this bridge's deadline (problem: by how much)
 
 
 class _Follows(Protocol):

@@ -290,7 +290,9 @@ class TritonGateway:
         if name not in self._said_too_slow:
             self._said_too_slow.add(name)
             log.warning("model %s is not offered: %s", name, problem)
-        return ModelInfo(name, ready=False, problem=problem, ms_per_frame=ms, measured_on=machine, spec=spec)
+        return ModelInfo(
+            name, ready=False, problem=problem, ms_per_frame=ms, measured_on=machine, spec=spec, too_slow=True
+        )
 
     async def served_names(self) -> dict[str, str]:
         """The models Triton serves, each with why it failed to load ("" if it did not): its

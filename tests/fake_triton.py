@@ -4,6 +4,7 @@ in-process tests: every error branch of the app and the session, without a Trito
 from __future__ import annotations
 
 import asyncio
+import math
 from multiprocessing import shared_memory
 from types import SimpleNamespace
 
@@ -16,11 +17,19 @@ from depthstream.contract import (
     INPUT_NAME,
     MODELS,
     OUTPUT_DTYPE,
+    INTRINSICS_NAME,
     OUTPUT_NAME,
     RANDOM_WEIGHTS_MARKER,
 )
 from depthstream.model_config import MEASURED_ON_PARAM, MS_PER_FRAME_PARAM, spec_params
 from depthstream.request import SHM_KEY_HEADER
+
+
+def default_intrinsics(batch_shape, hfov_deg: float = 65.0) -> np.ndarray:
+    n, height, width, _ = batch_shape
+    focal = width / (2 * math.tan(math.radians(hfov_deg) / 2))
+    camera = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1]], np.float32)
+    return np.broadcast_to(camera, (n, 3, 3)).copy()
 
 
 def triton_error(status: str, message: str = "") -> InferenceServerException:
@@ -46,6 +55,9 @@ class FakeTriton:
         self.in_flight = 0
         self.most_in_flight = 0
         self.depth_of_pixels = None  # callable (uint8 batch) -> depth, from the pixels sent
+        # a camera model's INTRINSICS: callable (batch shape) -> [N, 3, 3]; by default a 65-degree
+        # horizontal field of view, square pixels, the principal point at the centre
+        self.intrinsics_of = default_intrinsics
         # system shared memory, as Triton keeps it: regions by name, behind a key when set
         self.shm_key: str | None = None
         self.regions: dict[str, shared_memory.SharedMemory] = {}
@@ -81,9 +93,11 @@ class FakeTriton:
         self._count("get_model_metadata")
         dtype = "FP32" if name in self.mismatched else INPUT_DTYPE
         tensor = SimpleNamespace
+        outputs = [tensor(name=OUTPUT_NAME, datatype=OUTPUT_DTYPE, shape=[-1, -1, -1])]
+        if name in self.served and self.served[name].intrinsics:
+            outputs.append(tensor(name=INTRINSICS_NAME, datatype="FP32", shape=[-1, 3, 3]))
         return SimpleNamespace(
-            inputs=[tensor(name=INPUT_NAME, datatype=dtype, shape=[-1, -1, -1, 3])],
-            outputs=[tensor(name=OUTPUT_NAME, datatype=OUTPUT_DTYPE, shape=[-1, -1, -1])],
+            inputs=[tensor(name=INPUT_NAME, datatype=dtype, shape=[-1, -1, -1, 3])], outputs=outputs
         )
 
     async def get_model_config(self, name, client_timeout=None):
@@ -120,7 +134,12 @@ class FakeTriton:
             else:
                 n, height, width, _ = batch_shape
                 depth = np.broadcast_to(np.linspace(0, 1, width, dtype=np.float32), (n, height, width)).copy()
-            return self._result(depth, outputs[0] if outputs else None)
+            result = self._result(depth, outputs[0] if outputs else None)
+            if outputs and any(o._output.name == INTRINSICS_NAME for o in outputs):
+                camera = self.intrinsics_of(batch_shape)
+                depth_of = result.as_numpy
+                result.as_numpy = lambda name: camera if name == INTRINSICS_NAME else depth_of(name)
+            return result
         finally:
             self.in_flight -= 1
 

@@ -532,3 +532,89 @@ def test_with_the_admin_key_a_model_that_failed_to_load_is_listed_with_the_reaso
                 not models["broken_one"]["ready"]
                 and "onnx file is corrupt" in models["broken_one"]["problem"]
             )
+
+
+# --- the camera a model estimates (INTRINSICS) -------------------------------------------------
+CAMERA_MODEL = "depth_anything_3_small_252"
+
+
+def test_a_camera_model_is_listed_with_intrinsics_and_its_frames_carry_the_camera(fake):
+    """/api/models and hello say intrinsics; each depth header carries fx, fy, cx, cy in the
+    frame's pixels and the field of view; a model without the output carries none."""
+    with make_client(fake) as client:
+        models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+        assert models[CAMERA_MODEL]["intrinsics"] and models[CAMERA_MODEL]["outputs"] == ["DEPTH", "INTRINSICS"]
+        assert models[CAMERA_MODEL]["depth"] == {"kind": "scaled", "units": "scale", "larger": "farther"}
+        assert not models["depth_anything_v2_small"]["intrinsics"]
+        with client.websocket_connect("/ws") as ws:
+            assert hello(ws)["intrinsics"] is False  # the default model has none
+            ws.send_bytes(jpeg())
+            header, _ = answer(ws)
+            assert header["camera"] is None
+            ws.send_json({"type": "config", "model": CAMERA_MODEL, "steady": False})
+            assert ws.receive_json()["intrinsics"] is True
+            ws.send_bytes(jpeg())
+            header, _ = answer(ws)
+    camera = header["camera"]
+    width, height = header["width"], header["height"]
+    assert camera["hfov_deg"] == pytest.approx(65.0, abs=0.01) and not camera["smoothed"]
+    assert (camera["cx"], camera["cy"]) == (width / 2, height / 2) and camera["fx"] == camera["fy"]
+
+
+def test_with_steady_on_the_camera_is_smoothed_and_with_it_off_each_frames_own(fake):
+    """Each frame's estimate weighs 0.2 with steady on; steady off answers each frame's own."""
+    estimates = iter([60.0, 70.0, 70.0, 80.0])
+    from tests.fake_triton import default_intrinsics
+
+    fake.intrinsics_of = lambda shape: default_intrinsics(shape, next(estimates))
+    with make_client(fake) as client, client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_json({"type": "config", "model": CAMERA_MODEL, "steady": True})
+        ws.receive_json()
+        fields = []
+        for _ in range(3):
+            ws.send_bytes(jpeg())
+            header, _ = answer(ws)
+            fields.append(header["camera"])
+        ws.send_json({"type": "config", "steady": False})
+        ws.receive_json()
+        ws.send_bytes(jpeg())
+        last, _ = answer(ws)
+    width = last["width"]
+    focal = [width / (2 * np.tan(np.radians(deg) / 2)) for deg in (60.0, 70.0, 70.0)]
+    smoothed = focal[0]
+    for frame, seen in zip(focal, fields, strict=True):
+        smoothed = frame if seen is fields[0] else 0.8 * smoothed + 0.2 * frame
+        assert seen["fx"] == pytest.approx(smoothed, abs=2e-3) and seen["smoothed"]
+    assert last["camera"]["hfov_deg"] == pytest.approx(80.0, abs=0.01) and not last["camera"]["smoothed"]
+
+
+def test_a_camera_that_is_not_finite_is_not_sent(fake):
+    fake.intrinsics_of = lambda shape: np.full((shape[0], 3, 3), np.nan, np.float32)
+    with make_client(fake) as client, client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_json({"type": "config", "model": CAMERA_MODEL})
+        ws.receive_json()
+        ws.send_bytes(jpeg())
+        header, _ = answer(ws)
+    assert header["camera"] is None and header["model"] == CAMERA_MODEL
+
+
+def test_a_model_slower_than_the_deadline_is_not_offered_and_says_why(fake):
+    """Depth Pro's 1536x1536 input takes minutes a frame on a CPU: beyond request_timeout_s every
+    frame would time out, so the bridge lists it as not ready, with its time and the setting."""
+    fake.ms_per_frame["depth_anything_v2_small_252"] = 174_100.0
+    with make_client(fake, request_timeout_s=10.0) as client:
+        models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+        slow = models["depth_anything_v2_small_252"]
+        assert not slow["ready"] and "slower than this bridge's deadline: 174.1 s" in slow["problem"]
+        assert "BRIDGE_REQUEST_TIMEOUT_S" in slow["problem"]
+        with client.websocket_connect("/ws") as ws:
+            hello(ws)
+            ws.send_json({"type": "config", "model": "depth_anything_v2_small_252"})
+            error = ws.receive_json()
+            assert error["type"] == "error" and error["code"] == "model_not_ready"
+            assert "slower than this bridge's deadline" in error["message"]
+    with make_client(fake, request_timeout_s=200.0) as client:  # a deadline that fits it
+        models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+        assert models["depth_anything_v2_small_252"]["ready"]

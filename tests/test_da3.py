@@ -178,3 +178,41 @@ def test_random_weights_give_a_plausible_camera():
         hfov = math.degrees(2 * math.atan(width / (2 * fx)))
         assert 40 <= hfov <= 100, hfov
         assert torch.isfinite(depth).all() and float(depth.std()) > 0  # depth with structure
+
+
+# --- served by the embedded Triton: direct gRPC and the example client -------------------------
+def test_direct_grpc_gets_intrinsics_beside_depth_and_the_client_uses_them(triton, tiny_repository, tmp_path, capsys):
+    """A direct gRPC client asks for INTRINSICS like DEPTH: the served values are ONNX Runtime's
+    on the same graph; the example client prints them and its --ply uses them (--hfov pins)."""
+    import json
+
+    import tritonclient.grpc as grpcclient
+
+    from client import __main__ as direct_client
+    from depthstream.request import depth_request
+
+    name = "depth_anything_3_small_252"
+    rgb = photo(320, 240)
+    with grpcclient.InferenceServerClient(triton.settings.grpc_url) as client:
+        result = client.infer(name, **depth_request(rgb[None], intrinsics=True))
+        depth, camera = result.as_numpy("DEPTH"), result.as_numpy(INTRINSICS_NAME)
+        metadata = client.get_model_metadata(name)
+    assert [o.name for o in metadata.outputs] == ["DEPTH", INTRINSICS_NAME]
+    session = ort.InferenceSession(str(tiny_repository / name / "1" / "model.onnx"))
+    want_depth, want_camera = session.run(["DEPTH", INTRINSICS_NAME], {"IMAGE": rgb[None]})
+    np.testing.assert_allclose(camera, want_camera, rtol=1e-5)
+    np.testing.assert_allclose(depth, want_depth, rtol=1e-4, atol=1e-5)
+
+    image = tmp_path / "room.png"
+    cv2.imwrite(str(image), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    url = triton.settings.grpc_url
+    assert direct_client.main([str(image), "--model", name, "--url", url, "--ply", str(tmp_path / "a")]) == 0
+    printed = capsys.readouterr().out
+    assert f"camera (estimated by {name}): fx {want_camera[0, 0, 0]:.1f}" in printed
+    sidecar = json.loads((tmp_path / "a" / f"room.{name}.json").read_text())
+    assert sidecar["intrinsics_source"] == "estimated by the model"
+    assert sidecar["fx"] == pytest.approx(float(want_camera[0, 0, 0]), rel=1e-5)
+    args = [str(image), "--model", name, "--url", url, "--ply", str(tmp_path / "b"), "--hfov", "50"]
+    assert direct_client.main(args) == 0
+    pinned = json.loads((tmp_path / "b" / f"room.{name}.json").read_text())
+    assert pinned["intrinsics_source"] == "stated field of view" and pinned["hfov_deg"] == 50
