@@ -113,7 +113,7 @@ def markdown(where: str, report: dict) -> str:
         f"ONNX Runtime, {same['rounds']} alternating rounds after a warm-up each; median of the "
         "per-round ratios, interquartile range in brackets).",
         "",
-        "| measurement | ms | ratio |",
+        "| measurement | ms (median) | time ratio |",
         "| --- | --- | --- |",
         f"| Depth-Anything-V2-Small @378 (378x504), 640x480 frame | {report['da_v2_ms']:.0f} | 1 |",
         f"| Depth-Anything-3-Small (378x504), 640x480 frame | {report['da3_ms']:.0f} | "

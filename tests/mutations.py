@@ -479,6 +479,30 @@ MUTATIONS = [
         "min(self._capacities.values())",
         "self._capacities[name]",
     ),
+    Mutation(
+        "OpenCV's area resize not averaged (weights not divided by the step)",
+        "export/resize.py",
+        "return torch.clamp(overlap, min=0.0) / step",
+        "return torch.clamp(overlap, min=0.0)",
+    ),
+    Mutation(
+        "the upper-bound rule rounds every side down",
+        "depthstream/contract.py",
+        "return max(m, down + m if down + m - side <= side - down else down)",
+        "return max(m, down)",
+    ),
+    Mutation(
+        "the estimated camera not smoothed with steady on",
+        "depthstream/render/camera.py",
+        "self.normalized = (1 - SMOOTHING) * self.normalized + SMOOTHING * now",
+        "self.normalized = now",
+    ),
+    Mutation(
+        "a camera model's INTRINSICS not asked for",
+        "bridge/triton.py",
+        "**depth_request(rgb[None], region.name if region else None, intrinsics=camera),",
+        "**depth_request(rgb[None], region.name if region else None),",
+    ),
 ]
 
 
