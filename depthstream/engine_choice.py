@@ -6,6 +6,9 @@ model.onnx, timed interleaved (a busy minute falls on both alike), and OpenVINO 
 Runtime only when it is at least ``MIN_GAIN`` faster. ONNX Runtime is the incumbent: its cold
 shapes, memory and cancellation are what the project's ceilings were measured on, so a gain
 within the machines' noise (OpenVINO measured 1.04x on the AVX2-only EPYC) changes nothing.
+OpenVINO must first give ONNX Runtime's answer on the speed frame (the same shape, within
+``AGREEMENT`` of the range): seen otherwise, OpenVINO 2026.4's CPU plugin returned an empty depth
+for Depth Anything 3's graph at one thread and failed to allocate at two.
 The verdict is recorded beside the model (``engine.json``), so a restart does not time it again;
 an operator can force either runtime (``--engine`` / ``TRITON_ENGINE``; ``python -m export --engine``).
 """
@@ -80,6 +83,12 @@ def judge(model_dir: Path, providers: list[str], threads: int | None) -> Choice:
     from depthstream.model_config import ONNX_FILE, VERSION
 
     onnx = model_dir / VERSION / ONNX_FILE
+    try:
+        disagreement = openvino_disagrees(onnx, providers, threads)
+    except RuntimeError as exc:  # OpenVINO could not compile or run this graph
+        return cannot_run_openvino(model_dir, providers, threads, exc)
+    if disagreement is not None:
+        return cannot_run_openvino(model_dir, providers, threads, RuntimeError(disagreement))
     log.info("%s: timing ONNX Runtime against OpenVINO, interleaved", model_dir.name)
     try:
         (ort_speed, ov_speed), _ = runtime.compare(
@@ -107,9 +116,33 @@ def judge(model_dir: Path, providers: list[str], threads: int | None) -> Choice:
     )
 
 
+AGREEMENT = 1e-3  # of ONNX Runtime's depth range: the two runtimes measured 1e-6..1e-4 apart
+
+
+def openvino_disagrees(onnx: Path, providers: list[str], threads: int | None) -> str | None:
+    """Why OpenVINO's depth on the speed frame is not ONNX Runtime's, or None when it is."""
+    import numpy as np
+
+    frame = runtime.speed_frame()[None]
+    threads = threads or os.cpu_count() or 1
+    answers = []
+    for runner in (runtime.ONNXRUNTIME, runtime.OPENVINO_F32):
+        session, _ = runtime.open_session(onnx, providers, threads, runner=runner)
+        answers.append(runtime.infer(session, frame))
+    expected, got = answers
+    if got.shape != expected.shape:
+        return f"its depth is shaped {list(got.shape)}, ONNX Runtime's {list(expected.shape)}"
+    span = max(float(np.ptp(expected)), 1e-12)
+    difference = float(np.nanmax(np.abs(got - expected))) / span if np.isfinite(got).all() else float("inf")
+    if difference > AGREEMENT:
+        return f"its depth differs from ONNX Runtime's by {difference:.1e} of the range"
+    return None
+
+
 def cannot_run_openvino(model_dir: Path, providers: list[str], threads: int | None, exc: Exception) -> Choice:
-    """The verdict where OpenVINO fails on a model (seen: Depth Anything 3's graph, whose
-    resize matrices OpenVINO 2026.4's CPU plugin sizes at hundreds of GB): recorded, with why."""
+    """The verdict where OpenVINO fails on a model or answers otherwise (seen: Depth Anything 3's
+    graph, whose resize matrices OpenVINO 2026.4's CPU plugin sizes at hundreds of GB at two
+    threads, and answers with an empty depth at one): recorded, with why."""
     reason = next((line for line in reversed(str(exc).splitlines()) if line.strip()), type(exc).__name__)
     speed = runtime.speed_here(model_dir, providers, threads)
     verdict = {"engine": str(Engine.ONNXRUNTIME), "onnxruntime_ms": speed.ms, "openvino_failed": reason[:300], "judged_at": time.time()}

@@ -158,3 +158,40 @@ def test_openvino_forced_without_it_is_refused_at_start(monkeypatch, tmp_path):
         TritonSettings(repository=tmp_path, engine="openvino")
     with pytest.raises(SettingsError, match="one of auto, onnxruntime, openvino"):
         TritonSettings(repository=tmp_path, engine="fast")
+
+
+class _Answers:
+    """A session whose depth is replaced (OpenVINO answering otherwise than ONNX Runtime)."""
+
+    def __init__(self, session, answer) -> None:
+        self.session, self.answer = session, answer
+
+    def run(self, *args):
+        return [self.answer(out) for out in self.session.run(*args)]
+
+    def get_providers(self):
+        return self.session.get_providers()
+
+
+@pytest.mark.parametrize(
+    "answer, why",
+    [
+        (lambda depth: np.zeros((0, 0, 0), np.float32), "its depth is shaped [0, 0, 0]"),
+        (lambda depth: depth * 1.5, "its depth differs from ONNX Runtime's"),
+    ],
+)
+def test_an_openvino_that_answers_otherwise_never_serves_however_fast(model_dir, monkeypatch, answer, why):
+    """Seen: OpenVINO's CPU plugin returned an empty depth for Depth Anything 3's graph. Made
+    faster on purpose here, it still loses: the verdict says why and is recorded."""
+    slow_engine(monkeypatch, engines.Engine.ONNXRUNTIME)
+    real = runtime.open_session
+
+    def opened(path, providers, threads, cache_dir=None, runner=runtime.ONNXRUNTIME):
+        session, warning = real(path, providers, threads, cache_dir, runner)
+        return (_Answers(session, answer) if runner.engine == engines.Engine.OPENVINO else session), warning
+
+    monkeypatch.setattr(runtime, "open_session", opened)
+    choice = engine_choice.choose(model_dir, [CPU], threads=1)
+    assert choice.runner.engine == "onnxruntime" and why in choice.why
+    verdict = engine_choice.read_verdicts(model_dir)[engine_choice.machine_key(1)]
+    assert verdict["engine"] == "onnxruntime" and why in verdict["openvino_failed"]
