@@ -26,7 +26,17 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bench import approaches, breakdown, camera, flicker, headline, perf_analyzer, raw_cost, report, worst_case
+from bench import (
+    approaches,
+    breakdown,
+    camera,
+    flicker,
+    headline,
+    perf_analyzer,
+    raw_cost,
+    report,
+    worst_case,
+)
 from bench.frames import jpegs, stream
 from bench.goals import goals
 from bench.harness import ROOT, Bridge, provenance, server_settings

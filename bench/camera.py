@@ -96,7 +96,10 @@ def depth_pro_seconds() -> float:
         "image_size": 384,
     }
     config = DepthProConfig(
-        use_fov_model=True, image_model_config=vit_large, patch_model_config=vit_large, fov_model_config=vit_large
+        use_fov_model=True,
+        image_model_config=vit_large,
+        patch_model_config=vit_large,
+        fov_model_config=vit_large,
     )
     model = DepthProForDepthEstimation(config).eval()
     pixels = torch.zeros(1, 3, 1536, 1536)

@@ -24,8 +24,8 @@ from bridge.shared_memory import Region, RegionPool
 from depthstream import contract
 from depthstream.contract import (
     CHECKPOINTS,
-    MODELS,
     INTRINSICS_NAME,
+    MODELS,
     OUTPUT_NAME,
     contract_violations,
     register,
@@ -430,7 +430,9 @@ class TritonGateway:
     def _camera_of(model: str, result) -> np.ndarray:
         intrinsics = result.as_numpy(INTRINSICS_NAME)
         if intrinsics is None or intrinsics.shape != (1, 3, 3):
-            log.error("%s returned intrinsics of shape %s", model, None if intrinsics is None else intrinsics.shape)
+            log.error(
+                "%s returned intrinsics of shape %s", model, None if intrinsics is None else intrinsics.shape
+            )
             raise BadOutput(f"{model} returned no camera (INTRINSICS) or a wrongly shaped one")
         return intrinsics[0]
 

@@ -480,7 +480,7 @@ INTRINSICS_TENSOR: TensorSpec = (INTRINSICS_NAME, INTRINSICS_DTYPE, (-1, *INTRIN
 def expected_tensors(intrinsics: bool = False) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """The inputs and outputs a served model must declare, as Triton's metadata reports them
     (``intrinsics``: a model that estimates its camera)."""
-    outputs = [(OUTPUT_NAME, OUTPUT_DTYPE, (-1, *OUTPUT_DIMS))]
+    outputs: list[TensorSpec] = [(OUTPUT_NAME, OUTPUT_DTYPE, (-1, *OUTPUT_DIMS))]
     if intrinsics:
         outputs.append(INTRINSICS_TENSOR)
     return ([(INPUT_NAME, INPUT_DTYPE, (-1, *INPUT_DIMS))], outputs)

@@ -145,7 +145,12 @@ def cannot_run_openvino(model_dir: Path, providers: list[str], threads: int | No
     threads, and answers with an empty depth at one): recorded, with why."""
     reason = next((line for line in reversed(str(exc).splitlines()) if line.strip()), type(exc).__name__)
     speed = runtime.speed_here(model_dir, providers, threads)
-    verdict = {"engine": str(Engine.ONNXRUNTIME), "onnxruntime_ms": speed.ms, "openvino_failed": reason[:300], "judged_at": time.time()}
+    verdict = {
+        "engine": str(Engine.ONNXRUNTIME),
+        "onnxruntime_ms": speed.ms,
+        "openvino_failed": reason[:300],
+        "judged_at": time.time(),
+    }
     record_verdict(model_dir, threads, verdict)
     log.warning("%s: OpenVINO cannot run it (%s): ONNX Runtime serves it", model_dir.name, reason[:200])
     return Choice(runtime.ONNXRUNTIME, speed, f"ONNX Runtime: OpenVINO cannot run it ({reason[:120]})")

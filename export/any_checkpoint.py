@@ -253,7 +253,9 @@ def depth_pro_preprocessing(directory: Path, config: dict) -> tuple[Resize, floa
     if not raw.get("do_resize", True):
         raise CheckpointError("its processor does not resize: every input size would reach the network")
     if int(raw.get("resample", 2)) != 2:
-        raise CheckpointError("its processor resizes with another filter than bilinear, which the graph does not reproduce")
+        raise CheckpointError(
+            "its processor resizes with another filter than bilinear, which the graph does not reproduce"
+        )
     height, width = int(size["height"]), int(size["width"])
     resize = Resize(
         size=height,
@@ -296,10 +298,12 @@ def derive_spec(directory: Path, source: str, overrides: Overrides, revision: st
         architecture=architectures[0] if architectures else "",
         model_type=model_type,
         resize=resize,
-        mean=mean,  # type: ignore[arg-type]  # three values, checked by the processor
-        std=std,  # type: ignore[arg-type]
+        mean=mean,  # three values, checked by the processor
+        std=std,
         # Depth Pro's post-processing resizes its inverse depth back with its processor's bilinear
-        output_resize=OutputResize(Interpolation.BILINEAR, align_corners=False) if model_type == DEPTH_PRO else POST_PROCESS,
+        output_resize=OutputResize(Interpolation.BILINEAR, align_corners=False)
+        if model_type == DEPTH_PRO
+        else POST_PROCESS,
         depth=kind,
         max_depth_m=max_depth,
         rescale=rescale,

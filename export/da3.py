@@ -26,6 +26,7 @@ import logging
 import math
 import types
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +68,9 @@ def package_config(name: str) -> Path:
     path = Path(next(iter(depth_anything_3.__path__))) / "configs" / f"{name}.yaml"
     if not path.is_file():
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise CheckpointError(f"Depth Anything 3 has no preset {name!r} (the package knows {', '.join(known)})")
+        raise CheckpointError(
+            f"Depth Anything 3 has no preset {name!r} (the package knows {', '.join(known)})"
+        )
     return path
 
 
@@ -87,7 +90,9 @@ def architecture_of(directory: Path) -> Path:
         return own
     config_path = directory / CONFIG_JSON
     if not config_path.is_file():
-        raise CheckpointError(f"{directory}: no {CONFIG_JSON}; expected a Depth Anything 3 checkpoint (like DA3-SMALL)")
+        raise CheckpointError(
+            f"{directory}: no {CONFIG_JSON}; expected a Depth Anything 3 checkpoint (like DA3-SMALL)"
+        )
     try:
         name = json.loads(config_path.read_text()).get("model_name", PRESET)
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
@@ -112,7 +117,9 @@ def load_weights(network: nn.Module, weights: Path) -> None:
     try:
         load_model(_Wrapped(network), str(weights), strict=True)
     except (RuntimeError, OSError) as exc:
-        raise CheckpointError(f"{weights} does not fit the network ({str(exc).strip().splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{weights} does not fit the network ({str(exc).strip().splitlines()[0]})"
+        ) from None
 
 
 def save_checkpoint(network: nn.Module, directory: Path, preset: str = PRESET) -> None:
@@ -146,7 +153,9 @@ def load_checkpoint(spec: ModelSpec, weights: Path | None, random_weights: bool)
     if not directory.is_dir():
         raise CheckpointError(f"--weights {directory}: no such directory")
     if not (directory / WEIGHTS_FILE).is_file():
-        raise CheckpointError(f"--weights {directory}: no {WEIGHTS_FILE} (a Depth Anything 3 checkpoint, like {spec.hub_id})")
+        raise CheckpointError(
+            f"--weights {directory}: no {WEIGHTS_FILE} (a Depth Anything 3 checkpoint, like {spec.hub_id})"
+        )
     network = build_network(architecture_of(directory))
     load_weights(network, directory / WEIGHTS_FILE)
     return LoadedCheckpoint(network.eval(), str(weights or spec.hub_id), random_weights=False)  # type: ignore[arg-type]
@@ -163,12 +172,12 @@ def give_structure(network: nn.Module, seed: int = 0) -> None:
     from export.architectures import calibration_batch
 
     generator = torch.Generator().manual_seed(seed)
-    head = network.head  # type: ignore[union-attr]
-    last = head.scratch.output_conv2[-1]
+    net = typing_any(network)
+    last = net.head.scratch.output_conv2[-1]
     captured: list[torch.Tensor] = []
     hook = last.register_forward_hook(lambda _m, inputs, _out: captured.append(inputs[0]))
     camera: list[torch.Tensor] = []
-    fov = network.cam_dec.fc_fov[0]  # type: ignore[union-attr]
+    fov = net.cam_dec.fc_fov[0]
     fov_hook = fov.register_forward_hook(lambda _m, inputs, _out: camera.append(inputs[0]))
     try:
         network(calibration_batch(336)[:, None])
@@ -184,7 +193,9 @@ def give_structure(network: nn.Module, seed: int = 0) -> None:
     # the field of view: a small random dependence on the image around a plausible value
     hfov = math.radians(RANDOM_HFOV_DEG)
     vfov = 2 * math.atan(math.tan(hfov / 2) * 3 / 4)  # the same camera on a 4:3 frame
-    fov.weight.copy_(torch.randn(fov.weight.shape, generator=generator) * 0.002 / max(float(camera[0].std()), 1e-12))
+    fov.weight.copy_(
+        torch.randn(fov.weight.shape, generator=generator) * 0.002 / max(float(camera[0].std()), 1e-12)
+    )
     fov.bias.copy_(torch.tensor([vfov, hfov]))
 
 
@@ -200,8 +211,8 @@ def random_network(config_path: Path, seed: int = 0) -> nn.Module:
 
 def _positions(batch_size, height, width, device=None) -> torch.Tensor:
     """PositionGetter: (row, column) of each patch, without its Python-int cache."""
-    rows = torch.arange(height)  # type: ignore[call-overload]  # traced sizes are 0-d tensors
-    cols = torch.arange(width)  # type: ignore[call-overload]
+    rows = torch.arange(height)  # traced sizes are 0-d tensors
+    cols = torch.arange(width)
     grid = torch.stack(torch.meshgrid(rows, cols, indexing="ij"), dim=-1).reshape(-1, 2)
     return grid[None].expand(batch_size, -1, -1)
 
@@ -209,7 +220,9 @@ def _positions(batch_size, height, width, device=None) -> torch.Tensor:
 def _rope_forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """RotaryPositionEmbedding2D.forward with a fixed-length frequency table."""
     feature_dim = tokens.size(-1) // 2
-    cos_comp, sin_comp = self._compute_frequency_components(feature_dim, ROPE_POSITIONS, tokens.device, tokens.dtype)
+    cos_comp, sin_comp = self._compute_frequency_components(
+        feature_dim, ROPE_POSITIONS, tokens.device, tokens.dtype
+    )
     vertical, horizontal = tokens.chunk(2, dim=-1)
     vertical = self._apply_1d_rope(vertical, positions[..., 0], cos_comp, sin_comp)
     horizontal = self._apply_1d_rope(horizontal, positions[..., 1], cos_comp, sin_comp)
@@ -281,8 +294,8 @@ def depth_head(head: nn.Module, feats, height, width) -> torch.Tensor:
     return h._apply_activation_single(logits[:, 0], h.activation)
 
 
-def typing_any(module: nn.Module):
-    return module  # the package's modules, untyped
+def typing_any(module: nn.Module) -> Any:
+    return module  # the package's modules: their attributes are the package's, untyped
 
 
 def make_exportable(network: nn.Module) -> nn.Module:
@@ -345,7 +358,9 @@ class FusedDepthAnything3(nn.Module):
         depth = depth_head(net.head, feats, height, width)  # [N, h, w]
         out = self.spec.output_resize
         size = (image.shape[1], image.shape[2])
-        depth = F.interpolate(depth[:, None], size=size, mode=out.interpolation.value, align_corners=out.align_corners)
+        depth = F.interpolate(
+            depth[:, None], size=size, mode=out.interpolation.value, align_corners=out.align_corners
+        )
         depth = depth.reshape(depth.shape[0], depth.shape[2], depth.shape[3])
         return depth, self.intrinsics(net.cam_dec(feats[-1][1]), image)
 
@@ -361,5 +376,9 @@ class FusedDepthAnything3(nn.Module):
         fx = (hw[1] / 2) / torch.clamp(torch.tan(fov_w / 2), min=1e-6)
         zero, one = torch.zeros_like(fx), torch.ones_like(fx)
         cx, cy = zero + hw[1] / 2, zero + hw[0] / 2
-        rows = [torch.stack([fx, zero, cx], -1), torch.stack([zero, fy, cy], -1), torch.stack([zero, zero, one], -1)]
+        rows = [
+            torch.stack([fx, zero, cx], -1),
+            torch.stack([zero, fy, cy], -1),
+            torch.stack([zero, zero, one], -1),
+        ]
         return torch.stack(rows, dim=1)

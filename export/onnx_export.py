@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import typing
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -39,7 +41,7 @@ def relative_error(actual: np.ndarray, reference: np.ndarray) -> float:
 
 def output_names(fused: torch.nn.Module) -> list[str]:
     """DEPTH, and INTRINSICS where the model estimates its camera (its spec says)."""
-    return list(fused.spec.output_names)  # type: ignore[union-attr]  # every fused model has a spec
+    return list(typing.cast(Any, fused).spec.output_names)  # every fused model has a spec
 
 
 def export(fused: torch.nn.Module, path: Path, trace_image: np.ndarray) -> None:

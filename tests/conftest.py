@@ -112,7 +112,14 @@ SERVER_FIXTURES = frozenset({"triton", "bridge", "browser", "own_triton", "slow_
 # ...and an export test: the tiny models exported once per session (about a minute here), or
 # each transformers family exported with --checkpoint (tests/test_any_checkpoint.py)
 EXPORT_FIXTURES = frozenset(
-    {"tiny_checkpoints", "tiny_repository", "family_checkpoints", "added_repository", "tiny_da3", "da3_repository"}
+    {
+        "tiny_checkpoints",
+        "tiny_repository",
+        "family_checkpoints",
+        "added_repository",
+        "tiny_da3",
+        "da3_repository",
+    }
 )
 
 

@@ -15,9 +15,9 @@ from tritonclient.utils import InferenceServerException
 from depthstream.contract import (
     INPUT_DTYPE,
     INPUT_NAME,
+    INTRINSICS_NAME,
     MODELS,
     OUTPUT_DTYPE,
-    INTRINSICS_NAME,
     OUTPUT_NAME,
     RANDOM_WEIGHTS_MARKER,
 )

@@ -62,7 +62,9 @@ def depth_pro_reference(checkpoint: Path, rgb: np.ndarray) -> tuple[np.ndarray, 
     normalized = (rgb.astype(np.float32) * np.float32(processor["rescale_factor"]) - mean) / std
     pixels = torch.from_numpy(normalized.transpose(2, 0, 1))[None]
     size = (processor["size"]["height"], processor["size"]["width"])
-    pixels = torch.nn.functional.interpolate(pixels, size=size, mode="bilinear", align_corners=False, antialias=False)
+    pixels = torch.nn.functional.interpolate(
+        pixels, size=size, mode="bilinear", align_corners=False, antialias=False
+    )
     model = AutoModelForDepthEstimation.from_pretrained(checkpoint).eval()
     with torch.no_grad():
         out = model(pixel_values=pixels)

@@ -543,7 +543,10 @@ def test_a_camera_model_is_listed_with_intrinsics_and_its_frames_carry_the_camer
     frame's pixels and the field of view; a model without the output carries none."""
     with make_client(fake) as client:
         models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
-        assert models[CAMERA_MODEL]["intrinsics"] and models[CAMERA_MODEL]["outputs"] == ["DEPTH", "INTRINSICS"]
+        assert models[CAMERA_MODEL]["intrinsics"] and models[CAMERA_MODEL]["outputs"] == [
+            "DEPTH",
+            "INTRINSICS",
+        ]
         assert models[CAMERA_MODEL]["depth"] == {"kind": "scaled", "units": "scale", "larger": "farther"}
         assert not models["depth_anything_v2_small"]["intrinsics"]
         with client.websocket_connect("/ws") as ws:

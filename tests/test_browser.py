@@ -469,7 +469,9 @@ def test_a_camera_estimating_model_sets_the_field_of_view_and_the_slider_pins_it
     answers = watch_answers(page)
     page.reload()
     page.wait_for_selector("#model:not([disabled])")
-    scaled = page.eval_on_selector_all("#model optgroup[data-kind=scaled] option", "os => os.map(o => o.value)")
+    scaled = page.eval_on_selector_all(
+        "#model optgroup[data-kind=scaled] option", "os => os.map(o => o.value)"
+    )
     assert CAMERA_MODEL in scaled
     page.select_option("#model", CAMERA_MODEL)
     page.click("#start")

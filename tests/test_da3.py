@@ -47,7 +47,9 @@ def processor_input(rgb: np.ndarray, size: int = 504) -> np.ndarray:
     image = rgb
     new_w, new_h = max(1, int(round(width * scale))), max(1, int(round(height * scale)))
     if max(width, height) != size:
-        image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (new_w, new_h), interpolation=cv2.INTER_CUBIC if scale > 1 else cv2.INTER_AREA
+        )
 
     def nearest(x: int) -> int:
         down = x // PATCH * PATCH
@@ -56,7 +58,9 @@ def processor_input(rgb: np.ndarray, size: int = 504) -> np.ndarray:
     final_w, final_h = max(1, nearest(new_w)), max(1, nearest(new_h))
     if (final_w, final_h) != (new_w, new_h):
         grows = final_w > new_w or final_h > new_h
-        image = cv2.resize(image, (final_w, final_h), interpolation=cv2.INTER_CUBIC if grows else cv2.INTER_AREA)
+        image = cv2.resize(
+            image, (final_w, final_h), interpolation=cv2.INTER_CUBIC if grows else cv2.INTER_AREA
+        )
     normalized = (image.astype(np.float32) / 255 - np.float32(IMAGENET_MEAN)) / np.float32(IMAGENET_STD)
     return normalized.transpose(2, 0, 1)[None, None]
 
@@ -75,7 +79,9 @@ def package_forward(network, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return depth.numpy(), intrinsics
 
 
-@pytest.mark.parametrize("height, width", [(480, 640), (640, 480), (1080, 1920), (2, 1920), (100, 100), (377, 504), (7, 5)])
+@pytest.mark.parametrize(
+    "height, width", [(480, 640), (640, 480), (1080, 1920), (2, 1920), (100, 100), (377, 504), (7, 5)]
+)
 def test_network_size_is_the_input_processors(height, width):
     rgb = np.zeros((height, width, 3), np.uint8)
     want = processor_input(rgb).shape[-2:]
@@ -155,7 +161,10 @@ def test_weights_of_another_network_are_refused(tiny_da3, tmp_path):
     other.mkdir()
     (other / da3.CONFIG_JSON).write_text((tiny_da3 / da3.CONFIG_JSON).read_text())
     (other / da3.ARCHITECTURE_FILE).write_text(
-        (tiny_da3 / da3.ARCHITECTURE_FILE).read_text().replace("embed_dim: 32", "embed_dim: 48").replace("dim_in: 64", "dim_in: 96")
+        (tiny_da3 / da3.ARCHITECTURE_FILE)
+        .read_text()
+        .replace("embed_dim: 32", "embed_dim: 48")
+        .replace("dim_in: 64", "dim_in: 96")
     )
     (other / da3.WEIGHTS_FILE).write_bytes((tiny_da3 / da3.WEIGHTS_FILE).read_bytes())
     with pytest.raises(CheckpointError, match="does not fit the network"):
@@ -181,7 +190,9 @@ def test_random_weights_give_a_plausible_camera():
 
 
 # --- served by the embedded Triton: direct gRPC and the example client -------------------------
-def test_direct_grpc_gets_intrinsics_beside_depth_and_the_client_uses_them(triton, tiny_repository, tmp_path, capsys):
+def test_direct_grpc_gets_intrinsics_beside_depth_and_the_client_uses_them(
+    triton, tiny_repository, tmp_path, capsys
+):
     """A direct gRPC client asks for INTRINSICS like DEPTH: the served values are ONNX Runtime's
     on the same graph; the example client prints them and its --ply uses them (--hfov pins)."""
     import json

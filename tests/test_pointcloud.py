@@ -135,7 +135,9 @@ def test_the_clients_ply_for_a_video_frame_is_the_back_projection_of_direct_grpc
 ROOM = {"left": -2.0, "right": 2.0, "ceiling": -1.2, "floor": 1.5, "back": 5.0}  # metres, y down
 
 
-def box_room(width: int, height: int, camera: np.ndarray, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def box_room(
+    width: int, height: int, camera: np.ndarray, scale: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """A camera at the origin looking down +z inside a box: each pixel's depth (z, times
     ``scale`` as a scaled model's depth is) and which face it sees (0 left, 1 right, 2 ceiling,
     3 floor, 4 back), rendered with the intrinsics ``camera``."""
@@ -187,7 +189,13 @@ def test_a_box_room_unprojected_with_its_intrinsics_keeps_right_angles_and_dista
     assert abs(wrong_width - 4.0) > 0.1 * 4.0
     rgb = np.zeros((height, width, 3), np.uint8)
     count = pointcloud.write_cloud(
-        tmp_path / "room", depth.astype(np.float32), rgb, "depth_anything_3_small", DepthKind.SCALED, 70.0, camera
+        tmp_path / "room",
+        depth.astype(np.float32),
+        rgb,
+        "depth_anything_3_small",
+        DepthKind.SCALED,
+        70.0,
+        camera,
     )
     sidecar = json.loads((tmp_path / "room.json").read_text())
     assert count == width * height and sidecar["intrinsics_source"] == "estimated by the model"

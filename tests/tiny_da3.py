@@ -64,7 +64,9 @@ class TinyDinoV2(DinoV2):
     """The package's DinoV2 wrapper around its DinoVisionTransformer, at a chosen size (the
     package's own picks among ViT-S/B/L/G only)."""
 
-    def __init__(self, embed_dim, depth, num_heads, out_layers, alt_start, qknorm_start, rope_start, cat_token=True):
+    def __init__(
+        self, embed_dim, depth, num_heads, out_layers, alt_start, qknorm_start, rope_start, cat_token=True
+    ):
         nn.Module.__init__(self)
         self.name = "vits"
         self.out_layers = out_layers

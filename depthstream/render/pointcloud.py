@@ -103,7 +103,13 @@ UNITS = {
 
 
 def camera_json(
-    model: str, kind: DepthKind, width: int, height: int, hfov_deg: float, estimated: np.ndarray | None = None, **about
+    model: str,
+    kind: DepthKind,
+    width: int,
+    height: int,
+    hfov_deg: float,
+    estimated: np.ndarray | None = None,
+    **about,
 ) -> dict:
     """What a PLY's sidecar says: the intrinsics it was back-projected with (the model's
     estimate where given, else the stated field of view's), and its units."""
