@@ -114,9 +114,10 @@ def markdown(where: str, report: dict) -> str:
     lines = [
         f"Measured on {where} (`python -m bench.camera`: full-size architectures, random weights; "
         f"ONNX Runtime, {same['rounds']} alternating rounds after a warm-up each; median of the "
-        "per-round ratios, interquartile range in brackets).",
+        "per-round ratios, interquartile range in brackets; ms: the median round; Depth Pro: one "
+        "forward of its architecture in PyTorch eager, not its served ONNX graph).",
         "",
-        "| measurement | ms (median) | time ratio |",
+        "| measurement | ms | time ratio |",
         "| --- | --- | --- |",
         f"| Depth-Anything-V2-Small @378 (378x504), 640x480 frame | {report['da_v2_ms']:.0f} | 1 |",
         f"| Depth-Anything-3-Small (378x504), 640x480 frame | {report['da3_ms']:.0f} | "

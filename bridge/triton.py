@@ -28,6 +28,7 @@ from depthstream.contract import (
     MODELS,
     OUTPUT_NAME,
     contract_violations,
+    declares_intrinsics,
     register,
 )
 from depthstream.model_config import is_random_weights, served_speed, spec_of
@@ -253,6 +254,11 @@ class TritonGateway:
             spec = spec_of(config)
         except ValueError as exc:
             problems.append(str(exc))
+        else:  # the spec and the served tensors must agree on the camera (INTRINSICS)
+            if spec.intrinsics != declares_intrinsics(tensors[1]):
+                problems.append(
+                    f"its spec says intrinsics={spec.intrinsics}, its outputs are {[t[0] for t in tensors[1]]}"
+                )
         if problems:
             log.error("model %s is not served: it does not match the contract: %s", name, "; ".join(problems))
             return ModelInfo(

@@ -164,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.ply is not None:
         args.ply.mkdir(parents=True, exist_ok=True)
         stem = args.ply / f"{args.image.stem}.{args.model}"
-        estimate = intrinsics if args.hfov is None else None  # --hfov pins the field of view
+        # --hfov pins the field of view; an estimate that is not finite is not used
+        estimate = intrinsics if args.hfov is None and cameras.usable(intrinsics) else None
         hfov = args.hfov or pointcloud.DEFAULT_HFOV_DEG
         pointcloud.write_cloud(stem, depth, rgb, args.model, kind, hfov, estimate, frame=args.image.name)
         print(f"wrote {stem}.ply and {stem}.json (the intrinsics; units: {kind.units})")

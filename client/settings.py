@@ -40,8 +40,9 @@ class ClientSettings(Settings):
         None,
         metavar="DEG",
         help=(
-            "the camera's horizontal field of view for --ply: pins it (default: the model's own "
-            f"estimate where it has one, such as Depth Anything 3, else {pointcloud.DEFAULT_HFOV_DEG:g}, a typical webcam's)"
+            "the camera's horizontal field of view for --ply: pins it (default: for an image, the "
+            "model's own estimate where it has one, such as Depth Anything 3; otherwise, and for "
+            f"videos and folders, {pointcloud.DEFAULT_HFOV_DEG:g}, a typical webcam's)"
         ),
     )
     # a video or a folder

@@ -58,6 +58,7 @@ class FakeTriton:
         # a camera model's INTRINSICS: callable (batch shape) -> [N, 3, 3]; by default a 65-degree
         # horizontal field of view, square pixels, the principal point at the centre
         self.intrinsics_of = default_intrinsics
+        self.without_intrinsics: set[str] = set()  # camera models whose metadata lacks the output
         # system shared memory, as Triton keeps it: regions by name, behind a key when set
         self.shm_key: str | None = None
         self.regions: dict[str, shared_memory.SharedMemory] = {}
@@ -94,7 +95,7 @@ class FakeTriton:
         dtype = "FP32" if name in self.mismatched else INPUT_DTYPE
         tensor = SimpleNamespace
         outputs = [tensor(name=OUTPUT_NAME, datatype=OUTPUT_DTYPE, shape=[-1, -1, -1])]
-        if name in self.served and self.served[name].intrinsics:
+        if name in self.served and self.served[name].intrinsics and name not in self.without_intrinsics:
             outputs.append(tensor(name=INTRINSICS_NAME, datatype="FP32", shape=[-1, 3, 3]))
         return SimpleNamespace(
             inputs=[tensor(name=INPUT_NAME, datatype=dtype, shape=[-1, -1, -1, 3])], outputs=outputs

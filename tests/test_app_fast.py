@@ -621,3 +621,13 @@ def test_a_model_slower_than_the_deadline_is_not_offered_and_says_why(fake):
     with make_client(fake, request_timeout_s=200.0) as client:  # a deadline that fits it
         models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
         assert models["depth_anything_v2_small_252"]["ready"]
+
+
+def test_a_camera_model_whose_served_outputs_lack_intrinsics_is_refused_with_the_reason(fake):
+    """Its spec says it estimates the camera, Triton's metadata has no INTRINSICS: refused at
+    listing, not a bad_output on every frame."""
+    fake.without_intrinsics.add(CAMERA_MODEL)
+    with make_client(fake) as client:
+        models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+    assert not models[CAMERA_MODEL]["ready"]
+    assert "its spec says intrinsics=True, its outputs are ['DEPTH']" in models[CAMERA_MODEL]["problem"]

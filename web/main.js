@@ -159,7 +159,7 @@ async function load3d() {
 
 function onRawDepth(header, buffer, snapshot) {
   const last = { header, q: new Uint16Array(buffer), rgba: snapshot ?? null };
-  if (page.view3d && view3d) view3d.showFrame({ raw: header.raw, q: last.q, rgba: last.rgba, width: header.width, height: header.height });
+  if (page.view3d && view3d) view3d.showFrame({ raw: header.raw, q: last.q, rgba: last.rgba, width: header.width, height: header.height, fov: cameraOf(header) });
   if (header.raw.step) return; // the 3D view's grid: saving and measuring wait for the full depth
   page.lastRaw = last;
   const waited = page.rawSavePending || page.cloudSavePending || page.measurePending;
@@ -170,7 +170,7 @@ function onRawDepth(header, buffer, snapshot) {
   if (page.cloudSavePending && page.lastRaw.rgba) {
     page.cloudSavePending = false;
     capture.withSnapshots = page.view3d;
-    saveCloud(page.lastRaw, fieldOfView());
+    saveCloud(page.lastRaw, cameraOf(page.lastRaw.header));
   }
   if (page.measurePending) {
     const pick = page.measurePending;
@@ -269,7 +269,7 @@ function rawOnScreen() {
 function requestCloudSave() {
   const raw = rawOnScreen();
   if (raw?.rgba) {
-    saveCloud(raw, fieldOfView());
+    saveCloud(raw, cameraOf(raw.header));
     return;
   }
   page.cloudSavePending = true; // the next answer carries the raw depth, with the camera's colours
@@ -292,7 +292,7 @@ function pickPixel(event) {
 }
 
 function measure(pick) {
-  page.picks = measureAt(page.lastRaw, pick, page.picks, fieldOfView());
+  page.picks = measureAt(page.lastRaw, pick, page.picks, cameraOf(page.lastRaw.header));
   if (page.picks.length === 2) sendConfig(); // measured: back to what the view needs
 }
 
@@ -316,7 +316,7 @@ async function toggle3d() {
   page.shownSeq = on ? (page.lastRaw?.header.seq ?? -1) : view2d.shown.seq;
   capture.withSnapshots = on || page.cloudSavePending;
   const last = page.lastRaw; // stopped or not, the view opens on the last frame it can place
-  if (on && last) view3d.showFrame({ raw: last.header.raw, q: last.q, rgba: last.rgba, width: last.header.width, height: last.header.height });
+  if (on && last) view3d.showFrame({ raw: last.header.raw, q: last.q, rgba: last.rgba, width: last.header.width, height: last.header.height, fov: cameraOf(last.header) });
   ui.view3dLabel.hidden = !on;
   ui.toggle3d.setAttribute("aria-pressed", String(on));
   ui.depth.hidden = on;
@@ -345,13 +345,18 @@ function fieldOfView() {
   return page.estimated && !page.fovPinned ? page.estimated : page.hfov;
 }
 
+// the camera for one answered frame: its own estimate (its header's), unless pinned
+function cameraOf(header) {
+  if (!header.camera || page.fovPinned) return page.hfov;
+  return { ...header.camera, width: header.width, height: header.height };
+}
+
 function followCamera(header) {
   const camera = header.camera ? { ...header.camera, width: header.width, height: header.height } : null;
   if (!camera && !page.estimated) return;
   page.estimated = camera;
   ui.hfovPin.parentElement.hidden = !camera;
-  showFieldOfView();
-  if (camera && !page.fovPinned) view3d?.setFieldOfView(camera);
+  showFieldOfView(); // the 3D view places each frame with that frame's own camera (cameraOf)
 }
 
 function showFieldOfView() {
@@ -360,6 +365,7 @@ function showFieldOfView() {
     ui.hfov.value = String(Math.round(fovDegrees(fov)));
     ui.hfovValue.textContent = `${fovDegrees(fov)}° (estimated)`;
   } else {
+    ui.hfov.value = String(fov); // the knob back where the number is, once an estimate is gone
     ui.hfovValue.textContent = page.estimated ? `${fov}° (pinned)` : `${fov}°`;
   }
 }

@@ -73,7 +73,9 @@ export async function saveRaw({ header, q }) {
     "depthstream.alignment": JSON.stringify(header.alignment ?? null),
     "depthstream.mapping": raw.units === "m"
       ? "depth = min + q * (max - min) / 65535 (metres from the camera: larger is farther)"
-      : "depth = min + q * (max - min) / 65535 (relative inverse depth: larger is closer)",
+      : raw.units === "scale"
+        ? "depth = min + q * (max - min) / 65535 (depth up to one unknown scale: larger is farther)"
+        : "depth = min + q * (max - min) / 65535 (relative inverse depth: larger is closer)",
   });
   download(blob, `depth16-${header.model}-${header.seq}.png`);
 }

@@ -96,14 +96,15 @@ function allocate(width, height) {
 
 // the pinhole of geometry.js; three.js looks down -z with y up: (x, y, z) OpenCV -> (x, -y, -z)
 // raw: the full depth, or the "points" grid (raw.step: grid cell (i, j) is pixel (step i, step j))
-function update({ raw, q, rgba, width, height }) {
+function update({ raw, q, rgba, width, height, fov }) {
+  const camera = fov ?? hfovDeg; // the frame's own camera (the model's estimate), else the slider's
   const started = performance.now();
   const step = raw.step ?? 1; // STEP is a multiple of it
   const depthAt = (u, v) => (v / step) * raw.width + u / step;
   if (Math.ceil(width / STEP) !== gridWidth || Math.ceil(height / STEP) !== gridHeight) allocate(width, height);
   const position = geometry.attributes.position.array;
   const color = geometry.attributes.color.array;
-  const { fx, fy, cx, cy } = intrinsics(width, height, hfovDeg); // a number, or the model's estimate
+  const { fx, fy, cx, cy } = intrinsics(width, height, camera); // degrees, or the model's estimate
   const pixels = rgba && rgba.width === width && rgba.height === height ? rgba.data : null;
   let i = 0, lowest = 0, sumZ = 0;
   for (let v = 0; v < height; v += STEP) {
@@ -129,10 +130,10 @@ function update({ raw, q, rgba, width, height }) {
   grid.visible = metric;
   grid.position.set(0, lowest, -GRID_M / 2); // the floor: the lowest point of the frame
   label.textContent = metric
-    ? `metres: 1 m grid at the floor, horizontal field of view ${fovDegrees(hfovDeg)}°${estimated()}`
+    ? `metres: 1 m grid at the floor, horizontal field of view ${fovDegrees(camera)}°${estimated(camera)}`
     : raw.units === "scale"
-      ? `depth up to scale (not metres); field of view ${fovDegrees(hfovDeg)}°${estimated()}`
-      : `relative shape (not metres): this model's depth has no scale; field of view ${fovDegrees(hfovDeg)}°${estimated()}`;
+      ? `depth up to scale (not metres); field of view ${fovDegrees(camera)}°${estimated(camera)}`
+      : `relative shape (not metres): this model's depth has no scale; field of view ${fovDegrees(camera)}°${estimated(camera)}`;
   geometry.attributes.position.needsUpdate = true;
   geometry.attributes.color.needsUpdate = true;
   geometry.computeBoundingSphere();
@@ -154,11 +155,11 @@ export function showFrame(detail) {
   if (setUp()) update(detail);
 }
 
-const estimated = () => (typeof hfovDeg === "object" ? " (estimated)" : "");
+const estimated = (camera) => (typeof camera === "object" ? " (estimated)" : "");
 
-// the camera: the user's horizontal field of view (degrees) or the model's estimate; the last
-// frame is placed again with it
+// the camera the user chose (a field of view in degrees, or the model's estimate): the last frame
+// is placed again with it; each new frame comes with its own (showFrame's fov)
 export function setFieldOfView(deg) {
   hfovDeg = deg;
-  if (last && renderer) update(last);
+  if (last && renderer) update({ ...last, fov: deg });
 }
