@@ -102,7 +102,7 @@ def run_many(args: ClientSettings) -> int:
         args.batch,
         args.in_flight,
         ply_dir=args.ply,
-        hfov_deg=args.hfov or pointcloud.DEFAULT_HFOV_DEG,
+        hfov_deg=args.hfov,
         steady=not args.per_frame,
     )
     try:

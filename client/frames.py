@@ -28,12 +28,14 @@ from tqdm import tqdm
 
 from client.steady_video import DepthSpool, about
 from depthstream.contract import (
+    INTRINSICS_NAME,
     MAX_BATCH_SIZE,
     MAX_IMAGE_PIXELS,
     MAX_IMAGE_SIDE,
     OUTPUT_NAME,
     spec_of,
 )
+from depthstream.render import camera as cameras
 from depthstream.render import pointcloud, raw_depth
 from depthstream.render.colorize import RangeSmoother, apply_colormap, colorize, to_uint8
 from depthstream.request import depth_request
@@ -54,7 +56,7 @@ class Job:
     in_flight: int = 2
     timeout_s: float = 60.0
     ply_dir: Path | None = None  # a coloured point cloud per frame (depthstream.render.pointcloud)
-    hfov_deg: float = pointcloud.DEFAULT_HFOV_DEG
+    hfov_deg: float | None = None  # pinned; None: the model's estimate where it has one, else 70
     steady: bool = True  # a video: aligned frames, one range (False: each frame as answered)
 
 
@@ -155,15 +157,16 @@ class Writer:
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
 
-    def write(self, name: str, rgb: np.ndarray, depth: np.ndarray) -> None:
-        """One frame's depth, in order: written now, or spooled for ``finish``."""
+    def write(self, name: str, rgb: np.ndarray, depth: np.ndarray, camera: np.ndarray | None = None) -> None:
+        """One frame's depth (and the camera a model estimated for it), in order: written now,
+        or spooled for ``finish``."""
         if self.spool is not None:
             aligned, item = self.spool.add(name, depth)
             # a point cloud needs no video-wide range: written now, from the exact aligned depth
-            self._write_cloud(name, aligned, rgb, about(item))
+            self._write_cloud(name, aligned, rgb, about(item), camera)
             return
         picture = colorize(depth, self.job.colormap, self.smoother, kind=self.kind)
-        self._emit(name, rgb, depth, picture)
+        self._emit(name, rgb, depth, picture, camera=camera)
 
     def finish(self, progress=None) -> None:
         """A steady video: every spooled frame drawn in the video's range (the source read again
@@ -188,6 +191,7 @@ class Writer:
         value_range: tuple[float, float] | None = None,
         notes: dict | None = None,
         clouds: bool = True,
+        camera: np.ndarray | None = None,
     ) -> None:
         if self.job.side_by_side:
             assert rgb is not None
@@ -213,15 +217,25 @@ class Writer:
                 **(notes or {"frame": name}),
             )
         if clouds:
-            self._write_cloud(name, depth, rgb, notes)
+            self._write_cloud(name, depth, rgb, notes, camera)
 
-    def _write_cloud(self, name: str, depth: np.ndarray, rgb: np.ndarray | None, notes: dict | None) -> None:
+    def _write_cloud(
+        self,
+        name: str,
+        depth: np.ndarray,
+        rgb: np.ndarray | None,
+        notes: dict | None,
+        camera: np.ndarray | None,
+    ) -> None:
+        """``camera``: the model's estimate for this frame, used unless --hfov pinned one."""
         job = self.job
         if job.ply_dir is not None:
             assert rgb is not None
             notes = notes or {"frame": name}
+            estimated = camera if job.hfov_deg is None and cameras.usable(camera) else None
+            hfov = job.hfov_deg or pointcloud.DEFAULT_HFOV_DEG
             pointcloud.write_cloud(
-                job.ply_dir / name, depth, rgb, job.model, self.kind, job.hfov_deg, **notes
+                job.ply_dir / name, depth, rgb, job.model, self.kind, hfov, estimated, **notes
             )
 
     def close(self) -> None:
@@ -246,9 +260,11 @@ async def batch_size_for(client: grpcaio.InferenceServerClient, model: str, want
 
 async def infer_batch(
     client: grpcaio.InferenceServerClient, model: str, images: np.ndarray, timeout_s: float
-) -> np.ndarray:
-    result = await client.infer(model, **depth_request(images), client_timeout=timeout_s)
-    return result.as_numpy(OUTPUT_NAME)
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """A batch's depth [N, H, W], and its cameras [N, 3, 3] from a model that estimates them."""
+    camera = spec_of(model).intrinsics
+    result = await client.infer(model, **depth_request(images, intrinsics=camera), client_timeout=timeout_s)
+    return result.as_numpy(OUTPUT_NAME), result.as_numpy(INTRINSICS_NAME) if camera else None
 
 
 async def produce(frames, batch: int, places: asyncio.Semaphore, pending: asyncio.Queue, request) -> None:
@@ -273,9 +289,10 @@ async def write_in_order(pending: asyncio.Queue, writer: Writer, places: asyncio
     while (item := await pending.get()) is not None:
         if isinstance(item, Exception):
             raise item
-        chunk, depths = await item
-        for (name, rgb), depth in zip(chunk, depths, strict=True):
-            await asyncio.to_thread(writer.write, name, rgb, depth)
+        chunk, (depths, cameras_of) = await item
+        for index, ((name, rgb), depth) in enumerate(zip(chunk, depths, strict=True)):
+            camera = cameras_of[index] if cameras_of is not None else None
+            await asyncio.to_thread(writer.write, name, rgb, depth, camera)
         places.release()
         written += len(chunk)
         progress(len(chunk))
@@ -302,7 +319,7 @@ async def run(job: Job, quiet: bool = False) -> Outcome:
     try:
         outcome.batch = await batch_size_for(client, job.model, job.batch)
 
-        async def request(chunk: list[tuple[str, np.ndarray]]) -> tuple[list, np.ndarray]:
+        async def request(chunk: list[tuple[str, np.ndarray]]) -> tuple[list, tuple]:
             images = np.stack([rgb for _, rgb in chunk])
             return chunk, await infer_batch(client, job.model, images, job.timeout_s)
 

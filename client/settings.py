@@ -40,9 +40,9 @@ class ClientSettings(Settings):
         None,
         metavar="DEG",
         help=(
-            "the camera's horizontal field of view for --ply: pins it (default: for an image, the "
-            "model's own estimate where it has one, such as Depth Anything 3; otherwise, and for "
-            f"videos and folders, {pointcloud.DEFAULT_HFOV_DEG:g}, a typical webcam's)"
+            "the camera's horizontal field of view for --ply: pins it (default: each frame's own "
+            "estimate from a model that has one, such as Depth Anything 3; otherwise "
+            f"{pointcloud.DEFAULT_HFOV_DEG:g}, a typical webcam's)"
         ),
     )
     # a video or a folder

@@ -40,7 +40,8 @@ class DepthSpool:
 
     def __init__(self, kind: DepthKind, align: bool, directory: Path | None = None) -> None:
         self.kind = kind
-        self.aligner = DepthAligner() if align and kind is DepthKind.RELATIVE else None
+        # relative depth by scale and shift, depth up to scale by a scale alone; metres as they are
+        self.aligner = DepthAligner() if align and kind is not DepthKind.METRIC else None
         # closed by close(): the spool lives as long as its video is being written
         self.file = tempfile.TemporaryFile(dir=directory, prefix="depthstream-spool-")  # noqa: SIM115
         self.index: list[Spooled] = []
@@ -52,7 +53,7 @@ class DepthSpool:
         its record, for what needs each frame at full precision now (point clouds)."""
         alignment = None
         if self.aligner is not None:
-            depth, aligned = self.aligner.align(depth)
+            depth, aligned = self.aligner.align(depth, scale_only=self.kind is DepthKind.SCALED)
             alignment = aligned.header()
         quantized, header = raw_depth.quantize(depth, self.kind)
         self.file.write(quantized.tobytes())

@@ -227,3 +227,36 @@ def test_direct_grpc_gets_intrinsics_beside_depth_and_the_client_uses_them(
     assert direct_client.main(args) == 0
     pinned = json.loads((tmp_path / "b" / f"room.{name}.json").read_text())
     assert pinned["intrinsics_source"] == "stated field of view" and pinned["hfov_deg"] == 50
+
+
+def test_the_clients_clouds_of_a_video_use_each_frames_own_camera(triton, tmp_path, capsys):
+    """A video through a camera model: each frame's PLY JSON holds that frame's INTRINSICS as
+    direct gRPC returns them for the same pixels; --hfov pins a value instead."""
+    import json
+
+    import tritonclient.grpc as grpcclient
+
+    from client import __main__ as direct_client
+    from depthstream.request import depth_request
+    from tests.helpers import write_video
+
+    name = "depth_anything_3_small_252"
+    video = tmp_path / "walk.mp4"
+    write_video(video, count=3)
+    url = triton.settings.grpc_url
+    assert direct_client.main([str(video), "--model", name, "--url", url, "--ply", str(tmp_path / "a")]) == 0
+    capture = cv2.VideoCapture(str(video))
+    for _ in range(2):
+        ok, bgr = capture.read()
+    assert ok
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    with grpcclient.InferenceServerClient(url) as client:
+        camera = client.infer(name, **depth_request(rgb[None], intrinsics=True)).as_numpy(INTRINSICS_NAME)[0]
+    sidecar = json.loads((tmp_path / "a" / "000001.json").read_text())
+    assert sidecar["intrinsics_source"] == "estimated by the model"
+    assert sidecar["fx"] == pytest.approx(float(camera[0, 0]), rel=1e-5)
+    assert sidecar["cx"] == pytest.approx(float(camera[0, 2]), rel=1e-6)
+    args = [str(video), "--model", name, "--url", url, "--ply", str(tmp_path / "b"), "--hfov", "55"]
+    assert direct_client.main(args) == 0
+    pinned = json.loads((tmp_path / "b" / "000001.json").read_text())
+    assert pinned["intrinsics_source"] == "stated field of view" and pinned["hfov_deg"] == 55

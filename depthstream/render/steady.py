@@ -180,10 +180,10 @@ class DepthAligner:
         self._update_reference(scale * sample + shift, valid, kept)
         return Alignment(scale, shift, residual, restarted=False)
 
-    def align(self, depth: np.ndarray) -> tuple[np.ndarray, Alignment]:
+    def align(self, depth: np.ndarray, scale_only: bool = False) -> tuple[np.ndarray, Alignment]:
         """(aligned depth, what was done), for a caller that needs the aligned pixels (a video's
         spool); the depth itself is left as it was."""
-        alignment = self.fit(depth)
+        alignment = self.fit(depth, scale_only)
         if alignment.restarted:
             return depth, alignment
         aligned = depth.astype(np.float32, copy=True)
