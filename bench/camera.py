@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import statistics
 import sys
@@ -29,6 +30,8 @@ from bench.harness import ROOT, provenance
 from bench.report import publish
 from depthstream import runtime
 from depthstream.contract import DEPTH_ANYTHING_3_SMALL, DEPTH_ANYTHING_V2_SMALL
+from depthstream.rounds import alternate
+from depthstream.rounds import ratio as per_round_ratio
 from export.images import photograph, resized
 from export.onnx_export import export
 
@@ -58,28 +61,17 @@ def _graph(name: str, directory: Path) -> Path:
 
 
 def alternating(sessions: list, frames: list[np.ndarray], rounds: int = ROUNDS) -> list[list[float]]:
-    """Milliseconds of each (session, frame) contender, in rounds that run each once in turn,
-    after a warm-up each: other load falls on every contender alike."""
-    for session, frame in zip(sessions, frames, strict=True):
-        runtime.infer(session, frame[None])
-    times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(rounds):
-        for session, frame, runs in zip(sessions, frames, times, strict=True):
-            started = time.perf_counter()
-            runtime.infer(session, frame[None])
-            runs.append((time.perf_counter() - started) * 1e3)
-    return times
+    """Milliseconds of each (session, frame) contender in alternating rounds (depthstream.rounds)."""
+    runs = [
+        functools.partial(runtime.infer, session, frame[None])
+        for session, frame in zip(sessions, frames, strict=True)
+    ]
+    return alternate(runs, rounds)
 
 
 def ratio(numerator: list[float], denominator: list[float]) -> dict:
     """The median of the per-round ratios, its spread (interquartile) and the rounds."""
-    per_round = [a / b for a, b in zip(numerator, denominator, strict=True)]
-    quartiles = np.percentile(per_round, [25, 75])
-    return {
-        "median": round(statistics.median(per_round), 3),
-        "iqr": [round(float(quartiles[0]), 3), round(float(quartiles[1]), 3)],
-        "rounds": len(per_round),
-    }
+    return per_round_ratio(numerator, denominator).as_dict()
 
 
 def depth_pro_seconds() -> float:

@@ -11,11 +11,11 @@ ONNX Runtime is imported inside the functions: the bridge imports this package w
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import tempfile
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from depthstream import accelerator, engines
+from depthstream import rounds as rounds_of
 from depthstream.contract import INPUT_NAME, MAX_BATCH_SIZE, MAX_IMAGE_SIDE, MIN_IMAGE_SIDE, OUTPUT_NAME
 from depthstream.engines import Engine, InferencePrecision
 
@@ -203,15 +204,7 @@ def interleaved_ms(sessions: list, frame: np.ndarray, rounds: int = SPEED_ROUNDS
     """Each session's run times, taken in rounds that run every session once in turn: a burst
     of other load on the machine falls on every candidate alike, not on one block of runs."""
     batch = frame[None]
-    for session in sessions:
-        infer(session, batch)  # warm-up
-    times: list[list[float]] = [[] for _ in sessions]
-    for _ in range(rounds):
-        for session, runs in zip(sessions, times, strict=True):
-            start = time.perf_counter()
-            infer(session, batch)
-            runs.append((time.perf_counter() - start) * 1e3)
-    return times
+    return rounds_of.alternate([functools.partial(infer, session, batch) for session in sessions], rounds)
 
 
 def robust_ms(times: list[float]) -> float:

@@ -13,7 +13,7 @@ import pytest
 
 from bridge.catalog import ModelInfo
 from bridge.default_model import choose_default
-from depthstream import runtime
+from depthstream import rounds, runtime
 
 BURST_FACTOR = 3.0
 
@@ -37,7 +37,7 @@ class BusyMachine:
 
 def timed(monkeypatch, machine: BusyMachine, costs_ms: list[float]) -> list[float]:
     monkeypatch.setattr(runtime, "infer", machine.infer)
-    monkeypatch.setattr(runtime, "time", SimpleNamespace(perf_counter=machine.perf_counter))
+    monkeypatch.setattr(rounds, "time", SimpleNamespace(perf_counter=machine.perf_counter))
     sessions = [SimpleNamespace(cost_s=ms / 1e3) for ms in costs_ms]
     times = runtime.interleaved_ms(sessions, np.zeros((2, 2, 3), np.uint8))
     return [runtime.robust_ms(runs) for runs in times]
@@ -102,3 +102,26 @@ def test_a_burst_does_not_change_the_default_model(monkeypatch, start, length):
 
 def test_one_model_timed_twice_must_agree():
     assert runtime.agree(560, 600) and not runtime.agree(560, 1658)
+
+
+# --- depthstream.rounds: the helper every published or deciding ratio is measured with ---------
+@pytest.mark.parametrize("order", [("slow", "fast"), ("fast", "slow")])
+def test_alternating_rounds_find_the_slow_contender_whichever_goes_first(monkeypatch, order):
+    """Two contenders, one 1.5x the other, on a machine that triples every run for a stretch
+    covering 40% of the rounds: the median per-round ratio is 1.5 in either order, where a block
+    timing would say what the burst says."""
+    machine = BusyMachine(burst_start=6, burst_runs=10)
+    monkeypatch.setattr(rounds, "time", SimpleNamespace(perf_counter=machine.perf_counter))
+    costs = {"slow": 0.15, "fast": 0.1}
+    runs = [lambda cost=costs[name]: machine.infer(SimpleNamespace(cost_s=cost), None) for name in order]
+    times = dict(zip(order, rounds.alternate(runs, rounds=12), strict=True))
+    assert [len(t) for t in times.values()] == [12, 12] and machine.runs == 2 + 24  # a warm-up each
+    measured = rounds.ratio(times["slow"], times["fast"])
+    assert measured.median == pytest.approx(1.5) and measured.rounds == 12
+    assert measured.low <= measured.median <= measured.high
+
+
+def test_a_ratio_needs_the_same_rounds():
+    with pytest.raises(ValueError, match="same rounds"):
+        rounds.ratio([1.0, 2.0], [1.0])
+    assert rounds.ratio([2.0, 4.0, 3.0], [1.0, 2.0, 1.0]).as_dict() == {"median": 2.0, "iqr": [2.0, 2.5], "rounds": 3}
