@@ -124,4 +124,8 @@ def test_alternating_rounds_find_the_slow_contender_whichever_goes_first(monkeyp
 def test_a_ratio_needs_the_same_rounds():
     with pytest.raises(ValueError, match="same rounds"):
         rounds.ratio([1.0, 2.0], [1.0])
-    assert rounds.ratio([2.0, 4.0, 3.0], [1.0, 2.0, 1.0]).as_dict() == {"median": 2.0, "iqr": [2.0, 2.5], "rounds": 3}
+    assert rounds.ratio([2.0, 4.0, 3.0], [1.0, 2.0, 1.0]).as_dict() == {
+        "median": 2.0,
+        "iqr": [2.0, 2.5],
+        "rounds": 3,
+    }
