@@ -57,6 +57,7 @@ def test_model_switch_mid_stream(bridge):
             "type": "config",
             "model": "midas_dpt_beit_base_384",
             "depth": {"kind": "relative", "units": "relative", "larger": "closer"},
+            "intrinsics": False,  # it returns no camera
             "colormap": "turbo",
             "output": "color",
             "steady": True,  # the default: relative depth aligned to the stream
