@@ -205,9 +205,9 @@ def test_frames_held_stay_bounded_however_slow_the_writing(triton, tmp_path, mon
             counts["most_held"] = max(counts["most_held"], counts["read"] - counts["written"])
             yield batch
 
-    def slow_write(self, name, rgb, depth):
+    def slow_write(self, name, rgb, depth, camera=None):
         time.sleep(0.05)
-        real_write(self, name, rgb, depth)
+        real_write(self, name, rgb, depth, camera)
         counts["written"] += 1
 
     monkeypatch.setattr(frames, "batches", counted_batches)
