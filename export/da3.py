@@ -35,6 +35,7 @@ from torch.onnx.operators import shape_as_tensor
 
 from depthstream.contract import ModelSpec
 from export.checkpoints import CheckpointError, LoadedCheckpoint
+from export.fused import FusedGraph
 from export.resize import area_or_cubic, bicubic
 
 log = logging.getLogger(__name__)
@@ -308,21 +309,9 @@ def make_exportable(network: nn.Module) -> nn.Module:
     return network
 
 
-class FusedDepthAnything3(nn.Module):
+class FusedDepthAnything3(FusedGraph):
     """``IMAGE`` uint8 [N, H, W, 3] -> ``DEPTH`` fp32 [N, H, W] (up to scale, larger = farther)
     and ``INTRINSICS`` fp32 [N, 3, 3] in the input's pixels."""
-
-    scale: torch.Tensor
-    offset: torch.Tensor
-
-    def __init__(self, network: nn.Module, spec: ModelSpec) -> None:
-        super().__init__()
-        self.network = network
-        self.spec = spec
-        std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
-        mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("scale", spec.rescale / std, persistent=False)
-        self.register_buffer("offset", -mean / std, persistent=False)
 
     def network_size(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(height, width) by the contract's UPPER_BOUND rule, in tensor ops."""

@@ -20,24 +20,12 @@ from torch.onnx.operators import shape_as_tensor
 
 from depthstream.contract import Interpolation, ModelSpec, ResizeRule
 from export import pil_resize
+from export.fused import FusedGraph
 from export.resize import bicubic
 
 
-class FusedDepthModel(nn.Module):
+class FusedDepthModel(FusedGraph):
     """Wraps a transformers depth model: ``IMAGE`` uint8 [N, H, W, 3] -> ``DEPTH`` fp32 [N, H, W]."""
-
-    scale: torch.Tensor  # buffers (register_buffer below), typed for the checker
-    offset: torch.Tensor
-
-    def __init__(self, network: nn.Module, spec: ModelSpec) -> None:
-        super().__init__()
-        self.network = network
-        self.spec = spec
-        std = torch.tensor(spec.std, dtype=torch.float32).view(1, 3, 1, 1)
-        mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, 3, 1, 1)
-        # (x * rescale - mean) / std as one multiply-add
-        self.register_buffer("scale", spec.rescale / std, persistent=False)
-        self.register_buffer("offset", -mean / std, persistent=False)
 
     def network_size(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | tuple[int, int]:
         """The contract's Resize.network_size, in tensor ops on the traced input's shape."""
