@@ -52,6 +52,16 @@ def write_video(path, count: int = 9, size: tuple[int, int] = (96, 64)) -> None:
     writer.release()
 
 
+def video_frame(path, index: int) -> np.ndarray:
+    """Frame ``index`` (from 0) of a video, RGB, as OpenCV decodes it."""
+    capture = cv2.VideoCapture(str(path))
+    for _ in range(index + 1):
+        ok, bgr = capture.read()
+        assert ok, f"{path} has no frame {index}"
+    capture.release()
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def png_header(width: int, height: int) -> bytes:
     import struct
     import zlib

@@ -238,18 +238,14 @@ def test_the_clients_clouds_of_a_video_use_each_frames_own_camera(triton, tmp_pa
 
     from client import __main__ as direct_client
     from depthstream.request import depth_request
-    from tests.helpers import write_video
+    from tests.helpers import video_frame, write_video
 
     name = "depth_anything_3_small_252"
     video = tmp_path / "walk.mp4"
     write_video(video, count=3)
     url = triton.settings.grpc_url
     assert direct_client.main([str(video), "--model", name, "--url", url, "--ply", str(tmp_path / "a")]) == 0
-    capture = cv2.VideoCapture(str(video))
-    for _ in range(2):
-        ok, bgr = capture.read()
-    assert ok
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = video_frame(video, 1)
     with grpcclient.InferenceServerClient(url) as client:
         camera = client.infer(name, **depth_request(rgb[None], intrinsics=True)).as_numpy(INTRINSICS_NAME)[0]
     sidecar = json.loads((tmp_path / "a" / "000001.json").read_text())

@@ -15,7 +15,7 @@ from client import __main__ as direct_client
 from depthstream.contract import DepthKind
 from depthstream.render import pointcloud
 from depthstream.request import depth_request
-from tests.helpers import photo, write_video
+from tests.helpers import photo, video_frame, write_video
 
 METRIC = "depth_anything_v2_metric_indoor_small"
 
@@ -112,13 +112,7 @@ def test_the_clients_ply_for_a_video_frame_is_the_back_projection_of_direct_grpc
     assert code == 0 and "point clouds in" in capsys.readouterr().out
     assert sorted(p.name for p in clouds.glob("*.ply")) == [f"{i:06d}.ply" for i in range(4)]
 
-    import cv2
-
-    capture = cv2.VideoCapture(str(video))
-    for _ in range(3):
-        ok, bgr = capture.read()
-    assert ok
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb = video_frame(video, 2)
     with grpcclient.InferenceServerClient(url) as client:
         direct = client.infer(METRIC, **depth_request(rgb[None])).as_numpy("DEPTH")[0]
     camera = json.loads((clouds / "000002.json").read_text())
