@@ -1,7 +1,7 @@
 """``make bench``: every approach on the same frames, same machine, one run, side by side.
 
-1. the original approach (PyTorch eager in-process, OpenCV preprocessing, per-frame min-max);
-2. ONNX Runtime called directly on the exported model;
+1. the original app's way (PyTorch eager in-process, OpenCV preprocessing, per-frame min-max);
+2. ONNX Runtime called directly on the exported model (1 and 2 in alternating rounds);
 3. the embedded Triton over gRPC at several concurrencies, with and without dynamic batching;
 4. the full stack: WebSocket clients sending JPEG frames to the bridge, 1 and 8 clients;
    the presets and the metric models: ONNX Runtime direct and the full stack, one client;
@@ -9,8 +9,11 @@
 6. flicker: a still scene's depth frame to frame, steady depth on and off (bench.flicker);
 7. the worst case: the costliest input the contract accepts, per model (bench.worst_case);
 8. the camera models: Depth Anything 3 beside Depth-Anything-V2 at the same network input, its
-   worst case, and Depth Pro's 1536x1536 forward (bench.camera).
-Writes bench/results/bench.json, bench.png, breakdown.json, flicker.json, worst_case.json, camera.json and the
+   worst case, and Depth Pro's 1536x1536 forward (bench.camera);
+9. the headline: the whole stack against the original app's way in alternating rounds
+   (bench.versus), and each engine's share of the machine's matrix-multiply ceiling (bench.limit).
+Writes bench/results/bench.json, bench.png, versus.json, limit.json, breakdown.json, flicker.json,
+worst_case.json, camera.json and the
 tables in docs/performance.md (the raw-depth one in docs/protocol.md) and three figures in the
 README; ``--quick`` writes under build/bench-quick/ and leaves the docs alone.
 """
@@ -31,10 +34,13 @@ from bench import (
     breakdown,
     camera,
     flicker,
+    harness,
     headline,
+    limit,
     perf_analyzer,
     raw_cost,
     report,
+    versus,
     worst_case,
 )
 from bench.frames import jpegs, stream
@@ -51,7 +57,7 @@ from depthstream.contract import (
     accuracy_rank,
 )
 from depthstream.settings import Settings, SettingsError, parse, setting
-from export.repository import ONNX_FILE, VERSION, read_manifest
+from export.repository import ONNX_FILE, VERSION
 from serving.triton import EmbeddedTriton
 
 PERFORMANCE_PAGE = ROOT / "docs" / "performance.md"  # the tables' home (README.md: three figures)
@@ -106,18 +112,6 @@ def available(repository: Path) -> list[str]:
     return [n for n in MODELS if (repository / n / VERSION / ONNX_FILE).is_file()]
 
 
-def load_network(repository: Path, name: str):
-    """The PyTorch model the export used (same source, same random seed in smoke mode)."""
-    from export.checkpoints import load_checkpoint
-
-    manifest = read_manifest(repository / name)
-    if manifest is None:
-        raise RuntimeError(f"{repository / name} has no export manifest: run `make export` again")
-    spec = MODELS[name]
-    weights = None if manifest.source in ("random", spec.hub_id) else Path(manifest.source)
-    return load_checkpoint(spec, weights, manifest.random_weights).model
-
-
 def perf_analyzer_results(url: str, frame, args: BenchSettings) -> list[Result]:
     """perf_analyzer at each concurrency (skipped, and said so, if its wheel cannot be had)."""
     workdir = ROOT / "build" / "perf_analyzer"
@@ -154,6 +148,7 @@ class Plan:
     video_frames: list
     encoded: dict[str, list[bytes]]
     results: list[Result] = field(default_factory=list)
+    paired: list[Result] = field(default_factory=list)  # bench.versus: the headline's rounds
     bar: tqdm | None = None
 
     @classmethod
@@ -182,6 +177,10 @@ class Plan:
     def onnx(self, name: str) -> Path:
         return self.args.repository / name / VERSION / ONNX_FILE
 
+    def record_all(self, results: list[Result]) -> None:
+        for result in results:
+            self.record(result)
+
     def record(self, result: Result) -> None:
         self.results.append(result)
         if self.bar is not None:
@@ -204,19 +203,31 @@ def runners_compared(plan: Plan, name: str) -> list:
 
 
 def measure_in_process(plan: Plan) -> None:
-    """1 and 2: PyTorch eager and each runtime direct, one frame at a time."""
+    """1 and 2: the original app's way and each runtime direct, one frame at a time, in
+    alternating rounds on the same frames."""
+    rounds = plan.args.frames
     for name in CHECKPOINTS:
-        network = load_network(plan.args.repository, name)
-        for frames in plan.sizes.values():
-            plan.record(approaches.original_eager(MODELS[name], network, frames))
-            for runner in runners_compared(plan, name):
-                plan.record(approaches.runtime_direct(MODELS[name], plan.onnx(name), frames, runner))
+        network = harness.load_network(plan.args.repository, name)
+        for size, frames in plan.sizes.items():
+            original = approaches.Way(
+                approaches.ORIGINAL, name, approaches.original_way(MODELS[name], network), frames
+            )
+            plan.record_all(
+                approaches.side_by_side([original, *runtime_ways(plan, name, frames)], size, rounds)
+            )
         del network
     for name in [*plan.presets, *plan.metric]:
-        for runner in runners_compared(plan, name):
-            plan.record(
-                approaches.runtime_direct(MODELS[name], plan.onnx(name), plan.sizes["640x480"], runner)
-            )
+        frames = plan.sizes["640x480"]
+        plan.record_all(approaches.side_by_side(runtime_ways(plan, name, frames), "640x480", rounds))
+
+
+def runtime_ways(plan: Plan, name: str, frames: list) -> list[approaches.Way]:
+    return [
+        approaches.Way(
+            approaches.runtime_label(runner), name, approaches.runtime_way(plan.onnx(name), runner), frames
+        )
+        for runner in runners_compared(plan, name)
+    ]
 
 
 def served_label(plan: Plan, name: str) -> str:
@@ -246,15 +257,32 @@ def measure_video_client(plan: Plan, url: str, pid: int) -> None:
             )
 
 
+def full_resolution_twins(plan: Plan, name: str) -> list[str]:
+    """The reduced-precision twins of a reference model at its own network size, exported here."""
+    return [n for n in plan.presets if MODELS[n].fp32_twin == name and n != name]
+
+
 def measure_full_stack(plan: Plan, url: str, triton_pid: int, shm_key: str) -> None:
     """4: WebSocket clients through a real bridge (as make demo runs it: frames through shared
-    memory): one client per model and size, eight per checkpoint."""
+    memory): the reference models against the original app's way; one client per other model and
+    size, eight per reference model."""
     bridge = Bridge(url, shm_key=shm_key)
     pids = (triton_pid, bridge.process.pid)
     duration_s = plan.args.duration_s
     try:
+        served = {name: [name, *full_resolution_twins(plan, name)] for name in CHECKPOINTS}
+        paired = versus.measure(
+            plan.args.repository, served, plan.sizes["640x480"], bridge.ws_url, pids, plan.args.frames
+        )
+        plan.paired = paired
+        for result in paired:
+            if result.approach == approaches.FULL_STACK:
+                result.extra["runtime"] = served_label(plan, result.model)  # what the goals compare it with
+                plan.record(result)  # the original's own row: in-process, beside the runtimes
+        done = {n for name in CHECKPOINTS for n in full_resolution_twins(plan, name)}
         for name in [*CHECKPOINTS, *plan.presets, *plan.metric]:
-            for size in ["640x480", "1280x720"] if name in CHECKPOINTS else ["640x480"]:
+            sizes = ["1280x720"] if name in CHECKPOINTS else [] if name in done else ["640x480"]
+            for size in sizes:
                 one_client = approaches.full_stack(
                     bridge.ws_url, MODELS[name], plan.encoded[size], size, 1, duration_s, pids
                 )
@@ -293,8 +321,9 @@ def measure_servers(plan: Plan) -> None:
             measure_full_stack(plan, settings.grpc_url, pid, settings.shm_key)
 
 
-def write_reports(args: BenchSettings, results: list[Result]) -> None:
-    """bench.json, bench.png, bench.md the table in docs/performance.md; then the raw-depth and worst-case runs."""
+def write_reports(args: BenchSettings, results: list[Result], paired: list[Result]) -> None:
+    """bench.json, bench.png, bench.md the table in docs/performance.md, versus.json (the headline's
+    alternating rounds); then the raw-depth and worst-case runs."""
     where = provenance()  # the machine, the date and the commit, in every table
     achieved = goals(results)
     report.write_json(args.output / "bench.json", where, results, achieved)
@@ -306,6 +335,9 @@ def write_reports(args: BenchSettings, results: list[Result]) -> None:
     if performance is not None:
         report.update_readme(performance, table)
     print(table)
+    versus.write(args.output, where, paired, performance)  # the headline: alternating rounds
+    # each engine's achieved GFLOP/s against the machine's matrix-multiply ceiling (bench/limit.py)
+    limit.write(args.output, where, args.repository, limit.from_bench(results), performance)
     # raw depth on the stream: bytes and the bridge's time per frame (bench/raw_cost.py)
     raw_cost.run(args.repository, args.output, where, performance and PROTOCOL_PAGE)
     # where one frame's milliseconds go, stage by stage, at the fastest model (bench/breakdown.py)
@@ -338,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(total=plan.steps, desc="bench", unit="run") as plan.bar:
         measure_in_process(plan)
         measure_servers(plan)
-    write_reports(args, plan.results)
+    write_reports(args, plan.results, plan.paired)
     return 0
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from bench.measure import Result, cpu_seconds, summarize, tree_cpu_seconds
+from depthstream import rounds as rounds_of
 from depthstream.contract import ModelSpec
 from depthstream.request import depth_request
 
@@ -26,8 +29,13 @@ def _size(frames: list[np.ndarray]) -> str:
     return f"{frames[0].shape[1]}x{frames[0].shape[0]}"
 
 
-def original_eager(spec: ModelSpec, network, frames: list[np.ndarray]) -> Result:
-    """The original app: PyTorch eager in-process, OpenCV preprocessing, per-frame min-max."""
+ORIGINAL = "the original app's way: PyTorch eager"
+FULL_STACK = "full stack: WebSocket -> bridge -> Triton"
+
+
+def original_way(spec: ModelSpec, network) -> Callable[[np.ndarray], np.ndarray]:
+    """One frame the original app's way (the single-process app that ran PyTorch per frame in
+    its web server): PyTorch eager in-process, OpenCV preprocessing, per-frame min-max."""
     import torch
     import torch.nn.functional as F
 
@@ -47,8 +55,7 @@ def original_eager(spec: ModelSpec, network, frames: list[np.ndarray]) -> Result
         gray = ((depth - depth.min()) / (depth.max() - depth.min()) * 255).astype(np.uint8)
         return cv2.applyColorMap(gray, cv2.COLORMAP_INFERNO)
 
-    one(frames[0])  # warm-up
-    return _timed("original: PyTorch eager", spec.name, frames, one)
+    return one
 
 
 def runtime_label(runner) -> str:
@@ -58,11 +65,11 @@ def runtime_label(runner) -> str:
     return "ONNX Runtime direct"
 
 
-def runtime_direct(spec: ModelSpec, onnx_path: Path, frames: list[np.ndarray], runner=None) -> Result:
-    """One runtime on the exported model, in-process, with the settings and the execution
-    provider the served model uses (depthstream.runtime: the session and run options as served;
-    a GPU where there is one): the floor for this model on this machine, so the stack's rows
-    measure the stack's own cost. ``runner``: ONNX Runtime (default) or OpenVINO FP32/BF16."""
+def runtime_way(onnx_path: Path, runner=None) -> Callable[[np.ndarray], np.ndarray]:
+    """One frame through one runtime on the exported model, in-process, with the settings and the
+    execution provider the served model uses (depthstream.runtime: the session and run options as
+    served; a GPU where there is one): the floor for this model on this machine, so the stack's
+    rows measure the stack's own cost. ``runner``: ONNX Runtime (default) or OpenVINO FP32/BF16."""
     from depthstream import runtime
 
     runner = runner or runtime.ONNXRUNTIME
@@ -70,23 +77,72 @@ def runtime_direct(spec: ModelSpec, onnx_path: Path, frames: list[np.ndarray], r
     session, warning = runtime.open_session(onnx_path, runtime.wanted_providers(), threads, runner=runner)
     if warning:
         print(f"bench: {warning}")
-
-    def one(rgb: np.ndarray) -> np.ndarray:
-        return runtime.infer(session, rgb[None])
-
-    one(frames[0])
-    return _timed(runtime_label(runner), spec.name, frames, one)
+    return lambda rgb: runtime.infer(session, rgb[None])
 
 
-def _timed(approach: str, model: str, frames: list[np.ndarray], one) -> Result:
-    latencies = []
-    cpu0, start = cpu_now(), time.perf_counter()
-    for frame in frames:
-        t0 = time.perf_counter()
-        one(frame)
-        latencies.append(time.perf_counter() - t0)
-    seconds = time.perf_counter() - start
-    return summarize(approach, model, _size(frames), 1, latencies, seconds, cpu_now() - cpu0)
+def stack_way(stream, model: str) -> Callable[[bytes], object]:
+    """One JPEG frame through the whole stack on an open client.stream.StreamClient: sent to the
+    bridge, answered with its colorized depth; anything but an answer ends the run."""
+    from bench.breakdown import answer_of
+
+    stream.configure(model=model)
+
+    def one(jpeg: bytes) -> object:
+        stream.send(jpeg)
+        return answer_of(stream.next_outcome())
+
+    return one
+
+
+@dataclass(frozen=True)
+class Way:
+    """One contender of a side-by-side run: its row's label, the model, the call that does one
+    frame, the frames it takes (the same photographs for all: RGB arrays or their JPEGs), and the
+    processes whose CPU time it spends besides this one."""
+
+    label: str
+    model: str
+    one: Callable
+    frames: Sequence
+    servers: tuple[int, ...] = ()
+
+
+def side_by_side(ways: list[Way], size: str, rounds: int) -> list[Result]:
+    """The ways in alternating rounds (depthstream.rounds: a warm-up each, then every round runs
+    each way once, in turn, on the round's frame), so the order of the blocks and a burst of other
+    load cannot move one way's figure against another's. The first way is the reference: every
+    other row carries ``vs_reference``, the median of the per-round ratios of its time to the
+    reference's (> 1: faster), with their spread and the number of rounds."""
+    cpu = [0.0] * len(ways)
+
+    def contender(k: int, way: Way) -> Callable[[], object]:
+        served = iter(range(1 << 62))
+
+        def run() -> object:
+            frame = way.frames[next(served) % len(way.frames)]
+            before = cpu_now(*way.servers)
+            try:
+                return way.one(frame)
+            finally:
+                cpu[k] += cpu_now(*way.servers) - before
+
+        return run
+
+    contenders = [contender(k, way) for k, way in enumerate(ways)]
+    for run in contenders:  # the warm-up serves frame 0: every round k serves frame k + 1
+        run()
+    cpu[:] = [0.0] * len(ways)
+    times = rounds_of.alternate(contenders, rounds, warm_up=False)
+    results = []
+    for way, ms, spent in zip(ways, times, cpu, strict=True):
+        extra: dict = {"rounds": rounds, "alternating": [w.label for w in ways]}
+        if way is not ways[0]:
+            extra["vs_reference"] = {"of": ways[0].label, **rounds_of.ratio(times[0], ms).as_dict()}
+        seconds = sum(ms) / 1e3
+        results.append(
+            summarize(way.label, way.model, size, 1, [t / 1e3 for t in ms], seconds, spent, **extra)
+        )
+    return results
 
 
 async def _triton_grpc(
@@ -202,7 +258,7 @@ async def full_stack(
     cpu = cpu_now(*pids) - cpu0
     bridge = np.array(bridge_ms) if bridge_ms else np.array([np.nan])
     return summarize(
-        "full stack: WebSocket -> bridge -> Triton",
+        FULL_STACK,
         spec.name,
         size,
         clients,

@@ -52,6 +52,20 @@ def provenance() -> str:
     return f"{machine()}, {time.strftime('%Y-%m-%d', time.gmtime())}, {commit()}"
 
 
+def load_network(repository: Path, name: str):
+    """The PyTorch model the export used (same source, same random seed in smoke mode)."""
+    from depthstream.contract import MODELS
+    from export.checkpoints import load_checkpoint
+    from export.repository import read_manifest
+
+    manifest = read_manifest(repository / name)
+    if manifest is None:
+        raise RuntimeError(f"{repository / name} has no export manifest: run `make export` again")
+    spec = MODELS[name]
+    weights = None if manifest.source in ("random", spec.hub_id) else Path(manifest.source)
+    return load_checkpoint(spec, weights, manifest.random_weights).model
+
+
 def run_alone(run, readme: Path | None) -> int:
     """``python -m bench.<measurement> [REPOSITORY]``: one measurement on its own, into
     bench/results/ (and its docs page where given)."""

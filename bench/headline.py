@@ -1,5 +1,6 @@
-"""The README's three headline figures, from the tables ``make bench`` just wrote (its JSON in
-bench/results/): the full stack against the seed's own way, the stack's own time a frame, and
+"""The README's headline figures, from the tables ``make bench`` just wrote (its JSON in
+bench/results/): the full stack against the original app's way (the single-process app that ran
+PyTorch per frame in its web server), from alternating rounds; the stack's own time a frame; and
 flicker with steady depth. Each names the run's machine, date and commit."""
 
 from __future__ import annotations
@@ -7,30 +8,31 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from bench.approaches import FULL_STACK, ORIGINAL
 from bench.report import replace_between
+from bench.versus import RESULTS
 
 BEGIN, END = "<!-- headline:begin -->", "<!-- headline:end -->"
-SEED = "original: PyTorch eager"
-FULL_STACK = "full stack: WebSocket -> bridge -> Triton"
 
 
-def _fps(results: list[dict], model: str, approach: str) -> float | None:
-    rows = [
-        r for r in results if r["model"] == model and r["approach"] == approach and r["size"] == "640x480"
-    ]
-    rows = [r for r in rows if r["concurrency"] == 1] or rows
-    return rows[0]["fps"] if rows else None
+def against_the_original(row: dict) -> str | None:
+    """One line: a served name through the whole stack against the original app's way, from the
+    rounds that alternated the two on the same frames (bench.versus)."""
+    paired = row["extra"].get("vs_reference")
+    if row["approach"] != FULL_STACK or not paired or paired.get("of") != ORIGINAL:
+        return None
+    low, high = paired["iqr"]
+    return (
+        f"- `{row['model']}` at {row['size']} through the whole stack (WebSocket, bridge, Triton): "
+        f"**{paired['median']:.2f}x the original app's way** (PyTorch per frame in its web server; "
+        f"the median of {paired['rounds']} alternating rounds on the same frames, interquartile range "
+        f"{low:.2f}-{high:.2f}), {row['p50_ms']:.0f} ms a frame."
+    )
 
 
-def lines(bench: dict, breakdown: dict | None, flicker: dict | None) -> list[str]:
-    out = [f"Measured by `make bench` on {bench['machine']}:", ""]
-    for model in ("depth_anything_v2_small", "midas_dpt_beit_base_384"):
-        seed, stack = _fps(bench["results"], model, SEED), _fps(bench["results"], model, FULL_STACK)
-        if seed and stack:
-            out.append(
-                f"- `{model}` at 640x480 through the whole stack (WebSocket, bridge, Triton): "
-                f"{stack:.2f} frames/s, {stack / seed:.2f}x the seed's PyTorch eager pipeline ({seed:.2f})."
-            )
+def lines(versus: dict, breakdown: dict | None, flicker: dict | None) -> list[str]:
+    out = [f"Measured by `make bench` on {versus['machine']}:", ""]
+    out += [line for row in versus["results"] if (line := against_the_original(row))]
     if breakdown:
         out.append(
             f"- The stack's own time a frame, at `{breakdown['model']}`: {breakdown['own_ms']:.1f} ms; "
@@ -52,7 +54,9 @@ def write(results_dir: Path, readme: Path) -> None:
         path = results_dir / name
         return json.loads(path.read_text()) if path.is_file() else None
 
-    bench = load("bench.json")
-    if bench is None:
+    paired = load(RESULTS)
+    if paired is None:
         return
-    replace_between(readme, BEGIN, END, "\n".join(lines(bench, load("breakdown.json"), load("flicker.json"))))
+    replace_between(
+        readme, BEGIN, END, "\n".join(lines(paired, load("breakdown.json"), load("flicker.json")))
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.approaches import ORIGINAL
 from bench.goals import goals
 from bench.measure import Result
 
@@ -27,7 +28,7 @@ def by_goal(results: list[Result], bf16_engine: bool = False) -> dict[str, bool]
 def run(full_da: float, fastest: float, bridge_ms: float, video: float, p99_ms: float, growth_mb: float):
     return [
         result("ONNX Runtime direct", DA, 2.0),
-        result("original: PyTorch eager", DA, 1.0),
+        result(ORIGINAL, DA, 1.0),
         result("full stack (WebSocket + bridge + Triton)", DA, full_da, bridge_ms_p50=bridge_ms),
         result("ONNX Runtime direct", MIDAS, 1.0),
         result("full stack (WebSocket + bridge + Triton)", MIDAS, 0.95, bridge_ms_p50=2.0),
@@ -47,13 +48,13 @@ def run(full_da: float, fastest: float, bridge_ms: float, video: float, p99_ms: 
 
 def test_every_goal_met():
     met = by_goal(run(full_da=1.9, fastest=12.0, bridge_ms=3.0, video=11.0, p99_ms=4000, growth_mb=5))
-    assert len(met) == 7 and all(met.values()), met
+    assert len(met) == 8 and all(met.values()), met
 
 
 def test_each_goal_missed_where_it_should_be():
     missed = by_goal(run(full_da=1.7, fastest=7.0, bridge_ms=6.0, video=10.2, p99_ms=9000, growth_mb=80))
     assert not missed[f"{DA}: full stack (1 client) >= 90% of ONNX Runtime direct"]
-    assert missed[f"{DA}: full stack >= 1.5x the original approach"]  # 1.7 >= 1.5
+    assert missed[f"{DA}: full stack >= 1.1x the original app's way"]  # 1.7 >= 1.1
     assert missed[f"{MIDAS}: full stack (1 client) >= 90% of ONNX Runtime direct"]
     assert not missed["bridge's own work (decode + colorize + encode) <= 5 ms per 640x480 frame"]
     assert not missed["fastest Depth-Anything-V2 preset >= 8 frames/s end to end"]
@@ -99,24 +100,43 @@ def test_the_stack_is_compared_with_the_runtime_that_serves_it():
 
 def seed_run(fp32_fps: float, twin_fps: float) -> list[Result]:
     return [
-        result("original: PyTorch eager", DA, 1.0),
+        result(ORIGINAL, DA, 1.0),
         result("full stack", DA, fp32_fps, bridge_ms_p50=2.0),
         result("full stack", f"{DA}_bf16", twin_fps, bridge_ms_p50=2.0),
-        result("original: PyTorch eager", MIDAS, 1.0),
+        result(ORIGINAL, MIDAS, 1.0),
         result("full stack", MIDAS, fp32_fps, bridge_ms_p50=2.0),
     ]
 
 
-def test_against_the_seed_a_bf16_engine_asks_more_of_the_fastest_twin_and_less_of_fp32():
+def test_against_the_original_a_bf16_engine_asks_more_of_the_fastest_twin():
+    fastest = f"fastest faithful full-resolution {DA} ({DA}_bf16): full stack"
     with_engine = by_goal(seed_run(fp32_fps=1.2, twin_fps=2.6), bf16_engine=True)
-    assert with_engine[f"{DA}: full stack >= 1.1x the original approach"] is True
-    assert with_engine[f"{MIDAS}: full stack >= 1.1x the original approach"] is True
-    assert with_engine[f"fastest faithful {DA} ({DA}_bf16): full stack >= 2.5x the original approach"]
+    assert with_engine[f"{DA}: full stack >= 1.1x the original app's way"] is True
+    assert with_engine[f"{MIDAS}: full stack >= 1.1x the original app's way"] is True
+    assert with_engine[f"{fastest} >= 2.5x the original app's way"]
     slow_twin = by_goal(seed_run(fp32_fps=1.2, twin_fps=2.4), bf16_engine=True)
-    assert not slow_twin[f"fastest faithful {DA} ({DA}_bf16): full stack >= 2.5x the original approach"]
-    without = by_goal(seed_run(fp32_fps=1.2, twin_fps=2.6), bf16_engine=False)
-    assert without[f"{DA}: full stack >= 1.5x the original approach"] is False
-    assert not any("fastest faithful" in goal for goal in without)
+    assert not slow_twin[f"{fastest} >= 2.5x the original app's way"]
+    without = by_goal(seed_run(fp32_fps=1.2, twin_fps=1.6), bf16_engine=False)
+    assert without[f"{fastest} >= 1.5x the original app's way"] is True
+    slow_fp32 = by_goal(seed_run(fp32_fps=1.05, twin_fps=1.4), bf16_engine=False)
+    assert slow_fp32[f"{DA}: full stack >= 1.1x the original app's way"] is False
+    assert slow_fp32[f"{fastest} >= 1.5x the original app's way"] is False
+
+
+def test_against_the_original_the_alternating_rounds_ratio_decides_not_the_fps():
+    """A full-stack row from alternating rounds carries the median of the per-round ratios: that,
+    not the ratio of two rows' frames per second, is the published figure and the goal's."""
+    paired = {"of": ORIGINAL, "median": 1.18, "iqr": [1.15, 1.22], "rounds": 12}
+    rows = goals(
+        [
+            result(ORIGINAL, DA, 1.0),
+            result("full stack", DA, 0.93, bridge_ms_p50=2.0, vs_reference=paired),
+        ],
+        bf16_engine=False,
+    )
+    seed = next(r for r in rows if r["goal"] == f"{DA}: full stack >= 1.1x the original app's way")
+    assert seed["met"] is True
+    assert seed["measured"] == "1.18x (median of 12 alternating rounds, IQR 1.15-1.22)"
 
 
 def test_the_breakdowns_stages_add_up_to_the_frames_own_time_outside_the_model():
