@@ -17,7 +17,7 @@ import logging
 import os
 import tempfile
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -223,6 +223,7 @@ def agree(a_ms: float, b_ms: float) -> bool:
 class Speed:
     ms: float  # median milliseconds per 640x480 frame, the model alone, as served here
     machine: str  # machine_description() of where it was measured
+    runs: tuple[float, ...] = field(default=(), compare=False)  # per round, where timed in rounds
 
 
 def speed_frame() -> np.ndarray:
@@ -255,7 +256,9 @@ def compare(
     warning = next((w for _, w in opened if w), None)
     times = interleaved_ms(sessions, speed_frame())
     return [
-        Speed(round(robust_ms(runs), 1), machine_description(session.get_providers()[0], threads))
+        Speed(
+            round(robust_ms(runs), 1), machine_description(session.get_providers()[0], threads), tuple(runs)
+        )
         for session, runs in zip(sessions, times, strict=True)
     ], warning
 

@@ -17,9 +17,11 @@ from pathlib import Path
 import torch
 
 from depthstream import engine_choice, runtime
+from depthstream import rounds as rounds_of
 from depthstream.contract import ModelSpec, Precision, fp32_variants, twins_of
 from export import configs, da3, twins
 from export.checkpoints import LoadedCheckpoint, load_checkpoint
+from export.flops import count_gflops
 from export.graph import fused_model, make_exportable
 from export.images import parity_images, photograph, resized
 from export.onnx_export import OPSET, PIL_PARITY_TOLERANCE, check_parity, export
@@ -60,6 +62,13 @@ def wanted_manifest(spec: ModelSpec, args: ExportSettings) -> Manifest:
     )
 
 
+def speedup(fp32: runtime.Speed, twin: runtime.Speed) -> rounds_of.Ratio:
+    """FP32's time over the twin's, per alternating round (one ratio where no rounds are known)."""
+    if fp32.runs and len(fp32.runs) == len(twin.runs):
+        return rounds_of.ratio(fp32.runs, twin.runs)
+    return rounds_of.ratio([fp32.ms], [twin.ms])
+
+
 def network_input(spec: ModelSpec) -> str:
     return spec.resize.describe()
 
@@ -98,7 +107,8 @@ class Exporter:
         return [s for s in fp32_variants(self.base) if not only or s.name in only]
 
     def steps(self) -> int:
-        return sum(1 + len(self.twin_specs(spec)) for spec in self.specs())
+        candidates = lambda spec: sum(len(twins.methods(twin)) for twin in self.twin_specs(spec))  # noqa: E731
+        return sum(1 + candidates(spec) for spec in self.specs())
 
     def twin_specs(self, spec: ModelSpec) -> list[ModelSpec]:
         """The candidates built here: no INT8 with ``--int8 never``, no BF16 where it cannot run
@@ -155,12 +165,15 @@ class Exporter:
             return recalled
         started = time.perf_counter()
         with contextlib.ExitStack() as stack:
-            built = [self.candidate(spec, stack) for spec in candidates]
+            built = [
+                self.candidate(spec, method, stack) for spec in candidates for method in twins.methods(spec)
+            ]
             faithful = [c for c in built if c.fidelity is not None and c.fidelity.faithful]
-            fp32_ms, times = self.timed_against_fp32(fp32, faithful) if faithful else (0.0, {})
+            fp32_ms, times, speedups = self.timed_against_fp32(fp32, faithful) if faithful else (0.0, {}, {})
             always = f"{fp32.name}_int8" if self.args.int8 == "always" else None
-            kept, why = twins.verdicts(fp32_ms, twins.with_ms(built, times), always)
-            rows = [self.settle(c, kept, why, fp32_ms, started) for c in twins.with_ms(built, times)]
+            timed = twins.with_timing(built, times, speedups)
+            kept, why = twins.verdicts(fp32_ms, timed, always)
+            rows = [self.settle(c, kept, why, fp32_ms, started) for c in timed]
         if kept is not None:  # one twin per model: a twin of a kind not judged here goes too
             for other in twins_of(fp32):
                 if other.name != kept.name and other not in candidates:
@@ -173,34 +186,39 @@ class Exporter:
         if self.args.force:
             return None
         rows = []
-        for spec in candidates:
-            wanted = wanted_manifest(spec, self.args)
+        kinds = [
+            twins.Candidate(spec, method=method) for spec in candidates for method in twins.methods(spec)
+        ]
+        for kind in kinds:
+            spec, wanted = kind.spec, wanted_manifest(kind.spec, self.args)
             model_dir = self.args.output / spec.name
-            if is_up_to_date(model_dir, wanted):
-                rows.append(self.row(spec, read_manifest(model_dir) or wanted, model_dir, "up to date"))
+            kept = read_manifest(model_dir) if is_up_to_date(model_dir, wanted) else None
+            if kept is not None and kept.method == kind.method:
+                rows.append(self.row(spec, kept, model_dir, "up to date"))
                 continue
-            reason = self.verdicts.recalled(spec.name, lambda m, w=wanted: Manifest(**m).same_input(w))
+            reason = self.verdicts.recalled(kind.label, lambda m, w=wanted: Manifest(**m).same_input(w))
             if reason is None:
                 return None
-            rows.append(self.dropped_row(spec, wanted, reason, "up to date"))
-        for spec, row in zip(candidates, rows, strict=True):
+            rows.append(self.dropped_row(kind, wanted, reason, "up to date"))
+        for kind, row in zip(kinds, rows, strict=True):
             if row.status == "up to date" and row.ms_here is None:
                 # said in --brief too (what make demo uses): a model the page will not offer
                 said = row.twin.removeprefix("dropped: ")
-                self.progress.finish(spec.name, f"dropped before: {said} ({twins.JUDGE_AGAIN})")
+                self.progress.finish(kind.label, f"dropped before: {said} ({twins.JUDGE_AGAIN})")
             elif not self.args.brief:
-                self.progress.finish(spec.name, "up to date (--force exports it again)")
+                self.progress.finish(kind.label, "up to date (--force exports it again)")
         return rows
 
-    def candidate(self, spec: ModelSpec, stack: contextlib.ExitStack) -> twins.Candidate:
+    def candidate(self, spec: ModelSpec, method: str, stack: contextlib.ExitStack) -> twins.Candidate:
         """One twin built in a staging directory and checked against FP32 on photographs."""
         staged = stack.enter_context(StagedModel(self.args.output, spec.name))
         fp32_onnx = self.args.output / spec.fp32_twin / VERSION / ONNX_FILE
-        self.progress.step(spec.name, f"building the {spec.precision.upper()} twin")
-        twins.build(spec, fp32_onnx, staged.onnx_path)
-        self.progress.step(spec.name, "checking it against FP32 on photographs")
+        label = twins.Candidate(spec, method=method).label
+        self.progress.step(label, f"building the {spec.precision.upper()} twin")
+        twins.build(spec, fp32_onnx, staged.onnx_path, method)
+        self.progress.step(label, "checking it against FP32 on photographs")
         fidelity = twins.measure_fidelity(spec, fp32_onnx, staged.onnx_path, parity_images())
-        return twins.Candidate(spec, staged, fidelity)
+        return twins.Candidate(spec, staged, fidelity, method=method)
 
     def settle(
         self, candidate: twins.Candidate, kept, why: dict[str, str], fp32_ms: float, started: float
@@ -208,7 +226,7 @@ class Exporter:
         """Commit the kept twin; drop (and remember) every other candidate."""
         spec = candidate.spec
         wanted = wanted_manifest(spec, self.args)
-        if kept is not None and candidate.name == kept.name:
+        if kept is not None and candidate.label == kept.label:
             staged = candidate.staged
             # a kept twin was built, judged faithful and timed
             assert staged is not None and candidate.fidelity is not None and candidate.ms is not None
@@ -219,24 +237,38 @@ class Exporter:
                 "correlation": candidate.fidelity.correlation,
                 "fp32_ms": fp32_ms,
                 "twin_ms": candidate.ms,
+                "gflops": self.fp32_gflops(spec),  # the same graph's work, in other numbers
+                "method": candidate.method,
             }
             final = self.commit(spec, staged, wanted, started, extra)
-            self.verdicts.forget(spec.name)
+            self.verdicts.forget(candidate.label)
             return self.row(spec, read_manifest(final) or wanted, final, "exported")
-        reason = why[candidate.name]
-        shutil.rmtree(self.args.output / spec.name, ignore_errors=True)  # an older, kept-then twin
+        reason = why[candidate.label]
+        if kept is None or kept.name != spec.name:  # an older, kept-then twin (not this run's)
+            shutil.rmtree(self.args.output / spec.name, ignore_errors=True)
         if candidate.path is not None:  # built and judged: remembered, not judged again for a week
-            self.verdicts.remember(spec.name, dataclasses.asdict(wanted), reason)
-        self.progress.finish(spec.name, f"dropped: {reason}")
-        return self.dropped_row(spec, wanted, reason, "not written")
+            self.verdicts.remember(candidate.label, dataclasses.asdict(wanted), reason)
+        self.progress.finish(candidate.label, f"dropped: {reason}")
+        return self.dropped_row(candidate, wanted, reason, "not written")
+
+    def fp32_gflops(self, twin: ModelSpec) -> float:
+        fp32 = read_manifest(self.args.output / twin.fp32_twin)
+        return fp32.gflops if fp32 is not None else 0.0
 
     def speed_key(self, spec: ModelSpec) -> str:
         runner = twins.RUNNERS.get(spec.precision, runtime.ONNXRUNTIME)
         return runtime.machine_description(runner.provider(self.providers))
 
-    def dropped_row(self, spec: ModelSpec, wanted: Manifest, reason: str, status: str) -> Row:
+    def dropped_row(self, candidate: twins.Candidate, wanted: Manifest, reason: str, status: str) -> Row:
+        spec = candidate.spec
         return Row(
-            spec.name, network_input(spec), "-", None, f"dropped: {reason}", wanted.random_weights, status
+            candidate.label,
+            network_input(spec),
+            "-",
+            None,
+            f"dropped: {reason}",
+            wanted.random_weights,
+            status,
         )
 
     def choice(self, model_dir: Path) -> engine_choice.Choice:
@@ -251,7 +283,8 @@ class Exporter:
     def row(self, spec: ModelSpec, manifest: Manifest, model_dir: Path, status: str) -> Row:
         if spec.is_twin:
             parity = f"{manifest.parity_error:.1e} vs FP32"
-            twin = f"kept: {manifest.twin_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
+            how = f" ({manifest.method})" if manifest.method else ""
+            twin = f"kept{how}: {manifest.twin_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
         else:
             parity, twin = f"{manifest.parity_error:.1e} vs PyTorch", "-"
         ms, served_by = self.speed_here(model_dir)
@@ -262,15 +295,17 @@ class Exporter:
     def traced(self, spec: ModelSpec, staged: StagedModel) -> dict:
         fused = fused_model(self.checkpoint().model, spec)
         self.progress.step(spec.name, f"tracing to ONNX (opset {OPSET}, network input {spec.resize.size})")
-        export(fused, staged.onnx_path, resized(photograph("astronaut"), 640, 480))
+        frame = resized(photograph("astronaut"), 640, 480)
+        export(fused, staged.onnx_path, frame)
         self.progress.step(spec.name, "checking ONNX Runtime against PyTorch on photographs")
         tolerance = PIL_PARITY_TOLERANCE if spec.resize.pil else None
-        return {"parity_error": check_parity(fused, staged.onnx_path, parity_images(), tolerance)}
+        parity = check_parity(fused, staged.onnx_path, parity_images(), tolerance)
+        return {"parity_error": parity, "gflops": round(count_gflops(fused, frame), 2)}
 
     def timed_against_fp32(
         self, fp32: ModelSpec, faithful: list[twins.Candidate]
-    ) -> tuple[float, dict[str, float]]:
-        """(FP32 ms, each twin's ms). The verdict comes from all of them timed run for run,
+    ) -> tuple[float, dict[str, float], dict[str, rounds_of.Ratio]]:
+        """(FP32 ms, each twin's ms, each twin's speed-up over FP32 per round; by label). The verdict comes from all of them timed run for run,
         interleaved: a burst of other load falls on every one alike. The figures come from FP32
         timed on its own, as it is served: its own row's figure and a second one must agree within
         25% (else a third is taken), and the least is kept, since other load only ever slows a run;
@@ -293,9 +328,12 @@ class Exporter:
         fp32_ms = min(lone)
         self.measured_on = fp32_i.machine
         runtime.record_speed(fp32_dir, fp32_key, runtime.Speed(fp32_ms, fp32_i.machine))
-        times = {c.name: round(fp32_ms * t.ms / fp32_i.ms, 1) for c, t in zip(faithful, twins_i, strict=True)}
+        times = {
+            c.label: round(fp32_ms * t.ms / fp32_i.ms, 1) for c, t in zip(faithful, twins_i, strict=True)
+        }
+        speedups = {c.label: speedup(fp32_i, t) for c, t in zip(faithful, twins_i, strict=True)}
         self.twin_machines = {c.name: t.machine for c, t in zip(faithful, twins_i, strict=True)}
-        return fp32_ms, times
+        return fp32_ms, times, speedups
 
     def refreshed(self, row: Row) -> Row:
         """A row's time as recorded now: judging a twin may have timed its FP32 model again

@@ -58,6 +58,8 @@ class Manifest:
     correlation: float = 0.0  # a twin only: with its FP32 model, the worst over the photographs
     fp32_ms: float = 0.0  # a twin only: both timed at 640x480 on the exporting machine
     twin_ms: float = 0.0
+    gflops: float = 0.0  # one 640x480 frame's matrix work through the graph (export.flops)
+    method: str = ""  # a twin: how it was made (export.twins: INT8 dynamic or static QDQ)
 
     def same_input(self, other: Manifest) -> bool:
         return (self.model, self.source, self.weights, self.random_weights, self.code) == (

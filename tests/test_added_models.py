@@ -124,20 +124,21 @@ def test_the_client_writes_an_added_metric_models_depth_and_cloud(added, tmp_pat
 
 
 def test_a_twin_of_an_added_model_was_judged(added):
+    """Both INT8 candidates (dynamic, static QDQ) built and judged: at most one kept, faithful and
+    faster here; each other one dropped with the reason."""
     repository, _, _ = added
     from depthstream.model_config import exported_models
 
-    (row,) = [
-        line for line in TABLES["depth_anything"].splitlines() if line.startswith("depth_anything_int8 ")
-    ]
+    rows = [line for line in TABLES["depth_anything"].splitlines() if line.startswith("depth_anything_int8 ")]
     twin = repository / "depth_anything_int8"
+    kept = [row for row in rows if "kept (" in row]
     if "depth_anything_int8" in exported_models(repository):  # kept: faithful and faster here
         manifest = json.loads((twin / "depthstream.json").read_text())
-        assert (
-            "kept:" in row and manifest["twin_ms"] <= manifest["fp32_ms"] and manifest["correlation"] >= 0.999
-        )
+        assert len(rows) == 2 and len(kept) == 1
+        assert f"kept ({manifest['method']}):" in kept[0] and manifest["correlation"] >= 0.999
+        assert manifest["twin_ms"] <= manifest["fp32_ms"]
     else:  # built, judged and dropped, with the reason
-        assert "dropped:" in row and not twin.exists()
+        assert len(rows) == 2 and not kept and all("dropped:" in row for row in rows) and not twin.exists()
 
 
 def test_the_page_lists_added_models_by_kind_and_streams_one(added, browser):

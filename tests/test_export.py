@@ -117,6 +117,8 @@ def test_int8_twin_stays_close_to_fp32_and_records_its_speed(sessions, tiny_repo
     manifest = read_manifest(tiny_repository / name)
     assert manifest.fp32_ms > 0 and manifest.twin_ms > 0 and manifest.parity_error > 0
     assert manifest.correlation >= 0.999  # faithful: the bound every kept twin meets
+    fp32 = read_manifest(tiny_repository / MODELS[name].fp32_twin)
+    assert manifest.gflops == fp32.gflops > 0  # the same graph's work (bench.limit divides it)
 
 
 def test_presets_are_multiples_of_14_and_smaller():
@@ -310,7 +312,8 @@ def summary_rows(output: str) -> dict[str, list[str]]:
     start = next(i for i, line in enumerate(lines) if line.split()[:3] == ["model", "network", "input"])
     table = lines[start : lines.index("", start)]
     assert set(table[1]) <= {"-", " "}
-    return {line.split()[0]: re.split(r"\s{2,}", line.strip()) for line in table[2:]}
+    rows = [re.split(r"\s{2,}", line.strip()) for line in table[2:]]
+    return {cells[0]: cells for cells in rows}  # a twin candidate dropped: "name_int8 (static QDQ)"
 
 
 def test_the_summary_table_says_what_was_written_how_exact_and_how_fast(tiny_checkpoints, tmp_path, capsys):
@@ -329,7 +332,12 @@ def test_the_summary_table_says_what_was_written_how_exact_and_how_fast(tiny_che
     code, output = run_export(capsys, *args)
     assert code == 0
     rows = summary_rows(output)
-    assert sorted(rows) == [name, f"{name}_int8"]
+    kept = read_manifest(repo / f"{name}_int8").method
+    (other,) = {"dynamic", "static QDQ"} - {kept}
+    assert sorted(rows) == [name, f"{name}_int8", f"{name}_int8 ({other})"]
+    dropped = rows.pop(f"{name}_int8 ({other})")
+    assert dropped[5].startswith(f"dropped: the faster twin here is {name}_int8 ({kept}) (")
+    assert dropped[6] == "not written"
     for model, cells in rows.items():
         model_dir = repo / model
         manifest = read_manifest(model_dir)
@@ -341,7 +349,9 @@ def test_the_summary_table_says_what_was_written_how_exact_and_how_fast(tiny_che
         assert served_by == served.why.split(":")[0] and served_by in ("ONNX Runtime", "OpenVINO")
         assert status == "exported" and weights == "checkpoint"
         assert twin == (
-            "-" if model == name else f"kept: {manifest.twin_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
+            "-"
+            if model == name
+            else f"kept ({manifest.method}): {manifest.twin_ms:.0f} vs {manifest.fp32_ms:.0f} ms FP32"
         )
     assert f"Each model is in {repo}/<model>/" in output
     assert "Quantization parameters" not in output and "Ignore MatMul" not in output  # the quantizer is quiet
@@ -369,8 +379,9 @@ def test_an_int8_twin_that_is_not_faster_is_dropped_and_the_table_says_why(
     monkeypatch.setattr(runtime, "compare", int8_slower)
     code, output = run_export(capsys, *args)
     assert code == 0
-    cells = summary_rows(output)[f"{name}_int8"]
-    assert cells[5].startswith("dropped: not faster here") and cells[6] == "not written"
+    for method in ("dynamic", "static QDQ"):
+        cells = summary_rows(output)[f"{name}_int8 ({method})"]
+        assert cells[5].startswith("dropped: not faster here") and cells[6] == "not written"
     assert not (tmp_path / "repo" / f"{name}_int8").exists()
     # the verdict is remembered: the next run neither quantizes nor times it again...
     timed = []
@@ -382,15 +393,15 @@ def test_an_int8_twin_that_is_not_faster_is_dropped_and_the_table_says_why(
     )
     # --brief (make demo) says so, and how to judge it again now
     assert (
-        f"{name}_int8: dropped before: not faster here" in again
+        f"{name}_int8 (dynamic): dropped before: not faster here" in again
         and "make export EXPORT_ARGS=--force" in again
     )
     # ...until asked again
     code, forced = run_export(capsys, *args, "--force")
-    assert code == 0 and summary_rows(forced)[f"{name}_int8"][6] == "not written" and timed
+    assert code == 0 and summary_rows(forced)[f"{name}_int8 (static QDQ)"][6] == "not written" and timed
     # ...or until the verdict is a week old: one unlucky timing does not decide for good
     timed.clear()
-    marker = tmp_path / "repo" / f".dropped-{name}_int8.json"
+    marker = tmp_path / "repo" / f".dropped-{name}_int8-dynamic.json"
     verdict = json.loads(marker.read_text())
     verdict["judged_at"] -= 8 * 24 * 3600
     marker.write_text(json.dumps(verdict))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from depthstream import engines, runtime
+from depthstream import engines, rounds, runtime
 from depthstream.contract import MODELS, twins_of
 from depthstream.model_config import CONFIG_FILE, ONNX_FILE, VERSION, parse
 from export import twins
@@ -37,8 +37,10 @@ def test_an_int8_twin_past_the_bound_is_dropped_in_one_line_and_the_export_goes_
     monkeypatch.setattr(twins, "measure_fidelity", lambda *args: BAD)
     assert export(tiny_checkpoints, tmp_path / "repo") == 0
     output = capsys.readouterr().out
-    (line,) = [row for row in output.splitlines() if row.strip().startswith(f"{NAME}_int8 ")]
-    assert "dropped: not faithful: correlation 0.9640" in line and "not written" in line
+    lines = [row for row in output.splitlines() if row.strip().startswith(f"{NAME}_int8 (")]
+    assert len(lines) == 2, "both INT8 candidates, dynamic and static, each in one line"
+    for line in lines:
+        assert "dropped: not faithful: correlation 0.9640" in line and "not written" in line
     assert (tmp_path / "repo" / NAME / VERSION / ONNX_FILE).is_file()
     assert not (tmp_path / "repo" / f"{NAME}_int8").exists()
     assert "export: no BF16 twins: " in output or engines.bf16_capable()
@@ -91,7 +93,8 @@ def test_a_faster_faithful_bf16_twin_wins_and_is_served_by_openvino_with_its_hin
     assert manifest.correlation >= twins.MIN_CORRELATION and manifest.parity_error <= twins.MAX_ERROR
     # the same graph, not a second copy of the weights
     assert os.path.samefile(repo / bf16 / VERSION / ONNX_FILE, repo / NAME / VERSION / ONNX_FILE)
-    assert "the faster twin here is" in (repo / f".dropped-{int8}.json").read_text()
+    for method in ("dynamic", "static-qdq"):
+        assert "the faster twin here is" in (repo / f".dropped-{int8}-{method}.json").read_text()
     monkeypatch.undo()
     monkeypatch.setattr(engines, "bf16_capable", lambda: True)
     generate(repo, tmp_path / "served", [NAME, bf16], threads=1)
@@ -117,4 +120,59 @@ def test_a_faster_int8_twin_wins_over_bf16(
     assert export(tiny_checkpoints, repo) == 0
     assert (repo / f"{NAME}_int8").is_dir() and not (repo / f"{NAME}_bf16").exists()
     output = capsys.readouterr().out
-    assert f"dropped: the faster twin here is {NAME}_int8 (40 vs 60 ms)" in output
+    assert f"dropped: the faster twin here is {NAME}_int8 (dynamic) (40 vs 60 ms)" in output
+    assert read_manifest(repo / f"{NAME}_int8").method == "dynamic"  # the first of equals
+
+
+def candidate(ms: float, per_round: list[float], method: str = "dynamic") -> twins.Candidate:
+    """A faithful INT8 candidate whose rounds ran at ``per_round`` x FP32's speed."""
+    speedup = rounds.ratio(per_round, [1.0] * len(per_round))
+    return twins.Candidate(MODELS[f"{NAME}_int8"], fidelity=GOOD, ms=ms, method=method, speedup=speedup)
+
+
+def test_a_twin_is_kept_only_when_faster_by_ten_percent_and_by_more_than_its_spread():
+    kept, why = twins.verdicts(100.0, [candidate(80.0, [1.3, 1.25, 1.2, 1.3, 1.28])])
+    assert kept is not None and kept.method == "dynamic" and why == {}
+    noise, _ = twins.verdicts(100.0, [candidate(95.0, [1.06, 1.04, 1.05, 1.07, 1.05])])
+    assert noise is None, "5% faster: not worth its fidelity"
+    spread, why = twins.verdicts(100.0, [candidate(88.0, [1.5, 1.4, 1.15, 0.9, 0.8, 1.12])])
+    assert spread is None, "a median of 1.13x whose lower quartile is below 1: noise"
+    said = why[f"{NAME}_int8 (dynamic)"]
+    assert said.startswith("not faster here by 10% and its spread (88 vs 100 ms FP32; 1.1")
+    assert "[0.96-" in said and "6 rounds] FP32's speed)" in said
+
+
+def test_of_two_faithful_fast_int8_candidates_the_faster_is_kept_and_the_other_said_why():
+    static = candidate(70.0, [1.4] * 5, method=twins.STATIC)
+    kept, why = twins.verdicts(100.0, [candidate(80.0, [1.25] * 5), static])
+    assert kept is static
+    assert why == {
+        f"{NAME}_int8 (dynamic)": f"the faster twin here is {NAME}_int8 (static QDQ) (70 vs 80 ms)"
+    }
+
+
+def test_the_static_twin_quantizes_the_networks_weights_only(tiny_repository, tmp_path):
+    """Its MatMuls with constant weights, and nothing of the fused pre/post processing, of
+    attention's products of two activations or of the convolutions."""
+    import onnx
+
+    fp32 = tiny_repository / NAME / VERSION / ONNX_FILE
+    targets = set(twins.static_targets(fp32))
+    graph = onnx.load(str(fp32)).graph
+    constants = {init.name for init in graph.initializer} | {
+        n.output[0] for n in graph.node if n.op_type == "Constant"
+    }
+    weights = {
+        n.name
+        for n in graph.node
+        if n.op_type == "MatMul" and n.name.startswith(twins.NETWORK_PREFIX) and n.input[1] in constants
+    }
+    assert targets == weights and weights
+    assert any(n.op_type == "MatMul" and n.input[1] not in constants for n in graph.node), "attention"
+    twins.build(MODELS[f"{NAME}_int8"], fp32, tmp_path / "static.onnx", twins.STATIC)
+    quantized = onnx.load(str(tmp_path / "static.onnx")).graph
+    produced_by = {out: node for node in quantized.node for out in node.output}
+    matrix_nodes = [n for n in quantized.node if n.op_type in ("Conv", "MatMul")]
+    for node in matrix_nodes:
+        feeds = [produced_by[i].op_type for i in node.input if i in produced_by]
+        assert ("DequantizeLinear" in feeds) == (node.name in targets), node.name
