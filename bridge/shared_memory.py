@@ -70,7 +70,8 @@ class Region:
         return view[0].copy()
 
     def clear(self) -> None:
-        shm.set_shared_memory_region(self.handle, [np.zeros(self.used, np.uint8)])
+        # zeroed in place (a memset), not copied from a buffer of zeros as large as the frame
+        shm.get_contents_as_numpy(self.handle, np.uint8, [self.used]).fill(0)
         self.used = 0
 
     def destroy(self) -> None:
