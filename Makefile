@@ -34,7 +34,7 @@ EXPORT_FLAGS := --weights $(WEIGHTS)
 endif
 export HTTP_PORT GRPC_PORT METRICS_PORT
 
-.PHONY: help setup export serve triton plans repository-cpu repository-openvino up down demo bridge bench soak test test-fast mutate check clean
+.PHONY: help setup export serve triton plans repository-cpu repository-openvino up down demo bridge bench soak test test-fast fuzz mutate check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -113,6 +113,11 @@ test: setup ## run the test suite (unit, integration with real Triton and uvicor
 
 test-fast: setup ## the tests that need no tritonserver, uvicorn or browser (a few minutes)
 	DEPTHSTREAM_TESTS_FAST_ONLY=1 $(PYTHON) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+# seconds each fuzz target runs under the engine (Atheris: libFuzzer on instrumented Python)
+FUZZ_SECONDS ?= 120
+fuzz: setup ## coverage-guided fuzzing of every parser a stranger's bytes reach (FUZZ_SECONDS=120 per target)
+	$(PYTHON) -m tests.fuzz --seconds $(FUZZ_SECONDS) --output bench/results/fuzz.json
 
 mutate: setup ## mutation test: hand-made bugs in bridge, contract and export must fail a fast test
 	$(PYTHON) -m tests.mutations

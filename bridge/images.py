@@ -16,11 +16,35 @@ from bridge.protocol import ErrorCode, ProtocolError
 from depthstream.contract import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 
 
+MAX_PNG_CHUNKS = 10_000  # a 4 MB PNG in libpng's 8 KB IDAT chunks has ~500
+
+
 def _png_size(data: bytes) -> tuple[int, int]:
     if len(data) < 24 or data[12:16] != b"IHDR":
         raise ProtocolError(ErrorCode.BAD_IMAGE, "truncated PNG header")
+    _png_chunks_fit(data)
     width, height = struct.unpack(">II", data[16:24])
     return width, height
+
+
+def _png_chunks_fit(data: bytes) -> None:
+    """Every chunk's length within the bytes sent, IEND last. A chunk that claims more (found by
+    fuzzing: 273 bytes whose chunk said ~2 GB) made OpenCV's PNG reader allocate 3.8 GB and spend
+    10 s before it gave up."""
+    offset = 8
+    for _ in range(MAX_PNG_CHUNKS):
+        if offset + 12 > len(data):
+            break
+        (length,) = struct.unpack(">I", data[offset : offset + 4])
+        end = offset + 12 + length
+        if end > len(data):
+            raise ProtocolError(ErrorCode.BAD_IMAGE, "corrupt PNG: a chunk runs past the end of the image")
+        if data[offset + 4 : offset + 8] == b"IEND":
+            return
+        offset = end
+    else:
+        raise ProtocolError(ErrorCode.BAD_IMAGE, f"PNG with more than {MAX_PNG_CHUNKS} chunks")
+    raise ProtocolError(ErrorCode.BAD_IMAGE, "truncated PNG: its chunks end before IEND")
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int]:

@@ -27,6 +27,7 @@ from depthstream.contract import (
     INTRINSICS_NAME,
     MODELS,
     OUTPUT_NAME,
+    ModelSpec,
     contract_violations,
     declares_intrinsics,
     register,
@@ -249,17 +250,8 @@ class TritonGateway:
         tensors = [
             [(t.name, t.datatype, tuple(t.shape)) for t in group] for group in (meta.inputs, meta.outputs)
         ]
-        problems = contract_violations(name, *tensors)
-        try:
-            spec = spec_of(config)
-        except ValueError as exc:
-            problems.append(str(exc))
-        else:  # the spec and the served tensors must agree on the camera (INTRINSICS)
-            if spec.intrinsics != declares_intrinsics(tensors[1]):
-                problems.append(
-                    f"its spec says intrinsics={spec.intrinsics}, its outputs are {[t[0] for t in tensors[1]]}"
-                )
-        if problems:
+        spec, problems = judge_served(name, tensors, config)
+        if problems or spec is None:
             log.error("model %s is not served: it does not match the contract: %s", name, "; ".join(problems))
             return ModelInfo(
                 name,
@@ -502,6 +494,24 @@ class Turn:
         if self.started is None or self.finished:
             return 0.0
         return max(0.0, self.gateway.expected_s(self.model) - (time.perf_counter() - self.started))
+
+
+def judge_served(
+    name: str, tensors: list, config: model_config_pb2.ModelConfig
+) -> tuple[ModelSpec | None, list[str]]:
+    """(the spec a served model's config records, what keeps it from being served): its tensors
+    against the contract, its spec as recorded, and the two agreeing on the camera. Reads what
+    anyone who writes a config.pbtxt into the repository controls (fuzzed: tests/fuzz)."""
+    problems = contract_violations(name, *tensors)
+    try:
+        spec = spec_of(config)
+    except ValueError as exc:
+        return None, [*problems, str(exc)]
+    if spec.intrinsics != declares_intrinsics(tensors[1]):  # the spec and the outputs: the camera
+        problems.append(
+            f"its spec says intrinsics={spec.intrinsics}, its outputs are {[t[0] for t in tensors[1]]}"
+        )
+    return spec, problems
 
 
 def capacity_of(config: model_config_pb2.ModelConfig) -> int:

@@ -174,3 +174,30 @@ def test_a_jpeg_the_fast_decoder_refuses_is_left_to_opencv():
     buffer = BytesIO()
     Image.fromarray(photo(40, 30)).convert("CMYK").save(buffer, "JPEG")
     assert decode(buffer.getvalue(), MAX_PIXELS).shape == (30, 40, 3)
+
+
+def test_a_png_chunk_longer_than_the_image_is_refused_before_opencv_reads_it(monkeypatch):
+    """Found by fuzzing (tests/fuzz/crashes/image/): 273 bytes whose chunk claimed ~2 GB made
+    OpenCV's PNG reader allocate 3.8 GB and spend 10 s before refusing it."""
+    from pathlib import Path
+
+    data = (Path(__file__).parent / "fuzz" / "crashes" / "image" / "png-chunk-past-the-end").read_bytes()
+    monkeypatch.setattr(cv2, "imdecode", lambda *args: pytest.fail("OpenCV was handed the PNG"))
+    with pytest.raises(ProtocolError) as error:
+        decode(data, MAX_PIXELS)
+    assert error.value.code == ErrorCode.BAD_IMAGE and "runs past the end" in error.value.message
+
+
+def test_a_png_whose_chunk_overruns_or_that_has_too_many_chunks_is_refused():
+    from bridge import images
+
+    good = encoded(".png", photo(8, 6))
+    ihdr_end = 8 + 12 + 13
+    overrun = good[:ihdr_end] + struct.pack(">I", 1000) + b"IDAT" + b"\x00" * 4 + good[-12:]
+    tiny_chunk = struct.pack(">I", 0) + b"tEXt" + struct.pack(">I", zlib.crc32(b"tEXt"))
+    many = good[:ihdr_end] + tiny_chunk * (images.MAX_PNG_CHUNKS + 1) + good[ihdr_end:]
+    for data, said in ((overrun, "runs past the end"), (many, "more than 10000 chunks")):
+        with pytest.raises(ProtocolError) as error:
+            decode(data, MAX_PIXELS)
+        assert said in error.value.message
+    assert decode(good, MAX_PIXELS).shape == (6, 8, 3)
