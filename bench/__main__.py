@@ -257,11 +257,6 @@ def measure_video_client(plan: Plan, url: str, pid: int) -> None:
             )
 
 
-def full_resolution_twins(plan: Plan, name: str) -> list[str]:
-    """The reduced-precision twins of a reference model at its own network size, exported here."""
-    return [n for n in plan.presets if MODELS[n].fp32_twin == name and n != name]
-
-
 def measure_full_stack(plan: Plan, url: str, triton_pid: int, shm_key: str) -> None:
     """4: WebSocket clients through a real bridge (as make demo runs it: frames through shared
     memory): the reference models against the original app's way; one client per other model and
@@ -270,7 +265,7 @@ def measure_full_stack(plan: Plan, url: str, triton_pid: int, shm_key: str) -> N
     pids = (triton_pid, bridge.process.pid)
     duration_s = plan.args.duration_s
     try:
-        served = {name: [name, *full_resolution_twins(plan, name)] for name in CHECKPOINTS}
+        served = versus.served_here(plan.args.repository)  # as python -m bench.versus alone
         paired = versus.measure(
             plan.args.repository, served, plan.sizes["640x480"], bridge.ws_url, pids, plan.args.frames
         )
@@ -278,8 +273,8 @@ def measure_full_stack(plan: Plan, url: str, triton_pid: int, shm_key: str) -> N
         for result in paired:
             if result.approach == approaches.FULL_STACK:
                 result.extra["runtime"] = served_label(plan, result.model)  # what the goals compare it with
-                plan.record(result)  # the original's own row: in-process, beside the runtimes
-        done = {n for name in CHECKPOINTS for n in full_resolution_twins(plan, name)}
+                plan.record(result)  # the original's row: measure_in_process's, beside the runtimes
+        done = {name for names in served.values() for name in names}  # measured in the rounds
         for name in [*CHECKPOINTS, *plan.presets, *plan.metric]:
             sizes = ["1280x720"] if name in CHECKPOINTS else [] if name in done else ["640x480"]
             for size in sizes:
@@ -351,7 +346,7 @@ def write_reports(args: BenchSettings, results: list[Result], paired: list[Resul
     # the camera models: DA3 beside DA-V2 at the same network input, its worst case, Depth Pro
     camera.run(args.output, where, performance, depth_pro=not args.quick)
     if performance is not None:
-        headline.write(args.output, ROOT / "README.md")  # three figures, from the tables above
+        headline.write(args.output, ROOT / "README.md")  # the headline, from the tables above
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,16 +114,19 @@ def side_by_side(ways: list[Way], size: str, rounds: int) -> list[Result]:
     other row carries ``vs_reference``, the median of the per-round ratios of its time to the
     reference's (> 1: faster), with their spread and the number of rounds."""
     cpu = [0.0] * len(ways)
+    times: list[list[float]] = [[] for _ in ways]
 
     def contender(k: int, way: Way) -> Callable[[], object]:
         served = iter(range(1 << 62))
 
         def run() -> object:
             frame = way.frames[next(served) % len(way.frames)]
-            before = cpu_now(*way.servers)
+            before = cpu_now(*way.servers)  # /proc read outside the timed call
+            started = time.perf_counter()
             try:
                 return way.one(frame)
             finally:
+                times[k].append((time.perf_counter() - started) * 1e3)
                 cpu[k] += cpu_now(*way.servers) - before
 
         return run
@@ -132,7 +135,9 @@ def side_by_side(ways: list[Way], size: str, rounds: int) -> list[Result]:
     for run in contenders:  # the warm-up serves frame 0: every round k serves frame k + 1
         run()
     cpu[:] = [0.0] * len(ways)
-    times = rounds_of.alternate(contenders, rounds, warm_up=False)
+    for runs in times:
+        runs.clear()
+    rounds_of.alternate(contenders, rounds, warm_up=False)  # its order; the times: each call's own
     results = []
     for way, ms, spent in zip(ways, times, cpu, strict=True):
         extra: dict = {"rounds": rounds, "alternating": [w.label for w in ways]}

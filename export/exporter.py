@@ -214,6 +214,8 @@ class Exporter:
         staged = stack.enter_context(StagedModel(self.args.output, spec.name))
         fp32_onnx = self.args.output / spec.fp32_twin / VERSION / ONNX_FILE
         label = twins.Candidate(spec, method=method).label
+        if method == twins.STATIC and not twins.static_targets(fp32_onnx):  # else ONNX Runtime takes all
+            return twins.Candidate(spec, method=method, unavailable="no network MatMul with constant weights")
         self.progress.step(label, f"building the {spec.precision.upper()} twin")
         twins.build(spec, fp32_onnx, staged.onnx_path, method)
         self.progress.step(label, "checking it against FP32 on photographs")
@@ -230,7 +232,7 @@ class Exporter:
             staged = candidate.staged
             # a kept twin was built, judged faithful and timed
             assert staged is not None and candidate.fidelity is not None and candidate.ms is not None
-            machine = self.twin_machines.get(spec.name, self.measured_on)  # the twin's own runtime
+            machine = self.twin_machines.get(candidate.label, self.measured_on)  # the twin's own runtime
             runtime.record_speed(staged.path, self.speed_key(spec), runtime.Speed(candidate.ms, machine))
             extra = {
                 "parity_error": candidate.fidelity.max_error,
@@ -311,7 +313,7 @@ class Exporter:
         25% (else a third is taken), and the least is kept, since other load only ever slows a run;
         a twin's figure is FP32's times the interleaved ratio."""
         for candidate in faithful:
-            self.progress.step(candidate.name, "timing it against FP32, interleaved")
+            self.progress.step(candidate.label, "timing it against FP32, interleaved")
         fp32_dir = self.args.output / fp32.name
         fp32_onnx = fp32_dir / VERSION / ONNX_FILE
         served = self.choice(fp32_dir).runner  # a twin must beat FP32 as it is served here
@@ -332,7 +334,7 @@ class Exporter:
             c.label: round(fp32_ms * t.ms / fp32_i.ms, 1) for c, t in zip(faithful, twins_i, strict=True)
         }
         speedups = {c.label: speedup(fp32_i, t) for c, t in zip(faithful, twins_i, strict=True)}
-        self.twin_machines = {c.name: t.machine for c, t in zip(faithful, twins_i, strict=True)}
+        self.twin_machines = {c.label: t.machine for c, t in zip(faithful, twins_i, strict=True)}
         return fp32_ms, times, speedups
 
     def refreshed(self, row: Row) -> Row:

@@ -409,8 +409,8 @@ MUTATIONS = [
     Mutation(
         "the slower twin kept",
         "export/twins.py",
-        "kept = forced[0] if forced else min(contenders, key=lambda c: c.ms or 0.0)",
-        "kept = forced[0] if forced else max(contenders, key=lambda c: c.ms or 0.0)",
+        "kept = min(forced or contenders, key=lambda c: c.ms or 0.0)",
+        "kept = max(forced or contenders, key=lambda c: c.ms or 0.0)",
     ),
     Mutation(
         "an unfaithful twin kept",

@@ -50,19 +50,32 @@ def _last(pattern: str, text: str, default: int = 0) -> int:
 PLANT = "DEPTHSTREAM_FUZZ_PLANTED_BUG"  # tests only: the target raises on a seed's bytes
 
 
-def fuzz(target: str, seconds: float, runs: int | None = None, planted: bool = False) -> Summary:
-    corpus, crashes = BUILD / "corpus" / target, BUILD / "crashes" / target
+TIMEOUT_S = 10  # one input that takes longer is a finding too (libFuzzer's -timeout)
+RSS_LIMIT_MB = 2048  # as is one that takes more memory (the bridge's whole budget: deploy/)
+
+
+def fuzz(
+    target: str,
+    seconds: float,
+    runs: int | None = None,
+    planted: bool = False,
+    crashes: Path | None = None,
+    inputs: list[Path] | None = None,
+) -> Summary:
+    """``target`` under the engine for ``seconds`` from its corpora; with ``inputs``, those
+    files once each instead (a replay), under the same time and memory ceilings."""
+    corpus, crashes = BUILD / "corpus" / target, crashes or BUILD / "crashes" / target
     corpus.mkdir(parents=True, exist_ok=True)
     crashes.mkdir(parents=True, exist_ok=True)
+    sources = [str(path) for path in inputs] if inputs else [str(corpus), str(HERE / "corpus" / target)]
     flags = [
         f"-max_total_time={int(seconds)}",
         "-print_final_stats=1",
-        "-timeout=10",  # one input that takes longer is a finding too (libFuzzer's timeout)
-        "-rss_limit_mb=4096",
+        f"-timeout={TIMEOUT_S}",
+        f"-rss_limit_mb={RSS_LIMIT_MB}",
         f"-artifact_prefix={crashes}/",
         *([f"-runs={runs}"] if runs is not None else []),
-        str(corpus),
-        str(HERE / "corpus" / target),
+        *sources,
     ]
     started = time.monotonic()
     done = subprocess.run(
