@@ -516,6 +516,8 @@ def judge_served(
 
 def capacity_of(config: model_config_pb2.ModelConfig) -> int:
     """Requests one model runs at once: its instances, times the batch when Triton batches."""
-    instances = sum(group.count or 1 for group in config.instance_group) or 1
-    batch = config.max_batch_size if config.HasField("dynamic_batching") and config.max_batch_size else 1
+    # at least 1 each (a config with a negative count, found by fuzzing, gave a negative bound;
+    # Triton refuses such a config, the catalog must not trust that it did)
+    instances = max(sum(max(group.count, 1) for group in config.instance_group), 1)
+    batch = max(config.max_batch_size, 1) if config.HasField("dynamic_batching") else 1
     return instances * batch

@@ -179,6 +179,8 @@ def _build(cls: type[S], args: argparse.Namespace, environ: Mapping[str, str]) -
             chosen[field.name] = raw
             continue
         kind = hints[field.name]
+        if not isinstance(raw, str):  # argparse gives [] for "--flag=--" (found by fuzzing)
+            raise SettingsError(f"{cls.describe(field.name)}: cannot read {raw!r}")
         try:
             chosen[field.name] = _converter(kind)(raw)
         except ValueError:

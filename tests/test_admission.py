@@ -74,3 +74,20 @@ def test_release_after_keeps_the_place_for_a_while():
         await asyncio.wait_for(waiter, 1)
 
     run(scenario())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'instance_group { count: -1 }\nmax_batch_size: 4\ndynamic_batching { }',  # found by fuzzing
+        "instance_group { count: 0 }\nmax_batch_size: -3\ndynamic_batching { }",
+        "",
+    ],
+)
+def test_a_models_capacity_is_at_least_one_whatever_its_config_says(text):
+    """The turns' bound comes from each served config: a negative count or batch there must not
+    make the bound zero or negative (the bridge would let no frame through, or any)."""
+    from bridge.triton import capacity_of
+    from depthstream.model_config import parse
+
+    assert capacity_of(parse(text)) >= 1

@@ -31,6 +31,7 @@ def test_environment_then_flags():
         (["--triton-url", "http://x/y"], {}, ["host:port"]),
         (["--request-timeout-s", "-1"], {}, ["positive"]),
         (["--web-dir", "/nonexistent"], {}, ["index.html"]),
+        (["--jpeg-quality=--"], {}, ["--jpeg-quality", "cannot read"]),  # argparse's [] (fuzzing)
     ],
 )
 def test_bad_values_are_refused_clearly(argv, env, words):
