@@ -79,7 +79,7 @@ def test_release_after_keeps_the_place_for_a_while():
 @pytest.mark.parametrize(
     "text",
     [
-        'instance_group { count: -1 }\nmax_batch_size: 4\ndynamic_batching { }',  # found by fuzzing
+        "instance_group { count: -1 }\nmax_batch_size: 4\ndynamic_batching { }",  # found by fuzzing
         "instance_group { count: 0 }\nmax_batch_size: -3\ndynamic_batching { }",
         "",
     ],
