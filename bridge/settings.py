@@ -109,7 +109,7 @@ class BridgeSettings(Settings):
                     bool(self.triton_urls) and all(_endpoint_ok(u) for u in self.triton_urls),
                     "host:port (or dns:///name:port), or several separated by commas",
                 ),
-                ("web_dir", (self.web_dir / "index.html").is_file(), "a directory holding index.html"),
+                ("web_dir", _holds_page(self.web_dir), "a directory holding index.html"),
                 (
                     "triton_shm",
                     self.triton_shm in SHARED_MEMORY_MODES,
@@ -148,6 +148,15 @@ def _is_loopback(host: str) -> bool:
 def _endpoint_ok(url: str) -> bool:
     host, _, port = url.removeprefix("dns:///").rpartition(":")
     return bool(host) and "/" not in host and port.isdigit() and 0 < int(port) < 65536
+
+
+def _holds_page(directory: Path) -> bool:
+    """False too for a path the system cannot even look up (found by fuzzing: a name too long
+    ended start-up in a traceback)."""
+    try:
+        return (directory / "index.html").is_file()
+    except OSError:
+        return False
 
 
 def parse_settings(argv: list[str] | None = None, environ: dict[str, str] | None = None) -> BridgeSettings:

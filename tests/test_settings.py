@@ -32,6 +32,7 @@ def test_environment_then_flags():
         (["--request-timeout-s", "-1"], {}, ["positive"]),
         (["--web-dir", "/nonexistent"], {}, ["index.html"]),
         (["--jpeg-quality=--"], {}, ["--jpeg-quality", "cannot read"]),  # argparse's [] (fuzzing)
+        (["--web-dir", "x" * 5000], {}, ["--web-dir", "index.html"]),  # too long to look up (fuzzing)
     ],
 )
 def test_bad_values_are_refused_clearly(argv, env, words):
