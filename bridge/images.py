@@ -22,7 +22,6 @@ MAX_PNG_CHUNKS = 10_000  # a 4 MB PNG in libpng's 8 KB IDAT chunks has ~500
 def _png_size(data: bytes) -> tuple[int, int]:
     if len(data) < 24 or data[12:16] != b"IHDR":
         raise ProtocolError(ErrorCode.BAD_IMAGE, "truncated PNG header")
-    _png_chunks_fit(data)
     width, height = struct.unpack(">II", data[16:24])
     return width, height
 
@@ -133,7 +132,9 @@ def check_size(width: int, height: int, max_pixels: int) -> None:
 def decode(data: bytes, max_pixels: int) -> np.ndarray:
     """Encoded image -> RGB uint8 [H, W, 3] (gray, alpha and 16-bit are converted)."""
     kind, width, height = sniff(data)
-    check_size(width, height, max_pixels)
+    check_size(width, height, max_pixels)  # first: a bomb is told it is too large
+    if kind == "png":
+        _png_chunks_fit(data)
     rgb = _fast_jpeg(data) if kind == "jpeg" else None
     if rgb is None:
         # as stored, not rotated by an EXIF orientation tag: the size checked above is the stored

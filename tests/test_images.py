@@ -218,3 +218,13 @@ def test_a_png_whose_chunks_do_not_add_up_is_refused(damage, said, monkeypatch):
     with pytest.raises(ProtocolError) as error:
         decode(damage(head, rest, end), MAX_PIXELS)
     assert said in error.value.message
+
+
+def test_a_bomb_is_told_it_is_too_large_before_its_chunks_are_read():
+    """The size from the header first (the more useful error), the chunk walk after: a header
+    alone (IHDR and IEND, no image data) claiming 20000x20000 is too large, not corrupt."""
+    from tests.helpers import png_header
+
+    with pytest.raises(ProtocolError) as error:
+        decode(png_header(20000, 20000), MAX_PIXELS)
+    assert error.value.code == ErrorCode.IMAGE_TOO_LARGE
