@@ -120,6 +120,8 @@ def verdicts(
     why: dict[str, str] = {}
     contenders = []
     for candidate in candidates:
+        if candidate.speedup is None and candidate.ms:  # timed without rounds: its one ratio
+            candidate = dataclasses.replace(candidate, speedup=rounds_of.ratio([fp32_ms], [candidate.ms]))
         if candidate.unavailable:
             why[candidate.label] = candidate.unavailable
         elif candidate.fidelity is None or not candidate.fidelity.faithful:

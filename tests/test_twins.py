@@ -93,8 +93,9 @@ def test_a_faster_faithful_bf16_twin_wins_and_is_served_by_openvino_with_its_hin
     assert manifest.correlation >= twins.MIN_CORRELATION and manifest.parity_error <= twins.MAX_ERROR
     # the same graph, not a second copy of the weights
     assert os.path.samefile(repo / bf16 / VERSION / ONNX_FILE, repo / NAME / VERSION / ONNX_FILE)
-    for method in ("dynamic", "static-qdq"):
-        assert "the faster twin here is" in (repo / f".dropped-{int8}-{method}.json").read_text()
+    assert "the faster twin here is" in (repo / f".dropped-{int8}-dynamic.json").read_text()
+    static = (repo / f".dropped-{int8}-static-qdq.json").read_text()
+    assert "the faster twin here is" in static or "not faithful" in static  # the tiny network's
     monkeypatch.undo()
     monkeypatch.setattr(engines, "bf16_capable", lambda: True)
     generate(repo, tmp_path / "served", [NAME, bf16], threads=1)

@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -54,6 +55,13 @@ TIMEOUT_S = 10  # one input that takes longer is a finding too (libFuzzer's -tim
 RSS_LIMIT_MB = 2048  # as is one that takes more memory (the bridge's whole budget: deploy/)
 
 
+def inherited_rss_mb() -> int:
+    """The peak RSS a child starts with: Linux carries a process's peak across fork and exec, and
+    libFuzzer's limit reads that peak, so a child of a large process (pytest, late in the suite)
+    would be out of memory before its first input. The limit is set above it."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 def fuzz(
     target: str,
     seconds: float,
@@ -72,7 +80,7 @@ def fuzz(
         f"-max_total_time={int(seconds)}",
         "-print_final_stats=1",
         f"-timeout={TIMEOUT_S}",
-        f"-rss_limit_mb={RSS_LIMIT_MB}",
+        f"-rss_limit_mb={inherited_rss_mb() + RSS_LIMIT_MB}",
         f"-artifact_prefix={crashes}/",
         *([f"-runs={runs}"] if runs is not None else []),
         *sources,
