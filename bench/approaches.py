@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -117,7 +118,7 @@ def side_by_side(ways: list[Way], size: str, rounds: int) -> list[Result]:
     times: list[list[float]] = [[] for _ in ways]
 
     def contender(k: int, way: Way) -> Callable[[], object]:
-        served = iter(range(1 << 62))
+        served = itertools.count()
 
         def run() -> object:
             frame = way.frames[next(served) % len(way.frames)]

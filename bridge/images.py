@@ -135,7 +135,7 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     check_size(width, height, max_pixels)  # first: a bomb is told it is too large
     if kind == "png":
         _png_chunks_fit(data)
-    rgb = _fast_jpeg(data) if kind == "jpeg" else None
+    rgb = _libjpeg_turbo(data) if kind == "jpeg" else None
     if rgb is None:
         # as stored, not rotated by an EXIF orientation tag: the size checked above is the stored
         # one, and the depth must line up with the pixels the client sent
@@ -149,7 +149,7 @@ def decode(data: bytes, max_pixels: int) -> np.ndarray:
     return rgb
 
 
-def _fast_jpeg(data: bytes) -> np.ndarray | None:
+def _libjpeg_turbo(data: bytes) -> np.ndarray | None:
     """A camera frame's JPEG through libjpeg-turbo by simplejpeg: the same pixels as OpenCV's
     decode (its accurate DCT and upsampling, so a client that decodes the JPEG it sent gets the
     depth the bridge got), 1.09x its speed (0.92 against 1.01 ms a 640x480 frame, 1,500
