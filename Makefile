@@ -34,7 +34,7 @@ EXPORT_FLAGS := --weights $(WEIGHTS)
 endif
 export HTTP_PORT GRPC_PORT METRICS_PORT
 
-.PHONY: help setup export serve triton plans repository-cpu repository-openvino up down demo bridge bench soak test test-fast fuzz mutate check clean
+.PHONY: help setup export serve triton plans repository-cpu repository-openvino up down demo bridge bench soak chaos test test-fast fuzz mutate check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -107,6 +107,11 @@ bench: setup ## benchmark every approach side by side (BENCH_ARGS=--quick for a 
 
 soak: setup ## overload: one client alone, 8 at 10 fps for 60 s, then costly + ordinary; checks its goals
 	$(PYTHON) -m bench.soak --repository $(REPOSITORY)
+
+# seconds of `make chaos` (its 2-minute version is part of make test)
+DURATION ?= 1800
+chaos: setup ## the cluster (HAProxy, 2 bridges, 2 Tritons) under load and a seeded fault schedule (DURATION=1800)
+	$(PYTHON) -m bench.chaos --duration-s $(DURATION)
 
 test: setup ## run the test suite (unit, integration with real Triton and uvicorn, browser)
 	$(PYTHON) -m pytest $(PYTEST_ARGS)

@@ -80,9 +80,11 @@ class Bridge:
     """The bridge as its own process, as in production (``extra``: more flags; ``log``: where
     its output goes). ``stop`` is SIGTERM, as a pod deletion: the bridge drains its streams."""
 
-    def __init__(self, grpc_url: str, *extra: str, log: Path | None = None, shm_key: str = "") -> None:
-        self.port = free_port()
-        self.log = log.open("w") if log is not None else None
+    def __init__(
+        self, grpc_url: str, *extra: str, log: Path | None = None, shm_key: str = "", port: int | None = None
+    ) -> None:
+        self.port = port or free_port()  # a port of its own: a bridge started again keeps its port
+        self.log = log.open("a") if log is not None else None
         args = ["--port", str(self.port), "--triton-url", grpc_url, *extra, "--log-level", "warning"]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bridge", *args],

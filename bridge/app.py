@@ -276,6 +276,8 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     state: AppState = app.state.depthstream
     settings = state.settings
     await asyncio.to_thread(own_work_ms)  # the page's estimates: timed here once, off the event loop
+    loop = asyncio.get_running_loop()  # the scrape may come from another thread: name the loop
+    state.metrics.asyncio_tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
     state.pool = TritonPool(
         settings.triton_urls,
         settings.request_timeout_s,

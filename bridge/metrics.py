@@ -71,6 +71,16 @@ class BridgeMetrics:
             registry=r,
         )
         self.connections = Gauge("depthstream_connections", "Open WebSocket connections", registry=r)
+        # what a leak would grow: watched by make chaos over hours of faults
+        self.streams_waiting = Gauge(
+            "depthstream_streams_waiting",
+            "Streams waiting for a turn at each Triton endpoint (its in-flight limit)",
+            ["endpoint"],
+            registry=r,
+        )
+        self.asyncio_tasks = Gauge(
+            "depthstream_asyncio_tasks", "Tasks alive in the bridge's event loop", registry=r
+        )
         self.stage_seconds = Histogram(
             "depthstream_stage_seconds", "Time per frame and stage", ["stage"], buckets=BUCKETS_S, registry=r
         )

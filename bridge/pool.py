@@ -15,6 +15,10 @@ from bridge.triton import TritonGateway
 log = logging.getLogger(__name__)
 
 
+def waiting_of(gateway: TritonGateway):
+    return lambda: gateway.limit.waiting
+
+
 class TritonPool:
     def __init__(
         self,
@@ -41,6 +45,7 @@ class TritonPool:
         for gateway in self.gateways:  # up until a request or a probe finds otherwise
             metrics.endpoint_up.labels(gateway.url).set(1)
             metrics.shared_memory_regions.labels(gateway.url).set_function(gateway.regions_registered)
+            metrics.streams_waiting.labels(gateway.url).set_function(waiting_of(gateway))
         self.sessions = {gateway.url: 0 for gateway in self.gateways}
         self.metrics = metrics
 
