@@ -3,11 +3,13 @@
 HAProxy in front of two bridges, each spreading its streams over two embedded Tritons (the
 cluster rehearsal's topology, bench/cluster.py), six camera-like clients (several models, sizes
 and rates, two with ``steady`` on, one asking for 3D points, each keeping at most as many frames
-unanswered as the page does), and every 1-2 minutes (``--fault-min-s``, ``--fault-max-s``) one
+unanswered as the page does), and every 60-75 s (``--fault-min-s``, ``--fault-max-s``) one
 fault of a kind the schedule has not run as often as the others (bench/chaos_faults.py): SIGKILL
 and SIGSTOP/SIGCONT of a Triton and of a bridge, a model unloaded and reloaded under traffic, a
 reload while the repository is unwritable, a client that stops reading, a client that floods,
 slow-loris handshakes and a burst of connections beyond the limit.
+The last third of the run (``--quiet-s``) is load without faults: each process, warm
+and at a steady load, is judged for growth there.
 
 It checks, and writes to bench/results/chaos.json with a report (chaos.md, chaos.png):
 
@@ -39,16 +41,18 @@ from pathlib import Path
 
 from bench.chaos_cluster import Cluster, still_running
 from bench.chaos_faults import FAULTS, RECOVERY_GOAL_S, Chaos
-from bench.chaos_report import judge, write_report
+from bench.chaos_report import judge, summary, write_report
 from bench.cluster import Camera, Stream, stream
 from bench.frames import jpegs
 from bench.frames import stream as pictures
 from bench.harness import ROOT, provenance
+from bench.report import replace_between
 from depthstream.settings import Settings, SettingsError, parse, setting
 
 MODELS = ("depth_anything_v2_small", "depth_anything_v2_small_252", "midas_dpt_beit_base_384")
 CURATED = ("depth_anything_v2_small", "midas_dpt_beit_base_384")  # what the tiny repository exports
 WINDOW = 8  # frames a camera may have unanswered: the page's MAX_OUTSTANDING (web/capture.js)
+DEFAULT_OUTPUT = ROOT / "bench" / "results" / "chaos.json"
 RECOVERY_WAIT_S = 60.0  # a fault not recovered from within this is recorded as not recovered
 
 
@@ -59,11 +63,18 @@ class ChaosSettings(Settings):
     duration_s: float = setting(1800.0, env="DURATION", help="seconds of load and faults")
     seed: int = setting(1, help="the fault schedule's seed (same seed, same schedule)")
     fault_min_s: float = setting(60.0, help="least time from one fault's start to the next's")
-    fault_max_s: float = setting(120.0, help="most time from one fault's start to the next's")
-    sample_s: float = setting(10.0, help="seconds between samples of each process")
+    fault_max_s: float = setting(75.0, help="most time from one fault's start to the next's")
+    quiet_s: float | None = setting(
+        None, help="the run's last seconds, load without faults, where growth is judged; empty: a third"
+    )
+    sample_s: float = setting(5.0, help="seconds between samples of each process")
     repository: str = setting("", help="exported models; empty: tiny random-weight models in build/chaos")
     workdir: Path = setting(ROOT / "build" / "chaos", help="Tritons' work, logs, the tiny models")
-    output: Path = setting(ROOT / "bench" / "results" / "chaos.json", help="the results (and .md, .png)")
+    output: Path = setting(DEFAULT_OUTPUT, help="the results (and .md, .png; the docs' table when here)")
+
+    @property
+    def quiet_end_s(self) -> float:
+        return self.duration_s / 3 if self.quiet_s is None else self.quiet_s
 
     def validate(self) -> None:
         self.require_all(
@@ -72,6 +83,7 @@ class ChaosSettings(Settings):
                 ("fault_min_s", self.fault_min_s > 0, "positive"),
                 ("fault_max_s", self.fault_max_s >= self.fault_min_s, "at least --fault-min-s"),
                 ("sample_s", self.sample_s > 0, "positive"),
+                ("quiet_s", 0 <= self.quiet_end_s < self.duration_s, "at least 0 and less than --duration-s"),
             ]
         )
 
@@ -128,7 +140,7 @@ async def recovery_s(records: list[Stream], back: float) -> float | None:
     return None
 
 
-async def soak(cluster: Cluster, settings: ChaosSettings) -> tuple[list[Stream], list, list[dict]]:
+async def soak(cluster: Cluster, settings: ChaosSettings) -> tuple[list[Stream], list, list[dict], float]:
     rng = random.Random(settings.seed)
     stop = asyncio.Event()
     setups = cameras()
@@ -145,7 +157,7 @@ async def soak(cluster: Cluster, settings: ChaosSettings) -> tuple[list[Stream],
     kinds = schedule(rng)
     next_at = time.monotonic() + rng.uniform(settings.fault_min_s, settings.fault_max_s) / 2
     try:
-        while next_at < end - 10:  # the last fault's recovery inside the run
+        while next_at < end - settings.quiet_end_s - 10:  # the last fault's recovery before the quiet end
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
             kind = next(kinds)
             print(f"chaos: {cluster.now_s():6.0f} s  {kind}", flush=True)
@@ -161,12 +173,14 @@ async def soak(cluster: Cluster, settings: ChaosSettings) -> tuple[list[Stream],
             next_at = max(
                 next_at + rng.uniform(settings.fault_min_s, settings.fault_max_s), time.monotonic() + 1
             )
+        quiet_from_s = cluster.now_s()  # the faults are over: load alone until the end
+        print(f"chaos: {quiet_from_s:6.0f} s  no more faults: load alone until the end", flush=True)
         await asyncio.sleep(max(0.0, end - time.monotonic()))
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 60)
         sampler.cancel()
-    return records, chaos.extra, faults
+    return records, chaos.extra, faults, quiet_from_s
 
 
 async def sample_every(cluster: Cluster, every_s: float) -> None:
@@ -190,22 +204,23 @@ def run(settings: ChaosSettings) -> dict:
     logs.mkdir(parents=True, exist_ok=True)
     repository = Path(settings.repository) if settings.repository else tiny_repository(workdir)
     cluster = Cluster(repository, workdir, logs, MODELS)
+    where = provenance()  # the tree as it ran: files edited during a 30-minute run do not count
     interrupted = False
     try:
         cluster.start()
         print(f"chaos: cluster up (HAProxy on {cluster.balancer.port if cluster.balancer else '?'}); "
               f"{settings.duration_s:.0f} s of load and faults", flush=True)  # fmt: skip
-        records, extra, faults = asyncio.run(soak(cluster, settings))
+        records, extra, faults, quiet_from_s = asyncio.run(soak(cluster, settings))
         final = [cluster.bridge_counts(i) for i in range(2)]  # the clients are done: the last word
     except KeyboardInterrupt:
         interrupted = True
-        records, extra, faults, final = [], [], [], []
+        records, extra, faults, final, quiet_from_s = [], [], [], [], cluster.now_s()
     finally:
         cluster.stop()
     left = still_running(cluster.pids())
-    result = judge(cluster, records, extra, faults, final, settings.duration_s)
+    result = judge(cluster, records, extra, faults, final, settings.duration_s, quiet_from_s)
     result.update(
-        provenance=provenance(),
+        provenance=where,
         seed=settings.seed,
         interrupted=interrupted,
         processes_left_running=left,
@@ -230,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     settings.output.parent.mkdir(parents=True, exist_ok=True)
     settings.output.write_text(json.dumps(result, indent=2) + "\n")
     write_report(result, settings.output)
+    if settings.output == DEFAULT_OUTPUT and not result["interrupted"]:  # the docs' figures
+        replace_between(
+            ROOT / "docs" / "testing.md", "<!-- chaos:begin -->", "<!-- chaos:end -->", summary(result)
+        )
     problems = result["problems"]
     for problem in problems:
         print(f"chaos: PROBLEM: {problem}")

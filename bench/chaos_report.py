@@ -14,8 +14,9 @@ from bench.cluster import Connection, Stream
 # long after it ended (a killed bridge's clients hear of it within a second; 15 s is ample)
 CLOSING_FAULTS = ("SIGKILL bridge", "SIGSTOP/SIGCONT bridge", "client stops reading")
 CLOSE_GRACE_S = 15.0
-JUDGE_MIN_S = 600.0  # a life shorter than this is too short for a slope to mean anything
+JUDGE_MIN_S = 300.0  # a quiet end shorter than this is too short for a slope to mean anything
 GROWTH_BOUNDS = {"rss_mb": 1.0, "fds": 2.0, "tasks": 2.0, "waiting": 1.0}  # per 10 minutes
+SETTLE_S = 30.0  # after a fault is over, before the load counts as steady again
 BIN_S = 10.0
 
 
@@ -28,7 +29,8 @@ def theil_sen(points: list[tuple[float, float]]) -> float | None:
 
 
 def growth(life: Life, key: str) -> float | None:
-    """The slope of ``key`` over the last two thirds of the life, per 10 minutes."""
+    """The slope of ``key`` over the last two thirds of the life, per 10 minutes: what the
+    faults' moves of load between processes tilt (a killed bridge's streams land on the other)."""
     if not life.samples or life.ended_s is None:
         return None
     after = life.started_s + (life.ended_s - life.started_s) / 3
@@ -37,19 +39,55 @@ def growth(life: Life, key: str) -> float | None:
     return None if slope is None else round(slope * 600, 3)
 
 
-def life_report(life: Life) -> dict:
+def quiet_growth(life: Life, quiet_from_s: float, key: str) -> tuple[float | None, float]:
+    """(the slope of ``key`` per 10 minutes, seconds it spans) over the run's quiet end: warm
+    processes, every fault over, the load standing still: the signature of a leak."""
+    start = quiet_from_s + SETTLE_S
+    points = [(s["at_s"], s[key]) for s in life.samples if key in s and s["at_s"] >= start]
+    slope = theil_sen(points)
+    span = points[-1][0] - points[0][0] if len(points) > 1 else 0.0
+    return (None if slope is None else round(slope * 600, 3)), span
+
+
+def steps(life: Life, faults: list[dict], key: str) -> list[dict]:
+    """What each fault left behind: ``key`` settled after it against just before it."""
+    found = []
+    for fault in faults:
+        before = [
+            s[key] for s in life.samples if key in s and fault["at_s"] - 30 <= s["at_s"] < fault["at_s"]
+        ]
+        after = [
+            s[key]
+            for s in life.samples
+            if key in s and fault["back_s"] + SETTLE_S <= s["at_s"] < fault["back_s"] + SETTLE_S + 30
+        ]
+        if before and after:
+            change = statistics.median(after) - statistics.median(before)
+            if abs(change) >= 1:
+                found.append(
+                    {"fault": f"{fault['kind']} at {fault['at_s']:.0f} s", "change": round(change, 1)}
+                )
+    return found
+
+
+def life_report(life: Life, faults: list[dict], quiet_from_s: float) -> dict:
     report = life.summary()
     lasted = (life.ended_s or life.started_s) - life.started_s
+    quiet = {key: quiet_growth(life, quiet_from_s, key) for key in GROWTH_BOUNDS}
     report["lasted_s"] = round(lasted, 1)
-    report["judged"] = lasted >= JUDGE_MIN_S
-    report["per_10_min"] = {key: growth(life, key) for key in GROWTH_BOUNDS}
+    report["quiet_s"] = round(quiet["rss_mb"][1], 1)
+    # the whole quiet end in one life: a process restarted in it has not stood still
+    report["judged"] = life.started_s <= quiet_from_s and report["quiet_s"] >= JUDGE_MIN_S
+    report["per_10_min"] = {key: slope for key, (slope, _) in quiet.items()}
+    report["per_10_min_whole_life"] = {key: growth(life, key) for key in GROWTH_BOUNDS}
+    report["steps_at_faults"] = {key: steps(life, faults, key) for key in ("rss_mb", "fds", "tasks")}
     report["rss_mb"] = {
         "first": life.samples[0]["rss_mb"] if life.samples else None,
         "last": life.samples[-1]["rss_mb"] if life.samples else None,
         "max": max((s["rss_mb"] for s in life.samples), default=None),
     }
     report["fds_max"] = max((s["fds"] for s in life.samples), default=None)
-    report["samples_series"] = [{k: s[k] for k in ("at_s", "rss_mb", "fds") if k in s} for s in life.samples]
+    report["samples_series"] = life.samples
     return report
 
 
@@ -212,14 +250,14 @@ def series(records: list[Stream], began: float, duration_s: float) -> dict:
     }
 
 
-def judge(cluster: Cluster, records, extra, faults, final, duration_s: float) -> dict:
+def judge(cluster: Cluster, records, extra, faults, final, duration_s: float, quiet_from_s: float) -> dict:
     connections = [c for record in records for c in record.connections] + list(extra)
     books, problems = account(connections, faults, cluster.began)
     rows, disagreements = agreement(cluster, connections, final) if final else ([], [])
     problems += disagreements
     for fault in faults:
         problems += fault_problems(fault)
-    lives = [life_report(life) for life in cluster.lives]
+    lives = [life_report(life, faults, quiet_from_s) for life in cluster.lives]
     for life in lives:
         for key, bound in GROWTH_BOUNDS.items():
             slope = life["per_10_min"][key]
@@ -229,6 +267,7 @@ def judge(cluster: Cluster, records, extra, faults, final, duration_s: float) ->
                 )
     return {
         "duration_s": duration_s,
+        "quiet_from_s": round(quiet_from_s, 1),
         "unaccounted": books["unaccounted"],
         "accounts": books,
         "faults": faults,
@@ -247,12 +286,15 @@ def write_report(result: dict, output: Path) -> None:
 
 
 def markdown(result: dict) -> str:
+    return f"# make chaos\n\n{summary(result)}"
+
+
+def summary(result: dict) -> str:
+    """The run's figures: the frames' books, recovery by fault kind, each life's growth."""
     books = result["accounts"]
     lines = [
-        "# make chaos",
-        "",
-        f"{result['provenance']}; {result['duration_s']:.0f} s, seed {result['seed']}, "
-        f"{len(result['faults'])} faults; plots: chaos.png.",
+        f"Measured by `make chaos` on {result['provenance']}; {result['duration_s']:.0f} s, seed "
+        f"{result['seed']}, {len(result['faults'])} faults; plots: `bench/results/chaos.png`.",
         "",
         f"**Frames**: {books['sent']} sent on {books['connections']} connections: {books['answered']} answered, "
         f"{books['dropped']} dropped, {books['errors']} errors, {books['lost']} lost on connections a fault "
@@ -270,18 +312,39 @@ def markdown(result: dict) -> str:
             f"| {row['kind']} | {row['count']} | {row['recovery_median_s']} s | {row['recovery_max_s']} s "
             f"| <= {row['goal_s']:g} s | {row['gap_max_s']} s | {row['failed']} |"
         )
-    lines += ["", "| process life | lasted | RSS first → last | MB per 10 min | fds per 10 min | judged |"]
-    lines.append("| --- | --- | --- | --- | --- | --- |")
+    lines += [
+        "",
+        f"Growth, per 10 minutes: each process's slope over the run's quiet end (load without "
+        f"faults, from {result['quiet_from_s']:.0f} s + {SETTLE_S:.0f} s; judged for a process that "
+        f"lived through it, {JUDGE_MIN_S / 60:.0f} minutes or more); in brackets the whole life's "
+        "(its last two thirds), which the faults' moves of load tilt: a killed bridge's streams land "
+        "on the other, a Triton that takes over a killed one's streams warms up for new shapes; "
+        "and the steps the faults left (MB).",
+        "",
+        "| process life | lasted (quiet) | RSS first → last | MB / 10 min quiet (whole) | fds / 10 min | "
+        "tasks / 10 min | steps at faults (MB) | judged |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for life in result["lives"]:
-        rss = life["rss_mb"]
+        rss, steady, whole = (
+            life["rss_mb"],
+            life["per_10_min"],
+            life["per_10_min_whole_life"],
+        )  # steady: the quiet end
+        jumps = ", ".join(f"{step['change']:+g}" for step in life["steps_at_faults"]["rss_mb"]) or "-"
         lines.append(
             f"| {life['name']} (pid {life['pid']}, {life['ended_by'] or 'running'}) | {life['lasted_s']:.0f} s "
-            f"| {rss['first']} → {rss['last']} MB | {life['per_10_min']['rss_mb']} | {life['per_10_min']['fds']} "
-            f"| {'yes' if life['judged'] else 'too short'} |"
+            f"({life['quiet_s']:.0f} s) | {rss['first']} → {rss['last']} MB | {shown(steady['rss_mb'])} "
+            f"({shown(whole['rss_mb'])}) | {shown(steady['fds'])} | {shown(steady['tasks'])} "
+            f"| {jumps} | {'yes' if life['judged'] else 'too short'} |"
         )
     lines += ["", "Problems:" if result["problems"] else "Problems: none."]
     lines += [f"- {problem}" for problem in result["problems"]]
     return "\n".join(lines) + "\n"
+
+
+def shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:g}"
 
 
 def plot(result: dict, path: Path) -> None:

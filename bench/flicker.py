@@ -252,7 +252,7 @@ def markdown(where: str, found: dict, goals: dict, through: dict | None) -> str:
         lines += [
             "",
             f"Through the whole stack ({through['model']}, {weights}), one photograph sent {STACK_FRAMES} "
-            "times with exposure jitter (+-15%) and sensor noise:",
+            f"times with exposure jitter (+-15%) and sensor noise, on {where}:",
             "",
             "| steady | change a frame, raw depth (of its range) | change a frame, colours (0-1) | align ms (median) |",
             "| --- | --- | --- | --- |",

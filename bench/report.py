@@ -87,8 +87,25 @@ def publish(path: Path, report: dict, table: str, readme: Path | None, markers: 
     print(table)
 
 
+def unpublishable() -> str | None:
+    """Why figures measured now may not go into the docs (None: they may). The docs name the
+    commit a figure was measured on, so that anyone can check it out and measure again: a
+    working tree with uncommitted changes is no such commit."""
+    from bench.harness import commit
+
+    where = commit()
+    if "uncommitted" in where or "unknown" in where:
+        return f"measured on {where}: commit, then measure again"
+    return None
+
+
 def replace_between(readme: Path, begin: str, end: str, table: str) -> None:
-    """Replace what lies between two marker comments of a Markdown file."""
+    """Replace what lies between two marker comments of a Markdown file, if the figures may be
+    published (else say why, and leave it as it is: the results' JSON keeps them)."""
+    reason = unpublishable()
+    if reason is not None:
+        print(f"not written to {readme.name}: {reason}")
+        return
     text = readme.read_text()
     pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     replacement = f"{begin}\n{table}\n{end}"

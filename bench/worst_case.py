@@ -31,6 +31,7 @@ import tritonclient.grpc as grpcclient
 
 from bench.frames import stream
 from bench.harness import ROOT, Bridge, provenance, server_settings
+from bench.report import replace_between
 from depthstream.contract import (
     CAMERA_CHECKPOINTS,
     CHECKPOINTS,
@@ -320,12 +321,6 @@ def markdown(machine: str, report: dict) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, table: str) -> None:
-    from bench.report import replace_between
-
-    replace_between(readme, BEGIN, END, table)
-
-
 def run(
     repository: Path, output: Path, workdir: Path, machine: str, quick: bool, readme: Path | None
 ) -> dict:
@@ -353,7 +348,7 @@ def run(
     table = markdown(machine, report)
     (output / "worst_case.md").write_text(table + "\n")
     if readme is not None:
-        update_readme(readme, table)
+        replace_between(readme, BEGIN, END, table)
     print(table)
     return report
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from bridge import protocol
 from bridge.protocol import DEFAULT_OUTPUT, ConfigUpdate
-from bridge.rendering import Request
+from bridge.rendering import RenderRequest
 from bridge.settings import BridgeSettings
 from depthstream.contract import known, known_models, spec_of
 from depthstream.render.colorize import COLORMAPS
@@ -41,9 +41,9 @@ class StreamChoices:
             self.steady = update.steady
         self.scene += update.new_scene
 
-    def request(self, model: str) -> Request:
+    def request(self, model: str) -> RenderRequest:
         """What a frame is drawn with when its turn begins (``model``: the one the turn runs)."""
-        return Request(model, self.colormap, self.output, self.steady, self.scene)
+        return RenderRequest(model, self.colormap, self.output, self.steady, self.scene)
 
     def fields(self) -> dict[str, Any]:
         """The stream's settings, as hello and each acknowledgement carry them."""

@@ -32,9 +32,9 @@ class FrameIntake:
         self.outbox = outbox
         self.metrics = metrics
         self.limiter = RateLimiter(max_fps)
-        self.received = 0  # frames so far: the next frame's seq
+        self.accounts = outbox.accounts  # the stream's one set of books
         self.pending: Frame | None = None
-        self.wakeup = asyncio.Event()  # set when a frame is put in the slot
+        self._arrived = asyncio.Event()  # set when a frame is put in the slot
         self.draining = False
 
     async def offer(self, data: bytes) -> None:
@@ -42,8 +42,8 @@ class FrameIntake:
 
         Frames over the rate limit, or arriving while the server shuts down, are dropped and
         counted too (the client hears why, at most once a second)."""
-        seq = self.received
-        self.received += 1
+        seq = self.accounts.received
+        self.accounts.received += 1
         self.metrics.frames_in.inc()
         if self.draining:
             self.outbox.count_dropped(seq, DropReason.SHUTTING_DOWN)  # the server takes no new work
@@ -62,7 +62,18 @@ class FrameIntake:
         if self.pending is not None:
             self.outbox.count_dropped(self.pending.seq, DropReason.REPLACED)
         self.pending = Frame(seq, data, time.perf_counter())
-        self.wakeup.set()
+        self._arrived.set()
+
+    @property
+    def waiting(self) -> bool:
+        """Whether a frame waits in the slot."""
+        return self.pending is not None
+
+    async def arrival(self) -> None:
+        """Return once a frame waits in the slot (at once when one does)."""
+        while self.pending is None:
+            self._arrived.clear()
+            await self._arrived.wait()
 
     def take(self) -> Frame | None:
         """The frame in the slot, which is left empty."""

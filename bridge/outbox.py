@@ -14,6 +14,7 @@ import time
 from starlette.websockets import WebSocket
 
 from bridge import protocol
+from bridge.accounts import StreamAccounts
 from bridge.metrics import BridgeMetrics
 from bridge.notices import DropNotices, DropReason
 from bridge.protocol import ErrorCode
@@ -24,14 +25,16 @@ class SlowClient(Exception):
 
 
 class Outbox:
-    def __init__(self, websocket: WebSocket, send_timeout_s: float, metrics: BridgeMetrics) -> None:
+    def __init__(
+        self, websocket: WebSocket, send_timeout_s: float, metrics: BridgeMetrics, accounts: StreamAccounts
+    ) -> None:
         self.websocket = websocket
+        self.accounts = accounts
         self.send_timeout_s = send_timeout_s
         self.metrics = metrics
         self.lock = asyncio.Lock()
         self.closed = False  # by close(): nothing is sent after it
         self.notices = DropNotices()
-        self.dropped = 0  # the stream's dropped frames so far
         self.last_said: dict[str, float] = {}  # a throttled error's key -> when it was last said
 
     async def send(self, *messages: str | bytes, notice: bool = False) -> None:
@@ -65,13 +68,13 @@ class Outbox:
 
     def count_dropped(self, seq: int, reason: DropReason) -> None:
         self.notices.add(seq, reason)
-        self.dropped += 1
+        self.accounts.dropped += 1
         self.metrics.frames_dropped.inc()
 
     def _notice(self) -> list[str]:
         """The dropped notice due now (at most one), to go out ahead of an answer."""
         taken = self.notices.take()
-        return [] if taken is None else [protocol.dropped_message(*taken, self.dropped)]
+        return [] if taken is None else [protocol.dropped_message(*taken, self.accounts.dropped)]
 
     async def run_notifier(self) -> None:
         """Tell the client about dropped frames, coalesced, until cancelled."""

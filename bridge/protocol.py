@@ -26,6 +26,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.errors import FrameError
 from depthstream.contract import DepthKind, known_models
 from depthstream.render.colorize import COLORMAPS
 from depthstream.wire import (  # the vocabulary, shared with every client; re-exported here
@@ -64,13 +65,11 @@ def error_guide() -> dict[str, list[str]]:
     }
 
 
-class ProtocolError(Exception):
+class ProtocolError(FrameError):
     """A client mistake: reported as an error message; the connection stays open."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,13 @@ them to one stream's requests.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from bridge import images
-from bridge.protocol import OUTPUTS, POINTS_STEP, ErrorCode
+from bridge.errors import BadOutput
+from bridge.protocol import OUTPUTS, POINTS_STEP
 from depthstream.contract import DepthKind, spec_of
 from depthstream.render import camera as cameras
 from depthstream.render import raw_depth
@@ -24,7 +25,7 @@ from depthstream.render.steady import Alignment, DepthAligner
 
 
 @dataclass(frozen=True)
-class Request:
+class RenderRequest:
     """What a frame is processed with: the stream's choices when its turn began."""
 
     model: str
@@ -35,24 +36,29 @@ class Request:
 
 
 @dataclass
-class Rendered:
-    """What a frame's depth header says of its binaries: the colorized JPEG's display range
-    (near, far ends of the colorbar, in the model's units) and the raw depth's header."""
+class _Drawing:
+    """What ``render`` fills in as it goes, for one frame (returned frozen, as ``Rendered``)."""
 
+    display_range: tuple[float, float] | None = None
+    raw: dict | None = None
+    alignment: dict | None = None
+    camera: dict | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One frame drawn: its binary messages in the protocol's order, and what the depth header
+    says of them: the colorized JPEG's display range (near, far ends of the colorbar, in the
+    model's units), the raw depth's header, the alignment, the camera, and the drawing's own
+    timings (align, colorize, encode, raw)."""
+
+    binaries: tuple[bytes, ...]
     display_range: tuple[float, float] | None = None
     raw: dict | None = None
     alignment: dict | None = None  # scale, shift, residual, restarted; None: not aligned
     camera: dict | None = None  # the estimated intrinsics (camera.header); None: not estimated
-
-
-class RenderError(Exception):
-    """The model's output cannot be drawn (no finite depth): that frame's error."""
-
-    code = ErrorCode.BAD_OUTPUT
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 def _ms_since(start: float) -> float:
@@ -70,14 +76,10 @@ class StreamRenderer:
         self.drawn: tuple[str, int, bool] | None = None  # the (model, scene, steady) of the last frame
 
     def render(
-        self,
-        depth: np.ndarray,
-        request: Request,
-        timings: dict[str, float],
-        intrinsics: np.ndarray | None = None,
-    ) -> tuple[list[bytes], Rendered]:
-        """(binary messages in the protocol's order, what the header says of them); refuses
-        NaN/Inf-only output with RenderError. ``intrinsics``: the camera the model estimated."""
+        self, depth: np.ndarray, request: RenderRequest, intrinsics: np.ndarray | None = None
+    ) -> Rendered:
+        """The frame drawn as ``request`` asks; refuses NaN/Inf-only output with BadOutput.
+        ``intrinsics``: the camera the model estimated."""
         if (request.model, request.scene, request.steady) != self.drawn:
             # another model (another depth scale), a new scene, alignment turned on or off: start
             # again, here in frame order (a frame of the old model may still be drawing)
@@ -85,7 +87,8 @@ class StreamRenderer:
             self.aligner.reset()
             self.camera.reset()
             self.drawn = (request.model, request.scene, request.steady)
-        rendered = Rendered()
+        rendered = _Drawing()
+        timings = rendered.timings_ms
         alignment = None
         kind = spec_of(request.model).depth
         if request.steady and kind is not DepthKind.METRIC:  # metres stay as they are
@@ -99,10 +102,10 @@ class StreamRenderer:
             if raw_depth.ENCODING in OUTPUTS[request.output]:
                 binaries.append(self._raw(depth, request, rendered, timings, alignment))
         except NoFiniteDepth:  # colorize and the raw encoding both refuse an all-NaN/Inf depth
-            raise RenderError("the model returned no finite depth for this frame") from None
-        return binaries, rendered
+            raise BadOutput("the model returned no finite depth for this frame") from None
+        return Rendered(tuple(binaries), **vars(rendered))
 
-    def _camera(self, intrinsics: np.ndarray, shape: tuple, steady: bool, rendered: Rendered) -> dict | None:
+    def _camera(self, intrinsics: np.ndarray, shape: tuple, steady: bool, rendered: _Drawing) -> dict | None:
         """The header's camera: this frame's estimate, or with steady on the stream's smoothed
         one (started again at a scene cut, as the alignment is); None for an unusable one."""
         if not cameras.usable(intrinsics):
@@ -113,7 +116,7 @@ class StreamRenderer:
         return cameras.header(intrinsics, width, height, smoothed=steady)
 
     def _align(
-        self, depth: np.ndarray, rendered: Rendered, timings: dict[str, float], scale_only: bool = False
+        self, depth: np.ndarray, rendered: _Drawing, timings: dict[str, float], scale_only: bool = False
     ) -> Alignment | None:
         """The frame's alignment (applied by the drawing to its ranges, not to each pixel)."""
         start = time.perf_counter()
@@ -128,8 +131,8 @@ class StreamRenderer:
     def _jpeg(
         self,
         depth: np.ndarray,
-        request: Request,
-        rendered: Rendered,
+        request: RenderRequest,
+        rendered: _Drawing,
         timings: dict[str, float],
         alignment: Alignment | None,
     ) -> bytes:
@@ -148,8 +151,8 @@ class StreamRenderer:
     def _raw(
         self,
         depth: np.ndarray,
-        request: Request,
-        rendered: Rendered,
+        request: RenderRequest,
+        rendered: _Drawing,
         timings: dict[str, float],
         alignment: Alignment | None,
     ) -> bytes:

@@ -59,7 +59,7 @@ def uvicorn_config(settings: BridgeSettings) -> uvicorn.Config:
         ws=DrainingCloseProtocol,
         ws_max_size=settings.max_message_bytes,
         ws_per_message_deflate=False,
-        log_level=settings.log_level,
+        log_level=str(settings.log_level),  # uvicorn looks the name up in a dict of str
         timeout_graceful_shutdown=math.ceil(settings.drain_timeout_s) + 2,
     )
     redact_server_logs()  # after uvicorn configured its loggers: ?token=... never reaches a log

@@ -18,17 +18,19 @@ import numpy as np
 from starlette.websockets import WebSocket
 
 from bridge import choices, images, protocol
+from bridge.accounts import StreamAccounts
 from bridge.admission import RateLimiter
 from bridge.choices import StreamChoices
+from bridge.errors import BadOutput, FrameError
 from bridge.intake import Frame, FrameIntake
 from bridge.metrics import BridgeMetrics
 from bridge.notices import DropReason
 from bridge.outbox import Outbox
 from bridge.pool import TritonPool
 from bridge.protocol import ErrorCode, ProtocolError
-from bridge.rendering import Rendered, RenderError, Request, StreamRenderer
+from bridge.rendering import Rendered, RenderRequest, StreamRenderer
 from bridge.settings import BridgeSettings
-from bridge.triton import Inferred, TritonError, TritonUnavailable, Turn
+from bridge.triton import Inferred, ModelNotReady, TritonError, TritonUnavailable, Turn
 from depthstream.contract import DEFAULT_MODEL, spec_of
 
 log = logging.getLogger(__name__)
@@ -51,14 +53,14 @@ class StreamSession:
         self.choices = StreamChoices(DEFAULT_MODEL, settings.default_colormap, steady=settings.steady)
         self.ready_models: list[str] = []  # what the server serves now (the app sets it too)
         self.renderer = StreamRenderer(settings.jpeg_quality)
-        self.outbox = Outbox(websocket, settings.send_timeout_s, metrics)
+        self.accounts = StreamAccounts()
+        self.outbox = Outbox(websocket, settings.send_timeout_s, metrics, self.accounts)
         self.intake = FrameIntake(settings.max_fps, self.outbox, metrics)
         self.idle = asyncio.Event()  # set while no frame is being processed
         self.idle.set()
         # the last frame inferred, being drawn and sent while the next one is inferred
         self.answering: asyncio.Task | None = None
         self.control_limiter = RateLimiter(settings.max_controls_per_s)
-        self.controls_refused = 0
 
     @property
     def model(self) -> str:
@@ -105,15 +107,15 @@ class StreamSession:
                 **self.choices.fields(),
                 random_weights=self.choices.random_weights,
                 # the stream's accounts so far: a config message with no field asks for them
-                received=self.intake.received,
-                dropped=self.outbox.dropped,
-                controls_refused=self.controls_refused,
+                received=self.accounts.received,
+                dropped=self.accounts.dropped,
+                controls_refused=self.accounts.controls_refused,
             )
         )
 
     async def _refuse_control(self) -> None:
         """Over the control-message ceiling: ignored, counted, said at most once a second."""
-        self.controls_refused += 1
+        self.accounts.controls_refused += 1
         self.metrics.control_rejected.labels(str(ErrorCode.RATE_LIMITED)).inc()
         await self.outbox.say_once_a_second(
             "controls",
@@ -130,17 +132,14 @@ class StreamSession:
         """Process the latest frame, one at a time, until cancelled. A frame's drawing and
         sending overlap the next frame's inference: the model is never idle waiting for them."""
         while True:
-            intake = self.intake
-            if intake.pending is None:
+            if not self.intake.waiting:
                 await self.finish_answering()  # a send that failed ends the stream here
-                await intake.wakeup.wait()
-            intake.wakeup.clear()
-            if intake.pending is not None:
-                self.idle.clear()
-                try:
-                    await self.process_latest()
-                finally:
-                    self.idle.set()
+                await self.intake.arrival()
+            self.idle.clear()
+            try:
+                await self.process_latest()
+            finally:
+                self.idle.set()
 
     async def process_latest(self) -> None:
         """Wait for a turn at Triton, then take the newest frame: while this stream waits behind
@@ -154,7 +153,7 @@ class StreamSession:
                 if frame is None:
                     return
                 rgb, depth, timings = await self._infer(turn, frame)
-        except (ProtocolError, TritonError) as exc:
+        except FrameError as exc:
             assert frame is not None  # raised by decoding or inference: the frame was taken
             await self.finish_answering()  # answers leave in frame order
             await self._fail(frame, exc)
@@ -179,16 +178,19 @@ class StreamSession:
                     self.answering = None
 
     async def _render_and_answer(
-        self, frame: Frame, request: Request, rgb: np.ndarray, answer: Inferred, timings: dict[str, float]
+        self,
+        frame: Frame,
+        request: RenderRequest,
+        rgb: np.ndarray,
+        answer: Inferred,
+        timings: dict[str, float],
     ) -> None:
         try:
-            binaries, rendered = await asyncio.to_thread(
-                self.renderer.render, answer.depth, request, timings, answer.intrinsics
-            )
-        except RenderError as exc:  # the model's output could not be drawn
+            rendered = await asyncio.to_thread(self.renderer.render, answer.depth, request, answer.intrinsics)
+        except BadOutput as exc:  # the model's output could not be drawn
             await self._fail(frame, exc)
             return
-        await self._answer(frame, request, rgb, binaries, rendered, timings)
+        await self._answer(frame, request, rgb, rendered, {**timings, **rendered.timings_ms})
 
     def _take_for(self, turn: Turn) -> Frame | None:
         """The frame in the slot, now that its turn came; None when there is none or when it
@@ -217,27 +219,31 @@ class StreamSession:
         timings["infer"] = _ms_since(start)
         return rgb, depth, timings
 
-    async def _fail(self, frame: Frame, exc: ProtocolError | TritonError | RenderError) -> None:
-        """The frame's error, to the client with its seq, and counted; a Triton that went away
-        moves this stream to another endpoint where there is one."""
+    async def _fail(self, frame: Frame, exc: FrameError) -> None:
+        """The frame's error, to the client with its seq, and counted; a Triton that went away,
+        or that no longer serves the stream's model (unloaded, being reloaded), moves this
+        stream to another endpoint where there is one (found by make chaos: a reload otherwise
+        fails the stream's frames for as long as it takes)."""
         message = exc.message
         if isinstance(exc, ProtocolError):
             self.metrics.frames_rejected.labels(exc.code).inc()
         else:
             self.metrics.frames_failed.labels(exc.code).inc()
-        if isinstance(exc, TritonUnavailable):
+        if isinstance(exc, TritonUnavailable | ModelNotReady):
             moved = self.pool.move(self.gateway)
             if moved is not None:
                 self.gateway = moved
-                message = "the model server went away; this stream moved to another one"
+                why = (
+                    "went away" if isinstance(exc, TritonUnavailable) else f"does not serve {self.model} now"
+                )
+                message = f"the model server {why}; this stream moved to another one"
         await self.outbox.error(exc.code, message, frame.seq)
 
     async def _answer(
         self,
         frame: Frame,
-        request: Request,
+        request: RenderRequest,
         rgb: np.ndarray,
-        binaries: list[bytes],
         rendered: Rendered,
         timings: dict[str, float],
     ) -> None:
@@ -250,7 +256,7 @@ class StreamSession:
             seq=frame.seq,
             model=request.model,
             timings_ms=timings,
-            dropped=self.outbox.dropped,
+            dropped=self.accounts.dropped,
             width=width,
             height=height,
             random_weights=self.choices.random_weights_of.get(request.model, False),
@@ -262,7 +268,7 @@ class StreamSession:
             alignment=rendered.alignment,
             camera=rendered.camera,
         )
-        await self.outbox.send(header, *binaries, notice=True)  # the JSON and its binaries adjacent
+        await self.outbox.send(header, *rendered.binaries, notice=True)  # the JSON and its binaries adjacent
         self.metrics.frames_answered.labels(request.model).inc()
         self.metrics.observe(timings)
 

@@ -5,18 +5,31 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from depthstream.contract import CHECKPOINTS, MAX_IMAGE_PIXELS, MODEL_NAME
 from depthstream.render.colorize import COLORMAPS, DEFAULT_COLORMAP
 from depthstream.request import shared_layout
-from depthstream.settings import Settings, SettingsError, parse
+from depthstream.settings import Settings, SettingsError, parse, setting
 
 __all__ = ["BridgeSettings", "SettingsError", "parse_settings"]
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
-SHARED_MEMORY_MODES = ("auto", "off")
-LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+class SharedMemoryMode(StrEnum):
+    AUTO = "auto"  # try it with a Triton on this host
+    OFF = "off"  # plain gRPC always
+
+
+class LogLevel(StrEnum):  # uvicorn's names
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+    DEBUG = "debug"
+    TRACE = "trace"
 
 
 @dataclass(frozen=True)
@@ -24,44 +37,55 @@ class BridgeSettings(Settings):
     ENV_PREFIX = "BRIDGE_"
     SECRETS = frozenset({"token", "triton_shm_key", "triton_admin_key"})
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    triton_url: str = "127.0.0.1:8001"  # Triton's gRPC endpoint(s), comma-separated
-    # the model a stream starts on; auto: the most accurate one that runs live on the serving
-    # machine, judged from the speeds recorded with the models (bridge/default_model.py)
-    default_model: str = "auto"
-    default_colormap: str = DEFAULT_COLORMAP
-    jpeg_quality: int = 80
-    # a stream's relative depth aligned frame to frame (depthstream/render/steady.py) unless its
-    # config says "steady": false
-    steady: bool = True
-    request_timeout_s: float = 10.0  # per-inference deadline on the gRPC call
-    max_message_bytes: int = 4 * 1024 * 1024  # largest WebSocket message
-    max_pixels: int = MAX_IMAGE_PIXELS  # largest image, checked from its header before decoding
-    max_connections: int = 32
-    # requests in flight to each Triton endpoint; more frames wait in the bridge, where the
-    # latest replaces a stale one. 0: the served model's instances (x its batch when batching)
-    max_in_flight: int = 0
-    # frames to a Triton on this host (a loopback triton_url) through system shared memory
-    # instead of the gRPC message (bridge/shared_memory.py); plain gRPC where Triton refuses.
-    # auto: try it; off: never
-    triton_shm: str = "auto"
-    triton_shm_key: str = ""  # Triton's key for its restricted shared-memory protocol, if set
-    # Triton's admin key, read only for its repository index (which lists failed models too);
-    # without it the bridge lists the models Triton has loaded (bridge/triton.py served_names)
-    triton_admin_key: str = ""
-    max_fps: float = 30.0  # frames per second per connection; more are dropped and counted
-    # control (config) messages per second per connection; more are refused and counted: a model
-    # switch costs Triton up to three metadata calls (cached per endpoint for a second)
-    max_controls_per_s: float = 5.0
-    send_timeout_s: float = 10.0  # a client that reads nothing for this long is disconnected
-    drain_timeout_s: float = 5.0  # on SIGTERM: time for in-flight frames before closing (1001)
-    # Browsers' Origin header must be this server or one of these (comma-separated origins).
-    allowed_origins: str = ""
-    token: str = ""  # access token for /ws and /api/*; required off loopback (see validate)
-    allow_no_token: bool = False  # explicitly serve a non-loopback address without a token
-    web_dir: Path = WEB_DIR
-    log_level: str = "info"
+    host: str = setting("127.0.0.1", help="address to bind; off loopback a token is required (see --token)")
+    port: int = setting(8080, help="port of the page, /ws and the API")
+    triton_url: str = setting("127.0.0.1:8001", help="Triton's gRPC endpoint(s), comma-separated")
+    default_model: str = setting(
+        "auto",
+        help="the model a stream starts on; auto: the most accurate one that runs live on the serving "
+        "machine, judged from the speeds recorded with the models (bridge/default_model.py)",
+    )
+    default_colormap: str = setting(DEFAULT_COLORMAP, help="a stream's colormap until it chooses one")
+    jpeg_quality: int = setting(80, help="quality of the colour JPEG answers (1-100)")
+    steady: bool = setting(
+        True,
+        help='a stream\'s relative depth aligned frame to frame unless its config says "steady": false',
+    )
+    request_timeout_s: float = setting(10.0, help="a frame's deadline, from its arrival to its answer")
+    max_message_bytes: int = setting(4 * 1024 * 1024, help="largest WebSocket message")
+    max_pixels: int = setting(MAX_IMAGE_PIXELS, help="largest image, checked from its header before decoding")
+    max_connections: int = setting(32, help="streams at once; more are refused with busy (1013)")
+    max_in_flight: int = setting(
+        0,
+        help="requests in flight to each Triton endpoint; more frames wait in the bridge, where the latest "
+        "replaces a stale one. 0: the served model's instances (x its batch when batching)",
+    )
+    triton_shm: SharedMemoryMode = setting(
+        SharedMemoryMode.AUTO,
+        help="frames to a Triton on this host through system shared memory instead of the gRPC "
+        "message (plain gRPC where Triton refuses); auto: try it; off: never",
+    )
+    triton_shm_key: str = setting("", help="Triton's key for its restricted shared-memory protocol, if set")
+    triton_admin_key: str = setting(
+        "",
+        help="Triton's admin key, read only for its repository index (which lists failed models too); "
+        "without it the bridge lists the models Triton has loaded",
+    )
+    max_fps: float = setting(30.0, help="frames per second per connection; more are dropped and counted")
+    max_controls_per_s: float = setting(
+        5.0,
+        help="control (config) messages per second per connection; more are refused and counted (a model "
+        "switch costs Triton up to three metadata calls)",
+    )
+    send_timeout_s: float = setting(10.0, help="a client that reads nothing for this long is disconnected")
+    drain_timeout_s: float = setting(5.0, help="on SIGTERM: time for in-flight frames before closing (1001)")
+    allowed_origins: str = setting(
+        "", help="origins (comma-separated) whose pages may use the stream besides this server's own"
+    )
+    token: str = setting("", help="access token for /ws and /api/*; required off loopback")
+    allow_no_token: bool = setting(False, help="explicitly serve a non-loopback address without a token")
+    web_dir: Path = setting(WEB_DIR, help="the page's files")
+    log_level: LogLevel = setting(LogLevel.INFO, help="how much the bridge and uvicorn log")
 
     @property
     def origins(self) -> frozenset[str]:
@@ -79,7 +103,7 @@ class BridgeSettings(Settings):
         """(bytes of a region for the largest frame taken, Triton's key) for a Triton on this
         host; None: plain gRPC (another host cannot map this host's memory)."""
         host = url.removeprefix("dns:///").rpartition(":")[0].strip("[]")
-        if self.triton_shm == "off" or not _is_loopback(host):
+        if self.triton_shm == SharedMemoryMode.OFF or not _is_loopback(host):
             return None
         return sum(shared_layout((1, self.max_pixels, 1))), self.triton_shm_key
 
@@ -112,8 +136,8 @@ class BridgeSettings(Settings):
                 ("web_dir", _holds_page(self.web_dir), "a directory holding index.html"),
                 (
                     "triton_shm",
-                    self.triton_shm in SHARED_MEMORY_MODES,
-                    f"one of {', '.join(SHARED_MEMORY_MODES)}",
+                    self.triton_shm in tuple(SharedMemoryMode),  # a str given in code is checked too
+                    f"one of {', '.join(SharedMemoryMode)}",
                 ),
                 ("max_fps", self.max_fps > 0, "positive"),
                 ("max_controls_per_s", self.max_controls_per_s > 0, "positive"),
@@ -125,7 +149,7 @@ class BridgeSettings(Settings):
                     "comma-separated origins like https://depth.example.com",
                 ),
                 ("token", not self.token or len(self.token) >= 16, "at least 16 characters"),
-                ("log_level", self.log_level in LOG_LEVELS, f"one of {', '.join(LOG_LEVELS)}"),
+                ("log_level", self.log_level in tuple(LogLevel), f"one of {', '.join(LogLevel)}"),
             ]
         )
         if not self.loopback and not self.token and not self.allow_no_token:

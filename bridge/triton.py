@@ -18,6 +18,7 @@ from tritonclient.utils import InferenceServerException
 
 from bridge.admission import InFlightLimit
 from bridge.catalog import ModelInfo
+from bridge.errors import BadOutput, FrameError
 from bridge.observed import ObservedTimes
 from bridge.protocol import ErrorCode
 from bridge.shared_memory import Region, RegionPool
@@ -43,15 +44,9 @@ PROBE_MAX_DELAY_S = 5.0
 CHECKED_TTL_S = 1.0  # a model found ready is not asked about again for this long (model switches)
 
 
-class TritonError(Exception):
+class TritonError(FrameError):
     """A failure talking to Triton, with the code the client sees. ``message`` is safe to show:
     Triton's own error text stays in the bridge's log."""
-
-    code = ErrorCode.INFERENCE_FAILED
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 class TritonUnavailable(TritonError):
@@ -64,10 +59,6 @@ class TritonTimeout(TritonError):
 
 class TritonBusy(TritonError):
     code = ErrorCode.BUSY
-
-
-class BadOutput(TritonError):
-    code = ErrorCode.BAD_OUTPUT
 
 
 class SharedMemoryGone(Exception):
@@ -483,7 +474,7 @@ class Turn:
             depth = await self.gateway.infer(self.model, rgb, max(deadline - self.started, 0.001))
         except TritonTimeout:
             raise  # Triton may still be running it
-        except TritonError:
+        except FrameError:  # Triton answered (an error, or an output the bridge cannot use)
             self.finished = True
             raise
         self.finished = True

@@ -30,7 +30,7 @@ from bridge.catalog import ModelCatalog, ModelInfo
 from bridge.default_model import choose_default
 from bridge.own_work import own_work_ms
 from bridge.server import build_server, run_until_stopped
-from bridge.settings import BridgeSettings, parse_settings
+from bridge.settings import BridgeSettings, LogLevel, parse_settings
 from depthstream import accelerator, model_config
 from depthstream.contract import EXPORTABLE, register, variants_of
 from depthstream.model_config import CONFIG_FILE
@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     # a demo's terminal shows what matters (warnings, errors), not a line per request, unless asked
     asked = log_level_asked(bridge_argv)
     if not asked:
-        settings = replace(settings, log_level="warning")
+        settings = replace(settings, log_level=LogLevel.WARNING)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

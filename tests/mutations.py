@@ -284,7 +284,7 @@ MUTATIONS = [
         "NaN depth sent as an image",
         "bridge/rendering.py",
         "except NoFiniteDepth:  # colorize and the raw encoding both refuse an all-NaN/Inf depth\n"
-        '            raise RenderError("the model returned no finite depth for this frame") from None',
+        '            raise BadOutput("the model returned no finite depth for this frame") from None',
         "except NoFiniteDepth:\n            return [b''], None",
     ),
     Mutation(
@@ -344,13 +344,37 @@ MUTATIONS = [
         "1 <= self.max_pixels <= MAX_IMAGE_PIXELS",
         "1 <= self.max_pixels",
     ),
+    Mutation(  # the seams: a drop told to the client but missing from its stream's books
+        "a dropped frame missing from the stream's accounts",
+        "bridge/outbox.py",
+        "        self.accounts.dropped += 1\n",
+        "",
+    ),
+    Mutation(  # the seams: a frame received but not in the bridge's counter
+        "a received frame not counted",
+        "bridge/intake.py",
+        "        self.metrics.frames_in.inc()\n",
+        "",
+    ),
+    Mutation(  # the seams: the error family's code for an unusable output
+        "an unusable output mapped to the wrong code",
+        "bridge/errors.py",
+        "    code = ErrorCode.BAD_OUTPUT",
+        "    code = ErrorCode.INFERENCE_FAILED",
+    ),
+    Mutation(  # the seams: a closed choice read from a flag left a plain string
+        "a flag's enum value left unconverted",
+        "depthstream/settings.py",
+        "        return lambda text: kind(text.strip())",
+        "        return lambda text: text.strip()",
+    ),
     Mutation(
         "infinite timeouts accepted", "depthstream/settings.py", "if not math.isfinite(value):", "if False:"
     ),
     Mutation(
         "unknown log level accepted",
         "bridge/settings.py",
-        '("log_level", self.log_level in LOG_LEVELS',
+        '("log_level", self.log_level in tuple(LogLevel)',
         '("log_level", True',
     ),
     # the contract and export

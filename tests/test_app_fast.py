@@ -5,7 +5,6 @@ code, the connection limit, draining, model mismatch, busy, timeout, expired fra
 from __future__ import annotations
 
 import json
-import time
 
 import cv2
 import numpy as np
@@ -18,6 +17,7 @@ from depthstream.contract import DEFAULT_MODEL, MAX_IMAGE_SIDE, MODELS
 from tests.app_client import answer, closed_with, hello, jpeg, make_client
 from tests.fake_triton import FakeTriton, triton_error
 from tests.helpers import png_header
+from tests.wire import wait_until
 
 
 @pytest.fixture
@@ -67,8 +67,9 @@ def test_each_triton_failure_has_its_code_and_no_triton_text(client, fake, statu
         assert error == {**error, "type": "error", "code": str(code), "seq": 0}
         assert "secret" not in error["message"] and "StatusCode" not in error["message"]
         fake.failure = None
-        if code == ErrorCode.TRITON_UNAVAILABLE:
-            time.sleep(0.4)  # the gateway's probe finds Triton back
+        if code == ErrorCode.TRITON_UNAVAILABLE:  # the gateway's probe finds Triton back
+            gateway = client.app.state.depthstream.pool.gateways[0]
+            assert wait_until(lambda: gateway.available, 5, 0.01)
         ws.send_bytes(jpeg())
         header, _ = answer(ws)
     assert header["type"] == "depth" and header["seq"] == 1, "the stream goes on after the error"
@@ -160,7 +161,7 @@ def test_draining_sends_the_frame_in_flight_before_closing(client, fake):
     with client.websocket_connect("/ws") as ws:
         hello(ws)
         ws.send_bytes(jpeg())
-        time.sleep(0.05)
+        assert wait_until(lambda: fake.in_flight == 1, 5, 0.005)
         client.portal.call(client.app.state.depthstream.drain)
         header, image = answer(ws)
         assert header["type"] == "depth" and header["seq"] == 0 and image, "answered, not lost in the close"
@@ -172,9 +173,9 @@ def test_a_frame_sent_while_draining_is_dropped_and_told_before_the_close(client
     with client.websocket_connect("/ws") as ws:
         hello(ws)
         ws.send_bytes(jpeg())
-        time.sleep(0.05)
+        assert wait_until(lambda: fake.in_flight == 1, 5, 0.005)
         drained = client.portal.start_task_soon(client.app.state.depthstream.drain)
-        time.sleep(0.05)
+        assert wait_until(lambda: client.app.state.depthstream.draining, 5, 0.005)
         ws.send_bytes(jpeg())  # arrives during the drain: never inferred
         texts = []
         while (message := ws.receive())["type"] != "websocket.close":
@@ -208,7 +209,7 @@ def test_frames_that_cannot_finish_in_time_are_not_sent(fake):
             assert answer(a)[0]["type"] == "depth"  # the bridge now knows the model's time
             calls = fake.calls["infer"]
             a.send_bytes(jpeg())
-            time.sleep(0.05)
+            assert wait_until(lambda: fake.calls["infer"] == calls + 1, 5, 0.005)  # a's frame at the model
             b.send_bytes(jpeg())
             assert answer(a)[0]["type"] == "depth"
             notice = b.receive_json()  # b is told, so it never waits for an answer to it
@@ -421,12 +422,15 @@ def test_a_burst_of_handshakes_cannot_pass_the_connection_limit(fake):
     import threading
 
     results: list[str] = []
+    every_one_tried = threading.Event()
     with make_client(fake, max_connections=2) as client:
 
         def connect() -> None:
             with client.websocket_connect("/ws") as ws:
                 results.append(ws.receive_json()["type"])
-                time.sleep(0.3)
+                if len(results) == 5:
+                    every_one_tried.set()
+                every_one_tried.wait(10)  # those let in hold their places until all have tried
 
         threads = [threading.Thread(target=connect) for _ in range(5)]
         for thread in threads:
@@ -470,12 +474,6 @@ def test_the_page_is_compressed_and_revalidated_not_refetched(client):
     assert page.headers["cache-control"] == "no-cache" and page.headers["etag"]
     again = client.get("/", headers={"If-None-Match": page.headers["etag"]})
     assert again.status_code == status.HTTP_304_NOT_MODIFIED and again.content == b""
-
-
-def test_the_3d_view_and_three_js_are_not_loaded_with_the_page(client):
-    """main.js imports view3d.js (and with it three.js) only when the 3D view is opened."""
-    main = client.get("/main.js").text
-    assert 'from "./view3d.js"' not in main and 'await import("./view3d.js")' in main
 
 
 def added_spec(name: str = "my_dpt"):
@@ -631,3 +629,56 @@ def test_a_camera_model_whose_served_outputs_lack_intrinsics_is_refused_with_the
         models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
     assert not models[CAMERA_MODEL]["ready"]
     assert "its spec says intrinsics=True, its outputs are ['DEPTH']" in models[CAMERA_MODEL]["problem"]
+
+
+def test_the_metrics_count_what_the_stream_accounts_for(client, fake):
+    """The bridge's counters and a stream's own accounts are the same books: every frame
+    received, dropped and answered is counted in both."""
+    fake.delay_s = 0.2  # frames arrive while one is at the model: some are replaced
+    with client.websocket_connect("/ws") as ws:
+        hello(ws)
+        for _ in range(5):
+            ws.send_bytes(jpeg())
+        answered, dropped = 0, set()
+        while answered + len(dropped) < 5:
+            message = ws.receive_json()
+            if message["type"] == "depth":
+                answered += 1
+                ws.receive_bytes()
+            elif message["type"] == "dropped":
+                dropped.update(seq for first, last in message["seqs"] for seq in range(first, last + 1))
+        ws.send_text(json.dumps({"type": "config"}))
+        accounts = ws.receive_json()
+    text = client.get("/metrics").text
+
+    def metric(name: str) -> float:
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+    assert accounts["received"] == 5 == metric("depthstream_frames_received_total")
+    assert accounts["dropped"] == len(dropped) == metric("depthstream_frames_dropped_total") >= 1
+    assert answered == metric("depthstream_frames_answered_total") == 5 - len(dropped)
+
+
+def test_a_model_gone_from_one_endpoint_moves_the_stream_to_another(fake):
+    """A model unloaded (or being reloaded) on one Triton: the stream hears it once and moves to
+    the other, which serves it (found by make chaos: without the move, every frame failed for
+    as long as the reload took)."""
+    from starlette.testclient import TestClient
+
+    from bridge.app import create_app
+    from bridge.settings import BridgeSettings
+
+    other = FakeTriton()
+    fakes = {"fake-a:8001": fake, "fake-b:8001": other}
+    app = create_app(BridgeSettings(triton_url=",".join(fakes)), client_factory=lambda url: fakes[url])
+    with TestClient(app) as client, client.websocket_connect("/ws") as ws:
+        hello(ws)
+        (session,) = app.state.depthstream.sessions
+        assert session.gateway.url == "fake-a:8001", "a new stream goes to the first of two idle endpoints"
+        fake.failure = triton_error("NOT_FOUND", "unknown model")
+        ws.send_bytes(jpeg())
+        error, _ = answer(ws)
+        assert error["code"] == ErrorCode.MODEL_NOT_READY and "moved to another" in error["message"]
+        ws.send_bytes(jpeg())
+        header, _ = answer(ws)
+    assert header["type"] == "depth" and other.calls["infer"] == 1 and fake.calls["infer"] == 1

@@ -174,11 +174,16 @@ def test_3d_view_draws_the_stream_and_the_page_stays_responsive(page, record_pro
     """WebGL in headless Chromium (SwiftShader): the point cloud draws every frame, orbits with the
     mouse, and the page's main thread keeps up (the longest gap between animation frames)."""
     answers = watch_answers(page)
+    requested: list[str] = []  # the browser's network log: three.js comes with the 3D view only
+    page.on("request", lambda request: requested.append(request.url))
     page.reload()  # the socket again, now watched
     page.wait_for_selector("#model:not([disabled])")
+    lazy = [url for url in requested if "view3d.js" in url or "/vendor/three/" in url]
+    assert not lazy, f"loaded with the page, before the 3D view was asked for: {lazy}"
     page.select_option("#model", "depth_anything_v2_small_252")
     page.click("#toggle-3d")
     page.wait_for_selector("#depth", state="hidden")  # once the 3D view (and three.js) loaded
+    assert any("/vendor/three/" in url for url in requested) and any("view3d.js" in url for url in requested)
     assert page.is_visible("#view3d") and page.is_hidden("#depth")
     # points take the camera's colors: the colormap and its colorbar do not apply
     assert page.is_hidden("#colorbar") and page.is_disabled("#colormap")

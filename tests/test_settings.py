@@ -86,6 +86,17 @@ def test_non_finite_and_unknown_values_are_refused(argv, words):
         assert word in str(error.value)
 
 
+def test_closed_choices_are_their_enums_and_a_wrong_one_is_refused_however_it_comes():
+    from bridge.settings import LogLevel, SharedMemoryMode
+
+    parsed = parse_settings(["--triton-shm", "off"], environ={"BRIDGE_LOG_LEVEL": "debug"})
+    assert parsed.triton_shm is SharedMemoryMode.OFF and parsed.log_level is LogLevel.DEBUG
+    with pytest.raises(SettingsError, match="--log-level / BRIDGE_LOG_LEVEL must be one of"):
+        BridgeSettings(log_level="loud")  # type: ignore[arg-type]  (a str given in code)
+    with pytest.raises(SettingsError, match="--triton-shm"):
+        BridgeSettings(triton_shm="sometimes")  # type: ignore[arg-type]
+
+
 def test_building_settings_validates_them():
     """No code path can skip validation: a replace() or a direct build checks too."""
     import dataclasses

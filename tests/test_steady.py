@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bridge.rendering import Request, StreamRenderer
+from bridge.rendering import RenderRequest, StreamRenderer
 from client.steady_video import DepthSpool
 from depthstream.contract import MODELS, DepthKind
 from depthstream.render import raw_depth
@@ -111,23 +111,22 @@ def test_a_still_scene_holds_still_frame_to_frame():
     assert max(changes) < 0.01 * np.ptp(reference)
 
 
-def request(model: str = RELATIVE, steady: bool = True, scene_count: int = 0) -> Request:
-    return Request(model, "inferno", "raw", steady, scene_count)
+def request(model: str = RELATIVE, steady: bool = True, scene_count: int = 0) -> RenderRequest:
+    return RenderRequest(model, "inferno", "raw", steady, scene_count)
 
 
-def raw_of(renderer: StreamRenderer, depth: np.ndarray, req: Request):
-    binaries, rendered = renderer.render(depth, req, {})
-    return raw_depth.decode(binaries[0], rendered.raw), rendered
+def raw_of(renderer: StreamRenderer, depth: np.ndarray, req: RenderRequest):
+    rendered = renderer.render(depth, req)
+    return raw_depth.decode(rendered.binaries[0], rendered.raw), rendered
 
 
 def test_the_stream_renderer_aligns_relative_depth_and_says_how():
     renderer = StreamRenderer(80)
     raw_of(renderer, scene(), request())
-    timings: dict[str, float] = {}
-    binaries, rendered = renderer.render(noisy(scene(), 2.0, 1.0), request(), timings)
+    rendered = renderer.render(noisy(scene(), 2.0, 1.0), request())
     assert rendered.alignment["scale"] == pytest.approx(0.5, rel=0.01)
-    assert "align" in timings
-    depth = raw_depth.decode(binaries[0], rendered.raw)
+    assert "align" in rendered.timings_ms
+    depth = raw_depth.decode(rendered.binaries[0], rendered.raw)
     assert np.abs(depth - scene()).max() < 0.05 * np.ptp(scene())
 
 
