@@ -54,9 +54,11 @@ class Outbox:
             except TimeoutError:
                 raise SlowClient(f"client read nothing for {self.send_timeout_s:.0f} s") from None
 
-    async def error(self, code: ErrorCode, message: str, seq: int | None = None) -> None:
+    async def error(
+        self, code: ErrorCode, message: str, seq: int | None = None, refuses_config: bool = False
+    ) -> None:
         # dropped notices first: the client reads outcomes in the order frames were settled
-        await self.send(protocol.error_message(code, message, seq), notice=True)
+        await self.send(protocol.error_message(code, message, seq, refuses_config), notice=True)
 
     async def say_once_a_second(self, key: str, code: ErrorCode, message: str) -> None:
         """An error for people about the stream (no seq), at most once a second per ``key``:

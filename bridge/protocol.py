@@ -133,10 +133,15 @@ def dump(message: dict[str, Any]) -> str:
     return json.dumps(message, separators=(",", ":"), allow_nan=False)
 
 
-def error_message(code: ErrorCode, message: str, seq: int | None = None) -> str:
+def error_message(code: ErrorCode, message: str, seq: int | None = None, refuses_config: bool = False) -> str:
+    """An error: a frame's (``seq``), or the stream's; ``refuses_config``: the answer to the
+    client's last config message (``"reply_to": "config"``), told apart from an error about the
+    stream that came before it (the start-up check of the default model, say)."""
     body: dict[str, Any] = {"type": MessageType.ERROR, "code": str(code), "message": message}
     if seq is not None:
         body["seq"] = seq
+    if refuses_config:
+        body["reply_to"] = str(MessageType.CONFIG)
     return dump(body)
 
 

@@ -91,14 +91,14 @@ class StreamSession:
             update = protocol.parse_control(text)
         except ProtocolError as exc:
             self.metrics.control_rejected.labels(exc.code).inc()
-            await self.outbox.error(exc.code, exc.message)
+            await self.outbox.error(exc.code, exc.message, refuses_config=True)
             return
         if update.model is not None and update.model != self.model:
             try:
                 info = await self.gateway.check_model(update.model)
             except TritonError as exc:
                 self.metrics.control_rejected.labels(exc.code).inc()
-                await self.outbox.error(exc.code, exc.message)
+                await self.outbox.error(exc.code, exc.message, refuses_config=True)
                 return
             self.choices.random_weights_of[update.model] = info.random_weights
         self.choices.apply(update)

@@ -146,13 +146,17 @@ def config_message(**changes: str | bool | None) -> str:
 
 
 def answers_config(message: dict[str, Any]) -> bool:
-    """Whether a message answers a control message: its acknowledgement, or why it was refused
-    (a stream error of another kind, a rate-limit notice say, is not that answer)."""
+    """Whether a message answers a control message: its acknowledgement, or the error that
+    refused it, which says so (``"reply_to": "config"``). Another error about the stream, one
+    that came before the config was read (the default model not served, at start-up) or a
+    rate-limit notice, is not that answer (found by make chaos: taken for it, the real
+    acknowledgement came later and was read as the answer to the next config)."""
     if message.get("type") == MessageType.CONFIG:
         return True
     return (
         message.get("type") == MessageType.ERROR
         and message.get("seq") is None
+        and message.get("reply_to") == MessageType.CONFIG
         and message.get("code") in CONFIG_ERRORS
     )
 

@@ -344,6 +344,18 @@ MUTATIONS = [
         "1 <= self.max_pixels <= MAX_IMAGE_PIXELS",
         "1 <= self.max_pixels",
     ),
+    Mutation(  # found by make chaos: a start-up error was taken for the answer to a config
+        "a config's refusal not marked as its answer",
+        "bridge/protocol.py",
+        '        body["reply_to"] = str(MessageType.CONFIG)',
+        "        pass",
+    ),
+    Mutation(  # found by make chaos: a reload failed a stream's frames for as long as it took
+        "a stream left on an endpoint whose model is gone",
+        "bridge/session.py",
+        "        if isinstance(exc, TritonUnavailable | ModelNotReady):",
+        "        if isinstance(exc, TritonUnavailable):",
+    ),
     Mutation(  # the seams: a drop told to the client but missing from its stream's books
         "a dropped frame missing from the stream's accounts",
         "bridge/outbox.py",

@@ -682,3 +682,14 @@ def test_a_model_gone_from_one_endpoint_moves_the_stream_to_another(fake):
         ws.send_bytes(jpeg())
         header, _ = answer(ws)
     assert header["type"] == "depth" and other.calls["infer"] == 1 and fake.calls["infer"] == 1
+
+
+def test_a_refused_config_says_it_replies_to_the_config_and_a_start_up_error_does_not(fake):
+    with make_client(fake) as client, client.websocket_connect("/ws") as ws:
+        hello(ws)
+        ws.send_text(json.dumps({"type": "config", "colormap": "no-such-map"}))
+        refusal = ws.receive_json()
+        assert refusal["type"] == "error" and refusal["reply_to"] == "config", refusal
+        ws.send_bytes(b"not an image")
+        frame_error, _ = answer(ws)
+        assert frame_error["seq"] == 0 and "reply_to" not in frame_error

@@ -124,3 +124,16 @@ def test_the_protocol_pages_client_example_runs(bridge, tmp_path, monkeypatch):
     exec(block.replace("ws://127.0.0.1:8080/ws", bridge.ws_url), namespace)  # noqa: S102
     assert namespace["depth"].shape == (200, 320)
     assert namespace["stream"].accounts.answered == 1
+
+
+def test_only_the_error_that_refuses_a_config_is_taken_for_its_answer():
+    """Found by make chaos: an error about the stream sent at connect (the default model not
+    served by the stream's Triton, mid-reload) was taken for the answer to the client's first
+    config; that config's real acknowledgement then answered the next one, with stale books."""
+    from client.stream import answers_config
+
+    start_up = {"type": "error", "code": "model_not_ready", "message": "not served"}
+    refusal = {**start_up, "reply_to": "config"}
+    assert not answers_config(start_up)
+    assert answers_config(refusal) and answers_config({"type": "config", "received": 0})
+    assert not answers_config({"type": "error", "code": "rate_limited", "message": "", "reply_to": "config"})
