@@ -58,13 +58,19 @@ def record(kind: str, target: str, at_s: float, back_s: float, **measured) -> di
 
 
 # --- processes -----------------------------------------------------------------------------------
-async def kill_triton(chaos: Chaos) -> dict:
+async def kill_and_restart(chaos: Chaos, kind: str, kill, restart, name) -> dict:
+    """SIGKILL process ``i`` of its pair, leave it dead for DOWN_S, start it again."""
     i = chaos.rng.randrange(2)
     at = chaos.now_s()
-    await asyncio.to_thread(chaos.cluster.kill_triton, i)
+    await asyncio.to_thread(kill, i)
     await asyncio.sleep(chaos.rng.uniform(*DOWN_S))
-    await asyncio.to_thread(chaos.cluster.restart_triton, i)
-    return record("SIGKILL triton", chaos.cluster.triton_name(i), at, chaos.now_s())
+    await asyncio.to_thread(restart, i)
+    return record(kind, name(i), at, chaos.now_s())
+
+
+async def kill_triton(chaos: Chaos) -> dict:
+    c = chaos.cluster
+    return await kill_and_restart(chaos, "SIGKILL triton", c.kill_triton, c.restart_triton, c.triton_name)
 
 
 async def freeze_triton(chaos: Chaos) -> dict:
@@ -100,12 +106,8 @@ def longest_silence(times: list[float], start: float, end: float) -> float:
 
 
 async def kill_bridge(chaos: Chaos) -> dict:
-    i = chaos.rng.randrange(2)
-    at = chaos.now_s()
-    await asyncio.to_thread(chaos.cluster.kill_bridge, i)
-    await asyncio.sleep(chaos.rng.uniform(*DOWN_S))
-    await asyncio.to_thread(chaos.cluster.restart_bridge, i)
-    return record("SIGKILL bridge", chaos.cluster.bridge_name(i), at, chaos.now_s())
+    c = chaos.cluster
+    return await kill_and_restart(chaos, "SIGKILL bridge", c.kill_bridge, c.restart_bridge, c.bridge_name)
 
 
 async def freeze_bridge(chaos: Chaos) -> dict:
